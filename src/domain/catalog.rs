@@ -1,0 +1,291 @@
+//! The declared world: warehouses and channels in declared order, and the
+//! allocation rules (channel defaults and per-SKU overrides), resolved into
+//! the effective rule that the formula uses.
+
+use std::collections::HashMap;
+
+use super::{ChannelCode, InvalidInput, Sku, WarehouseCode};
+
+/// Channels that exist without being declared, in this order.
+pub const BUILTIN_CHANNELS: [&str; 3] = ["shopify", "amazon", "b2b"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warehouse {
+    pub code: WarehouseCode,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub code: ChannelCode,
+    pub name: String,
+}
+
+/// How one channel may use one SKU's stock (`sku: Some`) or every SKU's
+/// (`sku: None`, the channel default). `None` fields inherit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rule {
+    pub channel: Option<ChannelCode>,
+    pub sku: Option<Sku>,
+    /// Warehouses that may ship this channel's orders, in priority order;
+    /// empty inherits (the default's empty means every warehouse).
+    #[serde(default)]
+    pub warehouses: Vec<WarehouseCode>,
+    /// Units ring-fenced for this channel.
+    pub fence: Option<i64>,
+    /// Part of its ATP the channel is shown, 1..=100.
+    pub share_percent: Option<u32>,
+    /// Units held back from what the channel is shown.
+    pub buffer: Option<i64>,
+    /// Never show more than this (0 = no cap).
+    pub max_published: Option<i64>,
+    /// Show 0 when the figure would fall below this.
+    pub min_published: Option<i64>,
+}
+
+/// Which rule set a field of an [`Effective`] rule: explanations name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldSource {
+    /// Nobody set it: the documented default.
+    Builtin,
+    /// The channel's default rule.
+    ChannelDefault,
+    /// The SKU's own rule.
+    SkuRule,
+}
+
+impl FieldSource {
+    pub fn describe(self, channel: &ChannelCode, sku: &Sku) -> String {
+        match self {
+            FieldSource::Builtin => "built-in default".to_string(),
+            FieldSource::ChannelDefault => format!("{channel} default rule"),
+            FieldSource::SkuRule => format!("{channel} rule for {sku}"),
+        }
+    }
+}
+
+/// A channel's rule for one SKU after inheritance: every field has a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    /// Index of the channel in declared order.
+    pub channel: usize,
+    /// `W(c)`: warehouse indices (declared order positions), priority order.
+    pub warehouses: Vec<usize>,
+    pub fence: i64,
+    pub share_percent: u32,
+    pub buffer: i64,
+    pub max_published: i64,
+    pub min_published: i64,
+    /// Where each field came from, in the order
+    /// warehouses, fence, share_percent, buffer, max_published, min_published.
+    pub sources: [FieldSource; 6],
+}
+
+/// Warehouses, channels and rules: everything the formula needs besides stock.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Declared order; a warehouse's index here is its index in a SKU's pools.
+    pub warehouses: Vec<Warehouse>,
+    /// Declared order; fences are laid in this order.
+    pub channels: Vec<Channel>,
+    /// Channel default rules, by channel.
+    pub defaults: HashMap<ChannelCode, Rule>,
+    /// Per-SKU rules, by channel then SKU.
+    pub sku_rules: HashMap<ChannelCode, HashMap<Sku, Rule>>,
+}
+
+impl Catalog {
+    pub fn warehouse_index(&self, code: &WarehouseCode) -> Option<usize> {
+        self.warehouses.iter().position(|w| &w.code == code)
+    }
+
+    pub fn channel_index(&self, code: &ChannelCode) -> Option<usize> {
+        self.channels.iter().position(|c| &c.code == code)
+    }
+
+    /// Adds or renames a warehouse; a new one goes last in declared order.
+    pub fn upsert_warehouse(&mut self, warehouse: Warehouse) {
+        match self.warehouse_index(&warehouse.code) {
+            Some(i) => self.warehouses[i] = warehouse,
+            None => self.warehouses.push(warehouse),
+        }
+    }
+
+    /// Adds or renames a channel; a new one goes last in declared order.
+    pub fn upsert_channel(&mut self, channel: Channel) {
+        match self.channel_index(&channel.code) {
+            Some(i) => self.channels[i] = channel,
+            None => self.channels.push(channel),
+        }
+    }
+
+    /// Checks a rule against the declared world and the field ranges.
+    /// `rule.channel` must be set.
+    pub fn check_rule(&self, rule: &Rule) -> Result<(), InvalidInput> {
+        let channel = rule
+            .channel
+            .as_ref()
+            .ok_or_else(|| InvalidInput::new("rule.channel", "must not be empty"))?;
+        if self.channel_index(channel).is_none() {
+            return Err(InvalidInput::new(
+                "rule.channel",
+                format!("{channel:?} is not a declared channel ({})", self.channel_list()),
+            ));
+        }
+        for (i, w) in rule.warehouses.iter().enumerate() {
+            if self.warehouse_index(w).is_none() {
+                return Err(InvalidInput::new(
+                    format!("rule.warehouses[{i}]"),
+                    format!("{w:?} is not a declared warehouse ({})", self.warehouse_list()),
+                ));
+            }
+            if rule.warehouses[..i].contains(w) {
+                return Err(InvalidInput::new(
+                    format!("rule.warehouses[{i}]"),
+                    format!("{w:?} is listed twice"),
+                ));
+            }
+        }
+        if let Some(p) = rule.share_percent {
+            if !(1..=100).contains(&p) {
+                return Err(InvalidInput::new(
+                    "rule.share_percent",
+                    format!("must be between 1 and 100, got {p}"),
+                ));
+            }
+        }
+        for (field, value) in [
+            ("rule.fence", rule.fence),
+            ("rule.buffer", rule.buffer),
+            ("rule.max_published", rule.max_published),
+            ("rule.min_published", rule.min_published),
+        ] {
+            if let Some(v) = value {
+                if !(0..=super::MAX_QUANTITY).contains(&v) {
+                    return Err(InvalidInput::new(
+                        field,
+                        format!("must be between 0 and {}, got {v}", super::MAX_QUANTITY),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a checked rule (replacing the one with the same channel and SKU).
+    pub fn put_rule(&mut self, rule: Rule) {
+        let channel = rule.channel.clone().expect("checked rule has a channel");
+        match rule.sku.clone() {
+            None => {
+                self.defaults.insert(channel, rule);
+            }
+            Some(sku) => {
+                self.sku_rules.entry(channel).or_default().insert(sku, rule);
+            }
+        }
+    }
+
+    /// Removes a rule; returns it when there was one.
+    pub fn delete_rule(&mut self, channel: &ChannelCode, sku: Option<&Sku>) -> Option<Rule> {
+        match sku {
+            None => self.defaults.remove(channel),
+            Some(sku) => self.sku_rules.get_mut(channel).and_then(|m| m.remove(sku)),
+        }
+    }
+
+    /// The stored rule for `(channel, sku)`, if any.
+    pub fn rule(&self, channel: &ChannelCode, sku: Option<&Sku>) -> Option<&Rule> {
+        match sku {
+            None => self.defaults.get(channel),
+            Some(sku) => self.sku_rules.get(channel).and_then(|m| m.get(sku)),
+        }
+    }
+
+    /// Every stored rule, channel by channel in declared order, default first,
+    /// then SKU rules by SKU.
+    pub fn rules(&self) -> Vec<Rule> {
+        let mut out = Vec::new();
+        for c in &self.channels {
+            if let Some(r) = self.defaults.get(&c.code) {
+                out.push(r.clone());
+            }
+            if let Some(m) = self.sku_rules.get(&c.code) {
+                let mut skus: Vec<_> = m.values().cloned().collect();
+                skus.sort_by(|a, b| a.sku.cmp(&b.sku));
+                out.extend(skus);
+            }
+        }
+        out
+    }
+
+    /// The rule channel `channel` (index in declared order) applies to `sku`.
+    pub fn effective(&self, channel: usize, sku: &Sku) -> Effective {
+        let code = &self.channels[channel].code;
+        let default = self.defaults.get(code);
+        let own = self.sku_rules.get(code).and_then(|m| m.get(sku));
+
+        fn pick<T: Copy>(
+            own: Option<T>,
+            default: Option<T>,
+            builtin: T,
+        ) -> (T, FieldSource) {
+            match (own, default) {
+                (Some(v), _) => (v, FieldSource::SkuRule),
+                (None, Some(v)) => (v, FieldSource::ChannelDefault),
+                (None, None) => (builtin, FieldSource::Builtin),
+            }
+        }
+        let field = |f: fn(&Rule) -> Option<i64>| pick(own.and_then(f), default.and_then(f), 0);
+
+        let (warehouses, wsrc) = match (own, default) {
+            (Some(r), _) if !r.warehouses.is_empty() => (self.indices(&r.warehouses), FieldSource::SkuRule),
+            (_, Some(d)) if !d.warehouses.is_empty() => {
+                (self.indices(&d.warehouses), FieldSource::ChannelDefault)
+            }
+            _ => ((0..self.warehouses.len()).collect(), FieldSource::Builtin),
+        };
+        let (fence, fsrc) = field(|r| r.fence);
+        let (share_percent, ssrc) =
+            pick(own.and_then(|r| r.share_percent), default.and_then(|r| r.share_percent), 100);
+        let (buffer, bsrc) = field(|r| r.buffer);
+        let (max_published, xsrc) = field(|r| r.max_published);
+        let (min_published, nsrc) = field(|r| r.min_published);
+        Effective {
+            channel,
+            warehouses,
+            fence,
+            share_percent,
+            buffer,
+            max_published,
+            min_published,
+            sources: [wsrc, fsrc, ssrc, bsrc, xsrc, nsrc],
+        }
+    }
+
+    /// The effective rule of every channel for `sku`, in declared order.
+    pub fn effective_all(&self, sku: &Sku) -> Vec<Effective> {
+        (0..self.channels.len()).map(|c| self.effective(c, sku)).collect()
+    }
+
+    /// The channel default's warehouse order (every warehouse when unset):
+    /// sourcing tries single-warehouse shipment in this order.
+    pub fn default_warehouse_order(&self, channel: usize) -> Vec<usize> {
+        let code = &self.channels[channel].code;
+        match self.defaults.get(code) {
+            Some(d) if !d.warehouses.is_empty() => self.indices(&d.warehouses),
+            _ => (0..self.warehouses.len()).collect(),
+        }
+    }
+
+    fn indices(&self, codes: &[WarehouseCode]) -> Vec<usize> {
+        codes.iter().filter_map(|c| self.warehouse_index(c)).collect()
+    }
+
+    pub fn channel_list(&self) -> String {
+        self.channels.iter().map(|c| c.code.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    pub fn warehouse_list(&self) -> String {
+        self.warehouses.iter().map(|w| w.code.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}

@@ -1,0 +1,47 @@
+//! The pure core: validated types, allocation rules, the ATP and published
+//! formula, sourcing, and the reservation state machine.
+//!
+//! Everything here is synchronous and side-effect free: no I/O, no locks, no
+//! clocks (time comes in as `now_ms`), and no knowledge of gRPC or SQL. The
+//! engine feeds it snapshots and applies what it decides.
+
+mod allocation;
+mod catalog;
+mod codes;
+mod error;
+mod reservation;
+
+pub use allocation::{
+    atp, availability, lay_fences, source_order, Availability, ExplainStep, Laid, OrderLine, Placement,
+};
+pub use catalog::{Catalog, Channel, Effective, FieldSource, Rule, Warehouse, BUILTIN_CHANNELS};
+pub use codes::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode, MAX_CODE_LEN, MAX_QUANTITY};
+pub use error::{DomainError, InvalidInput, Shortfall};
+pub use reservation::{
+    canonical_lines, Allocation, LineRequest, Refund, Reservation, Status, Take, MAX_HOLD_SECONDS,
+    MAX_LINES,
+};
+
+/// Stock of one SKU in one warehouse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pool {
+    /// Units physically there.
+    pub on_hand: i64,
+    /// Units held for open reservations. May exceed `on_hand` after a count
+    /// found less than was reserved (a shortfall).
+    pub reserved: i64,
+    /// Bumped by every change; the compare-and-set token of `SetStock`.
+    pub version: u64,
+}
+
+impl Pool {
+    /// `max(0, on_hand - reserved)`: what may still be reserved here.
+    pub fn free(&self) -> i64 {
+        (self.on_hand - self.reserved).max(0)
+    }
+
+    /// Units reserved beyond what is on hand (0 when none).
+    pub fn shortfall(&self) -> i64 {
+        (self.reserved - self.on_hand).max(0)
+    }
+}

@@ -1,0 +1,165 @@
+//! Durability: the [`Store`] trait, its SQLite implementation, the
+//! group-commit writer, and loading state at start.
+//!
+//! The store records what the engine decided; it never decides allocation.
+//! Pool changes are written as deltas (`on_hand + d`), so a batch that
+//! commits after an earlier one failed is still correct on its own.
+
+mod sqlite;
+mod writer;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    Channel, ChannelCode, OrderId, Pool, Reservation, Rule, Sku, Warehouse, WarehouseCode,
+};
+
+pub use sqlite::SqliteStore;
+pub use writer::{CommitError, GroupCommit, Ticket};
+
+/// What can go wrong below the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A pool as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRow {
+    pub sku: Sku,
+    pub warehouse: WarehouseCode,
+    pub pool: Pool,
+}
+
+/// Why stock moved; the ledger's `kind` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MovementKind {
+    Reserve,
+    Release,
+    Expire,
+    Fulfill,
+    Restock,
+    Adjust,
+    Count,
+}
+
+impl MovementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementKind::Reserve => "reserve",
+            MovementKind::Release => "release",
+            MovementKind::Expire => "expire",
+            MovementKind::Fulfill => "fulfill",
+            MovementKind::Restock => "restock",
+            MovementKind::Adjust => "adjust",
+            MovementKind::Count => "count",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "reserve" => MovementKind::Reserve,
+            "release" => MovementKind::Release,
+            "expire" => MovementKind::Expire,
+            "fulfill" => MovementKind::Fulfill,
+            "restock" => MovementKind::Restock,
+            "adjust" => MovementKind::Adjust,
+            "count" => MovementKind::Count,
+            _ => return None,
+        })
+    }
+}
+
+/// One append-only ledger line: a change to one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub at_ms: i64,
+    pub sku: Sku,
+    pub warehouse: WarehouseCode,
+    pub kind: MovementKind,
+    pub on_hand_delta: i64,
+    pub reserved_delta: i64,
+    /// Levels after the change, as the engine saw them.
+    pub on_hand_after: i64,
+    pub reserved_after: i64,
+    /// Free text: the movement's reason, the release reason.
+    pub reason: String,
+    /// What caused it: `channel/order_id`, a movement id, a shipment or refund id.
+    pub reference: String,
+}
+
+/// A ledger line as read back, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub id: i64,
+    pub entry: LedgerEntry,
+}
+
+/// An applied stock movement id (AdjustStock/SetStock idempotency), with a
+/// fingerprint of its parameters so a reuse with other parameters is caught.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovementRecord {
+    pub movement_id: String,
+    pub fingerprint: String,
+}
+
+/// One write inside a commit. A commit applies a slice of them atomically.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Add to a pool (creating it at zero first); bumps its version by 1.
+    PoolDelta { sku: Sku, warehouse: WarehouseCode, on_hand: i64, reserved: i64 },
+    /// A physical count: set `on_hand` (creating the pool); bumps version by 1.
+    PoolSetOnHand { sku: Sku, warehouse: WarehouseCode, on_hand: i64 },
+    Ledger(LedgerEntry),
+    /// Insert or replace the whole reservation (keyed by channel and order id).
+    Reservation(Box<Reservation>),
+    Movement(MovementRecord),
+    Warehouse(Warehouse),
+    Channel(Channel),
+    /// Insert or replace the rule keyed by (channel, sku or none).
+    PutRule(Rule),
+    DeleteRule { channel: ChannelCode, sku: Option<Sku> },
+}
+
+/// Everything the engine loads at start.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// In declared (first-inserted) order.
+    pub warehouses: Vec<Warehouse>,
+    /// In declared (first-inserted) order.
+    pub channels: Vec<Channel>,
+    pub rules: Vec<Rule>,
+    pub pools: Vec<PoolRow>,
+    pub reservations: Vec<Reservation>,
+    pub movements: Vec<MovementRecord>,
+}
+
+/// Durable storage. Implementations must make `commit` atomic and durable
+/// (on disk) before returning Ok.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Loads the whole state.
+    async fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Applies `ops` in one transaction, in order.
+    async fn commit(&self, ops: &[Op]) -> Result<(), StoreError>;
+    /// The stored pools of these SKUs (to reload memory after a failed commit).
+    async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError>;
+    /// One stored reservation.
+    async fn load_reservation(
+        &self,
+        channel: &ChannelCode,
+        order_id: &OrderId,
+    ) -> Result<Option<Reservation>, StoreError>;
+    /// Ledger lines with id > `after_id`, oldest first, of one SKU or all.
+    async fn ledger(
+        &self,
+        sku: Option<&Sku>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError>;
+}
