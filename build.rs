@@ -4,7 +4,10 @@
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/stockpool/v1/inventory.proto", "proto/stockpool/v1/admin.proto"];
+    let protos = [
+        "proto/stockpool/v1/inventory.proto",
+        "proto/stockpool/v1/admin.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=migrations");
 

@@ -1,4 +1,29 @@
-//! stockpool: multi-channel inventory allocation.
+//! # stockpool
+//!
+//! A multi-channel inventory allocation service: one SKU sold on several
+//! channels from stock in several warehouses, split by per-channel rules.
+//!
+//! # Layout
+//!
+//! Data flows one way, from the edges to the core and back:
+//!
+//! - [`domain`]: pure types and decisions (validation, rules, the ATP and
+//!   published formula, sourcing, the reservation state machine). No I/O.
+//! - [`engine`]: every pool in memory behind per-SKU locks; applies the
+//!   domain's decisions and hands them to the store.
+//! - [`store`]: durability (the `Store` trait, SQLite, the group-commit
+//!   writer, loading state at start).
+//! - [`api`]: the gRPC services, validation at the boundary, auth, and the
+//!   one error mapping to `Status`.
+//! - [`http`]: health endpoints. [`server`] wires everything and runs it;
+//!   [`config`] resolves flags and the TOML file; [`cli`] is the client.
+
+pub mod api;
+pub mod cli;
+pub mod config;
 pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod server;
 pub mod store;
 pub mod telemetry;

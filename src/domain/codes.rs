@@ -17,7 +17,10 @@ fn check_code(field: &str, raw: &str, extra: &[char]) -> Result<(), InvalidInput
     if raw.len() > MAX_CODE_LEN {
         return Err(InvalidInput::new(
             field,
-            format!("is {} characters long; at most {MAX_CODE_LEN} are allowed", raw.len()),
+            format!(
+                "is {} characters long; at most {MAX_CODE_LEN} are allowed",
+                raw.len()
+            ),
         ));
     }
     if let Some(bad) = raw
@@ -104,7 +107,10 @@ pub struct Quantity(i64);
 impl Quantity {
     pub fn parse(field: &str, raw: i64) -> Result<Self, InvalidInput> {
         if raw <= 0 {
-            return Err(InvalidInput::new(field, format!("must be at least 1, got {raw}")));
+            return Err(InvalidInput::new(
+                field,
+                format!("must be at least 1, got {raw}"),
+            ));
         }
         if raw > MAX_QUANTITY {
             return Err(InvalidInput::new(

@@ -112,9 +112,18 @@ pub struct MovementRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// Add to a pool (creating it at zero first); bumps its version by 1.
-    PoolDelta { sku: Sku, warehouse: WarehouseCode, on_hand: i64, reserved: i64 },
+    PoolDelta {
+        sku: Sku,
+        warehouse: WarehouseCode,
+        on_hand: i64,
+        reserved: i64,
+    },
     /// A physical count: set `on_hand` (creating the pool); bumps version by 1.
-    PoolSetOnHand { sku: Sku, warehouse: WarehouseCode, on_hand: i64 },
+    PoolSetOnHand {
+        sku: Sku,
+        warehouse: WarehouseCode,
+        on_hand: i64,
+    },
     Ledger(LedgerEntry),
     /// Insert or replace the whole reservation (keyed by channel and order id).
     Reservation(Box<Reservation>),
@@ -123,7 +132,10 @@ pub enum Op {
     Channel(Channel),
     /// Insert or replace the rule keyed by (channel, sku or none).
     PutRule(Rule),
-    DeleteRule { channel: ChannelCode, sku: Option<Sku> },
+    DeleteRule {
+        channel: ChannelCode,
+        sku: Option<Sku>,
+    },
 }
 
 /// Everything the engine loads at start.

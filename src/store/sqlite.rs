@@ -35,7 +35,12 @@ impl Store for SqliteStore {
     ) -> Result<Option<Reservation>, StoreError> {
         todo!()
     }
-    async fn ledger(&self, _sku: Option<&Sku>, _after_id: i64, _limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
+    async fn ledger(
+        &self,
+        _sku: Option<&Sku>,
+        _after_id: i64,
+        _limit: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
         todo!()
     }
 }

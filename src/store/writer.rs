@@ -47,7 +47,9 @@ impl Ticket {
     /// Resolves once the transaction holding this commit has committed (Ok)
     /// or failed (Err, and nothing of it was written).
     pub async fn wait(self) -> Result<(), CommitError> {
-        self.0.await.unwrap_or_else(|_| Err(CommitError("the store writer has stopped".into())))
+        self.0
+            .await
+            .unwrap_or_else(|_| Err(CommitError("the store writer has stopped".into())))
     }
 }
 
@@ -69,7 +71,9 @@ impl GroupCommit {
     pub fn enqueue(&self, ops: Vec<Op>) -> Ticket {
         let (done, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError(job)) = self.tx.send(Job { ops, done }) {
-            let _ = job.done.send(Err(CommitError("the store writer has stopped".into())));
+            let _ = job
+                .done
+                .send(Err(CommitError("the store writer has stopped".into())));
         }
         Ticket(rx)
     }

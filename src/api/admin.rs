@@ -1,0 +1,104 @@
+//! The `Admin` service: warehouses, channels and rules, for ops.
+
+use tonic::{Request, Response, Status};
+
+use super::auth::{Need, Tokens};
+use super::convert as cv;
+use super::pb::{self, admin_server::Admin};
+use crate::domain::{Channel, Warehouse};
+use crate::engine::Engine;
+
+pub struct AdminService {
+    pub engine: Engine,
+    pub tokens: Tokens,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn upsert_warehouse(&self, req: Request<pb::Warehouse>) -> Reply<pb::Warehouse> {
+        self.tokens.check(req.metadata(), Need::Ops)?;
+        let r = req.get_ref();
+        let code = cv::warehouse(&r.code)?;
+        let name = cv::name(&r.name, code.as_str())?;
+        let w = self
+            .engine
+            .upsert_warehouse(Warehouse { code, name })
+            .await?;
+        Ok(Response::new(cv::warehouse_pb(&w)))
+    }
+
+    async fn list_warehouses(
+        &self,
+        req: Request<pb::ListWarehousesRequest>,
+    ) -> Reply<pb::ListWarehousesResponse> {
+        self.tokens.check(req.metadata(), Need::Read)?;
+        let catalog = self.engine.catalog();
+        Ok(Response::new(pb::ListWarehousesResponse {
+            warehouses: catalog.warehouses.iter().map(cv::warehouse_pb).collect(),
+        }))
+    }
+
+    async fn upsert_channel(&self, req: Request<pb::Channel>) -> Reply<pb::Channel> {
+        self.tokens.check(req.metadata(), Need::Ops)?;
+        let r = req.get_ref();
+        let code = cv::channel(&r.code)?;
+        let name = cv::name(&r.name, code.as_str())?;
+        let c = self.engine.upsert_channel(Channel { code, name }).await?;
+        Ok(Response::new(cv::channel_pb(&c)))
+    }
+
+    async fn list_channels(
+        &self,
+        req: Request<pb::ListChannelsRequest>,
+    ) -> Reply<pb::ListChannelsResponse> {
+        self.tokens.check(req.metadata(), Need::Read)?;
+        let catalog = self.engine.catalog();
+        Ok(Response::new(pb::ListChannelsResponse {
+            channels: catalog.channels.iter().map(cv::channel_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(changed_by = %req.get_ref().changed_by))]
+    async fn put_rule(&self, req: Request<pb::PutRuleRequest>) -> Reply<pb::Rule> {
+        self.tokens.check(req.metadata(), Need::Ops)?;
+        let r = req.get_ref();
+        let rule = r
+            .rule
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("rule must be set"))?;
+        cv::text("changed_by", &r.changed_by)?;
+        cv::text("comment", &r.comment)?;
+        let stored = self.engine.put_rule(cv::rule(rule)?).await?;
+        tracing::info!(channel = ?stored.channel, sku = ?stored.sku, comment = %r.comment, "rule stored");
+        Ok(Response::new(cv::rule_to_pb(&stored)))
+    }
+
+    async fn delete_rule(&self, req: Request<pb::DeleteRuleRequest>) -> Reply<pb::Empty> {
+        self.tokens.check(req.metadata(), Need::Ops)?;
+        let r = req.get_ref();
+        let channel = cv::channel(&r.channel)?;
+        let sku = if r.sku.is_empty() {
+            None
+        } else {
+            Some(cv::sku(&r.sku)?)
+        };
+        self.engine.delete_rule(&channel, sku.as_ref()).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_rules(&self, req: Request<pb::ListRulesRequest>) -> Reply<pb::ListRulesResponse> {
+        self.tokens.check(req.metadata(), Need::Read)?;
+        let r = req.get_ref();
+        let channel = if r.channel.is_empty() {
+            None
+        } else {
+            Some(cv::channel(&r.channel)?)
+        };
+        let rules = self.engine.list_rules(channel.as_ref())?;
+        Ok(Response::new(pb::ListRulesResponse {
+            rules: rules.iter().map(cv::rule_to_pb).collect(),
+        }))
+    }
+}

@@ -1,0 +1,266 @@
+//! Proto messages to validated domain commands and back. Every check on the
+//! shape of a request happens here, once; errors name the field.
+
+use std::collections::HashSet;
+
+use tonic::Status;
+
+use super::error::invalid;
+use super::pb;
+use crate::domain::{
+    self, Allocation, ChannelCode, InvalidInput, LineRequest, OrderId, Quantity, Reservation, Rule,
+    Sku, Status as ResStatus, WarehouseCode, MAX_LINES,
+};
+use crate::engine::{ChannelAvailability, StockLevel};
+
+/// Longest free-text field (reasons, ids of shipments, refunds, movements).
+const MAX_TEXT: usize = 200;
+
+pub fn channel(raw: &str) -> Result<ChannelCode, Status> {
+    ChannelCode::parse(raw).map_err(invalid)
+}
+
+pub fn order_id(raw: &str) -> Result<OrderId, Status> {
+    OrderId::parse(raw).map_err(invalid)
+}
+
+pub fn sku(raw: &str) -> Result<Sku, Status> {
+    Sku::parse(raw).map_err(invalid)
+}
+
+pub fn warehouse(raw: &str) -> Result<WarehouseCode, Status> {
+    WarehouseCode::parse(raw).map_err(invalid)
+}
+
+pub fn skus(raw: &[String]) -> Result<Vec<Sku>, Status> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Sku::parse(s.as_str())
+                .map_err(|e| invalid(InvalidInput::new(format!("skus[{i}]"), e.problem)))
+        })
+        .collect()
+}
+
+/// Free text: at most [`MAX_TEXT`] characters.
+pub fn text(field: &str, raw: &str) -> Result<String, Status> {
+    if raw.chars().count() > MAX_TEXT {
+        return Err(invalid(InvalidInput::new(
+            field,
+            format!("is longer than {MAX_TEXT} characters"),
+        )));
+    }
+    Ok(raw.to_string())
+}
+
+/// An optional idempotency key: empty means none.
+pub fn key(field: &str, raw: &str) -> Result<Option<String>, Status> {
+    let raw = text(field, raw)?;
+    Ok((!raw.is_empty()).then_some(raw))
+}
+
+fn check_count(len: usize) -> Result<(), Status> {
+    if len > MAX_LINES {
+        return Err(invalid(InvalidInput::new(
+            "lines",
+            format!("has {len} lines; at most {MAX_LINES} are allowed"),
+        )));
+    }
+    Ok(())
+}
+
+/// Reserve lines: at least one, each SKU once, no warehouse (stockpool picks).
+pub fn reserve_lines(lines: &[pb::Line]) -> Result<Vec<(Sku, Quantity)>, Status> {
+    if lines.is_empty() {
+        return Err(invalid(InvalidInput::new(
+            "lines",
+            "must name at least one SKU",
+        )));
+    }
+    check_count(lines.len())?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        let at = format!("lines[{i}]");
+        let sku = Sku::parse(l.sku.as_str()).map_err(|e| invalid(e.at(&at)))?;
+        let quantity = Quantity::parse("quantity", l.quantity).map_err(|e| invalid(e.at(&at)))?;
+        if !l.warehouse.is_empty() {
+            return Err(invalid(InvalidInput::new(
+                format!("{at}.warehouse"),
+                "must be empty on Reserve: stockpool picks the warehouses from the channel's rules",
+            )));
+        }
+        if !seen.insert(sku.clone()) {
+            return Err(invalid(InvalidInput::new(
+                at,
+                format!("names {sku} again; an order names each SKU once"),
+            )));
+        }
+        out.push((sku, quantity));
+    }
+    Ok(out)
+}
+
+/// Fulfill/Release/Restock lines: each (SKU, warehouse) once; may be empty.
+pub fn line_requests(lines: &[pb::Line]) -> Result<Vec<LineRequest>, Status> {
+    check_count(lines.len())?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        let at = format!("lines[{i}]");
+        let sku = Sku::parse(l.sku.as_str()).map_err(|e| invalid(e.at(&at)))?;
+        let quantity = Quantity::parse("quantity", l.quantity).map_err(|e| invalid(e.at(&at)))?;
+        let warehouse = if l.warehouse.is_empty() {
+            None
+        } else {
+            Some(WarehouseCode::parse(l.warehouse.as_str()).map_err(|e| invalid(e.at(&at)))?)
+        };
+        if !seen.insert((sku.clone(), warehouse.clone())) {
+            return Err(invalid(InvalidInput::new(
+                at,
+                format!("names {sku} again; name each SKU (and warehouse) once"),
+            )));
+        }
+        out.push(LineRequest {
+            sku,
+            quantity,
+            warehouse,
+        });
+    }
+    Ok(out)
+}
+
+fn status(s: ResStatus) -> pb::ReservationStatus {
+    match s {
+        ResStatus::Held => pb::ReservationStatus::Held,
+        ResStatus::Confirmed => pb::ReservationStatus::Confirmed,
+        ResStatus::Fulfilled => pb::ReservationStatus::Fulfilled,
+        ResStatus::Released => pb::ReservationStatus::Released,
+        ResStatus::Expired => pb::ReservationStatus::Expired,
+    }
+}
+
+pub fn allocation(a: &Allocation) -> pb::Allocation {
+    pb::Allocation {
+        sku: a.sku.to_string(),
+        warehouse: a.warehouse.to_string(),
+        quantity: a.quantity,
+        fulfilled: a.fulfilled,
+        released: a.released,
+        restocked: a.restocked,
+    }
+}
+
+pub fn reservation(r: &Reservation) -> pb::Reservation {
+    pb::Reservation {
+        id: r.id.clone(),
+        channel: r.channel.to_string(),
+        order_id: r.order_id.to_string(),
+        status: status(r.status) as i32,
+        allocations: r.allocations.iter().map(allocation).collect(),
+        created_at_ms: r.created_at_ms,
+        expires_at_ms: r.expires_at_ms,
+    }
+}
+
+pub fn stock_level(l: &StockLevel) -> pb::StockLevel {
+    pb::StockLevel {
+        sku: l.sku.to_string(),
+        warehouse: l.warehouse.to_string(),
+        on_hand: l.pool.on_hand,
+        reserved: l.pool.reserved,
+        free: l.pool.free(),
+        version: l.pool.version,
+        shortfall: l.pool.shortfall(),
+    }
+}
+
+pub fn channel_availability(a: &ChannelAvailability) -> pb::ChannelAvailability {
+    pb::ChannelAvailability {
+        sku: a.sku.to_string(),
+        channel: a.channel.to_string(),
+        atp: a.availability.atp,
+        published: a.availability.published,
+        explain: a
+            .availability
+            .explain
+            .iter()
+            .map(|s| pb::ExplainStep {
+                step: s.step.to_string(),
+                value: s.value,
+                detail: s.detail.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// A proto rule to a domain rule (shape only; the engine checks it against
+/// the declared channels and warehouses).
+pub fn rule(r: &pb::Rule) -> Result<Rule, Status> {
+    let channel = ChannelCode::parse(r.channel.as_str()).map_err(|e| invalid(e.at("rule")))?;
+    let sku = if r.sku.is_empty() {
+        None
+    } else {
+        Some(Sku::parse(r.sku.as_str()).map_err(|e| invalid(e.at("rule")))?)
+    };
+    let warehouses = r
+        .warehouses
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            WarehouseCode::parse(w.as_str()).map_err(|e| {
+                invalid(InvalidInput::new(
+                    format!("rule.warehouses[{i}]"),
+                    e.problem,
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Rule {
+        channel: Some(channel),
+        sku,
+        warehouses,
+        fence: r.fence,
+        share_percent: r.share_percent,
+        buffer: r.buffer,
+        max_published: r.max_published,
+        min_published: r.min_published,
+    })
+}
+
+pub fn rule_to_pb(r: &Rule) -> pb::Rule {
+    pb::Rule {
+        channel: r
+            .channel
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        sku: r.sku.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        warehouses: r.warehouses.iter().map(|w| w.to_string()).collect(),
+        fence: r.fence,
+        share_percent: r.share_percent,
+        buffer: r.buffer,
+        max_published: r.max_published,
+        min_published: r.min_published,
+    }
+}
+
+/// A display name: free text, defaulting to the code.
+pub fn name(raw: &str, code: &str) -> Result<String, Status> {
+    let n = text("name", raw)?;
+    Ok(if n.is_empty() { code.to_string() } else { n })
+}
+
+pub fn warehouse_pb(w: &domain::Warehouse) -> pb::Warehouse {
+    pb::Warehouse {
+        code: w.code.to_string(),
+        name: w.name.clone(),
+    }
+}
+
+pub fn channel_pb(c: &domain::Channel) -> pb::Channel {
+    pb::Channel {
+        code: c.code.to_string(),
+        name: c.name.clone(),
+    }
+}

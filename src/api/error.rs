@@ -1,0 +1,42 @@
+//! The one place that decides what a client sees when something goes wrong.
+//! Business refusals carry their sentence; internal failures are logged with
+//! their cause chain and reach the client as a plain sentence, never SQL.
+
+use tonic::{Code, Status};
+
+use crate::domain::{DomainError, InvalidInput};
+use crate::engine::EngineError;
+
+/// Malformed input at the boundary.
+pub fn invalid(e: InvalidInput) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Status {
+        let code = match &e {
+            EngineError::Domain(DomainError::Invalid(_)) => Code::InvalidArgument,
+            EngineError::Domain(_) => Code::FailedPrecondition,
+            EngineError::ReservationNotFound { .. } | EngineError::NotFound { .. } => {
+                Code::NotFound
+            }
+            EngineError::Conflict(_) => Code::AlreadyExists,
+            EngineError::StaleVersion { .. } => Code::Aborted,
+            EngineError::Unavailable(_) | EngineError::Reloading(_) => Code::Unavailable,
+            EngineError::Load(_) => Code::Internal,
+        };
+        match code {
+            Code::Unavailable | Code::Internal => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "request failed");
+            }
+            _ => tracing::debug!(error = %e, "request refused"),
+        }
+        let message = match code {
+            Code::Internal => {
+                "internal error; the operators have the details in the logs".to_string()
+            }
+            _ => e.to_string(),
+        };
+        Status::new(code, message)
+    }
+}

@@ -1,0 +1,56 @@
+//! The gRPC edge: tonic services, conversion and validation of requests,
+//! authentication, and the one mapping from errors to `Status`. No business
+//! logic lives here.
+
+mod admin;
+pub mod auth;
+pub mod convert;
+pub mod error;
+mod inventory;
+
+use tonic::service::Routes;
+
+use crate::engine::Engine;
+
+pub use admin::AdminService;
+pub use auth::{Role, Tokens};
+pub use inventory::InventoryService;
+
+/// Code generated from `proto/stockpool/v1/*.proto`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("stockpool.v1");
+
+    /// The compiled protos, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/stockpool_descriptor.bin"));
+}
+
+/// Every gRPC service: Inventory, Admin, health and reflection. Health
+/// reports SERVING once built (the engine has loaded its state by then).
+pub async fn routes(engine: Engine, tokens: Tokens) -> anyhow::Result<Routes> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<pb::inventory_server::InventoryServer<InventoryService>>()
+        .await;
+    reporter
+        .set_serving::<pb::admin_server::AdminServer<AdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let mut routes = Routes::new(health);
+    routes = routes
+        .add_service(reflection)
+        .add_service(pb::inventory_server::InventoryServer::new(
+            InventoryService {
+                engine: engine.clone(),
+                tokens: tokens.clone(),
+            },
+        ))
+        .add_service(pb::admin_server::AdminServer::new(AdminService {
+            engine,
+            tokens,
+        }));
+    Ok(routes)
+}

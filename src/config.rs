@@ -1,0 +1,231 @@
+//! Configuration: command-line flags (also read from `STOCKPOOL_*`
+//! environment variables) over an optional TOML file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::api::{Role, Tokens};
+use crate::domain::{Channel, ChannelCode, Rule, Warehouse, WarehouseCode};
+use crate::engine::Seed;
+
+/// Flags of `stockpool serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file declaring warehouses, channels, default rules and tokens.
+    #[arg(long, env = "STOCKPOOL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "STOCKPOOL_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address for /healthz and /readyz [default: 127.0.0.1:9464].
+    #[arg(long, env = "STOCKPOOL_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Database URL; none: an embedded SQLite file in --data-dir.
+    #[arg(long, env = "STOCKPOOL_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis URL for the mirror and event stream (not yet supported).
+    #[arg(long, env = "STOCKPOOL_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Where the embedded SQLite file lives [default: ./data].
+    #[arg(long, env = "STOCKPOOL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, env = "STOCKPOOL_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    warehouses: Vec<NamedCode>,
+    #[serde(default)]
+    channels: Vec<NamedCode>,
+    #[serde(default)]
+    rules: Vec<Rule>,
+    #[serde(default)]
+    tokens: Vec<TokenEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    grpc_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    hold_sweep_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedCode {
+    code: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    token: String,
+    role: String,
+}
+
+/// Where state is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Sqlite { data_dir: PathBuf },
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub store: StoreConfig,
+    pub seed: Seed,
+    pub tokens: Tokens,
+    /// How often lapsed holds are looked for.
+    pub hold_sweep_ms: u64,
+}
+
+impl Config {
+    /// Flags over the file over defaults; every problem is named.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let s = &file.server;
+        let database_url = args.database_url.clone().or_else(|| s.database_url.clone());
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or_else(|| s.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let store = match database_url.as_deref() {
+            None | Some("") => StoreConfig::Sqlite { data_dir },
+            Some(url) if url.starts_with("sqlite:") => {
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                StoreConfig::Sqlite {
+                    data_dir: PathBuf::from(path),
+                }
+            }
+            Some(url) => anyhow::bail!(
+                "--database-url {}: only the embedded SQLite store is available in this version \
+                 (leave it unset, or give sqlite://DIR)",
+                url.split('@').next_back().unwrap_or(url)
+            ),
+        };
+        if args.redis_url.is_some() || s.redis_url.is_some() {
+            anyhow::bail!(
+                "--redis-url: the Redis mirror is not available in this version; leave it unset"
+            );
+        }
+
+        let mut seed = Seed::default();
+        for (i, w) in file.warehouses.iter().enumerate() {
+            let code = WarehouseCode::parse(w.code.as_str())
+                .with_context(|| format!("warehouses[{i}]"))?;
+            let name = if w.name.is_empty() {
+                w.code.clone()
+            } else {
+                w.name.clone()
+            };
+            seed.warehouses.push(Warehouse { code, name });
+        }
+        for (i, c) in file.channels.iter().enumerate() {
+            let code =
+                ChannelCode::parse(c.code.as_str()).with_context(|| format!("channels[{i}]"))?;
+            let name = if c.name.is_empty() {
+                c.code.clone()
+            } else {
+                c.name.clone()
+            };
+            seed.channels.push(Channel { code, name });
+        }
+        for (i, r) in file.rules.iter().enumerate() {
+            if r.channel.is_none() {
+                anyhow::bail!("rules[{i}]: channel must be set");
+            }
+            seed.rules.push(r.clone());
+        }
+        let mut tokens = HashMap::new();
+        for (i, t) in file.tokens.iter().enumerate() {
+            if t.token.len() < 16 {
+                anyhow::bail!("tokens[{i}]: a token must be at least 16 characters long");
+            }
+            let role =
+                Role::parse(&t.role).map_err(|e| anyhow::anyhow!("tokens[{i}].role: {e}"))?;
+            tokens.insert(t.token.clone(), role);
+        }
+        let tokens = Tokens::new(tokens);
+
+        let grpc_addr = args
+            .grpc_addr
+            .or(s.grpc_addr)
+            .unwrap_or_else(|| "127.0.0.1:50051".parse().expect("valid"));
+        let http_addr = args
+            .http_addr
+            .or(s.http_addr)
+            .unwrap_or_else(|| "127.0.0.1:9464".parse().expect("valid"));
+        if tokens.is_empty() {
+            for (flag, addr) in [("--grpc-addr", grpc_addr), ("--http-addr", http_addr)] {
+                if !addr.ip().is_loopback() {
+                    anyhow::bail!(
+                        "{flag} {addr}: without tokens configured stockpool only listens on loopback; \
+                         add [[tokens]] to the config file to listen on {}",
+                        addr.ip()
+                    );
+                }
+            }
+        }
+        Ok(Config {
+            grpc_addr,
+            http_addr,
+            store,
+            seed,
+            tokens,
+            hold_sweep_ms: s.hold_sweep_ms.unwrap_or(500).max(10),
+        })
+    }
+
+    /// A configuration for tests and benches: SQLite in `data_dir`, both
+    /// listeners on loopback port 0.
+    pub fn for_tests(data_dir: &Path) -> Config {
+        Config {
+            grpc_addr: "127.0.0.1:0".parse().expect("valid"),
+            http_addr: "127.0.0.1:0".parse().expect("valid"),
+            store: StoreConfig::Sqlite {
+                data_dir: data_dir.to_path_buf(),
+            },
+            seed: Seed::default(),
+            tokens: Tokens::default(),
+            hold_sweep_ms: 50,
+        }
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+}

@@ -1,0 +1,389 @@
+//! The in-memory engine: every SKU's pools, the reservations, and the
+//! catalog, behind per-SKU locks.
+//!
+//! A write locks the SKUs it touches (several in sorted order, so two orders
+//! never deadlock), asks the domain for a decision, applies it in memory,
+//! enqueues the matching store ops while still holding the locks (so the
+//! store sees changes in the order memory did), lets the locks go, and
+//! answers only once the commit is durable. A failed commit marks its SKUs
+//! for reload: no new write on them is admitted until memory has been
+//! replaced from the store. The engine talks to no network.
+
+mod admin;
+mod clock;
+mod error;
+mod reservations;
+mod stock;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::domain::{
+    Catalog, Channel, ChannelCode, OrderId, Pool, Reservation, Sku, WarehouseCode, BUILTIN_CHANNELS,
+};
+use crate::store::{GroupCommit, LedgerEntry, MovementKind, Op, Store, Ticket};
+
+pub use admin::Seed;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::EngineError;
+pub use reservations::{FulfillCmd, ReleaseCmd, ReserveCmd, RestockCmd, Restocked};
+pub use stock::{AdjustCmd, ChannelAvailability, SetCmd, StockLevel};
+
+/// A reservation's identity: one order of one channel.
+pub type ResKey = (ChannelCode, OrderId);
+
+/// The mutable state of one SKU.
+#[derive(Debug, Default)]
+struct SkuState {
+    /// By warehouse index (declared order); shorter than the warehouse list
+    /// when later warehouses never held this SKU.
+    pools: Vec<Pool>,
+    /// Commits enqueued for this SKU and not yet answered. A reload waits for
+    /// zero, so it never overwrites a change that is still on its way.
+    pending: u32,
+    /// Set when a commit touching this SKU failed: memory may hold a change
+    /// the store does not, so writes are refused until it is reloaded.
+    needs_reload: bool,
+}
+
+impl SkuState {
+    fn pool_mut(&mut self, warehouse: usize) -> &mut Pool {
+        if self.pools.len() <= warehouse {
+            self.pools.resize(warehouse + 1, Pool::default());
+        }
+        &mut self.pools[warehouse]
+    }
+}
+
+/// One SKU's lock. A std mutex: it is never held across an await, and
+/// decisions under it take microseconds.
+#[derive(Debug, Default)]
+struct SkuCell(Mutex<SkuState>);
+
+impl SkuCell {
+    fn lock(&self) -> MutexGuard<'_, SkuState> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A reservation slot. The async mutex is held from decision to commit, so
+/// operations on one order are serialized and a failed commit can restore
+/// exactly the state before it.
+type Slot = Arc<AsyncMutex<Option<Reservation>>>;
+
+/// A change to one pool, as an operation wants it applied.
+#[derive(Debug, Clone)]
+struct PoolChange {
+    sku: Sku,
+    warehouse: usize,
+    on_hand: i64,
+    reserved: i64,
+    kind: MovementKind,
+    reason: String,
+    reference: String,
+}
+
+/// The engine. Cheap to clone: every clone shares the same state.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Warehouses, channels and rules; replaced whole (copy on write) by the
+    /// rare admin change, read by every decision.
+    catalog: RwLock<Arc<Catalog>>,
+    /// Serializes admin changes from decision to commit.
+    admin: AsyncMutex<()>,
+    skus: DashMap<Sku, Arc<SkuCell>>,
+    reservations: DashMap<ResKey, Slot>,
+    /// Applied (or in-flight) stock movement ids and their fingerprints.
+    movements: DashMap<String, String>,
+    /// HELD reservations by expiry, for the sweeper.
+    holds: Mutex<BTreeSet<(i64, ResKey)>>,
+    writer: GroupCommit,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Engine {
+    /// Loads the whole state from `store`, applies the configured `seed`
+    /// (warehouses, channels and default rules not yet stored), and starts
+    /// the group-commit writer.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        seed: Seed,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, EngineError> {
+        let snapshot = store.load().await.map_err(EngineError::Load)?;
+        let (writer, _task) = GroupCommit::spawn(store.clone());
+
+        let mut catalog = Catalog::default();
+        for w in snapshot.warehouses {
+            catalog.upsert_warehouse(w);
+        }
+        for c in snapshot.channels {
+            catalog.upsert_channel(c);
+        }
+        for r in snapshot.rules {
+            catalog.put_rule(r);
+        }
+        let seed_ops = admin::seed_ops(&mut catalog, seed)?;
+
+        let skus: DashMap<Sku, Arc<SkuCell>> = DashMap::new();
+        let index: HashMap<&WarehouseCode, usize> = catalog
+            .warehouses
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (&w.code, i))
+            .collect();
+        for row in snapshot.pools {
+            let Some(&w) = index.get(&row.warehouse) else {
+                tracing::warn!(sku = %row.sku, warehouse = %row.warehouse, "stock in an undeclared warehouse ignored");
+                continue;
+            };
+            let cell = skus.entry(row.sku).or_default();
+            *cell.lock().pool_mut(w) = row.pool;
+        }
+
+        let reservations = DashMap::new();
+        let mut holds = BTreeSet::new();
+        for r in snapshot.reservations {
+            let key = (r.channel.clone(), r.order_id.clone());
+            if r.status == crate::domain::Status::Held {
+                holds.insert((r.expires_at_ms, key.clone()));
+            }
+            reservations.insert(key, Arc::new(AsyncMutex::new(Some(r))));
+        }
+        let movements = snapshot
+            .movements
+            .into_iter()
+            .map(|m| (m.movement_id, m.fingerprint))
+            .collect();
+
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                catalog: RwLock::new(Arc::new(catalog)),
+                admin: AsyncMutex::new(()),
+                skus,
+                reservations,
+                movements,
+                holds: Mutex::new(holds),
+                writer,
+                store,
+                clock,
+            }),
+        };
+        if !seed_ops.is_empty() {
+            engine
+                .inner
+                .writer
+                .enqueue(seed_ops)
+                .wait()
+                .await
+                .map_err(EngineError::Unavailable)?;
+        }
+        Ok(engine)
+    }
+
+    /// The current catalog snapshot.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.inner
+            .catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// The SKU's cell, created when `create` (a first stock movement).
+    fn cell(&self, sku: &Sku, create: bool) -> Arc<SkuCell> {
+        if let Some(c) = self.inner.skus.get(sku) {
+            return c.clone();
+        }
+        if create {
+            self.inner.skus.entry(sku.clone()).or_default().clone()
+        } else {
+            Arc::new(SkuCell::default())
+        }
+    }
+
+    /// Copies of one SKU's pools (empty when it never held stock).
+    fn pools_of(&self, sku: &Sku) -> Vec<Pool> {
+        self.inner
+            .skus
+            .get(sku)
+            .map(|c| c.lock().pools.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every SKU that ever held stock, sorted.
+    pub fn skus(&self) -> Vec<Sku> {
+        let mut v: Vec<Sku> = self.inner.skus.iter().map(|e| e.key().clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// Number of reservations in memory.
+    pub fn reservation_count(&self) -> usize {
+        self.inner.reservations.len()
+    }
+
+    /// Applies `changes` to the locked pools and builds the ops that record
+    /// them. `guards` are the locked SKUs, `skus` their codes, both sorted.
+    fn apply_changes(
+        &self,
+        catalog: &Catalog,
+        skus: &[Sku],
+        guards: &mut [MutexGuard<'_, SkuState>],
+        changes: &[PoolChange],
+        ops: &mut Vec<Op>,
+    ) {
+        let at_ms = self.now_ms();
+        for ch in changes {
+            let i = skus.binary_search(&ch.sku).expect("change on a locked SKU");
+            let pool = guards[i].pool_mut(ch.warehouse);
+            // A shipment after a short count cannot take on_hand below 0:
+            // the ledger records what was actually taken.
+            let on_hand = ch.on_hand.max(-pool.on_hand.max(0));
+            pool.on_hand += on_hand;
+            pool.reserved += ch.reserved;
+            pool.version += 1;
+            let warehouse = catalog.warehouses[ch.warehouse].code.clone();
+            ops.push(Op::PoolDelta {
+                sku: ch.sku.clone(),
+                warehouse: warehouse.clone(),
+                on_hand,
+                reserved: ch.reserved,
+            });
+            ops.push(Op::Ledger(LedgerEntry {
+                at_ms,
+                sku: ch.sku.clone(),
+                warehouse,
+                kind: ch.kind,
+                on_hand_delta: on_hand,
+                reserved_delta: ch.reserved,
+                on_hand_after: pool.on_hand,
+                reserved_after: pool.reserved,
+                reason: ch.reason.clone(),
+                reference: ch.reference.clone(),
+            }));
+        }
+    }
+
+    /// Locks `cells` (already sorted by SKU) and refuses when one of them
+    /// waits for a reload.
+    fn lock_all<'a>(
+        skus: &[Sku],
+        cells: &'a [Arc<SkuCell>],
+    ) -> Result<Vec<MutexGuard<'a, SkuState>>, EngineError> {
+        let guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
+        if let Some(i) = guards.iter().position(|g| g.needs_reload) {
+            return Err(EngineError::Reloading(skus[i].clone()));
+        }
+        Ok(guards)
+    }
+
+    /// Enqueues `ops` while the SKU locks are held and counts the commit as
+    /// pending on each SKU.
+    fn enqueue_locked(&self, guards: &mut [MutexGuard<'_, SkuState>], ops: Vec<Op>) -> Ticket {
+        for g in guards.iter_mut() {
+            g.pending += 1;
+        }
+        self.inner.writer.enqueue(ops)
+    }
+
+    /// Waits for a ticket enqueued by [`Self::enqueue_locked`] on `skus`; on
+    /// failure marks them for reload and starts the reload.
+    async fn settle(
+        &self,
+        skus: &[Sku],
+        cells: &[Arc<SkuCell>],
+        ticket: Ticket,
+    ) -> Result<(), EngineError> {
+        let result = ticket.wait().await;
+        for c in cells {
+            let mut g = c.lock();
+            g.pending -= 1;
+            if result.is_err() {
+                g.needs_reload = true;
+            }
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, skus = ?skus, "commit failed; reloading the SKUs from the store");
+                let engine = self.clone();
+                let skus = skus.to_vec();
+                tokio::spawn(async move { engine.reload(skus).await });
+                Err(EngineError::Unavailable(e))
+            }
+        }
+    }
+
+    /// Replaces the memory of `skus` with what the store holds, once no
+    /// commit on them is in flight. Retries while the store is unreachable.
+    async fn reload(&self, skus: Vec<Sku>) {
+        let cells: Vec<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, true)).collect();
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            if cells.iter().any(|c| c.lock().pending > 0) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                continue;
+            }
+            let rows = match self.inner.store.load_pools(&skus).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "reload failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let catalog = self.catalog();
+            let mut guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
+            if guards.iter().any(|g| g.pending > 0) {
+                continue;
+            }
+            for g in guards.iter_mut() {
+                g.pools.clear();
+            }
+            for row in rows {
+                let (Ok(i), Some(w)) = (
+                    skus.binary_search(&row.sku),
+                    catalog.warehouse_index(&row.warehouse),
+                ) else {
+                    continue;
+                };
+                *guards[i].pool_mut(w) = row.pool;
+            }
+            for g in guards.iter_mut() {
+                g.needs_reload = false;
+            }
+            tracing::info!(skus = ?skus, "SKUs reloaded from the store");
+            return;
+        }
+    }
+
+    /// Whether every SKU's memory matches the store (no reload pending).
+    pub fn is_consistent(&self) -> bool {
+        self.inner.skus.iter().all(|c| !c.lock().needs_reload)
+    }
+}
+
+/// A channel code from the built-in list (always valid).
+fn builtin_channels() -> impl Iterator<Item = Channel> {
+    BUILTIN_CHANNELS.iter().map(|c| Channel {
+        code: ChannelCode::parse(*c).expect("built-in channel codes are valid"),
+        name: c.to_string(),
+    })
+}

@@ -1,0 +1,477 @@
+//! Reserve, Confirm, Release, Fulfill, Restock and hold expiry: the
+//! reservation lifecycle applied to memory and handed to the store.
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::{Engine, EngineError, PoolChange, ResKey, SkuCell};
+use crate::domain::{
+    Allocation, Catalog, ChannelCode, DomainError, InvalidInput, LineRequest, OrderId, OrderLine,
+    Quantity, Reservation, Sku, Status, Take, MAX_HOLD_SECONDS,
+};
+use crate::store::{MovementKind, Op};
+
+/// A Reserve request after boundary validation.
+#[derive(Debug, Clone)]
+pub struct ReserveCmd {
+    pub channel: ChannelCode,
+    pub order_id: OrderId,
+    /// One line per SKU (the api refuses duplicates).
+    pub lines: Vec<(Sku, Quantity)>,
+    /// 0: CONFIRMED at once; else HELD this long.
+    pub hold_seconds: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReleaseCmd {
+    pub channel: ChannelCode,
+    pub order_id: OrderId,
+    /// Empty: every open unit.
+    pub lines: Vec<LineRequest>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct FulfillCmd {
+    pub channel: ChannelCode,
+    pub order_id: OrderId,
+    /// Empty: every open unit.
+    pub lines: Vec<LineRequest>,
+    /// Idempotency key; `None` ships every time it is called.
+    pub shipment_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestockCmd {
+    pub channel: ChannelCode,
+    pub order_id: OrderId,
+    pub refund_id: String,
+    /// Empty: everything shipped and not yet restocked.
+    pub lines: Vec<LineRequest>,
+}
+
+/// What a Restock put back on hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restocked {
+    /// One per allocation restocked; `quantity` is the units put back.
+    pub allocations: Vec<Allocation>,
+    pub replayed: bool,
+}
+
+fn reference(channel: &ChannelCode, order_id: &OrderId) -> String {
+    format!("{channel}/{order_id}")
+}
+
+impl Engine {
+    fn slot(&self, key: &ResKey) -> Option<super::Slot> {
+        self.inner.reservations.get(key).map(|s| s.clone())
+    }
+
+    pub(super) fn check_channel(
+        &self,
+        catalog: &Catalog,
+        channel: &ChannelCode,
+    ) -> Result<usize, EngineError> {
+        catalog.channel_index(channel).ok_or_else(|| {
+            InvalidInput::new(
+                "channel",
+                format!(
+                    "{channel:?} is not a declared channel ({})",
+                    catalog.channel_list()
+                ),
+            )
+            .into()
+        })
+    }
+
+    /// Reserves an order whole or not at all. Idempotent on
+    /// `(channel, order_id)`: the same lines again return the reservation as
+    /// it stands with `replayed = true`; other lines are a conflict.
+    pub async fn reserve(&self, cmd: ReserveCmd) -> Result<(Reservation, bool), EngineError> {
+        let catalog = self.catalog();
+        let channel = self.check_channel(&catalog, &cmd.channel)?;
+        if cmd.hold_seconds > MAX_HOLD_SECONDS {
+            return Err(InvalidInput::new(
+                "hold_seconds",
+                format!(
+                    "{} is longer than the {MAX_HOLD_SECONDS} allowed (7 days)",
+                    cmd.hold_seconds
+                ),
+            )
+            .into());
+        }
+        let lines: Vec<(Sku, i64)> = cmd
+            .lines
+            .iter()
+            .map(|(s, q)| (s.clone(), q.get()))
+            .collect();
+        let key: ResKey = (cmd.channel.clone(), cmd.order_id.clone());
+        let slot = self
+            .inner
+            .reservations
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(AsyncMutex::new(None)))
+            .clone();
+        let mut current = slot.lock().await;
+        if let Some(existing) = current.as_ref() {
+            if existing.same_lines(&lines) {
+                crate::telemetry::reservation_outcome(&cmd.channel, "replayed");
+                return Ok((existing.clone(), true));
+            }
+            return Err(EngineError::Conflict(format!(
+                "reservation {}/{} already exists with other lines ({}); use a new order_id for a new order",
+                cmd.channel,
+                cmd.order_id,
+                existing.lines.iter().map(|(s, q)| format!("{s} x{q}")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+
+        let mut sorted = lines.clone();
+        sorted.sort();
+        let skus: Vec<Sku> = sorted.iter().map(|(s, _)| s.clone()).collect();
+        let cells: Vec<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, false)).collect();
+        let now = self.now_ms();
+        let (reservation, ticket) = {
+            let mut guards = match Self::lock_all(&skus, &cells) {
+                Ok(g) => g,
+                Err(e) => {
+                    drop(current);
+                    self.forget_empty_slot(&key, &slot);
+                    return Err(e);
+                }
+            };
+            let rules: Vec<_> = skus.iter().map(|s| catalog.effective_all(s)).collect();
+            let order: Vec<OrderLine<'_>> = sorted
+                .iter()
+                .zip(&guards)
+                .zip(&rules)
+                .map(|(((sku, q), g), r)| OrderLine {
+                    sku,
+                    quantity: *q,
+                    pools: &g.pools,
+                    rules: r,
+                })
+                .collect();
+            let placements = match crate::domain::source_order(&catalog, channel, &order) {
+                Ok(p) => p,
+                Err(e) => {
+                    drop(order);
+                    drop(guards);
+                    drop(current);
+                    self.forget_empty_slot(&key, &slot);
+                    crate::telemetry::reservation_outcome(&cmd.channel, "rejected");
+                    return Err(e.into());
+                }
+            };
+            drop(order);
+            let refer = reference(&cmd.channel, &cmd.order_id);
+            let changes: Vec<PoolChange> = placements
+                .iter()
+                .map(|p| PoolChange {
+                    sku: skus[p.line].clone(),
+                    warehouse: p.warehouse,
+                    on_hand: 0,
+                    reserved: p.quantity,
+                    kind: MovementKind::Reserve,
+                    reason: String::new(),
+                    reference: refer.clone(),
+                })
+                .collect();
+            let allocations: Vec<Allocation> = placements
+                .iter()
+                .map(|p| Allocation {
+                    sku: skus[p.line].clone(),
+                    warehouse: catalog.warehouses[p.warehouse].code.clone(),
+                    quantity: p.quantity,
+                    fulfilled: 0,
+                    released: 0,
+                    restocked: 0,
+                })
+                .collect();
+            let reservation = Reservation::new(
+                format!("res_{}", uuid::Uuid::new_v4().simple()),
+                cmd.channel.clone(),
+                cmd.order_id.clone(),
+                &lines,
+                allocations,
+                now,
+                cmd.hold_seconds,
+            );
+            let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
+            self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
+            ops.push(Op::Reservation(Box::new(reservation.clone())));
+            let ticket = self.enqueue_locked(&mut guards, ops);
+            (reservation, ticket)
+        };
+        *current = Some(reservation.clone());
+        self.settle(&skus, &cells, ticket).await.inspect_err(|_| {
+            *current = None;
+        })?;
+        if reservation.status == Status::Held {
+            self.track_hold(&reservation);
+        }
+        crate::telemetry::reservation_outcome(&cmd.channel, "accepted");
+        Ok((reservation, false))
+    }
+
+    /// Drops a slot that a refused Reserve created, so refused orders do not
+    /// accumulate in memory.
+    fn forget_empty_slot(&self, key: &ResKey, slot: &super::Slot) {
+        self.inner.reservations.remove_if(key, |_, s| {
+            Arc::ptr_eq(s, slot) && s.try_lock().map(|g| g.is_none()).unwrap_or(false)
+        });
+    }
+
+    fn track_hold(&self, r: &Reservation) {
+        self.inner
+            .holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((r.expires_at_ms, (r.channel.clone(), r.order_id.clone())));
+    }
+
+    /// The reservation as last committed.
+    pub async fn get_reservation(
+        &self,
+        channel: &ChannelCode,
+        order_id: &OrderId,
+    ) -> Result<Reservation, EngineError> {
+        let key = (channel.clone(), order_id.clone());
+        let Some(slot) = self.slot(&key) else {
+            return Err(not_found(&key));
+        };
+        let guard = slot.lock().await;
+        guard.clone().ok_or_else(|| not_found(&key))
+    }
+
+    /// HELD → CONFIRMED; CONFIRMED and FULFILLED are returned unchanged.
+    pub async fn confirm(
+        &self,
+        channel: &ChannelCode,
+        order_id: &OrderId,
+    ) -> Result<Reservation, EngineError> {
+        let now = self.now_ms();
+        self.change(channel, order_id, |r, _| {
+            r.confirm(now)?;
+            Ok((Vec::new(), ()))
+        })
+        .await
+        .map(|(r, ())| r)
+    }
+
+    /// Releases the named lines (or every open unit) back to free stock.
+    pub async fn release(&self, cmd: ReleaseCmd) -> Result<Reservation, EngineError> {
+        let refer = reference(&cmd.channel, &cmd.order_id);
+        self.change(&cmd.channel, &cmd.order_id, |r, catalog| {
+            let takes = r.plan_takes("release", &cmd.lines)?;
+            let changes = pool_changes(
+                r,
+                catalog,
+                &takes,
+                MovementKind::Release,
+                &cmd.reason,
+                &refer,
+                |q| (0, -q),
+            );
+            r.release(&takes);
+            Ok((changes, ()))
+        })
+        .await
+        .map(|(r, ())| r)
+    }
+
+    /// Ships the named lines (or every open unit): `on_hand` and `reserved`
+    /// both drop. A repeated `shipment_id` changes nothing.
+    pub async fn fulfill(&self, cmd: FulfillCmd) -> Result<Reservation, EngineError> {
+        let refer = cmd.shipment_id.clone().map_or_else(
+            || reference(&cmd.channel, &cmd.order_id),
+            |s| format!("{}/{} shipment {s}", cmd.channel, cmd.order_id),
+        );
+        self.change(&cmd.channel, &cmd.order_id, |r, catalog| {
+            if let Some(id) = &cmd.shipment_id {
+                if r.has_shipment(id) {
+                    return Ok((Vec::new(), ()));
+                }
+            }
+            let takes = r.plan_takes("fulfill", &cmd.lines)?;
+            let changes =
+                pool_changes(r, catalog, &takes, MovementKind::Fulfill, "", &refer, |q| {
+                    (-q, -q)
+                });
+            r.fulfill(&takes, cmd.shipment_id.clone());
+            Ok((changes, ()))
+        })
+        .await
+        .map(|(r, ())| r)
+    }
+
+    /// Puts returned units back on hand, never more per allocation than was
+    /// shipped and not yet restocked. Idempotent on `refund_id`.
+    pub async fn restock(&self, cmd: RestockCmd) -> Result<Restocked, EngineError> {
+        let refer = format!("{}/{} refund {}", cmd.channel, cmd.order_id, cmd.refund_id);
+        let (r, (takes, replayed)) = self
+            .change(&cmd.channel, &cmd.order_id, |r, catalog| {
+                if let Some(done) = r.refund(&cmd.refund_id) {
+                    return Ok((Vec::new(), (done.restocked.clone(), true)));
+                }
+                let takes = r.plan_restock(&cmd.lines)?;
+                let changes =
+                    pool_changes(r, catalog, &takes, MovementKind::Restock, "", &refer, |q| {
+                        (q, 0)
+                    });
+                r.restock(cmd.refund_id.clone(), takes.clone());
+                Ok((changes, (takes, false)))
+            })
+            .await?;
+        let allocations = takes
+            .iter()
+            .map(|t| {
+                let a = &r.allocations[t.allocation];
+                Allocation {
+                    sku: a.sku.clone(),
+                    warehouse: a.warehouse.clone(),
+                    quantity: t.quantity,
+                    fulfilled: 0,
+                    released: 0,
+                    restocked: t.quantity,
+                }
+            })
+            .collect();
+        Ok(Restocked {
+            allocations,
+            replayed,
+        })
+    }
+
+    /// Expires every hold that has lapsed by now; returns how many.
+    pub async fn expire_due(&self) -> usize {
+        let now = self.now_ms();
+        let due: Vec<(i64, ResKey)> = {
+            let mut holds = self.inner.holds.lock().unwrap_or_else(|p| p.into_inner());
+            let mut due = Vec::new();
+            while let Some(first) = holds.first() {
+                if first.0 > now {
+                    break;
+                }
+                due.push(holds.pop_first().expect("first exists"));
+            }
+            due
+        };
+        let mut expired = 0;
+        for (at, (channel, order_id)) in due {
+            let result = self
+                .change(&channel, &order_id, |r, catalog| {
+                    if !r.hold_lapsed(now) {
+                        return Ok((Vec::new(), false));
+                    }
+                    let snapshot = r.clone();
+                    let takes = r.expire();
+                    let refer = reference(&channel, &order_id);
+                    let changes = pool_changes(
+                        &snapshot,
+                        catalog,
+                        &takes,
+                        MovementKind::Expire,
+                        "hold expired",
+                        &refer,
+                        |q| (0, -q),
+                    );
+                    Ok((changes, true))
+                })
+                .await;
+            match result {
+                Ok((_, true)) => {
+                    expired += 1;
+                    crate::telemetry::hold_expired(&channel);
+                }
+                Ok((_, false)) => {}
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), %channel, %order_id, "could not expire a hold; will retry");
+                    self.inner
+                        .holds
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((at, (channel, order_id)));
+                }
+            }
+        }
+        expired
+    }
+
+    /// Runs `decide` on the reservation under its lock; applies the pool
+    /// changes it returns and commits the new reservation state. When the
+    /// reservation did not change, nothing is written. On a failed commit
+    /// the reservation is restored to what it was.
+    async fn change<T>(
+        &self,
+        channel: &ChannelCode,
+        order_id: &OrderId,
+        decide: impl FnOnce(&mut Reservation, &Catalog) -> Result<(Vec<PoolChange>, T), DomainError>,
+    ) -> Result<(Reservation, T), EngineError> {
+        let key = (channel.clone(), order_id.clone());
+        let slot = self.slot(&key).ok_or_else(|| not_found(&key))?;
+        let mut guard = slot.lock().await;
+        let before = guard.clone().ok_or_else(|| not_found(&key))?;
+        let catalog = self.catalog();
+        let mut after = before.clone();
+        let (changes, out) = decide(&mut after, &catalog)?;
+        if after == before {
+            return Ok((after, out));
+        }
+        let mut skus: Vec<Sku> = changes.iter().map(|c| c.sku.clone()).collect();
+        skus.sort();
+        skus.dedup();
+        let cells: Vec<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, true)).collect();
+        let ticket = {
+            let mut guards = Self::lock_all(&skus, &cells)?;
+            let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
+            self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
+            ops.push(Op::Reservation(Box::new(after.clone())));
+            self.enqueue_locked(&mut guards, ops)
+        };
+        *guard = Some(after.clone());
+        if let Err(e) = self.settle(&skus, &cells, ticket).await {
+            *guard = Some(before);
+            return Err(e);
+        }
+        Ok((after, out))
+    }
+}
+
+fn not_found(key: &ResKey) -> EngineError {
+    EngineError::ReservationNotFound {
+        channel: key.0.clone(),
+        order_id: key.1.clone(),
+    }
+}
+
+/// The pool changes of `takes` on `r`'s allocations; `deltas` maps a taken
+/// quantity to (on_hand, reserved) deltas.
+fn pool_changes(
+    r: &Reservation,
+    catalog: &Catalog,
+    takes: &[Take],
+    kind: MovementKind,
+    reason: &str,
+    reference: &str,
+    deltas: impl Fn(i64) -> (i64, i64),
+) -> Vec<PoolChange> {
+    takes
+        .iter()
+        .filter_map(|t| {
+            let a = &r.allocations[t.allocation];
+            let warehouse = catalog.warehouse_index(&a.warehouse)?;
+            let (on_hand, reserved) = deltas(t.quantity);
+            Some(PoolChange {
+                sku: a.sku.clone(),
+                warehouse,
+                on_hand,
+                reserved,
+                kind,
+                reason: reason.to_string(),
+                reference: reference.to_string(),
+            })
+        })
+        .collect()
+}
