@@ -1,0 +1,165 @@
+//! `spawn_app()`: a real server on loopback port 0 over its own SQLite
+//! directory, and gRPC clients to talk to it.
+
+use std::collections::HashMap;
+
+use stockpool::api::pb::{self, admin_client::AdminClient, inventory_client::InventoryClient};
+use stockpool::api::{Role, Tokens};
+use stockpool::config::Config;
+use stockpool::domain::{Channel, ChannelCode, Rule, Warehouse, WarehouseCode};
+use stockpool::engine::{Engine, Seed};
+use stockpool::server::Application;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel as GrpcChannel;
+
+pub type Inventory = InventoryClient<GrpcChannel>;
+pub type Admin = AdminClient<GrpcChannel>;
+
+pub const WAREHOUSES: [&str; 3] = ["WH-EAST", "WH-WEST", "WH-CENTRAL"];
+
+/// The seed operator's world: three warehouses; b2b fences 100 units and
+/// prefers WH-CENTRAL; amazon sees 60% less a buffer of 5.
+pub fn seed() -> Seed {
+    let wh = |c: &str| WarehouseCode::parse(c).unwrap();
+    let ch = |c: &str| ChannelCode::parse(c).unwrap();
+    Seed {
+        warehouses: WAREHOUSES.iter().map(|c| Warehouse { code: wh(c), name: c.to_string() }).collect(),
+        channels: vec![Channel { code: ch("b2b"), name: "B2B portal".into() }],
+        rules: vec![
+            Rule {
+                channel: Some(ch("b2b")),
+                warehouses: vec![wh("WH-CENTRAL"), wh("WH-EAST")],
+                fence: Some(100),
+                ..Rule::default()
+            },
+            Rule { channel: Some(ch("amazon")), share_percent: Some(60), buffer: Some(5), ..Rule::default() },
+        ],
+    }
+}
+
+pub struct TestApp {
+    pub inventory: Inventory,
+    pub admin: Admin,
+    pub engine: Engine,
+    pub grpc_url: String,
+    pub http_addr: std::net::SocketAddr,
+    /// Kept so the directory outlives the servers started on it.
+    _dir: TempDir,
+    config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+async fn start(config: Config) -> (Inventory, Admin, Engine, String, std::net::SocketAddr, oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+    let app = Application::build(config).await.expect("server builds");
+    let grpc_url = format!("http://{}", app.grpc_addr());
+    let http_addr = app.http_addr();
+    let engine = app.engine();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async {
+        let _ = stopped.await;
+    }));
+    let channel = GrpcChannel::from_shared(grpc_url.clone()).unwrap().connect().await.expect("server reachable");
+    (InventoryClient::new(channel.clone()), AdminClient::new(channel), engine, grpc_url, http_addr, stop, task)
+}
+
+/// A fresh server on its own data directory with [`seed`].
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with the config adjusted first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(dir.path());
+    config.seed = seed();
+    adjust(&mut config);
+    let (inventory, admin, engine, grpc_url, http_addr, stop, task) = start(config.clone()).await;
+    TestApp { inventory, admin, engine, grpc_url, http_addr, _dir: dir, config, stop: Some(stop), task: Some(task) }
+}
+
+/// Tokens for the auth tests.
+pub fn tokens() -> Tokens {
+    let mut t = HashMap::new();
+    t.insert("ops-token-0123456789".to_string(), Role::Ops);
+    t.insert("shopify-token-0123456789".to_string(), Role::Channel(ChannelCode::parse("shopify").unwrap()));
+    t.insert("read-token-0123456789".to_string(), Role::Read);
+    Tokens::new(t)
+}
+
+impl TestApp {
+    /// Stops the server gracefully and starts a new one on the same data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (inventory, admin, engine, grpc_url, http_addr, stop, task) = start(self.config.clone()).await;
+        self.inventory = inventory;
+        self.admin = admin;
+        self.engine = engine;
+        self.grpc_url = grpc_url;
+        self.http_addr = http_addr;
+        self.stop = Some(stop);
+        self.task = Some(task);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().expect("server stops cleanly");
+        }
+    }
+
+    pub async fn set_stock(&mut self, sku: &str, warehouse: &str, on_hand: i64) -> pb::StockLevel {
+        self.inventory
+            .set_stock(pb::SetStockRequest {
+                sku: sku.into(),
+                warehouse: warehouse.into(),
+                on_hand,
+                reason: "count".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("set stock")
+            .into_inner()
+    }
+
+    pub async fn reserve(&mut self, channel: &str, order: &str, lines: &[(&str, i64)], hold: u32) -> Result<pb::ReserveResponse, tonic::Status> {
+        self.inventory
+            .reserve(pb::ReserveRequest {
+                channel: channel.into(),
+                order_id: order.into(),
+                lines: lines.iter().map(|(s, q)| line(s, *q)).collect(),
+                hold_seconds: hold,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn stock(&mut self, skus: &[&str]) -> Vec<pb::StockLevel> {
+        self.inventory
+            .get_stock(pb::GetStockRequest { skus: skus.iter().map(|s| s.to_string()).collect() })
+            .await
+            .expect("get stock")
+            .into_inner()
+            .levels
+    }
+
+    /// Everything a refused request must leave alone: levels, ledger length,
+    /// reservation count.
+    pub async fn fingerprint(&mut self) -> (Vec<pb::StockLevel>, usize, usize) {
+        let levels = self.stock(&[]).await;
+        let ledger = self.engine.ledger(None, 0, i64::MAX).await.unwrap().len();
+        (levels, ledger, self.engine.reservation_count())
+    }
+}
+
+pub fn line(sku: &str, quantity: i64) -> pb::Line {
+    pb::Line { sku: sku.into(), quantity, warehouse: String::new() }
+}
+
+pub fn line_at(sku: &str, quantity: i64, warehouse: &str) -> pb::Line {
+    pb::Line { sku: sku.into(), quantity, warehouse: warehouse.into() }
+}

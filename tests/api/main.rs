@@ -1,0 +1,9 @@
+//! Integration tests: gRPC against a real server on loopback, over its own
+//! embedded store.
+
+mod errors;
+mod faults;
+mod helpers;
+mod lifecycle;
+mod load;
+mod service;
