@@ -1,46 +1,718 @@
-//! The embedded store: SQLite through sqlx. (Being written.)
+//! The embedded store: one SQLite file through sqlx, so that stockpool runs
+//! with nothing but cargo.
+//!
+//! It owns the file, its schema (`migrations/sqlite`) and the mapping between
+//! rows and domain types. It writes what the engine decided and reads it back;
+//! it never decides allocation, and it does not re-validate what the domain
+//! already checked.
+//!
+//! SQLite allows one writer at a time, so one connection writes and a few
+//! others read: in WAL mode readers and the writer never block each other.
 
+use std::fmt::Display;
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite};
 
-use super::{LedgerRow, Op, PoolRow, Snapshot, Store, StoreError};
-use crate::domain::{ChannelCode, OrderId, Reservation, Sku};
+use super::{
+    LedgerEntry, LedgerRow, MovementKind, MovementRecord, Op, PoolRow, Snapshot, Store, StoreError,
+};
+use crate::domain::{
+    Allocation, Channel, ChannelCode, InvalidInput, OrderId, Pool, Refund, Reservation, Rule, Sku,
+    Status, Warehouse, WarehouseCode,
+};
 
-/// SQLite file `stockpool.db` in a data directory.
-pub struct SqliteStore {}
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// The database file inside the data directory.
+const FILE_NAME: &str = "stockpool.db";
+/// Read connections: loads, ledger pages and reloads after a failed commit
+/// run beside the writer.
+const READERS: u32 = 4;
+/// How long a statement waits for a lock held by another connection or
+/// process before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// SKUs bound per `IN (...)` list, well below SQLite's variable limit.
+const SKUS_PER_QUERY: usize = 500;
+
+/// The SQLite file `stockpool.db` in a data directory.
+pub struct SqliteStore {
+    /// The only connection that writes. Commits take the write lock up
+    /// front (`BEGIN IMMEDIATE`), so a commit never fails half-way because
+    /// another writer got there first.
+    writer: SqlitePool,
+    /// Connections that only read; WAL lets them see the last commit while
+    /// the writer works.
+    reader: SqlitePool,
+}
 
 impl SqliteStore {
-    /// Opens (creating) `<data_dir>/stockpool.db` and runs the migrations.
-    pub async fn open(_data_dir: &Path) -> Result<Self, StoreError> {
-        todo!()
+    /// Opens (creating) `<data_dir>/stockpool.db`, creating the directory
+    /// too, and runs the migrations.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            sqlx::Error::Io(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create the data directory {}: {e}",
+                    data_dir.display()
+                ),
+            ))
+        })?;
+        Self::open_file(&data_dir.join(FILE_NAME)).await
+    }
+
+    /// Opens (creating) the database file at `path` and runs the migrations.
+    pub async fn open_file(path: &Path) -> Result<Self, StoreError> {
+        // FULL: the WAL is synced on every commit, so an acknowledged write
+        // survives a power loss, not only a crash of the process.
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Closes every connection, waiting for those in use. The last one to
+    /// close checkpoints the WAL into the database file.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
-        todo!()
+        // One read transaction: every table is read at the same commit.
+        let mut tx = self.reader.begin().await?;
+
+        let warehouses = sqlx::query_as::<_, (String, String)>(
+            "SELECT code, name FROM warehouses ORDER BY position",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(code, name)| {
+            Ok(Warehouse {
+                code: code_of(code, "warehouses.code")?,
+                name,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+
+        let channels = sqlx::query_as::<_, (String, String)>(
+            "SELECT code, name FROM channels ORDER BY position",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(code, name)| {
+            Ok(Channel {
+                code: code_of(code, "channels.code")?,
+                name,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+
+        let rules = sqlx::query_as::<_, RuleRecord>(SELECT_RULES)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(RuleRecord::into_rule)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let pools = sqlx::query_as::<_, PoolRecord>(SELECT_POOLS)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(PoolRecord::into_row)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let reservations = sqlx::query_as::<_, ReservationRecord>(SELECT_RESERVATIONS)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(ReservationRecord::into_reservation)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let movements = sqlx::query_as::<_, (String, String)>(
+            "SELECT movement_id, fingerprint FROM movements ORDER BY movement_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(movement_id, fingerprint)| MovementRecord {
+            movement_id,
+            fingerprint,
+        })
+        .collect();
+
+        tx.commit().await?;
+        Ok(Snapshot {
+            warehouses,
+            channels,
+            rules,
+            pools,
+            reservations,
+            movements,
+        })
     }
-    async fn commit(&self, _ops: &[Op]) -> Result<(), StoreError> {
-        todo!()
+
+    async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let now_ms = now_ms();
+        // On an error the transaction is dropped, which rolls it back.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for op in ops {
+            apply(&mut tx, op, now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
-    async fn load_pools(&self, _skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
-        todo!()
+
+    async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
+        let mut tx = self.reader.begin().await?;
+        let mut out = Vec::new();
+        for chunk in skus.chunks(SKUS_PER_QUERY) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT sku, warehouse, on_hand, reserved, version FROM pools WHERE sku IN (",
+            );
+            let mut list = query.separated(", ");
+            for sku in chunk {
+                list.push_bind(sku.as_str());
+            }
+            query.push(") ORDER BY sku, warehouse");
+            // Not cached: every list length is a different statement.
+            let rows = query
+                .build_query_as::<PoolRecord>()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
+                out.push(row.into_row()?);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
     }
+
     async fn load_reservation(
         &self,
-        _channel: &ChannelCode,
-        _order_id: &OrderId,
+        channel: &ChannelCode,
+        order_id: &OrderId,
     ) -> Result<Option<Reservation>, StoreError> {
-        todo!()
+        sqlx::query_as::<_, ReservationRecord>(SELECT_RESERVATION)
+            .bind(channel.as_str())
+            .bind(order_id.as_str())
+            .fetch_optional(&self.reader)
+            .await?
+            .map(ReservationRecord::into_reservation)
+            .transpose()
     }
+
+    /// A `limit` of 0 or less reads nothing.
     async fn ledger(
         &self,
-        _sku: Option<&Sku>,
-        _after_id: i64,
-        _limit: i64,
+        sku: Option<&Sku>,
+        after_id: i64,
+        limit: i64,
     ) -> Result<Vec<LedgerRow>, StoreError> {
-        todo!()
+        let limit = limit.max(0);
+        let rows = match sku {
+            Some(sku) => {
+                sqlx::query_as::<_, LedgerRecord>(SELECT_LEDGER_OF_SKU)
+                    .bind(sku.as_str())
+                    .bind(after_id)
+                    .bind(limit)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+            None => {
+                sqlx::query_as::<_, LedgerRecord>(SELECT_LEDGER)
+                    .bind(after_id)
+                    .bind(limit)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+        };
+        rows.into_iter().map(LedgerRecord::into_row).collect()
+    }
+}
+
+async fn apply(conn: &mut SqliteConnection, op: &Op, now_ms: i64) -> Result<(), StoreError> {
+    let query = match op {
+        Op::PoolDelta {
+            sku,
+            warehouse,
+            on_hand,
+            reserved,
+        } => sqlx::query(POOL_DELTA)
+            .bind(sku.as_str())
+            .bind(warehouse.as_str())
+            .bind(*on_hand)
+            .bind(*reserved),
+        Op::PoolSetOnHand {
+            sku,
+            warehouse,
+            on_hand,
+        } => sqlx::query(POOL_SET_ON_HAND)
+            .bind(sku.as_str())
+            .bind(warehouse.as_str())
+            .bind(*on_hand),
+        Op::Ledger(e) => sqlx::query(INSERT_LEDGER)
+            .bind(e.at_ms)
+            .bind(e.sku.as_str())
+            .bind(e.warehouse.as_str())
+            .bind(e.kind.as_str())
+            .bind(e.on_hand_delta)
+            .bind(e.reserved_delta)
+            .bind(e.on_hand_after)
+            .bind(e.reserved_after)
+            .bind(e.reason.as_str())
+            .bind(e.reference.as_str()),
+        Op::Reservation(r) => sqlx::query(UPSERT_RESERVATION)
+            .bind(r.channel.as_str())
+            .bind(r.order_id.as_str())
+            .bind(r.id.as_str())
+            .bind(r.status.as_str())
+            .bind(r.created_at_ms)
+            .bind(r.expires_at_ms)
+            .bind(to_json(&r.lines)?)
+            .bind(to_json(&r.allocations)?)
+            .bind(to_json(&r.shipments)?)
+            .bind(to_json(&r.refunds)?),
+        Op::Movement(m) => sqlx::query(INSERT_MOVEMENT)
+            .bind(m.movement_id.as_str())
+            .bind(m.fingerprint.as_str()),
+        Op::Warehouse(w) => sqlx::query(UPSERT_WAREHOUSE)
+            .bind(w.code.as_str())
+            .bind(w.name.as_str()),
+        Op::Channel(c) => sqlx::query(UPSERT_CHANNEL)
+            .bind(c.code.as_str())
+            .bind(c.name.as_str()),
+        // A rule without a channel binds NULL and the NOT NULL constraint
+        // refuses it, naming the column.
+        Op::PutRule(rule) => sqlx::query(UPSERT_RULE)
+            .bind(rule.channel.as_ref().map(ChannelCode::as_str))
+            .bind(rule.sku.as_ref().map_or("", Sku::as_str))
+            .bind(
+                rule.warehouses
+                    .iter()
+                    .map(WarehouseCode::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .bind(rule.fence)
+            .bind(rule.share_percent.map(i64::from))
+            .bind(rule.buffer)
+            .bind(rule.max_published)
+            .bind(rule.min_published)
+            .bind(now_ms),
+        Op::DeleteRule { channel, sku } => sqlx::query(DELETE_RULE)
+            .bind(channel.as_str())
+            .bind(sku.as_ref().map_or("", Sku::as_str)),
+    };
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+const POOL_DELTA: &str = "\
+    INSERT INTO pools (sku, warehouse, on_hand, reserved, version) VALUES (?1, ?2, ?3, ?4, 1) \
+    ON CONFLICT (sku, warehouse) DO UPDATE SET \
+        on_hand = on_hand + excluded.on_hand, \
+        reserved = reserved + excluded.reserved, \
+        version = version + 1";
+
+const POOL_SET_ON_HAND: &str = "\
+    INSERT INTO pools (sku, warehouse, on_hand, reserved, version) VALUES (?1, ?2, ?3, 0, 1) \
+    ON CONFLICT (sku, warehouse) DO UPDATE SET on_hand = excluded.on_hand, version = version + 1";
+
+const INSERT_LEDGER: &str = "\
+    INSERT INTO ledger (at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
+        on_hand_after, reserved_after, reason, reference) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+const UPSERT_RESERVATION: &str = "\
+    INSERT INTO reservations (channel, order_id, id, status, created_at_ms, expires_at_ms, \
+        lines_json, allocations_json, shipments_json, refunds_json) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+    ON CONFLICT (channel, order_id) DO UPDATE SET \
+        id = excluded.id, \
+        status = excluded.status, \
+        created_at_ms = excluded.created_at_ms, \
+        expires_at_ms = excluded.expires_at_ms, \
+        lines_json = excluded.lines_json, \
+        allocations_json = excluded.allocations_json, \
+        shipments_json = excluded.shipments_json, \
+        refunds_json = excluded.refunds_json";
+
+const INSERT_MOVEMENT: &str = "INSERT INTO movements (movement_id, fingerprint) VALUES (?1, ?2)";
+
+const UPSERT_WAREHOUSE: &str = "\
+    INSERT INTO warehouses (code, name, position) \
+    VALUES (?1, ?2, (SELECT COALESCE(MAX(position), 0) + 1 FROM warehouses)) \
+    ON CONFLICT (code) DO UPDATE SET name = excluded.name";
+
+const UPSERT_CHANNEL: &str = "\
+    INSERT INTO channels (code, name, position) \
+    VALUES (?1, ?2, (SELECT COALESCE(MAX(position), 0) + 1 FROM channels)) \
+    ON CONFLICT (code) DO UPDATE SET name = excluded.name";
+
+const UPSERT_RULE: &str = "\
+    INSERT INTO rules (channel, sku, warehouses, fence, share_percent, buffer, \
+        max_published, min_published, updated_at_ms) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+    ON CONFLICT (channel, sku) DO UPDATE SET \
+        warehouses = excluded.warehouses, \
+        fence = excluded.fence, \
+        share_percent = excluded.share_percent, \
+        buffer = excluded.buffer, \
+        max_published = excluded.max_published, \
+        min_published = excluded.min_published, \
+        updated_at_ms = excluded.updated_at_ms";
+
+const DELETE_RULE: &str = "DELETE FROM rules WHERE channel = ?1 AND sku = ?2";
+
+const SELECT_RULES: &str = "\
+    SELECT channel, sku, warehouses, fence, share_percent, buffer, max_published, min_published \
+    FROM rules ORDER BY channel, sku";
+
+const SELECT_POOLS: &str = "\
+    SELECT sku, warehouse, on_hand, reserved, version FROM pools ORDER BY sku, warehouse";
+
+const SELECT_RESERVATIONS: &str = "\
+    SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
+        lines_json, allocations_json, shipments_json, refunds_json \
+    FROM reservations ORDER BY created_at_ms, channel, order_id";
+
+const SELECT_RESERVATION: &str = "\
+    SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
+        lines_json, allocations_json, shipments_json, refunds_json \
+    FROM reservations WHERE channel = ?1 AND order_id = ?2";
+
+const SELECT_LEDGER: &str = "\
+    SELECT id, at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
+        on_hand_after, reserved_after, reason, reference \
+    FROM ledger WHERE id > ?1 ORDER BY id LIMIT ?2";
+
+const SELECT_LEDGER_OF_SKU: &str = "\
+    SELECT id, at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
+        on_hand_after, reserved_after, reason, reference \
+    FROM ledger WHERE sku = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
+
+#[derive(sqlx::FromRow)]
+struct RuleRecord {
+    channel: String,
+    sku: String,
+    warehouses: String,
+    fence: Option<i64>,
+    share_percent: Option<i64>,
+    buffer: Option<i64>,
+    max_published: Option<i64>,
+    min_published: Option<i64>,
+}
+
+impl RuleRecord {
+    fn into_rule(self) -> Result<Rule, StoreError> {
+        let key = format!(
+            "rule {}/{}",
+            self.channel,
+            if self.sku.is_empty() {
+                "(default)"
+            } else {
+                &self.sku
+            }
+        );
+        let sku = match self.sku.as_str() {
+            "" => None,
+            _ => Some(code_of(self.sku, &key)?),
+        };
+        let warehouses = match self.warehouses.as_str() {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(|w| code_of(w.to_string(), &key))
+                .collect::<Result<_, _>>()?,
+        };
+        let share_percent = self
+            .share_percent
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|e| corrupt(&key, "share_percent", e))?;
+        Ok(Rule {
+            channel: Some(code_of(self.channel, &key)?),
+            sku,
+            warehouses,
+            fence: self.fence,
+            share_percent,
+            buffer: self.buffer,
+            max_published: self.max_published,
+            min_published: self.min_published,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct PoolRecord {
+    sku: String,
+    warehouse: String,
+    on_hand: i64,
+    reserved: i64,
+    version: i64,
+}
+
+impl PoolRecord {
+    fn into_row(self) -> Result<PoolRow, StoreError> {
+        let key = format!("pool {}/{}", self.sku, self.warehouse);
+        let version = u64::try_from(self.version).map_err(|e| corrupt(&key, "version", e))?;
+        Ok(PoolRow {
+            sku: code_of(self.sku, &key)?,
+            warehouse: code_of(self.warehouse, &key)?,
+            pool: Pool {
+                on_hand: self.on_hand,
+                reserved: self.reserved,
+                version,
+            },
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ReservationRecord {
+    channel: String,
+    order_id: String,
+    id: String,
+    status: String,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+    lines_json: String,
+    allocations_json: String,
+    shipments_json: String,
+    refunds_json: String,
+}
+
+impl ReservationRecord {
+    fn into_reservation(self) -> Result<Reservation, StoreError> {
+        let key = format!("reservation {}/{}", self.channel, self.order_id);
+        let status = Status::parse(&self.status)
+            .ok_or_else(|| corrupt(&key, "status", format!("unknown status {:?}", self.status)))?;
+        let lines: Vec<(Sku, i64)> = from_json(&self.lines_json, &key, "lines_json")?;
+        let allocations: Vec<Allocation> =
+            from_json(&self.allocations_json, &key, "allocations_json")?;
+        let shipments: Vec<String> = from_json(&self.shipments_json, &key, "shipments_json")?;
+        let refunds: Vec<Refund> = from_json(&self.refunds_json, &key, "refunds_json")?;
+        Ok(Reservation {
+            id: self.id,
+            channel: code_of(self.channel, &key)?,
+            order_id: code_of(self.order_id, &key)?,
+            status,
+            lines,
+            allocations,
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            shipments,
+            refunds,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LedgerRecord {
+    id: i64,
+    at_ms: i64,
+    sku: String,
+    warehouse: String,
+    kind: String,
+    on_hand_delta: i64,
+    reserved_delta: i64,
+    on_hand_after: i64,
+    reserved_after: i64,
+    reason: String,
+    reference: String,
+}
+
+impl LedgerRecord {
+    fn into_row(self) -> Result<LedgerRow, StoreError> {
+        let key = format!("ledger line {}", self.id);
+        let kind = MovementKind::parse(&self.kind)
+            .ok_or_else(|| corrupt(&key, "kind", format!("unknown kind {:?}", self.kind)))?;
+        Ok(LedgerRow {
+            id: self.id,
+            entry: LedgerEntry {
+                at_ms: self.at_ms,
+                sku: code_of(self.sku, &key)?,
+                warehouse: code_of(self.warehouse, &key)?,
+                kind,
+                on_hand_delta: self.on_hand_delta,
+                reserved_delta: self.reserved_delta,
+                on_hand_after: self.on_hand_after,
+                reserved_after: self.reserved_after,
+                reason: self.reason,
+                reference: self.reference,
+            },
+        })
+    }
+}
+
+/// A stored code parsed back into its type; `row` names where it was read.
+fn code_of<T: TryFrom<String, Error = InvalidInput>>(
+    raw: String,
+    row: &str,
+) -> Result<T, StoreError> {
+    T::try_from(raw).map_err(|e| StoreError::Corrupt(format!("{row}: {e}")))
+}
+
+fn corrupt(row: &str, column: &str, cause: impl Display) -> StoreError {
+    StoreError::Corrupt(format!("{row}: {column}: {cause}"))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    row: &str,
+    column: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(row, column, e))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn scratch() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).await.expect("open store");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn open_creates_the_data_directory_and_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("nested").join("data");
+        let store = SqliteStore::open(&data).await.expect("open store");
+        assert!(data.join(FILE_NAME).is_file());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn every_connection_syncs_each_commit_to_disk() {
+        let (_dir, store) = scratch().await;
+        for pool in [&store.writer, &store.reader] {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(
+                (mode.as_str(), sync, fk),
+                ("wal", 2, 1),
+                "journal_mode, synchronous=FULL, foreign_keys"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ledger_refuses_updates_and_deletes() {
+        let (_dir, store) = scratch().await;
+        let entry = LedgerEntry {
+            at_ms: 1,
+            sku: Sku::parse("TEE").unwrap(),
+            warehouse: WarehouseCode::parse("WH-EAST").unwrap(),
+            kind: MovementKind::Adjust,
+            on_hand_delta: 5,
+            reserved_delta: 0,
+            on_hand_after: 5,
+            reserved_after: 0,
+            reason: "receipt".into(),
+            reference: "m-1".into(),
+        };
+        store.commit(&[Op::Ledger(entry)]).await.unwrap();
+        for sql in ["UPDATE ledger SET on_hand_delta = 6", "DELETE FROM ledger"] {
+            let err = sqlx::query(sql)
+                .execute(&store.writer)
+                .await
+                .expect_err(sql);
+            assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+        }
+        assert_eq!(store.ledger(None, 0, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_reservation_is_reported_by_its_key() {
+        let (_dir, store) = scratch().await;
+        sqlx::query(
+            "INSERT INTO reservations VALUES ('shopify', 'ORD-1', 'r-1', 'HELD', 1, 2, '{}', '[]', '[]', '[]')",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        let channel = ChannelCode::parse("shopify").unwrap();
+        let order = OrderId::parse("ORD-1").unwrap();
+        for result in [
+            store.load().await.map(|_| ()),
+            store.load_reservation(&channel, &order).await.map(|_| ()),
+        ] {
+            match result {
+                Err(StoreError::Corrupt(msg)) => {
+                    assert!(
+                        msg.contains("reservation shopify/ORD-1") && msg.contains("lines_json"),
+                        "{msg}"
+                    )
+                }
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rule_without_a_channel_is_refused() {
+        let (_dir, store) = scratch().await;
+        let err = store
+            .commit(&[Op::PutRule(Rule::default())])
+            .await
+            .expect_err("no channel");
+        let text = format!("{:?}", err);
+        assert!(
+            text.contains("NOT NULL") && text.contains("rules.channel"),
+            "{text}"
+        );
     }
 }

@@ -1,0 +1,979 @@
+//! The store contract, written once and run against every backend.
+//!
+//! Each `suite` function takes a [`Backend`] and checks one promise of the
+//! `Store` trait or of the group-commit writer over it. A backend joins by
+//! implementing [`Backend`] and adding one `store_suite!` line; the suite
+//! itself does not change. A suite function missing from `store_suite!` is
+//! dead code, which the lints refuse.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use stockpool::domain::{
+    Allocation, Channel, ChannelCode, OrderId, Pool, Refund, Reservation, Rule, Sku, Status, Take,
+    Warehouse, WarehouseCode,
+};
+use stockpool::store::{
+    GroupCommit, LedgerEntry, LedgerRow, MovementKind, MovementRecord, Op, PoolRow, Snapshot,
+    SqliteStore, Store, StoreError,
+};
+
+/// A fresh, empty database of one backend, opened as often as a test asks.
+#[async_trait]
+trait Backend: Send + Sync {
+    /// A store over this backend's database; the first call sees it empty,
+    /// later calls see what earlier stores committed.
+    async fn open(&self) -> Arc<dyn Store>;
+    /// Closes every store opened so far; they are not used again.
+    async fn close(&self);
+}
+
+struct Sqlite {
+    dir: tempfile::TempDir,
+    opened: Mutex<Vec<Arc<SqliteStore>>>,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        Sqlite {
+            dir: tempfile::tempdir().expect("temp dir"),
+            opened: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for Sqlite {
+    async fn open(&self) -> Arc<dyn Store> {
+        let store = Arc::new(
+            SqliteStore::open(self.dir.path())
+                .await
+                .expect("open sqlite store"),
+        );
+        self.opened.lock().unwrap().push(store.clone());
+        store
+    }
+
+    async fn close(&self) {
+        let opened: Vec<_> = self.opened.lock().unwrap().drain(..).collect();
+        for store in opened {
+            store.close().await;
+        }
+    }
+}
+
+/// Runs the whole suite against one backend, each test on a fresh database:
+/// `store_suite!(module, backend)`, where `backend` is an expression (it may
+/// `.await`) giving a fresh [`Backend`]. A new backend needs one line here.
+macro_rules! store_suite {
+    ($module:ident, $make:expr) => {
+        store_suite!(@tests $module, $make, [
+            a_new_store_loads_empty,
+            a_snapshot_round_trips_everything,
+            pool_deltas_accumulate_and_bump_the_version_by_one_each,
+            a_count_sets_on_hand_keeps_reserved_and_bumps_the_version,
+            a_reservation_is_replaced_whole_by_its_channel_and_order_id,
+            renaming_keeps_the_declared_position,
+            a_rule_is_replaced_by_its_key_and_deleted_alone,
+            load_pools_returns_only_the_named_skus,
+            an_empty_commit_changes_nothing,
+            a_failed_op_rolls_back_the_whole_commit,
+            the_ledger_is_append_only_and_read_by_sku_after_an_id,
+            data_survives_closing_and_reopening_the_store,
+            the_writer_commits_queued_jobs_together_and_acknowledges_each,
+            a_failing_job_gets_an_error_while_its_batch_neighbours_commit,
+        ]);
+    };
+    (@tests $module:ident, $make:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let backend = $make;
+                    super::suite::$name(&backend).await;
+                    backend.close().await;
+                }
+            )*
+        }
+    };
+}
+
+store_suite!(sqlite, Sqlite::new());
+
+fn sku(s: &str) -> Sku {
+    Sku::parse(s).unwrap()
+}
+
+fn wh(s: &str) -> WarehouseCode {
+    WarehouseCode::parse(s).unwrap()
+}
+
+fn ch(s: &str) -> ChannelCode {
+    ChannelCode::parse(s).unwrap()
+}
+
+fn order(s: &str) -> OrderId {
+    OrderId::parse(s).unwrap()
+}
+
+fn delta(s: &str, w: &str, on_hand: i64, reserved: i64) -> Op {
+    Op::PoolDelta {
+        sku: sku(s),
+        warehouse: wh(w),
+        on_hand,
+        reserved,
+    }
+}
+
+fn movement(id: &str) -> Op {
+    Op::Movement(MovementRecord {
+        movement_id: id.into(),
+        fingerprint: format!("fp-{id}"),
+    })
+}
+
+fn ledger_line(
+    s: &str,
+    w: &str,
+    kind: MovementKind,
+    on_hand_delta: i64,
+    reference: &str,
+) -> LedgerEntry {
+    LedgerEntry {
+        at_ms: 1_700_000_000_000,
+        sku: sku(s),
+        warehouse: wh(w),
+        kind,
+        on_hand_delta,
+        reserved_delta: 0,
+        on_hand_after: on_hand_delta,
+        reserved_after: 0,
+        reason: "receipt".into(),
+        reference: reference.into(),
+    }
+}
+
+fn pool_of(snapshot: &Snapshot, s: &str, w: &str) -> Option<Pool> {
+    snapshot
+        .pools
+        .iter()
+        .find(|p| p.sku.as_str() == s && p.warehouse.as_str() == w)
+        .map(|p| p.pool)
+}
+
+/// A reservation that has been through everything: split over two
+/// warehouses, partly shipped, partly released and partly refunded.
+fn worked_reservation() -> Reservation {
+    Reservation {
+        id: "res-0001".into(),
+        channel: ch("shopify"),
+        order_id: order("#1001"),
+        status: Status::Confirmed,
+        lines: vec![(sku("MUG"), 1), (sku("TEE-BLK-M"), 5)],
+        allocations: vec![
+            Allocation {
+                sku: sku("TEE-BLK-M"),
+                warehouse: wh("WH-EAST"),
+                quantity: 3,
+                fulfilled: 2,
+                released: 0,
+                restocked: 1,
+            },
+            Allocation {
+                sku: sku("TEE-BLK-M"),
+                warehouse: wh("WH-WEST"),
+                quantity: 2,
+                fulfilled: 0,
+                released: 1,
+                restocked: 0,
+            },
+            Allocation {
+                sku: sku("MUG"),
+                warehouse: wh("WH-EAST"),
+                quantity: 1,
+                fulfilled: 1,
+                released: 0,
+                restocked: 0,
+            },
+        ],
+        created_at_ms: 1_700_000_000_000,
+        expires_at_ms: 0,
+        shipments: vec!["ship-1".into(), "ship-2".into()],
+        refunds: vec![Refund {
+            refund_id: "re_1".into(),
+            restocked: vec![Take {
+                allocation: 0,
+                quantity: 1,
+            }],
+        }],
+    }
+}
+
+/// Forwards to a store, recording the op count of every commit it is asked
+/// for; while the test holds `gate`, commits wait, so jobs pile up in the
+/// writer's queue.
+struct Recording {
+    inner: Arc<dyn Store>,
+    commits: Mutex<Vec<usize>>,
+    gate: tokio::sync::Mutex<()>,
+    entered: tokio::sync::Notify,
+}
+
+impl Recording {
+    fn new(inner: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Recording {
+            inner,
+            commits: Mutex::new(Vec::new()),
+            gate: tokio::sync::Mutex::new(()),
+            entered: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn commits(&self) -> Vec<usize> {
+        self.commits.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Store for Recording {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load().await
+    }
+    async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.commits.lock().unwrap().push(ops.len());
+        self.entered.notify_one();
+        let _open = self.gate.lock().await;
+        self.inner.commit(ops).await
+    }
+    async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
+        self.inner.load_pools(skus).await
+    }
+    async fn load_reservation(
+        &self,
+        channel: &ChannelCode,
+        order_id: &OrderId,
+    ) -> Result<Option<Reservation>, StoreError> {
+        self.inner.load_reservation(channel, order_id).await
+    }
+    async fn ledger(
+        &self,
+        sku: Option<&Sku>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        self.inner.ledger(sku, after_id, limit).await
+    }
+}
+
+mod suite {
+    use super::*;
+
+    pub async fn a_new_store_loads_empty(backend: &dyn Backend) {
+        let store = backend.open().await;
+        let s = store.load().await.unwrap();
+        assert!(s.warehouses.is_empty() && s.channels.is_empty() && s.rules.is_empty());
+        assert!(s.pools.is_empty() && s.reservations.is_empty() && s.movements.is_empty());
+        assert!(store.ledger(None, 0, 100).await.unwrap().is_empty());
+        assert_eq!(
+            store
+                .load_reservation(&ch("shopify"), &order("#1"))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    pub async fn a_snapshot_round_trips_everything(backend: &dyn Backend) {
+        let store = backend.open().await;
+        let warehouses = vec![
+            Warehouse {
+                code: wh("WH-WEST"),
+                name: "West".into(),
+            },
+            Warehouse {
+                code: wh("WH-EAST"),
+                name: "East".into(),
+            },
+            Warehouse {
+                code: wh("WH-NORTH"),
+                name: "North".into(),
+            },
+        ];
+        let channels = vec![
+            Channel {
+                code: ch("shopify"),
+                name: "Shopify".into(),
+            },
+            Channel {
+                code: ch("b2b"),
+                name: "B2B portal".into(),
+            },
+            Channel {
+                code: ch("amazon"),
+                name: "Amazon".into(),
+            },
+        ];
+        let default_rule = Rule {
+            channel: Some(ch("b2b")),
+            sku: None,
+            warehouses: vec![wh("WH-EAST"), wh("WH-WEST")],
+            fence: Some(50),
+            share_percent: None,
+            buffer: None,
+            max_published: None,
+            min_published: None,
+        };
+        let sku_rule = Rule {
+            channel: Some(ch("b2b")),
+            sku: Some(sku("TEE-BLK-M")),
+            warehouses: Vec::new(),
+            fence: None,
+            share_percent: Some(40),
+            buffer: Some(5),
+            max_published: Some(0),
+            min_published: Some(3),
+        };
+        let bare_rule = Rule {
+            channel: Some(ch("amazon")),
+            ..Rule::default()
+        };
+        let reservation = worked_reservation();
+        let held = Reservation {
+            id: "res-0002".into(),
+            channel: ch("amazon"),
+            order_id: order("114-3941689-8772232"),
+            status: Status::Held,
+            lines: vec![(sku("MUG"), 2)],
+            allocations: vec![Allocation {
+                sku: sku("MUG"),
+                warehouse: wh("WH-WEST"),
+                quantity: 2,
+                fulfilled: 0,
+                released: 0,
+                restocked: 0,
+            }],
+            created_at_ms: 1_700_000_001_000,
+            expires_at_ms: 1_700_000_901_000,
+            shipments: Vec::new(),
+            refunds: Vec::new(),
+        };
+
+        let mut ops: Vec<Op> = warehouses.iter().cloned().map(Op::Warehouse).collect();
+        ops.extend(channels.iter().cloned().map(Op::Channel));
+        ops.extend([default_rule.clone(), sku_rule.clone(), bare_rule.clone()].map(Op::PutRule));
+        ops.extend([
+            delta("TEE-BLK-M", "WH-EAST", 120, 6),
+            delta("TEE-BLK-M", "WH-WEST", 30, 2),
+            delta("MUG", "WH-EAST", 8, 1),
+            Op::Reservation(Box::new(reservation.clone())),
+            Op::Reservation(Box::new(held.clone())),
+            movement("mv-2"),
+            movement("mv-1"),
+        ]);
+        store.commit(&ops).await.unwrap();
+
+        let s = store.load().await.unwrap();
+        assert_eq!(s.warehouses, warehouses, "warehouses in declared order");
+        assert_eq!(s.channels, channels, "channels in declared order");
+
+        let mut rules = s.rules.clone();
+        rules.sort_by(|a, b| (&a.channel, &a.sku).cmp(&(&b.channel, &b.sku)));
+        assert_eq!(rules, vec![bare_rule, default_rule, sku_rule]);
+
+        let mut pools = s.pools.clone();
+        pools.sort_by(|a, b| (&a.sku, &a.warehouse).cmp(&(&b.sku, &b.warehouse)));
+        let row = |s: &str, w: &str, on_hand, reserved| PoolRow {
+            sku: sku(s),
+            warehouse: wh(w),
+            pool: Pool {
+                on_hand,
+                reserved,
+                version: 1,
+            },
+        };
+        assert_eq!(
+            pools,
+            vec![
+                row("MUG", "WH-EAST", 8, 1),
+                row("TEE-BLK-M", "WH-EAST", 120, 6),
+                row("TEE-BLK-M", "WH-WEST", 30, 2)
+            ]
+        );
+
+        let mut reservations = s.reservations.clone();
+        reservations.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(reservations, vec![reservation.clone(), held.clone()]);
+        assert_eq!(
+            store
+                .load_reservation(&reservation.channel, &reservation.order_id)
+                .await
+                .unwrap(),
+            Some(reservation)
+        );
+
+        let mut movements = s.movements.clone();
+        movements.sort_by(|a, b| a.movement_id.cmp(&b.movement_id));
+        assert_eq!(
+            movements,
+            vec![
+                MovementRecord {
+                    movement_id: "mv-1".into(),
+                    fingerprint: "fp-mv-1".into()
+                },
+                MovementRecord {
+                    movement_id: "mv-2".into(),
+                    fingerprint: "fp-mv-2".into()
+                },
+            ]
+        );
+    }
+
+    pub async fn pool_deltas_accumulate_and_bump_the_version_by_one_each(backend: &dyn Backend) {
+        let store = backend.open().await;
+        store
+            .commit(&[delta("TEE", "WH-EAST", 10, 0)])
+            .await
+            .unwrap();
+        store
+            .commit(&[
+                delta("TEE", "WH-EAST", 0, 4),
+                delta("TEE", "WH-EAST", -1, -1),
+            ])
+            .await
+            .unwrap();
+        store
+            .commit(&[delta("TEE", "WH-WEST", 0, 0)])
+            .await
+            .unwrap();
+
+        let s = store.load().await.unwrap();
+        assert_eq!(
+            pool_of(&s, "TEE", "WH-EAST"),
+            Some(Pool {
+                on_hand: 9,
+                reserved: 3,
+                version: 3
+            })
+        );
+        assert_eq!(
+            pool_of(&s, "TEE", "WH-WEST"),
+            Some(Pool {
+                on_hand: 0,
+                reserved: 0,
+                version: 1
+            }),
+            "a zero delta still counts as a change"
+        );
+    }
+
+    pub async fn a_count_sets_on_hand_keeps_reserved_and_bumps_the_version(backend: &dyn Backend) {
+        let store = backend.open().await;
+        let count = |s: &str, on_hand| Op::PoolSetOnHand {
+            sku: sku(s),
+            warehouse: wh("WH-EAST"),
+            on_hand,
+        };
+        store
+            .commit(&[delta("TEE", "WH-EAST", 10, 7)])
+            .await
+            .unwrap();
+        store.commit(&[count("TEE", 4)]).await.unwrap();
+        store.commit(&[count("NEW", 12)]).await.unwrap();
+
+        let s = store.load().await.unwrap();
+        assert_eq!(
+            pool_of(&s, "TEE", "WH-EAST"),
+            Some(Pool {
+                on_hand: 4,
+                reserved: 7,
+                version: 2
+            }),
+            "a count below reserved is stored as counted"
+        );
+        assert_eq!(
+            pool_of(&s, "NEW", "WH-EAST"),
+            Some(Pool {
+                on_hand: 12,
+                reserved: 0,
+                version: 1
+            })
+        );
+    }
+
+    pub async fn a_reservation_is_replaced_whole_by_its_channel_and_order_id(
+        backend: &dyn Backend,
+    ) {
+        let store = backend.open().await;
+        let first = worked_reservation();
+        store
+            .commit(&[Op::Reservation(Box::new(first.clone()))])
+            .await
+            .unwrap();
+
+        let mut later = first.clone();
+        later.status = Status::Fulfilled;
+        later.allocations[0].fulfilled = 3;
+        later.allocations[1].released = 2;
+        later.shipments.push("ship-3".into());
+        later.refunds.clear();
+        store
+            .commit(&[Op::Reservation(Box::new(later.clone()))])
+            .await
+            .unwrap();
+
+        let mut same_order_other_channel = first.clone();
+        same_order_other_channel.id = "res-0099".into();
+        same_order_other_channel.channel = ch("b2b");
+        store
+            .commit(&[Op::Reservation(Box::new(same_order_other_channel.clone()))])
+            .await
+            .unwrap();
+
+        assert_eq!(
+            store
+                .load_reservation(&first.channel, &first.order_id)
+                .await
+                .unwrap(),
+            Some(later)
+        );
+        assert_eq!(
+            store
+                .load_reservation(&ch("b2b"), &first.order_id)
+                .await
+                .unwrap(),
+            Some(same_order_other_channel)
+        );
+        assert_eq!(store.load().await.unwrap().reservations.len(), 2);
+    }
+
+    pub async fn renaming_keeps_the_declared_position(backend: &dyn Backend) {
+        let store = backend.open().await;
+        let w = |code: &str, name: &str| {
+            Op::Warehouse(Warehouse {
+                code: wh(code),
+                name: name.into(),
+            })
+        };
+        let c = |code: &str, name: &str| {
+            Op::Channel(Channel {
+                code: ch(code),
+                name: name.into(),
+            })
+        };
+        store
+            .commit(&[
+                w("WH-B", "B"),
+                w("WH-A", "A"),
+                c("shopify", "Shopify"),
+                c("amazon", "Amazon"),
+            ])
+            .await
+            .unwrap();
+        store
+            .commit(&[
+                w("WH-B", "B renamed"),
+                w("WH-C", "C"),
+                c("shopify", "Shop"),
+                c("b2b", "B2B"),
+            ])
+            .await
+            .unwrap();
+
+        let s = store.load().await.unwrap();
+        let warehouses: Vec<_> = s
+            .warehouses
+            .iter()
+            .map(|w| (w.code.as_str(), w.name.as_str()))
+            .collect();
+        assert_eq!(
+            warehouses,
+            [("WH-B", "B renamed"), ("WH-A", "A"), ("WH-C", "C")]
+        );
+        let channels: Vec<_> = s
+            .channels
+            .iter()
+            .map(|c| (c.code.as_str(), c.name.as_str()))
+            .collect();
+        assert_eq!(
+            channels,
+            [("shopify", "Shop"), ("amazon", "Amazon"), ("b2b", "B2B")]
+        );
+    }
+
+    pub async fn a_rule_is_replaced_by_its_key_and_deleted_alone(backend: &dyn Backend) {
+        let store = backend.open().await;
+        let rule = |channel: &str, s: Option<&str>, fence: Option<i64>| Rule {
+            channel: Some(ch(channel)),
+            sku: s.map(sku),
+            fence,
+            ..Rule::default()
+        };
+        store
+            .commit(&[
+                Op::PutRule(rule("b2b", None, Some(10))),
+                Op::PutRule(rule("b2b", Some("TEE"), Some(20))),
+                Op::PutRule(rule("amazon", None, Some(30))),
+            ])
+            .await
+            .unwrap();
+        store
+            .commit(&[Op::PutRule(rule("b2b", None, None))])
+            .await
+            .unwrap();
+        store
+            .commit(&[Op::DeleteRule {
+                channel: ch("b2b"),
+                sku: Some(sku("TEE")),
+            }])
+            .await
+            .unwrap();
+        store
+            .commit(&[Op::DeleteRule {
+                channel: ch("shopify"),
+                sku: None,
+            }])
+            .await
+            .unwrap();
+
+        let mut rules = store.load().await.unwrap().rules;
+        rules.sort_by(|a, b| (&a.channel, &a.sku).cmp(&(&b.channel, &b.sku)));
+        assert_eq!(
+            rules,
+            vec![rule("amazon", None, Some(30)), rule("b2b", None, None)]
+        );
+    }
+
+    pub async fn load_pools_returns_only_the_named_skus(backend: &dyn Backend) {
+        let store = backend.open().await;
+        store
+            .commit(&[
+                delta("A", "WH-EAST", 1, 0),
+                delta("A", "WH-WEST", 2, 0),
+                delta("B", "WH-EAST", 3, 0),
+                delta("C", "WH-EAST", 4, 0),
+            ])
+            .await
+            .unwrap();
+
+        let mut rows = store
+            .load_pools(&[sku("C"), sku("A"), sku("UNKNOWN")])
+            .await
+            .unwrap();
+        rows.sort_by(|a, b| (&a.sku, &a.warehouse).cmp(&(&b.sku, &b.warehouse)));
+        let found: Vec<_> = rows
+            .iter()
+            .map(|r| (r.sku.as_str(), r.warehouse.as_str(), r.pool.on_hand))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("A", "WH-EAST", 1),
+                ("A", "WH-WEST", 2),
+                ("C", "WH-EAST", 4)
+            ]
+        );
+        assert!(store.load_pools(&[]).await.unwrap().is_empty());
+
+        let many: Vec<Sku> = (0..1200)
+            .map(|i| sku(&format!("S-{i}")))
+            .chain([sku("B")])
+            .collect();
+        let rows = store.load_pools(&many).await.unwrap();
+        assert_eq!(rows.len(), 1, "a long SKU list is read whole");
+    }
+
+    pub async fn an_empty_commit_changes_nothing(backend: &dyn Backend) {
+        let store = backend.open().await;
+        store.commit(&[]).await.unwrap();
+        let s = store.load().await.unwrap();
+        assert!(s.pools.is_empty() && s.movements.is_empty());
+    }
+
+    pub async fn a_failed_op_rolls_back_the_whole_commit(backend: &dyn Backend) {
+        let store = backend.open().await;
+        store
+            .commit(&[movement("mv-1"), delta("TEE", "WH-EAST", 10, 0)])
+            .await
+            .unwrap();
+        let before = store.load().await.unwrap();
+
+        let result = store
+            .commit(&[
+                delta("TEE", "WH-EAST", 5, 0),
+                Op::Ledger(ledger_line(
+                    "TEE",
+                    "WH-EAST",
+                    MovementKind::Adjust,
+                    5,
+                    "mv-2",
+                )),
+                Op::Warehouse(Warehouse {
+                    code: wh("WH-EAST"),
+                    name: "East".into(),
+                }),
+                Op::Reservation(Box::new(worked_reservation())),
+                movement("mv-1"),
+                movement("mv-3"),
+            ])
+            .await;
+        assert!(
+            result.is_err(),
+            "a duplicate movement id must fail the commit"
+        );
+
+        let after = store.load().await.unwrap();
+        assert_eq!(
+            pool_of(&after, "TEE", "WH-EAST"),
+            pool_of(&before, "TEE", "WH-EAST")
+        );
+        assert_eq!(after.movements, before.movements);
+        assert!(after.warehouses.is_empty() && after.reservations.is_empty());
+        assert!(store.ledger(None, 0, 100).await.unwrap().is_empty());
+
+        store
+            .commit(&[movement("mv-3"), delta("TEE", "WH-EAST", 1, 0)])
+            .await
+            .unwrap();
+        let s = store.load().await.unwrap();
+        assert_eq!(
+            pool_of(&s, "TEE", "WH-EAST"),
+            Some(Pool {
+                on_hand: 11,
+                reserved: 0,
+                version: 2
+            }),
+            "the store takes commits again after a failed one"
+        );
+    }
+
+    pub async fn the_ledger_is_append_only_and_read_by_sku_after_an_id(backend: &dyn Backend) {
+        let store = backend.open().await;
+        let a1 = ledger_line("A", "WH-EAST", MovementKind::Adjust, 10, "mv-1");
+        let b1 = ledger_line("B", "WH-EAST", MovementKind::Count, 4, "mv-2");
+        let mut a2 = ledger_line("A", "WH-WEST", MovementKind::Reserve, 0, "shopify/#1001");
+        a2.reserved_delta = 2;
+        a2.reserved_after = 2;
+        a2.reason = String::new();
+        store
+            .commit(&[Op::Ledger(a1.clone()), Op::Ledger(b1.clone())])
+            .await
+            .unwrap();
+        store.commit(&[Op::Ledger(a2.clone())]).await.unwrap();
+
+        let all = store.ledger(None, 0, 100).await.unwrap();
+        let entries: Vec<_> = all.iter().map(|r| r.entry.clone()).collect();
+        assert_eq!(
+            entries,
+            vec![a1.clone(), b1.clone(), a2.clone()],
+            "in commit order"
+        );
+        assert!(
+            all.windows(2).all(|w| w[0].id < w[1].id),
+            "ids grow: {all:?}"
+        );
+
+        let of_a: Vec<_> = store.ledger(Some(&sku("A")), 0, 100).await.unwrap();
+        assert_eq!(
+            of_a.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(),
+            vec![a1, a2.clone()]
+        );
+        let after_first = store
+            .ledger(Some(&sku("A")), of_a[0].id, 100)
+            .await
+            .unwrap();
+        assert_eq!(after_first, vec![of_a[1].clone()]);
+        assert!(store
+            .ledger(Some(&sku("A")), of_a[1].id, 100)
+            .await
+            .unwrap()
+            .is_empty());
+
+        let page = store.ledger(None, 0, 2).await.unwrap();
+        assert_eq!(page, all[..2].to_vec(), "limit caps the page");
+        let next = store.ledger(None, page[1].id, 2).await.unwrap();
+        assert_eq!(
+            next,
+            all[2..].to_vec(),
+            "the next page starts after the last id read"
+        );
+
+        store.commit(&[Op::Ledger(b1)]).await.unwrap();
+        let grown = store.ledger(None, 0, 100).await.unwrap();
+        assert_eq!(&grown[..3], &all[..], "earlier lines never change");
+        assert!(grown[3].id > all[2].id);
+    }
+
+    pub async fn data_survives_closing_and_reopening_the_store(backend: &dyn Backend) {
+        let store = backend.open().await;
+        store
+            .commit(&[
+                Op::Warehouse(Warehouse {
+                    code: wh("WH-EAST"),
+                    name: "East".into(),
+                }),
+                Op::Channel(Channel {
+                    code: ch("shopify"),
+                    name: "Shopify".into(),
+                }),
+                Op::PutRule(Rule {
+                    channel: Some(ch("shopify")),
+                    buffer: Some(2),
+                    ..Rule::default()
+                }),
+                delta("TEE", "WH-EAST", 10, 3),
+                Op::Ledger(ledger_line(
+                    "TEE",
+                    "WH-EAST",
+                    MovementKind::Adjust,
+                    10,
+                    "mv-1",
+                )),
+                Op::Reservation(Box::new(worked_reservation())),
+                movement("mv-1"),
+            ])
+            .await
+            .unwrap();
+        let before = store.load().await.unwrap();
+        let ledger_before = store.ledger(None, 0, 100).await.unwrap();
+        drop(store);
+        backend.close().await;
+
+        let store = backend.open().await;
+        let after = store.load().await.unwrap();
+        assert_eq!(after.warehouses, before.warehouses);
+        assert_eq!(after.channels, before.channels);
+        assert_eq!(after.rules, before.rules);
+        assert_eq!(after.pools, before.pools);
+        assert_eq!(after.reservations, before.reservations);
+        assert_eq!(after.movements, before.movements);
+        assert_eq!(store.ledger(None, 0, 100).await.unwrap(), ledger_before);
+
+        store
+            .commit(&[delta("TEE", "WH-EAST", 1, 0)])
+            .await
+            .unwrap();
+        let s = store.load().await.unwrap();
+        assert_eq!(
+            pool_of(&s, "TEE", "WH-EAST"),
+            Some(Pool {
+                on_hand: 11,
+                reserved: 3,
+                version: 2
+            })
+        );
+    }
+
+    pub async fn the_writer_commits_queued_jobs_together_and_acknowledges_each(
+        backend: &dyn Backend,
+    ) {
+        const JOBS: usize = 300;
+        let store = Recording::new(backend.open().await);
+        let (writer, task) = GroupCommit::spawn(store.clone());
+
+        // Hold commits back until every job is queued.
+        let held = store.gate.lock().await;
+        let plug = writer.enqueue(vec![delta("HOT", "WH-EAST", 0, 0)]);
+        store.entered.notified().await;
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut callers = Vec::new();
+        for i in 0..JOBS {
+            let writer = writer.clone();
+            let queued = queued.clone();
+            callers.push(tokio::spawn(async move {
+                let ticket = writer.enqueue(vec![
+                    delta("HOT", "WH-EAST", 1, 0),
+                    movement(&format!("mv-{i}")),
+                ]);
+                queued.fetch_add(1, Ordering::SeqCst);
+                ticket.wait().await
+            }));
+        }
+        while queued.load(Ordering::SeqCst) < JOBS {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+
+        plug.wait().await.unwrap();
+        for caller in callers {
+            caller
+                .await
+                .unwrap()
+                .expect("every job is acknowledged as committed");
+        }
+        assert_eq!(
+            store.commits(),
+            vec![1, 2 * JOBS],
+            "the queued jobs went in one transaction"
+        );
+
+        let s = store.load().await.unwrap();
+        assert_eq!(
+            pool_of(&s, "HOT", "WH-EAST"),
+            Some(Pool {
+                on_hand: JOBS as i64,
+                reserved: 0,
+                version: JOBS as u64 + 1
+            })
+        );
+        assert_eq!(s.movements.len(), JOBS);
+
+        drop(writer);
+        task.await.unwrap();
+    }
+
+    pub async fn a_failing_job_gets_an_error_while_its_batch_neighbours_commit(
+        backend: &dyn Backend,
+    ) {
+        let store = Recording::new(backend.open().await);
+        let (writer, task) = GroupCommit::spawn(store.clone());
+
+        let held = store.gate.lock().await;
+        let plug = writer.enqueue(vec![movement("mv-taken")]);
+        store.entered.notified().await;
+        let before = writer.enqueue(vec![delta("TEE", "WH-EAST", 5, 0), movement("mv-a")]);
+        let failing = writer.enqueue(vec![delta("TEE", "WH-EAST", 100, 0), movement("mv-taken")]);
+        let after = writer.enqueue(vec![delta("TEE", "WH-EAST", 7, 0), movement("mv-b")]);
+        drop(held);
+
+        plug.wait().await.unwrap();
+        before
+            .wait()
+            .await
+            .expect("the job before the failing one commits");
+        let err = failing
+            .wait()
+            .await
+            .expect_err("a duplicate movement id fails its job");
+        assert!(
+            err.to_string().contains("movement"),
+            "the error says what failed: {err}"
+        );
+        after
+            .wait()
+            .await
+            .expect("the job after the failing one commits");
+        assert_eq!(
+            store.commits(),
+            vec![1, 6, 2, 2, 2],
+            "one batch, then each job alone"
+        );
+
+        let s = store.load().await.unwrap();
+        assert_eq!(
+            pool_of(&s, "TEE", "WH-EAST"),
+            Some(Pool {
+                on_hand: 12,
+                reserved: 0,
+                version: 2
+            })
+        );
+        let mut ids: Vec<_> = s.movements.iter().map(|m| m.movement_id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["mv-a", "mv-b", "mv-taken"]);
+
+        drop(writer);
+        task.await.unwrap();
+    }
+}
