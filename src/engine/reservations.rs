@@ -77,7 +77,7 @@ impl Engine {
             InvalidInput::new(
                 "channel",
                 format!(
-                    "{channel:?} is not a declared channel ({})",
+                    "\"{channel}\" is not a declared channel ({})",
                     catalog.channel_list()
                 ),
             )

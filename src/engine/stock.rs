@@ -65,7 +65,7 @@ impl Engine {
             InvalidInput::new(
                 "warehouse",
                 format!(
-                    "{warehouse:?} is not a declared warehouse ({})",
+                    "\"{warehouse}\" is not a declared warehouse ({})",
                     catalog.warehouse_list()
                 ),
             )

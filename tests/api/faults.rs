@@ -31,10 +31,19 @@ impl Store for Flaky {
     async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
         self.inner.load_pools(skus).await
     }
-    async fn load_reservation(&self, c: &ChannelCode, o: &OrderId) -> Result<Option<Reservation>, StoreError> {
+    async fn load_reservation(
+        &self,
+        c: &ChannelCode,
+        o: &OrderId,
+    ) -> Result<Option<Reservation>, StoreError> {
         self.inner.load_reservation(c, o).await
     }
-    async fn ledger(&self, sku: Option<&Sku>, after: i64, limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
+    async fn ledger(
+        &self,
+        sku: Option<&Sku>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
         self.inner.ledger(sku, after, limit).await
     }
 }
@@ -53,8 +62,13 @@ fn order(channel: &str, id: &str, s: &str, q: i64) -> ReserveCmd {
 }
 
 async fn engine_on(dir: &std::path::Path) -> (Engine, Arc<Flaky>) {
-    let store = Arc::new(Flaky { inner: SqliteStore::open(dir).await.unwrap(), failing: AtomicBool::new(false) });
-    let engine = Engine::open(store.clone(), crate::helpers::seed(), Arc::new(SystemClock)).await.unwrap();
+    let store = Arc::new(Flaky {
+        inner: SqliteStore::open(dir).await.unwrap(),
+        failing: AtomicBool::new(false),
+    });
+    let engine = Engine::open(store.clone(), crate::helpers::seed(), Arc::new(SystemClock))
+        .await
+        .unwrap();
     (engine, store)
 }
 
@@ -86,23 +100,41 @@ async fn wait_consistent(engine: &Engine) {
 async fn a_failed_commit_is_unavailable_and_memory_is_reloaded_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, store) = engine_on(dir.path()).await;
-    count(&engine, "TEE", "WH-EAST", 10).await;
+    count(&engine, "TEE", "WH-WEST", 10).await;
 
     store.failing.store(true, Ordering::SeqCst);
-    let err = engine.reserve(order("shopify", "o-1", "TEE", 4)).await.unwrap_err();
+    let err = engine
+        .reserve(order("shopify", "o-1", "TEE", 4))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
     assert!(err.to_string().contains("not saved"), "{err}");
 
     wait_consistent(&engine).await;
-    assert_eq!(engine.get_stock(&[sku("TEE")])[0].pool.reserved, 0, "memory forgot the unsaved reservation");
+    assert_eq!(
+        engine.get_stock(&[sku("TEE")])[1].pool.reserved,
+        0,
+        "memory forgot the unsaved reservation"
+    );
     assert!(matches!(
-        engine.get_reservation(&ChannelCode::parse("shopify").unwrap(), &OrderId::parse("o-1").unwrap()).await,
+        engine
+            .get_reservation(
+                &ChannelCode::parse("shopify").unwrap(),
+                &OrderId::parse("o-1").unwrap()
+            )
+            .await,
         Err(EngineError::ReservationNotFound { .. })
     ));
 
     store.failing.store(false, Ordering::SeqCst);
-    let (r, replayed) = engine.reserve(order("shopify", "o-1", "TEE", 4)).await.unwrap();
-    assert!(!replayed, "the failed attempt left no trace, so the retry is a first reservation");
+    let (r, replayed) = engine
+        .reserve(order("shopify", "o-1", "TEE", 4))
+        .await
+        .unwrap();
+    assert!(
+        !replayed,
+        "the failed attempt left no trace, so the retry is a first reservation"
+    );
     assert_eq!(r.allocations[0].quantity, 4);
 }
 
@@ -110,7 +142,7 @@ async fn a_failed_commit_is_unavailable_and_memory_is_reloaded_from_the_store() 
 async fn no_acknowledged_reservation_is_lost_when_commits_fail_mid_load() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, store) = engine_on(dir.path()).await;
-    count(&engine, "HOT", "WH-EAST", 300).await;
+    count(&engine, "HOT", "WH-WEST", 300).await;
 
     let mut tasks = Vec::new();
     for t in 0..8 {
@@ -145,15 +177,37 @@ async fn no_acknowledged_reservation_is_lost_when_commits_fail_mid_load() {
     let stored = store.load().await.unwrap();
     for id in &acked {
         assert!(
-            stored.reservations.iter().any(|r| r.order_id.as_str() == id),
+            stored
+                .reservations
+                .iter()
+                .any(|r| r.order_id.as_str() == id),
             "acknowledged reservation {id} is not in the store"
         );
     }
-    let stored_reserved: i64 = stored.pools.iter().filter(|p| p.sku.as_str() == "HOT").map(|p| p.pool.reserved).sum();
-    assert_eq!(stored_reserved, acked.len() as i64, "the store holds exactly the acknowledged units");
-    let memory: Vec<_> = engine.get_stock(&[sku("HOT")]).into_iter().map(|l| l.pool).collect();
-    let reopened = Engine::open(store.clone(), crate::helpers::seed(), Arc::new(SystemClock)).await.unwrap();
-    let from_store: Vec<_> = reopened.get_stock(&[sku("HOT")]).into_iter().map(|l| l.pool).collect();
+    let stored_reserved: i64 = stored
+        .pools
+        .iter()
+        .filter(|p| p.sku.as_str() == "HOT")
+        .map(|p| p.pool.reserved)
+        .sum();
+    assert_eq!(
+        stored_reserved,
+        acked.len() as i64,
+        "the store holds exactly the acknowledged units"
+    );
+    let memory: Vec<_> = engine
+        .get_stock(&[sku("HOT")])
+        .into_iter()
+        .map(|l| l.pool)
+        .collect();
+    let reopened = Engine::open(store.clone(), crate::helpers::seed(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let from_store: Vec<_> = reopened
+        .get_stock(&[sku("HOT")])
+        .into_iter()
+        .map(|l| l.pool)
+        .collect();
     assert_eq!(memory, from_store, "memory equals the store afterwards");
 }
 
@@ -162,21 +216,30 @@ async fn a_lapsed_hold_is_expired_by_the_sweep_and_its_units_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
     let clock = Arc::new(ManualClock::new(1_000_000));
-    let engine = Engine::open(store, crate::helpers::seed(), clock.clone()).await.unwrap();
-    count(&engine, "CAP", "WH-EAST", 5).await;
+    let engine = Engine::open(store, crate::helpers::seed(), clock.clone())
+        .await
+        .unwrap();
+    count(&engine, "CAP", "WH-WEST", 5).await;
     let mut cmd = order("shopify", "cart", "CAP", 5);
     cmd.hold_seconds = 60;
     engine.reserve(cmd).await.unwrap();
 
     clock.advance_ms(59_999);
-    assert_eq!(engine.expire_due().await, 0, "the hold has a millisecond left");
-    assert_eq!(engine.get_stock(&[sku("CAP")])[0].pool.free(), 0);
+    assert_eq!(
+        engine.expire_due().await,
+        0,
+        "the hold has a millisecond left"
+    );
+    assert_eq!(engine.get_stock(&[sku("CAP")])[1].pool.free(), 0);
 
     clock.advance_ms(1);
     assert_eq!(engine.expire_due().await, 1);
-    assert_eq!(engine.get_stock(&[sku("CAP")])[0].pool.free(), 5);
+    assert_eq!(engine.get_stock(&[sku("CAP")])[1].pool.free(), 5);
     let r = engine
-        .get_reservation(&ChannelCode::parse("shopify").unwrap(), &OrderId::parse("cart").unwrap())
+        .get_reservation(
+            &ChannelCode::parse("shopify").unwrap(),
+            &OrderId::parse("cart").unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, stockpool::domain::Status::Expired);

@@ -25,8 +25,17 @@ pub fn seed() -> Seed {
     let wh = |c: &str| WarehouseCode::parse(c).unwrap();
     let ch = |c: &str| ChannelCode::parse(c).unwrap();
     Seed {
-        warehouses: WAREHOUSES.iter().map(|c| Warehouse { code: wh(c), name: c.to_string() }).collect(),
-        channels: vec![Channel { code: ch("b2b"), name: "B2B portal".into() }],
+        warehouses: WAREHOUSES
+            .iter()
+            .map(|c| Warehouse {
+                code: wh(c),
+                name: c.to_string(),
+            })
+            .collect(),
+        channels: vec![Channel {
+            code: ch("b2b"),
+            name: "B2B portal".into(),
+        }],
         rules: vec![
             Rule {
                 channel: Some(ch("b2b")),
@@ -34,7 +43,12 @@ pub fn seed() -> Seed {
                 fence: Some(100),
                 ..Rule::default()
             },
-            Rule { channel: Some(ch("amazon")), share_percent: Some(60), buffer: Some(5), ..Rule::default() },
+            Rule {
+                channel: Some(ch("amazon")),
+                share_percent: Some(60),
+                buffer: Some(5),
+                ..Rule::default()
+            },
         ],
     }
 }
@@ -52,7 +66,17 @@ pub struct TestApp {
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-async fn start(config: Config) -> (Inventory, Admin, Engine, String, std::net::SocketAddr, oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+async fn start(
+    config: Config,
+) -> (
+    Inventory,
+    Admin,
+    Engine,
+    String,
+    std::net::SocketAddr,
+    oneshot::Sender<()>,
+    JoinHandle<anyhow::Result<()>>,
+) {
     let app = Application::build(config).await.expect("server builds");
     let grpc_url = format!("http://{}", app.grpc_addr());
     let http_addr = app.http_addr();
@@ -61,8 +85,20 @@ async fn start(config: Config) -> (Inventory, Admin, Engine, String, std::net::S
     let task = tokio::spawn(app.run(async {
         let _ = stopped.await;
     }));
-    let channel = GrpcChannel::from_shared(grpc_url.clone()).unwrap().connect().await.expect("server reachable");
-    (InventoryClient::new(channel.clone()), AdminClient::new(channel), engine, grpc_url, http_addr, stop, task)
+    let channel = GrpcChannel::from_shared(grpc_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .expect("server reachable");
+    (
+        InventoryClient::new(channel.clone()),
+        AdminClient::new(channel),
+        engine,
+        grpc_url,
+        http_addr,
+        stop,
+        task,
+    )
 }
 
 /// A fresh server on its own data directory with [`seed`].
@@ -77,14 +113,27 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     config.seed = seed();
     adjust(&mut config);
     let (inventory, admin, engine, grpc_url, http_addr, stop, task) = start(config.clone()).await;
-    TestApp { inventory, admin, engine, grpc_url, http_addr, _dir: dir, config, stop: Some(stop), task: Some(task) }
+    TestApp {
+        inventory,
+        admin,
+        engine,
+        grpc_url,
+        http_addr,
+        _dir: dir,
+        config,
+        stop: Some(stop),
+        task: Some(task),
+    }
 }
 
 /// Tokens for the auth tests.
 pub fn tokens() -> Tokens {
     let mut t = HashMap::new();
     t.insert("ops-token-0123456789".to_string(), Role::Ops);
-    t.insert("shopify-token-0123456789".to_string(), Role::Channel(ChannelCode::parse("shopify").unwrap()));
+    t.insert(
+        "shopify-token-0123456789".to_string(),
+        Role::Channel(ChannelCode::parse("shopify").unwrap()),
+    );
     t.insert("read-token-0123456789".to_string(), Role::Read);
     Tokens::new(t)
 }
@@ -93,7 +142,8 @@ impl TestApp {
     /// Stops the server gracefully and starts a new one on the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (inventory, admin, engine, grpc_url, http_addr, stop, task) = start(self.config.clone()).await;
+        let (inventory, admin, engine, grpc_url, http_addr, stop, task) =
+            start(self.config.clone()).await;
         self.inventory = inventory;
         self.admin = admin;
         self.engine = engine;
@@ -126,7 +176,13 @@ impl TestApp {
             .into_inner()
     }
 
-    pub async fn reserve(&mut self, channel: &str, order: &str, lines: &[(&str, i64)], hold: u32) -> Result<pb::ReserveResponse, tonic::Status> {
+    pub async fn reserve(
+        &mut self,
+        channel: &str,
+        order: &str,
+        lines: &[(&str, i64)],
+        hold: u32,
+    ) -> Result<pb::ReserveResponse, tonic::Status> {
         self.inventory
             .reserve(pb::ReserveRequest {
                 channel: channel.into(),
@@ -140,7 +196,9 @@ impl TestApp {
 
     pub async fn stock(&mut self, skus: &[&str]) -> Vec<pb::StockLevel> {
         self.inventory
-            .get_stock(pb::GetStockRequest { skus: skus.iter().map(|s| s.to_string()).collect() })
+            .get_stock(pb::GetStockRequest {
+                skus: skus.iter().map(|s| s.to_string()).collect(),
+            })
             .await
             .expect("get stock")
             .into_inner()
@@ -157,9 +215,17 @@ impl TestApp {
 }
 
 pub fn line(sku: &str, quantity: i64) -> pb::Line {
-    pb::Line { sku: sku.into(), quantity, warehouse: String::new() }
+    pb::Line {
+        sku: sku.into(),
+        quantity,
+        warehouse: String::new(),
+    }
 }
 
 pub fn line_at(sku: &str, quantity: i64, warehouse: &str) -> pb::Line {
-    pb::Line { sku: sku.into(), quantity, warehouse: warehouse.into() }
+    pb::Line {
+        sku: sku.into(),
+        quantity,
+        warehouse: warehouse.into(),
+    }
 }

@@ -21,7 +21,8 @@ async fn a_flash_sale_sells_exactly_the_stock_keeps_the_fence_and_survives_a_res
     }
 
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let outcomes: Arc<Mutex<HashMap<String, (String, Result<pb::Reservation, Code>)>>> = Arc::default();
+    let outcomes: Arc<Mutex<HashMap<String, (String, Result<pb::Reservation, Code>)>>> =
+        Arc::default();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
         let mut client = app.inventory.clone();
@@ -46,12 +47,23 @@ async fn a_flash_sale_sells_exactly_the_stock_keeps_the_fence_and_survives_a_res
                 let result = match result {
                     Ok(r) => Ok(r.into_inner().reservation.unwrap()),
                     Err(s) => {
-                        assert_eq!(s.code(), Code::FailedPrecondition, "unexpected refusal: {s:?}");
-                        assert!(s.message().contains("HOT-1 wanted 1, available 0"), "{}", s.message());
+                        assert_eq!(
+                            s.code(),
+                            Code::FailedPrecondition,
+                            "unexpected refusal: {s:?}"
+                        );
+                        assert!(
+                            s.message().contains("HOT-1 wanted 1, available 0"),
+                            "{}",
+                            s.message()
+                        );
                         Err(s.code())
                     }
                 };
-                outcomes.lock().await.insert(order_id, (channel.to_string(), result));
+                outcomes
+                    .lock()
+                    .await
+                    .insert(order_id, (channel.to_string(), result));
             }
         }));
     }
@@ -61,10 +73,22 @@ async fn a_flash_sale_sells_exactly_the_stock_keeps_the_fence_and_survives_a_res
 
     let outcomes = outcomes.lock().await.clone();
     assert_eq!(outcomes.len(), ORDERS);
-    let accepted = |c: &str| outcomes.values().filter(|(ch, r)| ch == c && r.is_ok()).count();
+    let accepted = |c: &str| {
+        outcomes
+            .values()
+            .filter(|(ch, r)| ch == c && r.is_ok())
+            .count()
+    };
     let (shopify, amazon, b2b) = (accepted("shopify"), accepted("amazon"), accepted("b2b"));
-    assert_eq!(shopify + amazon + b2b, 1_000, "every unit sells, none twice");
-    assert!(shopify + amazon <= 900, "shopify and amazon ate into the b2b fence: {shopify} + {amazon}");
+    assert_eq!(
+        shopify + amazon + b2b,
+        1_000,
+        "every unit sells, none twice"
+    );
+    assert!(
+        shopify + amazon <= 900,
+        "shopify and amazon ate into the b2b fence: {shopify} + {amazon}"
+    );
     assert!(b2b >= 100, "b2b got less than its fence: {b2b}");
 
     let levels = app.stock(&["HOT-1"]).await;
@@ -75,20 +99,41 @@ async fn a_flash_sale_sells_exactly_the_stock_keeps_the_fence_and_survives_a_res
     }
     let ledger = app.engine.ledger(None, 0, i64::MAX).await.unwrap();
     let reserved_in_ledger: i64 = ledger.iter().map(|r| r.entry.reserved_delta).sum();
-    assert_eq!(reserved_in_ledger, 1_000, "the ledger accounts for every reserved unit");
+    assert_eq!(
+        reserved_in_ledger, 1_000,
+        "the ledger accounts for every reserved unit"
+    );
 
     app.restart().await;
 
-    assert_eq!(app.stock(&["HOT-1"]).await, levels, "levels survive the restart");
-    assert_eq!(app.engine.ledger(None, 0, i64::MAX).await.unwrap(), ledger, "the ledger survives the restart");
+    assert_eq!(
+        app.stock(&["HOT-1"]).await,
+        levels,
+        "levels survive the restart"
+    );
+    assert_eq!(
+        app.engine.ledger(None, 0, i64::MAX).await.unwrap(),
+        ledger,
+        "the ledger survives the restart"
+    );
     for (order_id, (channel, before)) in &outcomes {
         let after = app
             .inventory
-            .get_reservation(pb::GetReservationRequest { channel: channel.clone(), order_id: order_id.clone() })
+            .get_reservation(pb::GetReservationRequest {
+                channel: channel.clone(),
+                order_id: order_id.clone(),
+            })
             .await;
         match before {
-            Ok(r) => assert_eq!(&after.expect("accepted order is still there").into_inner(), r),
-            Err(_) => assert_eq!(after.unwrap_err().code(), Code::NotFound, "refused order {order_id} left a trace"),
+            Ok(r) => assert_eq!(
+                &after.expect("accepted order is still there").into_inner(),
+                r
+            ),
+            Err(_) => assert_eq!(
+                after.unwrap_err().code(),
+                Code::NotFound,
+                "refused order {order_id} left a trace"
+            ),
         }
     }
     app.stop().await;
