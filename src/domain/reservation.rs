@@ -147,9 +147,10 @@ impl Reservation {
         }
     }
 
-    /// Whether a Reserve with `lines` is a replay of this one.
+    /// Whether a Reserve with `lines` is a replay of this one, whatever the
+    /// order of the lines on either side.
     pub fn same_lines(&self, lines: &[(Sku, i64)]) -> bool {
-        self.lines == canonical_lines(lines)
+        canonical_lines(&self.lines) == canonical_lines(lines)
     }
 
     fn wrong(&self, action: &'static str) -> DomainError {
@@ -269,7 +270,12 @@ impl Reservation {
     }
 
     /// Releases every open unit of a lapsed hold; returns what was released.
+    /// Anything but a HELD reservation is left as it is (nothing released):
+    /// a hold confirmed or released before the sweeper reached it stays so.
     pub fn expire(&mut self) -> Vec<Take> {
+        if self.status != Status::Held {
+            return Vec::new();
+        }
         let takes = self.plan_takes("expire", &[]).unwrap_or_default();
         for t in &takes {
             self.allocations[t.allocation].released += t.quantity;
