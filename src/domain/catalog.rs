@@ -129,20 +129,20 @@ impl Catalog {
         if self.channel_index(channel).is_none() {
             return Err(InvalidInput::new(
                 "rule.channel",
-                format!("{channel:?} is not a declared channel ({})", self.channel_list()),
+                format!("{:?} is not a declared channel ({})", channel.as_str(), self.channel_list()),
             ));
         }
         for (i, w) in rule.warehouses.iter().enumerate() {
             if self.warehouse_index(w).is_none() {
                 return Err(InvalidInput::new(
                     format!("rule.warehouses[{i}]"),
-                    format!("{w:?} is not a declared warehouse ({})", self.warehouse_list()),
+                    format!("{:?} is not a declared warehouse ({})", w.as_str(), self.warehouse_list()),
                 ));
             }
             if rule.warehouses[..i].contains(w) {
                 return Err(InvalidInput::new(
                     format!("rule.warehouses[{i}]"),
-                    format!("{w:?} is listed twice"),
+                    format!("{:?} is listed twice", w.as_str()),
                 ));
             }
         }
