@@ -14,19 +14,22 @@ fn check_code(field: &str, raw: &str, extra: &[char]) -> Result<(), InvalidInput
     if raw.is_empty() {
         return Err(InvalidInput::new(field, "must not be empty"));
     }
-    if raw.len() > MAX_CODE_LEN {
+    let chars = raw.chars().count();
+    if chars > MAX_CODE_LEN {
         return Err(InvalidInput::new(
             field,
-            format!("is {} characters long; at most {MAX_CODE_LEN} are allowed", raw.len()),
+            format!("is {chars} characters long; at most {MAX_CODE_LEN} are allowed"),
         ));
     }
     if let Some(bad) = raw
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') || extra.contains(c)))
     {
+        let symbols: Vec<String> = ['-', '_', '.'].iter().chain(extra).map(|c| format!("{c:?}")).collect();
+        let (last, rest) = symbols.split_last().expect("three symbols at least");
         return Err(InvalidInput::new(
             field,
-            format!("{raw:?} contains {bad:?}; use letters, digits, '-', '_' or '.'"),
+            format!("{raw:?} contains {bad:?}; use letters, digits, {} or {last}", rest.join(", ")),
         ));
     }
     Ok(())
@@ -93,7 +96,7 @@ code_type!(
 );
 code_type!(
     /// The channel's own order reference; unique per channel. Channels use
-    /// `#` and `:` in order names, so those are allowed too.
+    /// `#`, `:` and `/` in order names, so those are allowed too.
     OrderId, "order_id", &['#', ':', '/']
 );
 
