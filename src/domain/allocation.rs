@@ -38,12 +38,20 @@ pub fn lay_fences(rules: &[Effective], pools: &[Pool], except: usize, warehouses
         }
         by_channel.push((rule.channel, laid));
     }
-    Laid { protected, by_channel }
+    Laid {
+        protected,
+        by_channel,
+    }
 }
 
 /// Units of each warehouse of `W(c)` that channel `c` may take: free minus
 /// what other channels' fences protect. Pairs of (warehouse, units).
-fn unprotected(rules: &[Effective], pools: &[Pool], channel: usize, warehouses: usize) -> Vec<(usize, i64)> {
+fn unprotected(
+    rules: &[Effective],
+    pools: &[Pool],
+    channel: usize,
+    warehouses: usize,
+) -> Vec<(usize, i64)> {
     let laid = lay_fences(rules, pools, channel, warehouses);
     rules[channel]
         .warehouses
@@ -55,7 +63,10 @@ fn unprotected(rules: &[Effective], pools: &[Pool], channel: usize, warehouses: 
 /// Step 2: `ATP(c)`, what channel `c` may still reserve of this SKU.
 /// `rules` is [`Catalog::effective_all`] for the SKU.
 pub fn atp(rules: &[Effective], pools: &[Pool], channel: usize, warehouses: usize) -> i64 {
-    unprotected(rules, pools, channel, warehouses).iter().map(|(_, u)| u).sum()
+    unprotected(rules, pools, channel, warehouses)
+        .iter()
+        .map(|(_, u)| u)
+        .sum()
 }
 
 /// One step of the formula as shown to a person.
@@ -77,7 +88,13 @@ pub struct Availability {
 
 /// Steps 1 to 3 for channel `channel`: ATP, the published figure, and the
 /// explanation naming the rule that set each step.
-pub fn availability(catalog: &Catalog, sku: &Sku, rules: &[Effective], pools: &[Pool], channel: usize) -> Availability {
+pub fn availability(
+    catalog: &Catalog,
+    sku: &Sku,
+    rules: &[Effective],
+    pools: &[Pool],
+    channel: usize,
+) -> Availability {
     let n = catalog.warehouses.len();
     let rule = &rules[channel];
     let code = &catalog.channels[channel].code;
@@ -85,11 +102,23 @@ pub fn availability(catalog: &Catalog, sku: &Sku, rules: &[Effective], pools: &[
     let mut explain = Vec::new();
 
     let free: i64 = rule.warehouses.iter().map(|&w| free_at(pools, w)).sum();
-    let names: Vec<&str> = rule.warehouses.iter().map(|&w| catalog.warehouses[w].code.as_str()).collect();
+    let names: Vec<&str> = rule
+        .warehouses
+        .iter()
+        .map(|&w| catalog.warehouses[w].code.as_str())
+        .collect();
     explain.push(ExplainStep {
         step: "free",
         value: free,
-        detail: format!("{} ({})", if names.is_empty() { "no warehouse".into() } else { names.join(",") }, src(0)),
+        detail: format!(
+            "{} ({})",
+            if names.is_empty() {
+                "no warehouse".into()
+            } else {
+                names.join(",")
+            },
+            src(0)
+        ),
     });
 
     let laid = lay_fences(rules, pools, channel, n);
@@ -101,13 +130,26 @@ pub fn availability(catalog: &Catalog, sku: &Sku, rules: &[Effective], pools: &[
             explain.push(ExplainStep {
                 step: "protected",
                 value: -on_mine,
-                detail: format!("fence {ocode} ({} of {}, {})", on_mine, o.fence, o.sources[1].describe(ocode, sku)),
+                detail: format!(
+                    "fence {ocode} ({} of {}, {})",
+                    on_mine,
+                    o.fence,
+                    o.sources[1].describe(ocode, sku)
+                ),
             });
         }
     }
 
-    let atp: i64 = rule.warehouses.iter().map(|&w| (free_at(pools, w) - laid.protected[w]).max(0)).sum();
-    explain.push(ExplainStep { step: "atp", value: atp, detail: String::new() });
+    let atp: i64 = rule
+        .warehouses
+        .iter()
+        .map(|&w| (free_at(pools, w) - laid.protected[w]).max(0))
+        .sum();
+    explain.push(ExplainStep {
+        step: "atp",
+        value: atp,
+        detail: String::new(),
+    });
 
     let shared = atp * i64::from(rule.share_percent) / 100;
     explain.push(ExplainStep {
@@ -116,14 +158,22 @@ pub fn availability(catalog: &Catalog, sku: &Sku, rules: &[Effective], pools: &[
         detail: format!("{}% ({})", rule.share_percent, src(2)),
     });
     let mut published = shared - rule.buffer;
-    explain.push(ExplainStep { step: "buffer", value: -rule.buffer, detail: src(3) });
+    explain.push(ExplainStep {
+        step: "buffer",
+        value: -rule.buffer,
+        detail: src(3),
+    });
     if rule.max_published > 0 {
         let capped = published > rule.max_published;
         published = published.min(rule.max_published);
         explain.push(ExplainStep {
             step: "max_published",
             value: rule.max_published,
-            detail: format!("{} ({})", if capped { "capped" } else { "not reached" }, src(4)),
+            detail: format!(
+                "{} ({})",
+                if capped { "capped" } else { "not reached" },
+                src(4)
+            ),
         });
     }
     published = published.max(0);
@@ -135,11 +185,24 @@ pub fn availability(catalog: &Catalog, sku: &Sku, rules: &[Effective], pools: &[
         explain.push(ExplainStep {
             step: "min_published",
             value: rule.min_published,
-            detail: format!("{} ({})", if below { "below: shown as 0" } else { "met" }, src(5)),
+            detail: format!(
+                "{} ({})",
+                if below { "below: shown as 0" } else { "met" },
+                src(5)
+            ),
         });
     }
-    explain.push(ExplainStep { step: "published", value: published, detail: String::new() });
-    Availability { channel, atp, published, explain }
+    explain.push(ExplainStep {
+        step: "published",
+        value: published,
+        detail: String::new(),
+    });
+    Availability {
+        channel,
+        atp,
+        published,
+        explain,
+    }
 }
 
 /// One line of an order as sourcing sees it.
@@ -168,17 +231,27 @@ pub struct Placement {
 /// the order of the channel's default rule) that can ship every line whole
 /// from its unprotected units, else each line is split over its `W(c)` in
 /// priority order. Placements come line by line, in priority order.
-pub fn source_order(catalog: &Catalog, channel: usize, lines: &[OrderLine<'_>]) -> Result<Vec<Placement>, DomainError> {
+pub fn source_order(
+    catalog: &Catalog,
+    channel: usize,
+    lines: &[OrderLine<'_>],
+) -> Result<Vec<Placement>, DomainError> {
     let n = catalog.warehouses.len();
-    let room: Vec<Vec<(usize, i64)>> =
-        lines.iter().map(|l| unprotected(l.rules, l.pools, channel, n)).collect();
+    let room: Vec<Vec<(usize, i64)>> = lines
+        .iter()
+        .map(|l| unprotected(l.rules, l.pools, channel, n))
+        .collect();
 
     let shorts: Vec<Shortfall> = lines
         .iter()
         .zip(&room)
         .filter_map(|(l, r)| {
             let available: i64 = r.iter().map(|(_, u)| u).sum();
-            (l.quantity > available).then(|| Shortfall { sku: l.sku.clone(), wanted: l.quantity, available })
+            (l.quantity > available).then(|| Shortfall {
+                sku: l.sku.clone(),
+                wanted: l.quantity,
+                available,
+            })
         })
         .collect();
     if !shorts.is_empty() {
@@ -186,11 +259,23 @@ pub fn source_order(catalog: &Catalog, channel: usize, lines: &[OrderLine<'_>]) 
         return Err(DomainError::Insufficient { channel, shorts });
     }
 
-    let single = catalog.default_warehouse_order(channel).into_iter().find(|&w| {
-        lines.iter().zip(&room).all(|(l, r)| r.iter().any(|&(rw, units)| rw == w && units >= l.quantity))
-    });
+    let single = catalog
+        .default_warehouse_order(channel)
+        .into_iter()
+        .find(|&w| {
+            lines
+                .iter()
+                .zip(&room)
+                .all(|(l, r)| r.iter().any(|&(rw, units)| rw == w && units >= l.quantity))
+        });
     if let Some(w) = single {
-        return Ok((0..lines.len()).map(|line| Placement { line, warehouse: w, quantity: lines[line].quantity }).collect());
+        return Ok((0..lines.len())
+            .map(|line| Placement {
+                line,
+                warehouse: w,
+                quantity: lines[line].quantity,
+            })
+            .collect());
     }
 
     let mut out = Vec::new();
@@ -202,7 +287,11 @@ pub fn source_order(catalog: &Catalog, channel: usize, lines: &[OrderLine<'_>]) 
             }
             let quantity = units.min(left);
             if quantity > 0 {
-                out.push(Placement { line, warehouse, quantity });
+                out.push(Placement {
+                    line,
+                    warehouse,
+                    quantity,
+                });
                 left -= quantity;
             }
         }

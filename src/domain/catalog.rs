@@ -129,14 +129,22 @@ impl Catalog {
         if self.channel_index(channel).is_none() {
             return Err(InvalidInput::new(
                 "rule.channel",
-                format!("{:?} is not a declared channel ({})", channel.as_str(), self.channel_list()),
+                format!(
+                    "{:?} is not a declared channel ({})",
+                    channel.as_str(),
+                    self.channel_list()
+                ),
             ));
         }
         for (i, w) in rule.warehouses.iter().enumerate() {
             if self.warehouse_index(w).is_none() {
                 return Err(InvalidInput::new(
                     format!("rule.warehouses[{i}]"),
-                    format!("{:?} is not a declared warehouse ({})", w.as_str(), self.warehouse_list()),
+                    format!(
+                        "{:?} is not a declared warehouse ({})",
+                        w.as_str(),
+                        self.warehouse_list()
+                    ),
                 ));
             }
             if rule.warehouses[..i].contains(w) {
@@ -224,11 +232,7 @@ impl Catalog {
         let default = self.defaults.get(code);
         let own = self.sku_rules.get(code).and_then(|m| m.get(sku));
 
-        fn pick<T: Copy>(
-            own: Option<T>,
-            default: Option<T>,
-            builtin: T,
-        ) -> (T, FieldSource) {
+        fn pick<T: Copy>(own: Option<T>, default: Option<T>, builtin: T) -> (T, FieldSource) {
             match (own, default) {
                 (Some(v), _) => (v, FieldSource::SkuRule),
                 (None, Some(v)) => (v, FieldSource::ChannelDefault),
@@ -238,15 +242,20 @@ impl Catalog {
         let field = |f: fn(&Rule) -> Option<i64>| pick(own.and_then(f), default.and_then(f), 0);
 
         let (warehouses, wsrc) = match (own, default) {
-            (Some(r), _) if !r.warehouses.is_empty() => (self.indices(&r.warehouses), FieldSource::SkuRule),
+            (Some(r), _) if !r.warehouses.is_empty() => {
+                (self.indices(&r.warehouses), FieldSource::SkuRule)
+            }
             (_, Some(d)) if !d.warehouses.is_empty() => {
                 (self.indices(&d.warehouses), FieldSource::ChannelDefault)
             }
             _ => ((0..self.warehouses.len()).collect(), FieldSource::Builtin),
         };
         let (fence, fsrc) = field(|r| r.fence);
-        let (share_percent, ssrc) =
-            pick(own.and_then(|r| r.share_percent), default.and_then(|r| r.share_percent), 100);
+        let (share_percent, ssrc) = pick(
+            own.and_then(|r| r.share_percent),
+            default.and_then(|r| r.share_percent),
+            100,
+        );
         let (buffer, bsrc) = field(|r| r.buffer);
         let (max_published, xsrc) = field(|r| r.max_published);
         let (min_published, nsrc) = field(|r| r.min_published);
@@ -264,7 +273,9 @@ impl Catalog {
 
     /// The effective rule of every channel for `sku`, in declared order.
     pub fn effective_all(&self, sku: &Sku) -> Vec<Effective> {
-        (0..self.channels.len()).map(|c| self.effective(c, sku)).collect()
+        (0..self.channels.len())
+            .map(|c| self.effective(c, sku))
+            .collect()
     }
 
     /// The channel default's warehouse order (every warehouse when unset):
@@ -278,14 +289,25 @@ impl Catalog {
     }
 
     fn indices(&self, codes: &[WarehouseCode]) -> Vec<usize> {
-        codes.iter().filter_map(|c| self.warehouse_index(c)).collect()
+        codes
+            .iter()
+            .filter_map(|c| self.warehouse_index(c))
+            .collect()
     }
 
     pub fn channel_list(&self) -> String {
-        self.channels.iter().map(|c| c.code.as_str()).collect::<Vec<_>>().join(", ")
+        self.channels
+            .iter()
+            .map(|c| c.code.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn warehouse_list(&self) -> String {
-        self.warehouses.iter().map(|w| w.code.as_str()).collect::<Vec<_>>().join(", ")
+        self.warehouses
+            .iter()
+            .map(|w| w.code.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

@@ -25,11 +25,18 @@ fn check_code(field: &str, raw: &str, extra: &[char]) -> Result<(), InvalidInput
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') || extra.contains(c)))
     {
-        let symbols: Vec<String> = ['-', '_', '.'].iter().chain(extra).map(|c| format!("{c:?}")).collect();
+        let symbols: Vec<String> = ['-', '_', '.']
+            .iter()
+            .chain(extra)
+            .map(|c| format!("{c:?}"))
+            .collect();
         let (last, rest) = symbols.split_last().expect("three symbols at least");
         return Err(InvalidInput::new(
             field,
-            format!("{raw:?} contains {bad:?}; use letters, digits, {} or {last}", rest.join(", ")),
+            format!(
+                "{raw:?} contains {bad:?}; use letters, digits, {} or {last}",
+                rest.join(", ")
+            ),
         ));
     }
     Ok(())
@@ -107,7 +114,10 @@ pub struct Quantity(i64);
 impl Quantity {
     pub fn parse(field: &str, raw: i64) -> Result<Self, InvalidInput> {
         if raw <= 0 {
-            return Err(InvalidInput::new(field, format!("must be at least 1, got {raw}")));
+            return Err(InvalidInput::new(
+                field,
+                format!("must be at least 1, got {raw}"),
+            ));
         }
         if raw > MAX_QUANTITY {
             return Err(InvalidInput::new(

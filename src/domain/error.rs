@@ -13,7 +13,10 @@ pub struct InvalidInput {
 
 impl InvalidInput {
     pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self { field: field.into(), problem: problem.into() }
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
     }
 
     /// The same problem, located inside a larger request (`lines[2].sku`).
@@ -46,13 +49,26 @@ pub enum DomainError {
     Invalid(#[from] InvalidInput),
 
     #[error("not enough stock for channel {channel}: {}", shorts_text(.shorts))]
-    Insufficient { channel: ChannelCode, shorts: Vec<Shortfall> },
+    Insufficient {
+        channel: ChannelCode,
+        shorts: Vec<Shortfall>,
+    },
 
     #[error("reservation {channel}/{order_id} is {status}: cannot {action} it")]
-    WrongStatus { channel: ChannelCode, order_id: OrderId, status: Status, action: &'static str },
+    WrongStatus {
+        channel: ChannelCode,
+        order_id: OrderId,
+        status: Status,
+        action: &'static str,
+    },
 
     #[error("reservation {channel}/{order_id} holds no units of {sku}{}", at_warehouse(.warehouse))]
-    NoSuchLine { channel: ChannelCode, order_id: OrderId, sku: Sku, warehouse: Option<WarehouseCode> },
+    NoSuchLine {
+        channel: ChannelCode,
+        order_id: OrderId,
+        sku: Sku,
+        warehouse: Option<WarehouseCode>,
+    },
 
     #[error("cannot {action} {wanted} of {sku}{}: only {open} open on reservation {channel}/{order_id}", at_warehouse(.warehouse))]
     ExceedsOpen {
@@ -65,8 +81,15 @@ pub enum DomainError {
         open: i64,
     },
 
-    #[error("{sku} in {warehouse} has {on_hand} on hand: a change of {delta} would take it below 0")]
-    NegativeStock { sku: Sku, warehouse: WarehouseCode, on_hand: i64, delta: i64 },
+    #[error(
+        "{sku} in {warehouse} has {on_hand} on hand: a change of {delta} would take it below 0"
+    )]
+    NegativeStock {
+        sku: Sku,
+        warehouse: WarehouseCode,
+        on_hand: i64,
+        delta: i64,
+    },
 }
 
 fn shorts_text(shorts: &[Shortfall]) -> String {

@@ -137,11 +137,19 @@ impl Reservation {
             id,
             channel,
             order_id,
-            status: if held { Status::Held } else { Status::Confirmed },
+            status: if held {
+                Status::Held
+            } else {
+                Status::Confirmed
+            },
             lines: canonical_lines(lines),
             allocations,
             created_at_ms: now_ms,
-            expires_at_ms: if held { now_ms + i64::from(hold_seconds) * 1000 } else { 0 },
+            expires_at_ms: if held {
+                now_ms + i64::from(hold_seconds) * 1000
+            } else {
+                0
+            },
             shipments: Vec::new(),
             refunds: Vec::new(),
         }
@@ -189,7 +197,11 @@ impl Reservation {
 
     /// Which open units a Fulfill (`action = "fulfill"`, CONFIRMED only) or a
     /// Release (`"release"`, HELD or CONFIRMED) takes. No lines: all open.
-    pub fn plan_takes(&self, action: &'static str, lines: &[LineRequest]) -> Result<Vec<Take>, DomainError> {
+    pub fn plan_takes(
+        &self,
+        action: &'static str,
+        lines: &[LineRequest],
+    ) -> Result<Vec<Take>, DomainError> {
         let allowed = match action {
             "fulfill" => self.status == Status::Confirmed,
             _ => self.status.is_open(),
@@ -203,7 +215,10 @@ impl Reservation {
                 .iter()
                 .enumerate()
                 .filter(|(_, a)| a.open() > 0)
-                .map(|(allocation, a)| Take { allocation, quantity: a.open() })
+                .map(|(allocation, a)| Take {
+                    allocation,
+                    quantity: a.open(),
+                })
                 .collect());
         }
         let mut taken = vec![0i64; self.allocations.len()];
@@ -213,7 +228,9 @@ impl Reservation {
                 .allocations
                 .iter()
                 .enumerate()
-                .filter(|(_, a)| a.sku == line.sku && line.warehouse.as_ref().is_none_or(|w| &a.warehouse == w))
+                .filter(|(_, a)| {
+                    a.sku == line.sku && line.warehouse.as_ref().is_none_or(|w| &a.warehouse == w)
+                })
                 .map(|(i, _)| i)
                 .collect();
             if candidates.is_empty() {
@@ -224,7 +241,10 @@ impl Reservation {
                     warehouse: line.warehouse.clone(),
                 });
             }
-            let open: i64 = candidates.iter().map(|&i| self.allocations[i].open() - taken[i]).sum();
+            let open: i64 = candidates
+                .iter()
+                .map(|&i| self.allocations[i].open() - taken[i])
+                .sum();
             let wanted = line.quantity.get();
             if wanted > open {
                 return Err(DomainError::ExceedsOpen {
@@ -243,7 +263,10 @@ impl Reservation {
                 if q > 0 {
                     taken[i] += q;
                     left -= q;
-                    out.push(Take { allocation: i, quantity: q });
+                    out.push(Take {
+                        allocation: i,
+                        quantity: q,
+                    });
                 }
             }
         }
@@ -296,7 +319,10 @@ impl Reservation {
                 .iter()
                 .enumerate()
                 .filter(|(_, a)| returnable(a) > 0)
-                .map(|(allocation, a)| Take { allocation, quantity: returnable(a) })
+                .map(|(allocation, a)| Take {
+                    allocation,
+                    quantity: returnable(a),
+                })
                 .collect());
         }
         let mut taken = vec![0i64; self.allocations.len()];
@@ -306,7 +332,9 @@ impl Reservation {
                 .allocations
                 .iter()
                 .enumerate()
-                .filter(|(_, a)| a.sku == line.sku && line.warehouse.as_ref().is_none_or(|w| &a.warehouse == w))
+                .filter(|(_, a)| {
+                    a.sku == line.sku && line.warehouse.as_ref().is_none_or(|w| &a.warehouse == w)
+                })
                 .map(|(i, _)| i)
                 .collect();
             if candidates.is_empty() {
@@ -323,7 +351,10 @@ impl Reservation {
                 if q > 0 {
                     taken[i] += q;
                     left -= q;
-                    out.push(Take { allocation: i, quantity: q });
+                    out.push(Take {
+                        allocation: i,
+                        quantity: q,
+                    });
                 }
             }
         }
@@ -335,7 +366,10 @@ impl Reservation {
         for t in &takes {
             self.allocations[t.allocation].restocked += t.quantity;
         }
-        self.refunds.push(Refund { refund_id, restocked: takes });
+        self.refunds.push(Refund {
+            refund_id,
+            restocked: takes,
+        });
     }
 
     /// The earlier answer to `refund_id`, if it was already applied.
