@@ -16,6 +16,9 @@ mod codes;
 mod error;
 mod reservation;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use allocation::{
     atp, availability, lay_fences, source_order, Availability, ExplainStep, Laid, OrderLine,
     Placement,
