@@ -18,6 +18,8 @@ mod reservation;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod proptests;
 
 pub use allocation::{
     atp, availability, lay_fences, source_order, Availability, ExplainStep, Laid, OrderLine,
