@@ -2,7 +2,7 @@
 //! their warehouses, ATP, the published figure with its explanation, and
 //! sourcing (which warehouses ship an admitted order).
 
-use super::{Catalog, ChannelCode, DomainError, Effective, Pool, Shortfall, Sku};
+use super::{Catalog, ChannelCode, DomainError, Effective, InvalidInput, Pool, Shortfall, Sku};
 
 fn free_at(pools: &[Pool], w: usize) -> i64 {
     pools.get(w).map_or(0, Pool::free)
@@ -231,11 +231,20 @@ pub struct Placement {
 /// the order of the channel's default rule) that can ship every line whole
 /// from its unprotected units, else each line is split over its `W(c)` in
 /// priority order. Placements come line by line, in priority order.
+/// An order naming one SKU on two lines is refused as invalid: each line
+/// would otherwise be measured against the whole ATP.
 pub fn source_order(
     catalog: &Catalog,
     channel: usize,
     lines: &[OrderLine<'_>],
 ) -> Result<Vec<Placement>, DomainError> {
+    if let Some(i) = (1..lines.len()).find(|&i| lines[..i].iter().any(|l| l.sku == lines[i].sku)) {
+        return Err(InvalidInput::new(
+            format!("lines[{i}].sku"),
+            format!("{} is listed twice; name each SKU once", lines[i].sku),
+        )
+        .into());
+    }
     let n = catalog.warehouses.len();
     let room: Vec<Vec<(usize, i64)>> = lines
         .iter()
@@ -828,6 +837,22 @@ mod tests {
                     available: 70
                 }],
             }
+        );
+    }
+
+    #[test]
+    fn an_order_naming_a_sku_twice_is_refused_rather_than_counted_against_atp_twice() {
+        let catalog = catalog(&["WH-EAST"], &BUILTIN_CHANNELS);
+        let tee = sku("TEE");
+        let (rules, stock) = (catalog.effective_all(&tee), pools(&[70]));
+        let lines = [
+            line(&tee, 60, &stock, &rules),
+            line(&tee, 60, &stock, &rules),
+        ];
+        let err = source_order(&catalog, SHOPIFY, &lines).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "lines[1].sku TEE is listed twice; name each SKU once"
         );
     }
 
