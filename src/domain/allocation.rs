@@ -2,7 +2,7 @@
 //! their warehouses, ATP, the published figure with its explanation, and
 //! sourcing (which warehouses ship an admitted order).
 
-use super::{Catalog, ChannelCode, DomainError, Effective, Pool, Shortfall, Sku};
+use super::{Catalog, ChannelCode, DomainError, Effective, InvalidInput, Pool, Shortfall, Sku};
 
 fn free_at(pools: &[Pool], w: usize) -> i64 {
     pools.get(w).map_or(0, Pool::free)
@@ -231,11 +231,20 @@ pub struct Placement {
 /// the order of the channel's default rule) that can ship every line whole
 /// from its unprotected units, else each line is split over its `W(c)` in
 /// priority order. Placements come line by line, in priority order.
+/// An order naming one SKU on two lines is refused as invalid: each line
+/// would otherwise be measured against the whole ATP.
 pub fn source_order(
     catalog: &Catalog,
     channel: usize,
     lines: &[OrderLine<'_>],
 ) -> Result<Vec<Placement>, DomainError> {
+    if let Some(i) = (1..lines.len()).find(|&i| lines[..i].iter().any(|l| l.sku == lines[i].sku)) {
+        return Err(InvalidInput::new(
+            format!("lines[{i}].sku"),
+            format!("{} is listed twice; name each SKU once", lines[i].sku),
+        )
+        .into());
+    }
     let n = catalog.warehouses.len();
     let room: Vec<Vec<(usize, i64)>> = lines
         .iter()
@@ -298,4 +307,567 @@ pub fn source_order(
         debug_assert_eq!(left, 0, "admitted line must be fully placed");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures::{catalog, default_rule, pools, sku, sku_rule, whs, with_rules};
+    use crate::domain::{Rule, BUILTIN_CHANNELS};
+
+    const SHOPIFY: usize = 0;
+    const AMAZON: usize = 1;
+    const B2B: usize = 2;
+
+    /// The world of API.md's example: b2b fences 50 in WH-EAST, shopify is
+    /// shown 40% of its ATP minus a buffer of 5.
+    fn api_example() -> Catalog {
+        with_rules(
+            catalog(&["WH-EAST", "WH-WEST"], &BUILTIN_CHANNELS),
+            vec![
+                Rule {
+                    share_percent: Some(40),
+                    buffer: Some(5),
+                    ..default_rule("shopify")
+                },
+                Rule {
+                    warehouses: whs(&["WH-EAST"]),
+                    fence: Some(50),
+                    ..default_rule("b2b")
+                },
+            ],
+        )
+    }
+
+    fn published(catalog: &Catalog, pools: &[Pool], channel: usize) -> i64 {
+        let sku = sku("TEE");
+        availability(catalog, &sku, &catalog.effective_all(&sku), pools, channel).published
+    }
+
+    fn atp_of(catalog: &Catalog, pools: &[Pool], channel: usize) -> i64 {
+        atp(
+            &catalog.effective_all(&sku("TEE")),
+            pools,
+            channel,
+            catalog.warehouses.len(),
+        )
+    }
+
+    /// A single-channel-of-interest catalog where shopify's default rule is `rule`.
+    fn shopify_with(rule: Rule) -> Catalog {
+        with_rules(catalog(&["WH-EAST"], &BUILTIN_CHANNELS), vec![rule])
+    }
+
+    #[test]
+    fn explain_steps_match_the_api_example() {
+        let catalog = api_example();
+        let sku = sku("TEE");
+        let a = availability(
+            &catalog,
+            &sku,
+            &catalog.effective_all(&sku),
+            &pools(&[100, 20]),
+            SHOPIFY,
+        );
+        let steps: Vec<(&str, i64)> = a.explain.iter().map(|s| (s.step, s.value)).collect();
+        assert_eq!(
+            steps,
+            vec![
+                ("free", 120),
+                ("protected", -50),
+                ("atp", 70),
+                ("share", 28),
+                ("buffer", -5),
+                ("published", 23)
+            ]
+        );
+        let details: Vec<&str> = a.explain.iter().map(|s| s.detail.as_str()).collect();
+        assert_eq!(
+            details,
+            vec![
+                "WH-EAST,WH-WEST (built-in default)",
+                "fence b2b (50 of 50, b2b default rule)",
+                "",
+                "40% (shopify default rule)",
+                "shopify default rule",
+                "",
+            ]
+        );
+        assert_eq!((a.channel, a.atp, a.published), (SHOPIFY, 70, 23));
+    }
+
+    #[test]
+    fn explain_names_the_sku_rule_that_set_a_step() {
+        let catalog = with_rules(
+            api_example(),
+            vec![Rule {
+                share_percent: Some(50),
+                ..sku_rule("shopify", "TEE")
+            }],
+        );
+        let sku = sku("TEE");
+        let a = availability(
+            &catalog,
+            &sku,
+            &catalog.effective_all(&sku),
+            &pools(&[100, 20]),
+            SHOPIFY,
+        );
+        let share = a.explain.iter().find(|s| s.step == "share").unwrap();
+        assert_eq!(
+            (share.value, share.detail.as_str()),
+            (35, "50% (shopify rule for TEE)")
+        );
+    }
+
+    #[test]
+    fn a_channels_own_fence_does_not_reduce_its_own_atp() {
+        let catalog = api_example();
+        assert_eq!(atp_of(&catalog, &pools(&[100, 20]), B2B), 100);
+    }
+
+    #[test]
+    fn a_fence_protects_only_units_in_the_fenced_channels_warehouses() {
+        let catalog = with_rules(
+            api_example(),
+            vec![Rule {
+                warehouses: whs(&["WH-WEST"]),
+                ..default_rule("amazon")
+            }],
+        );
+        assert_eq!(atp_of(&catalog, &pools(&[100, 20]), AMAZON), 20);
+        assert_eq!(atp_of(&catalog, &pools(&[40, 20]), SHOPIFY), 20);
+    }
+
+    #[test]
+    fn fences_are_laid_in_declared_channel_order_until_free_runs_out() {
+        let catalog = with_rules(
+            catalog(&["WH-EAST"], &["a", "b", "c"]),
+            vec![
+                Rule {
+                    fence: Some(10),
+                    ..default_rule("a")
+                },
+                Rule {
+                    fence: Some(10),
+                    ..default_rule("b")
+                },
+            ],
+        );
+        let rules = catalog.effective_all(&sku("TEE"));
+        let laid = lay_fences(&rules, &pools(&[15]), 2, 1);
+        assert_eq!(laid.by_channel, vec![(0, vec![10]), (1, vec![5])]);
+        assert_eq!(laid.protected, vec![15]);
+        assert_eq!(atp(&rules, &pools(&[15]), 2, 1), 0);
+        assert_eq!(atp(&rules, &pools(&[15]), 0, 1), 5, "b protects 10 from a");
+        assert_eq!(atp(&rules, &pools(&[15]), 1, 1), 5, "a protects 10 from b");
+    }
+
+    #[test]
+    fn a_fence_is_laid_over_its_warehouses_in_priority_order() {
+        let catalog = with_rules(
+            catalog(&["WH-EAST", "WH-WEST"], &BUILTIN_CHANNELS),
+            vec![Rule {
+                warehouses: whs(&["WH-WEST", "WH-EAST"]),
+                fence: Some(30),
+                ..default_rule("b2b")
+            }],
+        );
+        let laid = lay_fences(
+            &catalog.effective_all(&sku("TEE")),
+            &pools(&[100, 20]),
+            SHOPIFY,
+            2,
+        );
+        assert_eq!(laid.by_channel, vec![(B2B, vec![10, 20])]);
+        assert_eq!(laid.protected, vec![10, 20]);
+    }
+
+    #[test]
+    fn lay_fences_skips_the_excepted_channel_and_channels_without_a_fence() {
+        let catalog = api_example();
+        let laid = lay_fences(
+            &catalog.effective_all(&sku("TEE")),
+            &pools(&[100, 20]),
+            B2B,
+            2,
+        );
+        assert!(laid.by_channel.is_empty());
+        assert_eq!(laid.protected, vec![0, 0]);
+    }
+
+    #[test]
+    fn a_fence_covers_only_free_units_not_reserved_ones() {
+        let catalog = api_example();
+        let pools = vec![
+            Pool {
+                on_hand: 100,
+                reserved: 80,
+                version: 3,
+            },
+            Pool {
+                on_hand: 20,
+                reserved: 0,
+                version: 1,
+            },
+        ];
+        assert_eq!(
+            atp_of(&catalog, &pools, SHOPIFY),
+            20,
+            "b2b's fence takes all 20 free units in WH-EAST"
+        );
+        assert_eq!(atp_of(&catalog, &pools, B2B), 20);
+    }
+
+    #[test]
+    fn atp_counts_only_the_channels_warehouses() {
+        let catalog = with_rules(
+            api_example(),
+            vec![Rule {
+                warehouses: whs(&["WH-WEST"]),
+                ..sku_rule("amazon", "TEE")
+            }],
+        );
+        assert_eq!(atp_of(&catalog, &pools(&[100, 20]), AMAZON), 20);
+    }
+
+    #[test]
+    fn a_pool_reserved_beyond_its_stock_adds_nothing_to_atp() {
+        let catalog = catalog(&["WH-EAST", "WH-WEST"], &BUILTIN_CHANNELS);
+        let pools = vec![
+            Pool {
+                on_hand: 5,
+                reserved: 9,
+                version: 0,
+            },
+            Pool {
+                on_hand: 7,
+                reserved: 2,
+                version: 0,
+            },
+        ];
+        assert_eq!(atp_of(&catalog, &pools, SHOPIFY), 5);
+    }
+
+    #[test]
+    fn a_warehouse_without_a_pool_counts_as_empty() {
+        let catalog = catalog(&["WH-EAST", "WH-WEST"], &BUILTIN_CHANNELS);
+        assert_eq!(atp_of(&catalog, &pools(&[12]), SHOPIFY), 12);
+    }
+
+    #[test]
+    fn the_share_is_rounded_down() {
+        let catalog = shopify_with(Rule {
+            share_percent: Some(50),
+            ..default_rule("shopify")
+        });
+        assert_eq!(published(&catalog, &pools(&[9]), SHOPIFY), 4);
+        let catalog = shopify_with(Rule {
+            share_percent: Some(1),
+            ..default_rule("shopify")
+        });
+        assert_eq!(published(&catalog, &pools(&[99]), SHOPIFY), 0);
+    }
+
+    #[test]
+    fn published_never_goes_below_zero_when_the_buffer_exceeds_atp() {
+        let catalog = shopify_with(Rule {
+            buffer: Some(10),
+            ..default_rule("shopify")
+        });
+        assert_eq!(published(&catalog, &pools(&[4]), SHOPIFY), 0);
+        assert_eq!(published(&catalog, &pools(&[14]), SHOPIFY), 4);
+    }
+
+    #[test]
+    fn published_is_capped_at_max_published() {
+        let catalog = shopify_with(Rule {
+            max_published: Some(25),
+            ..default_rule("shopify")
+        });
+        let sku = sku("TEE");
+        let a = availability(
+            &catalog,
+            &sku,
+            &catalog.effective_all(&sku),
+            &pools(&[100]),
+            SHOPIFY,
+        );
+        assert_eq!((a.atp, a.published), (100, 25));
+        let cap = a
+            .explain
+            .iter()
+            .find(|s| s.step == "max_published")
+            .unwrap();
+        assert_eq!(
+            (cap.value, cap.detail.as_str()),
+            (25, "capped (shopify default rule)")
+        );
+        assert_eq!(published(&catalog, &pools(&[10]), SHOPIFY), 10);
+    }
+
+    #[test]
+    fn a_max_published_of_zero_means_no_cap() {
+        let catalog = shopify_with(Rule {
+            max_published: Some(0),
+            ..default_rule("shopify")
+        });
+        let sku = sku("TEE");
+        let a = availability(
+            &catalog,
+            &sku,
+            &catalog.effective_all(&sku),
+            &pools(&[1000]),
+            SHOPIFY,
+        );
+        assert_eq!(a.published, 1000);
+        assert!(a.explain.iter().all(|s| s.step != "max_published"));
+    }
+
+    #[test]
+    fn published_is_zero_below_min_published() {
+        let catalog = shopify_with(Rule {
+            min_published: Some(5),
+            ..default_rule("shopify")
+        });
+        let sku = sku("TEE");
+        let a = availability(
+            &catalog,
+            &sku,
+            &catalog.effective_all(&sku),
+            &pools(&[4]),
+            SHOPIFY,
+        );
+        assert_eq!((a.atp, a.published), (4, 0));
+        let floor = a
+            .explain
+            .iter()
+            .find(|s| s.step == "min_published")
+            .unwrap();
+        assert_eq!(floor.detail, "below: shown as 0 (shopify default rule)");
+        assert_eq!(
+            published(&catalog, &pools(&[5]), SHOPIFY),
+            5,
+            "reaching the minimum shows the figure"
+        );
+    }
+
+    #[test]
+    fn min_published_is_compared_after_share_buffer_and_cap() {
+        let catalog = shopify_with(Rule {
+            share_percent: Some(50),
+            buffer: Some(2),
+            max_published: Some(6),
+            min_published: Some(7),
+            ..default_rule("shopify")
+        });
+        assert_eq!(published(&catalog, &pools(&[100]), SHOPIFY), 0);
+    }
+
+    #[test]
+    fn explain_says_when_a_channel_has_no_warehouse() {
+        let catalog = catalog(&[], &BUILTIN_CHANNELS);
+        let sku = sku("TEE");
+        let a = availability(&catalog, &sku, &catalog.effective_all(&sku), &[], SHOPIFY);
+        assert_eq!(a.explain[0].detail, "no warehouse (built-in default)");
+        assert_eq!((a.atp, a.published), (0, 0));
+    }
+
+    fn line<'a>(
+        sku: &'a Sku,
+        quantity: i64,
+        pools: &'a [Pool],
+        rules: &'a [Effective],
+    ) -> OrderLine<'a> {
+        OrderLine {
+            sku,
+            quantity,
+            pools,
+            rules,
+        }
+    }
+
+    #[test]
+    fn sourcing_prefers_one_warehouse_that_ships_the_whole_order() {
+        let catalog = catalog(&["WH-EAST", "WH-WEST"], &BUILTIN_CHANNELS);
+        let (tee, mug) = (sku("TEE"), sku("MUG"));
+        let (tee_rules, mug_rules) = (catalog.effective_all(&tee), catalog.effective_all(&mug));
+        let (tee_pools, mug_pools) = (pools(&[10, 10]), pools(&[1, 5]));
+        let lines = [
+            line(&tee, 3, &tee_pools, &tee_rules),
+            line(&mug, 2, &mug_pools, &mug_rules),
+        ];
+        let placed = source_order(&catalog, SHOPIFY, &lines).unwrap();
+        assert_eq!(
+            placed,
+            vec![
+                Placement {
+                    line: 0,
+                    warehouse: 1,
+                    quantity: 3
+                },
+                Placement {
+                    line: 1,
+                    warehouse: 1,
+                    quantity: 2
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn sourcing_tries_single_warehouses_in_the_channel_default_order() {
+        let catalog = with_rules(
+            catalog(&["WH-EAST", "WH-WEST"], &BUILTIN_CHANNELS),
+            vec![Rule {
+                warehouses: whs(&["WH-WEST", "WH-EAST"]),
+                ..default_rule("shopify")
+            }],
+        );
+        let tee = sku("TEE");
+        let (rules, stock) = (catalog.effective_all(&tee), pools(&[10, 10]));
+        let placed = source_order(&catalog, SHOPIFY, &[line(&tee, 4, &stock, &rules)]).unwrap();
+        assert_eq!(
+            placed,
+            vec![Placement {
+                line: 0,
+                warehouse: 1,
+                quantity: 4
+            }]
+        );
+    }
+
+    #[test]
+    fn sourcing_splits_each_line_in_priority_order_when_no_warehouse_ships_everything() {
+        let catalog = catalog(&["WH-EAST", "WH-WEST", "WH-NORTH"], &BUILTIN_CHANNELS);
+        let (tee, mug) = (sku("TEE"), sku("MUG"));
+        let (tee_rules, mug_rules) = (catalog.effective_all(&tee), catalog.effective_all(&mug));
+        let (tee_pools, mug_pools) = (pools(&[2, 0, 5]), pools(&[0, 4, 0]));
+        let lines = [
+            line(&tee, 6, &tee_pools, &tee_rules),
+            line(&mug, 3, &mug_pools, &mug_rules),
+        ];
+        let placed = source_order(&catalog, SHOPIFY, &lines).unwrap();
+        assert_eq!(
+            placed,
+            vec![
+                Placement {
+                    line: 0,
+                    warehouse: 0,
+                    quantity: 2
+                },
+                Placement {
+                    line: 0,
+                    warehouse: 2,
+                    quantity: 4
+                },
+                Placement {
+                    line: 1,
+                    warehouse: 1,
+                    quantity: 3
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn sourcing_never_takes_units_another_channel_fenced() {
+        let catalog = api_example();
+        let tee = sku("TEE");
+        let (rules, stock) = (catalog.effective_all(&tee), pools(&[60, 20]));
+        let placed = source_order(&catalog, SHOPIFY, &[line(&tee, 25, &stock, &rules)]).unwrap();
+        assert_eq!(
+            placed,
+            vec![
+                Placement {
+                    line: 0,
+                    warehouse: 0,
+                    quantity: 10
+                },
+                Placement {
+                    line: 0,
+                    warehouse: 1,
+                    quantity: 15
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn sourcing_uses_only_the_warehouses_a_sku_rule_allows() {
+        let catalog = with_rules(
+            catalog(&["WH-EAST", "WH-WEST"], &BUILTIN_CHANNELS),
+            vec![Rule {
+                warehouses: whs(&["WH-WEST"]),
+                ..sku_rule("shopify", "TEE")
+            }],
+        );
+        let tee = sku("TEE");
+        let (rules, stock) = (catalog.effective_all(&tee), pools(&[50, 3]));
+        let placed = source_order(&catalog, SHOPIFY, &[line(&tee, 3, &stock, &rules)]).unwrap();
+        assert_eq!(
+            placed,
+            vec![Placement {
+                line: 0,
+                warehouse: 1,
+                quantity: 3
+            }]
+        );
+        let err = source_order(&catalog, SHOPIFY, &[line(&tee, 4, &stock, &rules)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "not enough stock for channel shopify: TEE wanted 4, available 3"
+        );
+    }
+
+    #[test]
+    fn reserve_is_refused_when_it_would_eat_another_channels_fence() {
+        let catalog = api_example();
+        let tee = sku("TEE");
+        let (rules, stock) = (catalog.effective_all(&tee), pools(&[100, 20]));
+        assert!(source_order(&catalog, SHOPIFY, &[line(&tee, 70, &stock, &rules)]).is_ok());
+        let err = source_order(&catalog, SHOPIFY, &[line(&tee, 71, &stock, &rules)]).unwrap_err();
+        assert_eq!(
+            err,
+            DomainError::Insufficient {
+                channel: catalog.channels[SHOPIFY].code.clone(),
+                shorts: vec![Shortfall {
+                    sku: tee.clone(),
+                    wanted: 71,
+                    available: 70
+                }],
+            }
+        );
+    }
+
+    #[test]
+    fn an_order_naming_a_sku_twice_is_refused_rather_than_counted_against_atp_twice() {
+        let catalog = catalog(&["WH-EAST"], &BUILTIN_CHANNELS);
+        let tee = sku("TEE");
+        let (rules, stock) = (catalog.effective_all(&tee), pools(&[70]));
+        let lines = [
+            line(&tee, 60, &stock, &rules),
+            line(&tee, 60, &stock, &rules),
+        ];
+        let err = source_order(&catalog, SHOPIFY, &lines).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "lines[1].sku TEE is listed twice; name each SKU once"
+        );
+    }
+
+    #[test]
+    fn an_order_that_does_not_fit_names_each_short_sku_with_wanted_and_available() {
+        let catalog = catalog(&["WH-EAST"], &BUILTIN_CHANNELS);
+        let (tee, mug, cap) = (sku("TEE"), sku("MUG"), sku("CAP"));
+        let rules = catalog.effective_all(&tee);
+        let (tee_pools, mug_pools, cap_pools) = (pools(&[2]), pools(&[10]), pools(&[0]));
+        let lines = [
+            line(&tee, 5, &tee_pools, &rules),
+            line(&mug, 1, &mug_pools, &rules),
+            line(&cap, 1, &cap_pools, &rules),
+        ];
+        let err = source_order(&catalog, AMAZON, &lines).unwrap_err();
+        assert_eq!(err.to_string(), "not enough stock for channel amazon: TEE wanted 5, available 2; CAP wanted 1, available 0");
+    }
 }

@@ -130,7 +130,8 @@ impl Catalog {
             return Err(InvalidInput::new(
                 "rule.channel",
                 format!(
-                    "{channel:?} is not a declared channel ({})",
+                    "{:?} is not a declared channel ({})",
+                    channel.as_str(),
                     self.channel_list()
                 ),
             ));
@@ -140,7 +141,8 @@ impl Catalog {
                 return Err(InvalidInput::new(
                     format!("rule.warehouses[{i}]"),
                     format!(
-                        "{w:?} is not a declared warehouse ({})",
+                        "{:?} is not a declared warehouse ({})",
+                        w.as_str(),
                         self.warehouse_list()
                     ),
                 ));
@@ -148,7 +150,7 @@ impl Catalog {
             if rule.warehouses[..i].contains(w) {
                 return Err(InvalidInput::new(
                     format!("rule.warehouses[{i}]"),
-                    format!("{w:?} is listed twice"),
+                    format!("{:?} is listed twice", w.as_str()),
                 ));
             }
         }
@@ -307,5 +309,391 @@ impl Catalog {
             .map(|w| w.code.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures::{catalog, ch, default_rule, sku, sku_rule, wh, whs, with_rules};
+
+    fn three_warehouses() -> Catalog {
+        catalog(&["WH-EAST", "WH-WEST", "WH-NORTH"], &BUILTIN_CHANNELS)
+    }
+
+    #[test]
+    fn a_sku_rule_overrides_the_channel_default_field_by_field() {
+        let catalog = with_rules(
+            three_warehouses(),
+            vec![
+                Rule {
+                    warehouses: whs(&["WH-WEST"]),
+                    fence: Some(10),
+                    share_percent: Some(50),
+                    buffer: Some(3),
+                    ..default_rule("amazon")
+                },
+                Rule {
+                    fence: Some(25),
+                    max_published: Some(40),
+                    ..sku_rule("amazon", "TEE")
+                },
+            ],
+        );
+        let e = catalog.effective(1, &sku("TEE"));
+        assert_eq!(e.channel, 1);
+        assert_eq!(e.warehouses, vec![1]);
+        assert_eq!((e.fence, e.share_percent, e.buffer), (25, 50, 3));
+        assert_eq!((e.max_published, e.min_published), (40, 0));
+        use FieldSource::*;
+        assert_eq!(
+            e.sources,
+            [
+                ChannelDefault,
+                SkuRule,
+                ChannelDefault,
+                ChannelDefault,
+                SkuRule,
+                Builtin
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sku_rule_applies_only_to_its_own_sku() {
+        let catalog = with_rules(
+            three_warehouses(),
+            vec![Rule {
+                fence: Some(5),
+                ..sku_rule("b2b", "TEE")
+            }],
+        );
+        assert_eq!(catalog.effective(2, &sku("TEE")).fence, 5);
+        assert_eq!(catalog.effective(2, &sku("MUG")).fence, 0);
+    }
+
+    #[test]
+    fn a_sku_rule_with_no_warehouses_inherits_the_defaults() {
+        let catalog = with_rules(
+            three_warehouses(),
+            vec![
+                Rule {
+                    warehouses: whs(&["WH-NORTH", "WH-EAST"]),
+                    ..default_rule("shopify")
+                },
+                Rule {
+                    buffer: Some(2),
+                    ..sku_rule("shopify", "TEE")
+                },
+            ],
+        );
+        let e = catalog.effective(0, &sku("TEE"));
+        assert_eq!(e.warehouses, vec![2, 0]);
+        assert_eq!(e.sources[0], FieldSource::ChannelDefault);
+    }
+
+    #[test]
+    fn a_sku_rules_warehouses_replace_the_defaults_in_their_own_order() {
+        let catalog = with_rules(
+            three_warehouses(),
+            vec![
+                Rule {
+                    warehouses: whs(&["WH-EAST"]),
+                    ..default_rule("shopify")
+                },
+                Rule {
+                    warehouses: whs(&["WH-NORTH", "WH-WEST"]),
+                    ..sku_rule("shopify", "TEE")
+                },
+            ],
+        );
+        let e = catalog.effective(0, &sku("TEE"));
+        assert_eq!(e.warehouses, vec![2, 1]);
+        assert_eq!(e.sources[0], FieldSource::SkuRule);
+    }
+
+    #[test]
+    fn a_default_with_no_warehouses_means_every_warehouse_in_declared_order() {
+        let catalog = with_rules(
+            three_warehouses(),
+            vec![Rule {
+                fence: Some(1),
+                ..default_rule("b2b")
+            }],
+        );
+        let e = catalog.effective(2, &sku("TEE"));
+        assert_eq!(e.warehouses, vec![0, 1, 2]);
+        assert_eq!(e.sources[0], FieldSource::Builtin);
+        assert_eq!(catalog.default_warehouse_order(2), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_channel_without_rules_gets_the_documented_defaults() {
+        let e = three_warehouses().effective(0, &sku("TEE"));
+        assert_eq!(e.warehouses, vec![0, 1, 2]);
+        assert_eq!(
+            (
+                e.fence,
+                e.share_percent,
+                e.buffer,
+                e.max_published,
+                e.min_published
+            ),
+            (0, 100, 0, 0, 0)
+        );
+        assert_eq!(e.sources, [FieldSource::Builtin; 6]);
+    }
+
+    #[test]
+    fn effective_all_lists_every_channel_in_declared_order() {
+        let channels: Vec<usize> = three_warehouses()
+            .effective_all(&sku("TEE"))
+            .iter()
+            .map(|e| e.channel)
+            .collect();
+        assert_eq!(channels, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn the_default_warehouse_order_follows_the_default_rule_not_sku_rules() {
+        let catalog = with_rules(
+            three_warehouses(),
+            vec![
+                Rule {
+                    warehouses: whs(&["WH-WEST", "WH-EAST"]),
+                    ..default_rule("amazon")
+                },
+                Rule {
+                    warehouses: whs(&["WH-NORTH"]),
+                    ..sku_rule("amazon", "TEE")
+                },
+            ],
+        );
+        assert_eq!(catalog.default_warehouse_order(1), vec![1, 0]);
+    }
+
+    #[test]
+    fn field_sources_describe_the_rule_by_name() {
+        let (c, s) = (ch("amazon"), sku("TEE"));
+        assert_eq!(FieldSource::Builtin.describe(&c, &s), "built-in default");
+        assert_eq!(
+            FieldSource::ChannelDefault.describe(&c, &s),
+            "amazon default rule"
+        );
+        assert_eq!(FieldSource::SkuRule.describe(&c, &s), "amazon rule for TEE");
+    }
+
+    #[test]
+    fn check_rule_refuses_a_rule_without_a_channel() {
+        let err = three_warehouses().check_rule(&Rule::default()).unwrap_err();
+        assert_eq!(err.to_string(), "rule.channel must not be empty");
+    }
+
+    #[test]
+    fn check_rule_refuses_an_unknown_channel_and_lists_the_declared_ones() {
+        let err = three_warehouses()
+            .check_rule(&default_rule("tiktok"))
+            .unwrap_err();
+        assert_eq!(err.field, "rule.channel");
+        assert_eq!(
+            err.problem,
+            r#""tiktok" is not a declared channel (shopify, amazon, b2b)"#
+        );
+    }
+
+    #[test]
+    fn check_rule_refuses_an_unknown_warehouse_by_position() {
+        let rule = Rule {
+            warehouses: whs(&["WH-EAST", "WH-MOON"]),
+            ..default_rule("b2b")
+        };
+        let err = three_warehouses().check_rule(&rule).unwrap_err();
+        assert_eq!(err.field, "rule.warehouses[1]");
+        assert_eq!(
+            err.problem,
+            r#""WH-MOON" is not a declared warehouse (WH-EAST, WH-WEST, WH-NORTH)"#
+        );
+    }
+
+    #[test]
+    fn check_rule_refuses_a_warehouse_listed_twice() {
+        let rule = Rule {
+            warehouses: whs(&["WH-EAST", "WH-WEST", "WH-EAST"]),
+            ..default_rule("b2b")
+        };
+        let err = three_warehouses().check_rule(&rule).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"rule.warehouses[2] "WH-EAST" is listed twice"#
+        );
+    }
+
+    #[test]
+    fn check_rule_accepts_a_share_from_1_to_100_only() {
+        let catalog = three_warehouses();
+        let share = |p| {
+            catalog.check_rule(&Rule {
+                share_percent: Some(p),
+                ..default_rule("shopify")
+            })
+        };
+        assert!(share(1).is_ok());
+        assert!(share(100).is_ok());
+        assert_eq!(
+            share(0).unwrap_err().to_string(),
+            "rule.share_percent must be between 1 and 100, got 0"
+        );
+        assert_eq!(share(101).unwrap_err().field, "rule.share_percent");
+    }
+
+    #[test]
+    fn check_rule_refuses_a_negative_fence_buffer_or_limit() {
+        let catalog = three_warehouses();
+        let cases = [
+            (
+                Rule {
+                    fence: Some(-1),
+                    ..default_rule("b2b")
+                },
+                "rule.fence",
+            ),
+            (
+                Rule {
+                    buffer: Some(-1),
+                    ..default_rule("b2b")
+                },
+                "rule.buffer",
+            ),
+            (
+                Rule {
+                    max_published: Some(-1),
+                    ..default_rule("b2b")
+                },
+                "rule.max_published",
+            ),
+            (
+                Rule {
+                    min_published: Some(-1),
+                    ..default_rule("b2b")
+                },
+                "rule.min_published",
+            ),
+        ];
+        for (rule, field) in cases {
+            let err = catalog.check_rule(&rule).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("{field} must be between 0 and 1000000000, got -1")
+            );
+        }
+        assert!(catalog
+            .check_rule(&Rule {
+                fence: Some(0),
+                ..sku_rule("b2b", "TEE")
+            })
+            .is_ok());
+    }
+
+    #[test]
+    fn putting_a_rule_replaces_the_one_for_the_same_channel_and_sku() {
+        let mut catalog = with_rules(
+            three_warehouses(),
+            vec![Rule {
+                fence: Some(1),
+                ..sku_rule("b2b", "TEE")
+            }],
+        );
+        catalog.put_rule(Rule {
+            fence: Some(2),
+            ..sku_rule("b2b", "TEE")
+        });
+        assert_eq!(
+            catalog.rule(&ch("b2b"), Some(&sku("TEE"))).unwrap().fence,
+            Some(2)
+        );
+        assert!(catalog.rule(&ch("b2b"), None).is_none());
+    }
+
+    #[test]
+    fn deleting_a_rule_returns_it_and_restores_inheritance() {
+        let mut catalog = with_rules(
+            three_warehouses(),
+            vec![
+                Rule {
+                    buffer: Some(4),
+                    ..default_rule("b2b")
+                },
+                Rule {
+                    buffer: Some(9),
+                    ..sku_rule("b2b", "TEE")
+                },
+            ],
+        );
+        let gone = catalog.delete_rule(&ch("b2b"), Some(&sku("TEE"))).unwrap();
+        assert_eq!(gone.buffer, Some(9));
+        assert_eq!(catalog.effective(2, &sku("TEE")).buffer, 4);
+        assert!(catalog.delete_rule(&ch("b2b"), Some(&sku("TEE"))).is_none());
+        assert!(catalog.delete_rule(&ch("b2b"), None).is_some());
+        assert_eq!(catalog.effective(2, &sku("TEE")).buffer, 0);
+    }
+
+    #[test]
+    fn rules_are_listed_by_channel_in_declared_order_default_first_then_by_sku() {
+        let catalog = with_rules(
+            three_warehouses(),
+            vec![
+                sku_rule("b2b", "MUG"),
+                sku_rule("shopify", "TEE"),
+                default_rule("b2b"),
+                sku_rule("shopify", "CAP"),
+                default_rule("shopify"),
+            ],
+        );
+        let listed: Vec<(String, Option<String>)> = catalog
+            .rules()
+            .iter()
+            .map(|r| {
+                (
+                    r.channel.as_ref().unwrap().to_string(),
+                    r.sku.as_ref().map(|s| s.to_string()),
+                )
+            })
+            .collect();
+        let expected = [
+            ("shopify", None),
+            ("shopify", Some("CAP")),
+            ("shopify", Some("TEE")),
+            ("b2b", None),
+            ("b2b", Some("MUG")),
+        ];
+        let expected: Vec<(String, Option<String>)> = expected
+            .iter()
+            .map(|(c, s)| (c.to_string(), s.map(str::to_string)))
+            .collect();
+        assert_eq!(listed, expected);
+    }
+
+    #[test]
+    fn upserting_renames_in_place_and_appends_new_codes_last() {
+        let mut catalog = three_warehouses();
+        catalog.upsert_warehouse(Warehouse {
+            code: wh("WH-WEST"),
+            name: "West coast".into(),
+        });
+        catalog.upsert_warehouse(Warehouse {
+            code: wh("WH-SOUTH"),
+            name: "South".into(),
+        });
+        catalog.upsert_channel(Channel {
+            code: ch("ebay"),
+            name: "eBay".into(),
+        });
+        assert_eq!(
+            catalog.warehouse_list(),
+            "WH-EAST, WH-WEST, WH-NORTH, WH-SOUTH"
+        );
+        assert_eq!(catalog.warehouses[1].name, "West coast");
+        assert_eq!(catalog.channel_index(&ch("ebay")), Some(3));
+        assert_eq!(catalog.warehouse_index(&wh("WH-MOON")), None);
     }
 }

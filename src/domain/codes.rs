@@ -14,22 +14,29 @@ fn check_code(field: &str, raw: &str, extra: &[char]) -> Result<(), InvalidInput
     if raw.is_empty() {
         return Err(InvalidInput::new(field, "must not be empty"));
     }
-    if raw.len() > MAX_CODE_LEN {
+    let chars = raw.chars().count();
+    if chars > MAX_CODE_LEN {
         return Err(InvalidInput::new(
             field,
-            format!(
-                "is {} characters long; at most {MAX_CODE_LEN} are allowed",
-                raw.len()
-            ),
+            format!("is {chars} characters long; at most {MAX_CODE_LEN} are allowed"),
         ));
     }
     if let Some(bad) = raw
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') || extra.contains(c)))
     {
+        let symbols: Vec<String> = ['-', '_', '.']
+            .iter()
+            .chain(extra)
+            .map(|c| format!("{c:?}"))
+            .collect();
+        let (last, rest) = symbols.split_last().expect("three symbols at least");
         return Err(InvalidInput::new(
             field,
-            format!("{raw:?} contains {bad:?}; use letters, digits, '-', '_' or '.'"),
+            format!(
+                "{raw:?} contains {bad:?}; use letters, digits, {} or {last}",
+                rest.join(", ")
+            ),
         ));
     }
     Ok(())
@@ -96,7 +103,7 @@ code_type!(
 );
 code_type!(
     /// The channel's own order reference; unique per channel. Channels use
-    /// `#` and `:` in order names, so those are allowed too.
+    /// `#`, `:` and `/` in order names, so those are allowed too.
     OrderId, "order_id", &['#', ':', '/']
 );
 
@@ -129,5 +136,100 @@ impl Quantity {
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_validation_names_the_field_and_the_problem() {
+        let empty = Sku::parse("").unwrap_err();
+        assert_eq!(empty.field, "sku");
+        assert_eq!(empty.to_string(), "sku must not be empty");
+
+        let spaced = WarehouseCode::parse("WH EAST").unwrap_err();
+        assert_eq!(spaced.field, "warehouse");
+        assert_eq!(
+            spaced.problem,
+            r#""WH EAST" contains ' '; use letters, digits, '-', '_' or '.'"#
+        );
+
+        let long = ChannelCode::parse("c".repeat(MAX_CODE_LEN + 1)).unwrap_err();
+        assert_eq!(
+            long.to_string(),
+            "channel is 65 characters long; at most 64 are allowed"
+        );
+    }
+
+    #[test]
+    fn a_code_of_exactly_the_maximum_length_is_accepted() {
+        let code = "a".repeat(MAX_CODE_LEN);
+        assert_eq!(Sku::parse(code.clone()).unwrap().as_str(), code);
+    }
+
+    #[test]
+    fn code_length_is_counted_in_characters_not_bytes() {
+        let err = Sku::parse("é".repeat(40)).unwrap_err();
+        assert!(err.problem.contains("contains 'é'"), "{err}");
+    }
+
+    #[test]
+    fn letters_digits_dash_underscore_and_dot_make_a_valid_code() {
+        for raw in ["TEE-BLK-M", "wh_2", "v1.2", "B2B"] {
+            assert_eq!(Sku::parse(raw).unwrap().to_string(), raw);
+        }
+    }
+
+    #[test]
+    fn order_ids_accept_hash_colon_and_slash_but_skus_do_not() {
+        assert!(OrderId::parse("#1001:a/b").is_ok());
+        assert!(Sku::parse("#1001").is_err());
+        assert!(Sku::parse("a:b").is_err());
+        let err = OrderId::parse("1001?").unwrap_err();
+        assert_eq!(err.field, "order_id");
+        assert!(
+            err.problem
+                .ends_with("use letters, digits, '-', '_', '.', '#', ':' or '/'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn quantities_must_be_at_least_one_and_at_most_the_maximum() {
+        assert_eq!(Quantity::parse("lines[0].quantity", 1).unwrap().get(), 1);
+        assert_eq!(
+            Quantity::parse("q", MAX_QUANTITY).unwrap().get(),
+            MAX_QUANTITY
+        );
+        assert_eq!(
+            Quantity::parse("lines[0].quantity", 0)
+                .unwrap_err()
+                .to_string(),
+            "lines[0].quantity must be at least 1, got 0"
+        );
+        assert_eq!(
+            Quantity::parse("q", -3).unwrap_err().problem,
+            "must be at least 1, got -3"
+        );
+        assert_eq!(
+            Quantity::parse("q", MAX_QUANTITY + 1).unwrap_err().problem,
+            "1000000001 is more than the 1000000000 allowed"
+        );
+    }
+
+    #[test]
+    fn an_error_can_be_located_inside_a_larger_request() {
+        let err = Sku::parse("").unwrap_err().at("lines[2]");
+        assert_eq!(err.to_string(), "lines[2].sku must not be empty");
+    }
+
+    #[test]
+    fn codes_serialize_as_plain_strings_and_refuse_invalid_ones() {
+        let sku = Sku::parse("TEE-BLK-M").unwrap();
+        assert_eq!(serde_json::to_string(&sku).unwrap(), r#""TEE-BLK-M""#);
+        assert_eq!(serde_json::from_str::<Sku>(r#""TEE-BLK-M""#).unwrap(), sku);
+        assert!(serde_json::from_str::<Sku>(r#""TEE BLK""#).is_err());
     }
 }

@@ -5,11 +5,21 @@
 //! clocks (time comes in as `now_ms`), and no knowledge of gRPC or SQL. The
 //! engine feeds it snapshots and applies what it decides.
 
+// `DomainError` is large (ExceedsOpen names channel, order, SKU and
+// warehouse) but refusals are rare and its shape is shared with callers:
+// boxing it would change every signature here.
+#![allow(clippy::result_large_err)]
+
 mod allocation;
 mod catalog;
 mod codes;
 mod error;
 mod reservation;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod proptests;
 
 pub use allocation::{
     atp, availability, lay_fences, source_order, Availability, ExplainStep, Laid, OrderLine,

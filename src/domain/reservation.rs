@@ -155,9 +155,10 @@ impl Reservation {
         }
     }
 
-    /// Whether a Reserve with `lines` is a replay of this one.
+    /// Whether a Reserve with `lines` is a replay of this one, whatever the
+    /// order of the lines on either side.
     pub fn same_lines(&self, lines: &[(Sku, i64)]) -> bool {
-        self.lines == canonical_lines(lines)
+        canonical_lines(&self.lines) == canonical_lines(lines)
     }
 
     fn wrong(&self, action: &'static str) -> DomainError {
@@ -292,7 +293,12 @@ impl Reservation {
     }
 
     /// Releases every open unit of a lapsed hold; returns what was released.
+    /// Anything but a HELD reservation is left as it is (nothing released):
+    /// a hold confirmed or released before the sweeper reached it stays so.
     pub fn expire(&mut self) -> Vec<Take> {
+        if self.status != Status::Held {
+            return Vec::new();
+        }
         let takes = self.plan_takes("expire", &[]).unwrap_or_default();
         for t in &takes {
             self.allocations[t.allocation].released += t.quantity;
@@ -387,5 +393,528 @@ impl Reservation {
             self.status = if shipped { Status::Fulfilled } else { closed };
             self.expires_at_ms = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures::{ch, order, sku, wh};
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn alloc(s: &str, w: &str, quantity: i64) -> Allocation {
+        Allocation {
+            sku: sku(s),
+            warehouse: wh(w),
+            quantity,
+            fulfilled: 0,
+            released: 0,
+            restocked: 0,
+        }
+    }
+
+    /// TEE: 3 in WH-EAST then 2 in WH-WEST; MUG: 4 in WH-EAST.
+    fn reservation(hold_seconds: u32) -> Reservation {
+        Reservation::new(
+            "r-1".into(),
+            ch("shopify"),
+            order("#1001"),
+            &[(sku("TEE"), 5), (sku("MUG"), 4)],
+            vec![
+                alloc("TEE", "WH-EAST", 3),
+                alloc("TEE", "WH-WEST", 2),
+                alloc("MUG", "WH-EAST", 4),
+            ],
+            NOW,
+            hold_seconds,
+        )
+    }
+
+    fn confirmed() -> Reservation {
+        reservation(0)
+    }
+
+    fn req(s: &str, quantity: i64, warehouse: Option<&str>) -> LineRequest {
+        LineRequest {
+            sku: sku(s),
+            quantity: Quantity::parse("quantity", quantity).unwrap(),
+            warehouse: warehouse.map(wh),
+        }
+    }
+
+    fn fulfill(r: &mut Reservation, lines: &[LineRequest]) {
+        let takes = r.plan_takes("fulfill", lines).unwrap();
+        r.fulfill(&takes, None);
+    }
+
+    fn release(r: &mut Reservation, lines: &[LineRequest]) {
+        let takes = r.plan_takes("release", lines).unwrap();
+        r.release(&takes);
+    }
+
+    #[test]
+    fn a_reserve_without_a_hold_is_confirmed_at_once_and_never_expires() {
+        let r = confirmed();
+        assert_eq!(
+            (r.status, r.expires_at_ms, r.created_at_ms),
+            (Status::Confirmed, 0, NOW)
+        );
+        assert!(!r.hold_lapsed(i64::MAX));
+        assert_eq!(r.open_units(), 9);
+    }
+
+    #[test]
+    fn a_reserve_with_a_hold_is_held_until_the_hold_runs_out() {
+        let r = reservation(60);
+        assert_eq!((r.status, r.expires_at_ms), (Status::Held, NOW + 60_000));
+        assert!(!r.hold_lapsed(NOW + 59_999));
+        assert!(r.hold_lapsed(NOW + 60_000));
+    }
+
+    #[test]
+    fn the_reserved_lines_are_kept_sorted_by_sku() {
+        assert_eq!(confirmed().lines, vec![(sku("MUG"), 4), (sku("TEE"), 5)]);
+    }
+
+    #[test]
+    fn same_lines_compares_lines_whatever_their_order() {
+        let r = confirmed();
+        assert!(r.same_lines(&[(sku("MUG"), 4), (sku("TEE"), 5)]));
+        assert!(r.same_lines(&[(sku("TEE"), 5), (sku("MUG"), 4)]));
+        assert!(!r.same_lines(&[(sku("TEE"), 5), (sku("MUG"), 3)]));
+        assert!(!r.same_lines(&[(sku("TEE"), 5)]));
+        assert!(!r.same_lines(&[(sku("TEE"), 5), (sku("MUG"), 4), (sku("CAP"), 1)]));
+    }
+
+    #[test]
+    fn same_lines_does_not_depend_on_how_the_stored_lines_were_ordered() {
+        let mut r = confirmed();
+        r.lines = vec![(sku("TEE"), 5), (sku("MUG"), 4)];
+        assert!(r.same_lines(&[(sku("MUG"), 4), (sku("TEE"), 5)]));
+    }
+
+    #[test]
+    fn confirm_moves_a_held_reservation_to_confirmed_and_clears_its_expiry() {
+        let mut r = reservation(60);
+        assert_eq!(r.confirm(NOW + 1_000), Ok(true));
+        assert_eq!((r.status, r.expires_at_ms), (Status::Confirmed, 0));
+    }
+
+    #[test]
+    fn confirm_of_a_confirmed_or_fulfilled_reservation_changes_nothing() {
+        let mut r = confirmed();
+        assert_eq!(r.confirm(NOW), Ok(false));
+        assert_eq!(r.status, Status::Confirmed);
+        fulfill(&mut r, &[]);
+        assert_eq!(r.confirm(NOW), Ok(false));
+        assert_eq!(r.status, Status::Fulfilled);
+    }
+
+    #[test]
+    fn confirm_of_a_lapsed_hold_is_refused_as_expired() {
+        let mut r = reservation(60);
+        let err = r.confirm(NOW + 60_000).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "reservation shopify/#1001 is EXPIRED: cannot confirm it"
+        );
+        assert_eq!(
+            r.status,
+            Status::Held,
+            "the sweeper, not confirm, expires it"
+        );
+    }
+
+    #[test]
+    fn confirm_of_a_released_or_expired_reservation_is_refused() {
+        let mut released = confirmed();
+        release(&mut released, &[]);
+        assert_eq!(
+            released.confirm(NOW).unwrap_err().to_string(),
+            "reservation shopify/#1001 is RELEASED: cannot confirm it"
+        );
+        let mut expired = reservation(60);
+        expired.expire();
+        assert!(matches!(
+            expired.confirm(NOW),
+            Err(DomainError::WrongStatus {
+                status: Status::Expired,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn fulfill_on_a_held_reservation_is_refused() {
+        let r = reservation(60);
+        let err = r.plan_takes("fulfill", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "reservation shopify/#1001 is HELD: cannot fulfill it"
+        );
+    }
+
+    #[test]
+    fn a_held_reservation_can_be_released() {
+        let mut r = reservation(60);
+        release(&mut r, &[]);
+        assert_eq!(
+            (r.status, r.expires_at_ms, r.open_units()),
+            (Status::Released, 0, 0)
+        );
+    }
+
+    #[test]
+    fn fulfill_with_no_lines_ships_every_open_unit_and_ends_fulfilled() {
+        let mut r = confirmed();
+        let takes = r.plan_takes("fulfill", &[]).unwrap();
+        assert_eq!(
+            takes,
+            vec![
+                Take {
+                    allocation: 0,
+                    quantity: 3
+                },
+                Take {
+                    allocation: 1,
+                    quantity: 2
+                },
+                Take {
+                    allocation: 2,
+                    quantity: 4
+                },
+            ]
+        );
+        r.fulfill(&takes, Some("ship-1".into()));
+        assert_eq!(r.status, Status::Fulfilled);
+        assert!(r.has_shipment("ship-1"));
+        assert!(!r.has_shipment("ship-2"));
+    }
+
+    #[test]
+    fn a_partial_fulfill_leaves_the_reservation_confirmed_with_the_rest_open() {
+        let mut r = confirmed();
+        fulfill(&mut r, &[req("MUG", 1, None)]);
+        assert_eq!(r.status, Status::Confirmed);
+        assert_eq!(
+            (r.allocations[2].fulfilled, r.allocations[2].open()),
+            (1, 3)
+        );
+        assert_eq!(r.open_units(), 8);
+    }
+
+    #[test]
+    fn a_line_spanning_two_warehouses_is_taken_in_allocation_order() {
+        let r = confirmed();
+        assert_eq!(
+            r.plan_takes("release", &[req("TEE", 4, None)]).unwrap(),
+            vec![
+                Take {
+                    allocation: 0,
+                    quantity: 3
+                },
+                Take {
+                    allocation: 1,
+                    quantity: 1
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_naming_a_warehouse_takes_only_from_that_warehouse() {
+        let r = confirmed();
+        assert_eq!(
+            r.plan_takes("fulfill", &[req("TEE", 2, Some("WH-WEST"))])
+                .unwrap(),
+            vec![Take {
+                allocation: 1,
+                quantity: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn taking_more_than_is_open_is_refused_with_what_is_open() {
+        let mut r = confirmed();
+        fulfill(&mut r, &[req("TEE", 2, None)]);
+        let err = r.plan_takes("release", &[req("TEE", 4, None)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot release 4 of TEE: only 3 open on reservation shopify/#1001"
+        );
+        let err = r
+            .plan_takes("fulfill", &[req("TEE", 3, Some("WH-EAST"))])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot fulfill 3 of TEE in WH-EAST: only 1 open on reservation shopify/#1001"
+        );
+    }
+
+    #[test]
+    fn two_lines_of_one_request_cannot_together_take_more_than_is_open() {
+        let r = confirmed();
+        let err = r
+            .plan_takes("release", &[req("MUG", 3, None), req("MUG", 2, None)])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DomainError::ExceedsOpen {
+                    wanted: 2,
+                    open: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_line_for_a_sku_or_warehouse_never_held_is_refused_as_no_such_line() {
+        let r = confirmed();
+        let err = r.plan_takes("release", &[req("CAP", 1, None)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "reservation shopify/#1001 holds no units of CAP"
+        );
+        let err = r
+            .plan_takes("fulfill", &[req("MUG", 1, Some("WH-WEST"))])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "reservation shopify/#1001 holds no units of MUG in WH-WEST"
+        );
+    }
+
+    #[test]
+    fn a_request_is_refused_whole_when_any_line_exceeds_what_is_open() {
+        let r = confirmed();
+        let err = r
+            .plan_takes("release", &[req("MUG", 1, None), req("TEE", 9, None)])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DomainError::ExceedsOpen {
+                    wanted: 9,
+                    open: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn releasing_everything_unshipped_ends_released() {
+        let mut r = confirmed();
+        release(&mut r, &[req("TEE", 5, None)]);
+        assert_eq!(r.status, Status::Confirmed);
+        release(&mut r, &[]);
+        assert_eq!((r.status, r.open_units()), (Status::Released, 0));
+        assert!(r.allocations.iter().all(|a| a.released == a.quantity));
+    }
+
+    #[test]
+    fn releasing_the_rest_after_a_partial_shipment_ends_fulfilled() {
+        let mut r = confirmed();
+        fulfill(&mut r, &[req("TEE", 1, None)]);
+        release(&mut r, &[]);
+        assert_eq!(r.status, Status::Fulfilled);
+        assert_eq!(
+            (r.allocations[0].fulfilled, r.allocations[0].released),
+            (1, 2)
+        );
+    }
+
+    #[test]
+    fn a_closed_reservation_cannot_be_released_or_fulfilled_again() {
+        let mut r = confirmed();
+        fulfill(&mut r, &[]);
+        assert_eq!(
+            r.plan_takes("release", &[]).unwrap_err().to_string(),
+            "reservation shopify/#1001 is FULFILLED: cannot release it"
+        );
+        assert!(r.plan_takes("fulfill", &[]).is_err());
+    }
+
+    #[test]
+    fn expiring_a_hold_releases_its_open_units_and_ends_expired() {
+        let mut r = reservation(60);
+        release(&mut r, &[req("MUG", 4, None)]);
+        let takes = r.expire();
+        assert_eq!(
+            takes,
+            vec![
+                Take {
+                    allocation: 0,
+                    quantity: 3
+                },
+                Take {
+                    allocation: 1,
+                    quantity: 2
+                }
+            ]
+        );
+        assert_eq!(
+            (r.status, r.expires_at_ms, r.open_units()),
+            (Status::Expired, 0, 0)
+        );
+    }
+
+    #[test]
+    fn expire_leaves_a_confirmed_reservation_alone() {
+        let mut r = reservation(60);
+        r.confirm(NOW).unwrap();
+        let before = r.clone();
+        assert!(r.expire().is_empty());
+        assert_eq!(r, before);
+    }
+
+    #[test]
+    fn expire_leaves_a_closed_reservation_in_its_status() {
+        let mut released = reservation(60);
+        release(&mut released, &[]);
+        assert!(released.expire().is_empty());
+        assert_eq!(released.status, Status::Released);
+
+        let mut fulfilled = confirmed();
+        fulfill(&mut fulfilled, &[]);
+        assert!(fulfilled.expire().is_empty());
+        assert_eq!(fulfilled.status, Status::Fulfilled);
+    }
+
+    #[test]
+    fn restock_never_puts_back_more_than_was_fulfilled() {
+        let mut r = confirmed();
+        fulfill(&mut r, &[req("TEE", 4, None)]);
+        let takes = r.plan_restock(&[req("TEE", 10, None)]).unwrap();
+        assert_eq!(
+            takes,
+            vec![
+                Take {
+                    allocation: 0,
+                    quantity: 3
+                },
+                Take {
+                    allocation: 1,
+                    quantity: 1
+                }
+            ]
+        );
+        r.restock("refund-1".into(), takes);
+        assert_eq!(r.plan_restock(&[req("TEE", 1, None)]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_second_refund_for_the_same_goods_restocks_only_what_is_left() {
+        let mut r = confirmed();
+        fulfill(&mut r, &[]);
+        let first = r.plan_restock(&[req("MUG", 3, None)]).unwrap();
+        r.restock("shopify-refund".into(), first);
+        assert_eq!(
+            r.plan_restock(&[req("MUG", 3, None)]).unwrap(),
+            vec![Take {
+                allocation: 2,
+                quantity: 1
+            }],
+            "the same return reported under another id restocks only the unit not yet back"
+        );
+    }
+
+    #[test]
+    fn restock_with_no_lines_returns_everything_shipped_and_not_yet_restocked() {
+        let mut r = confirmed();
+        fulfill(&mut r, &[req("TEE", 3, None), req("MUG", 2, None)]);
+        r.restock(
+            "refund-1".into(),
+            vec![Take {
+                allocation: 0,
+                quantity: 1,
+            }],
+        );
+        assert_eq!(
+            r.plan_restock(&[]).unwrap(),
+            vec![
+                Take {
+                    allocation: 0,
+                    quantity: 2
+                },
+                Take {
+                    allocation: 2,
+                    quantity: 2
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn restock_before_anything_shipped_puts_nothing_back() {
+        assert_eq!(
+            confirmed().plan_restock(&[req("TEE", 2, None)]).unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn restock_of_a_sku_never_held_is_refused() {
+        let err = confirmed()
+            .plan_restock(&[req("CAP", 1, None)])
+            .unwrap_err();
+        assert!(matches!(err, DomainError::NoSuchLine { .. }), "{err}");
+    }
+
+    #[test]
+    fn restock_can_name_the_warehouse_the_goods_return_to() {
+        let mut r = confirmed();
+        fulfill(&mut r, &[]);
+        assert_eq!(
+            r.plan_restock(&[req("TEE", 5, Some("WH-WEST"))]).unwrap(),
+            vec![Take {
+                allocation: 1,
+                quantity: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn a_refund_id_finds_its_earlier_answer() {
+        let mut r = confirmed();
+        fulfill(&mut r, &[]);
+        let takes = r.plan_restock(&[req("MUG", 2, None)]).unwrap();
+        r.restock("refund-1".into(), takes.clone());
+        assert_eq!(r.allocations[2].restocked, 2);
+        assert_eq!(
+            r.refund("refund-1"),
+            Some(&Refund {
+                refund_id: "refund-1".into(),
+                restocked: takes
+            })
+        );
+        assert_eq!(r.refund("refund-2"), None);
+    }
+
+    #[test]
+    fn statuses_read_and_parse_as_the_api_names_them() {
+        for status in [
+            Status::Held,
+            Status::Confirmed,
+            Status::Fulfilled,
+            Status::Released,
+            Status::Expired,
+        ] {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+            assert_eq!(status.to_string(), status.as_str());
+        }
+        assert_eq!(Status::parse("held"), None);
+        assert!(Status::Held.is_open() && Status::Confirmed.is_open());
+        assert!(
+            !Status::Fulfilled.is_open()
+                && !Status::Released.is_open()
+                && !Status::Expired.is_open()
+        );
     }
 }
