@@ -15,7 +15,9 @@ pub fn invalid(e: InvalidInput) -> Status {
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Status {
         let code = match &e {
-            EngineError::Domain(DomainError::Invalid(_)) => Code::InvalidArgument,
+            EngineError::Domain(d) if matches!(**d, DomainError::Invalid(_)) => {
+                Code::InvalidArgument
+            }
             EngineError::Domain(_) => Code::FailedPrecondition,
             EngineError::ReservationNotFound { .. } | EngineError::NotFound { .. } => {
                 Code::NotFound

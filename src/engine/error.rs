@@ -8,7 +8,7 @@ use crate::store::{CommitError, StoreError};
 pub enum EngineError {
     /// Malformed input or a business refusal decided by the domain.
     #[error(transparent)]
-    Domain(#[from] DomainError),
+    Domain(Box<DomainError>),
 
     #[error("no reservation {channel}/{order_id}")]
     ReservationNotFound {
@@ -46,8 +46,14 @@ pub enum EngineError {
     Load(#[source] StoreError),
 }
 
+impl From<DomainError> for EngineError {
+    fn from(e: DomainError) -> Self {
+        EngineError::Domain(Box::new(e))
+    }
+}
+
 impl From<InvalidInput> for EngineError {
     fn from(e: InvalidInput) -> Self {
-        EngineError::Domain(DomainError::Invalid(e))
+        DomainError::Invalid(e).into()
     }
 }

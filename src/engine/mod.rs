@@ -25,7 +25,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::domain::{
     Catalog, Channel, ChannelCode, OrderId, Pool, Reservation, Sku, WarehouseCode, BUILTIN_CHANNELS,
 };
-use crate::store::{GroupCommit, LedgerEntry, MovementKind, Op, Store, Ticket};
+use crate::store::{GroupCommit, JobGuard, LedgerEntry, MovementKind, Op, Store, Ticket};
 
 pub use admin::Seed;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -48,6 +48,10 @@ struct SkuState {
     /// Set when a commit touching this SKU failed: memory may hold a change
     /// the store does not, so writes are refused until it is reloaded.
     needs_reload: bool,
+    /// Bumped when a commit touching this SKU fails. A queued commit decided
+    /// under an older epoch was decided on the failed change and is not
+    /// written.
+    epoch: u64,
 }
 
 impl SkuState {
@@ -294,12 +298,22 @@ impl Engine {
     }
 
     /// Enqueues `ops` while the SKU locks are held and counts the commit as
-    /// pending on each SKU.
-    fn enqueue_locked(&self, guards: &mut [MutexGuard<'_, SkuState>], ops: Vec<Op>) -> Ticket {
-        for g in guards.iter_mut() {
+    /// pending on each SKU. The commit is written only if no earlier commit
+    /// on these SKUs fails first.
+    fn enqueue_locked(
+        &self,
+        cells: &[Arc<SkuCell>],
+        guards: &mut [MutexGuard<'_, SkuState>],
+        ops: Vec<Op>,
+    ) -> Ticket {
+        let mut epochs = Vec::with_capacity(cells.len());
+        for (cell, g) in cells.iter().zip(guards.iter_mut()) {
             g.pending += 1;
+            epochs.push((cell.clone(), g.epoch));
         }
-        self.inner.writer.enqueue(ops)
+        self.inner
+            .writer
+            .enqueue_guarded(ops, Box::new(EpochGuard(epochs)))
     }
 
     /// Waits for a ticket enqueued by [`Self::enqueue_locked`] on `skus`; on
@@ -377,6 +391,25 @@ impl Engine {
     /// Whether every SKU's memory matches the store (no reload pending).
     pub fn is_consistent(&self) -> bool {
         self.inner.skus.iter().all(|c| !c.lock().needs_reload)
+    }
+}
+
+/// The SKU epochs a queued commit was decided under.
+struct EpochGuard(Vec<(Arc<SkuCell>, u64)>);
+
+impl JobGuard for EpochGuard {
+    fn still_valid(&self) -> bool {
+        self.0
+            .iter()
+            .all(|(cell, epoch)| cell.lock().epoch == *epoch)
+    }
+
+    fn failed(&self) {
+        for (cell, _) in &self.0 {
+            let mut g = cell.lock();
+            g.epoch += 1;
+            g.needs_reload = true;
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::{Engine, EngineError, PoolChange, ResKey, SkuCell};
 use crate::domain::{
-    Allocation, Catalog, ChannelCode, DomainError, InvalidInput, LineRequest, OrderId, OrderLine,
-    Quantity, Reservation, Sku, Status, Take, MAX_HOLD_SECONDS,
+    Allocation, Catalog, ChannelCode, InvalidInput, LineRequest, OrderId, OrderLine, Quantity,
+    Reservation, Sku, Status, Take, MAX_HOLD_SECONDS,
 };
 use crate::store::{MovementKind, Op};
 
@@ -201,7 +201,7 @@ impl Engine {
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
             ops.push(Op::Reservation(Box::new(reservation.clone())));
-            let ticket = self.enqueue_locked(&mut guards, ops);
+            let ticket = self.enqueue_locked(&cells, &mut guards, ops);
             (reservation, ticket)
         };
         *current = Some(reservation.clone());
@@ -407,7 +407,7 @@ impl Engine {
         &self,
         channel: &ChannelCode,
         order_id: &OrderId,
-        decide: impl FnOnce(&mut Reservation, &Catalog) -> Result<(Vec<PoolChange>, T), DomainError>,
+        decide: impl FnOnce(&mut Reservation, &Catalog) -> Result<(Vec<PoolChange>, T), EngineError>,
     ) -> Result<(Reservation, T), EngineError> {
         let key = (channel.clone(), order_id.clone());
         let slot = self.slot(&key).ok_or_else(|| not_found(&key))?;
@@ -428,7 +428,7 @@ impl Engine {
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
             ops.push(Op::Reservation(Box::new(after.clone())));
-            self.enqueue_locked(&mut guards, ops)
+            self.enqueue_locked(&cells, &mut guards, ops)
         };
         *guard = Some(after.clone());
         if let Err(e) = self.settle(&skus, &cells, ticket).await {

@@ -130,16 +130,17 @@ impl Engine {
         }
         let skus = [cmd.sku.clone()];
         let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
-        let prepared = (|| {
+        let prepared = (|| -> Result<(StockLevel, crate::store::Ticket), EngineError> {
             let mut guards = Self::lock_all(&skus, &cells)?;
             let pool = guards[0].pools.get(w).copied().unwrap_or_default();
             if pool.on_hand + cmd.delta < 0 {
-                return Err(EngineError::Domain(DomainError::NegativeStock {
+                return Err(DomainError::NegativeStock {
                     sku: cmd.sku.clone(),
                     warehouse: cmd.warehouse.clone(),
                     on_hand: pool.on_hand,
                     delta: cmd.delta,
-                }));
+                }
+                .into());
             }
             let change = PoolChange {
                 sku: cmd.sku.clone(),
@@ -163,7 +164,7 @@ impl Engine {
                 warehouse: cmd.warehouse.clone(),
                 pool: guards[0].pools[w],
             };
-            Ok((level, self.enqueue_locked(&mut guards, ops)))
+            Ok((level, self.enqueue_locked(&cells, &mut guards, ops)))
         })();
         let (level, ticket) = prepared.inspect_err(|_| self.unclaim(&cmd.movement_id))?;
         self.settle(&skus, &cells, ticket)
@@ -190,7 +191,7 @@ impl Engine {
         }
         let skus = [cmd.sku.clone()];
         let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
-        let prepared = (|| {
+        let prepared = (|| -> Result<(StockLevel, crate::store::Ticket), EngineError> {
             let mut guards = Self::lock_all(&skus, &cells)?;
             let pool = guards[0].pool_mut(w);
             if let Some(expected) = cmd.expected_version {
@@ -241,7 +242,7 @@ impl Engine {
                 warehouse: cmd.warehouse.clone(),
                 pool,
             };
-            Ok((level, self.enqueue_locked(&mut guards, ops)))
+            Ok((level, self.enqueue_locked(&cells, &mut guards, ops)))
         })();
         let (level, ticket) = prepared.inspect_err(|_| self.unclaim(&cmd.movement_id))?;
         self.settle(&skus, &cells, ticket)

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 
 pub use sqlite::SqliteStore;
-pub use writer::{CommitError, GroupCommit, Ticket};
+pub use writer::{CommitError, GroupCommit, JobGuard, Ticket};
 
 /// What can go wrong below the engine.
 #[derive(Debug, thiserror::Error)]

@@ -34,9 +34,45 @@ impl CommitError {
     }
 }
 
+/// What the writer asks a job about before writing it, and tells it when it
+/// failed. The engine uses it to fail jobs decided on memory that included a
+/// change which then failed to commit.
+pub trait JobGuard: Send + Sync + 'static {
+    /// False when something this job was decided on has since failed.
+    fn still_valid(&self) -> bool;
+    /// Called by the writer as soon as this job failed, before it looks at
+    /// any later job.
+    fn failed(&self);
+}
+
 struct Job {
     ops: Vec<Op>,
+    /// Number of ops this job put into the batch.
+    len: usize,
+    guard: Option<Box<dyn JobGuard>>,
     done: oneshot::Sender<Result<(), CommitError>>,
+}
+
+impl Job {
+    fn valid(&self) -> bool {
+        self.guard.as_ref().is_none_or(|g| g.still_valid())
+    }
+
+    fn finish(self, result: Result<(), CommitError>) {
+        if result.is_err() {
+            if let Some(g) = &self.guard {
+                g.failed();
+            }
+        }
+        let _ = self.done.send(result);
+    }
+}
+
+fn stale() -> CommitError {
+    CommitError(
+        "an earlier write on the same stock failed; this one was decided on it and is not saved"
+            .into(),
+    )
 }
 
 /// The caller's side of one enqueued commit.
@@ -69,11 +105,24 @@ impl GroupCommit {
 
     /// Queues `ops` as one atomic unit. Never blocks.
     pub fn enqueue(&self, ops: Vec<Op>) -> Ticket {
+        self.send(ops, None)
+    }
+
+    /// Queues `ops`, written only while `guard` says they are still valid.
+    pub fn enqueue_guarded(&self, ops: Vec<Op>, guard: Box<dyn JobGuard>) -> Ticket {
+        self.send(ops, Some(guard))
+    }
+
+    fn send(&self, ops: Vec<Op>, guard: Option<Box<dyn JobGuard>>) -> Ticket {
         let (done, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job { ops, done }) {
-            let _ = job
-                .done
-                .send(Err(CommitError("the store writer has stopped".into())));
+        let job = Job {
+            len: ops.len(),
+            ops,
+            guard,
+            done,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
+            job.finish(Err(CommitError("the store writer has stopped".into())));
         }
         Ticket(rx)
     }
@@ -81,55 +130,71 @@ impl GroupCommit {
 
 async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut ops: Vec<Op> = Vec::new();
-    let mut waiting: Vec<(usize, oneshot::Sender<Result<(), CommitError>>)> = Vec::new();
+    let mut waiting: Vec<Job> = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut job = Some(first);
-        while let Some(j) = job.take() {
-            waiting.push((j.ops.len(), j.done));
-            ops.extend(j.ops);
+        let mut next = Some(first);
+        while let Some(mut job) = next.take() {
+            if job.valid() {
+                ops.append(&mut job.ops);
+                waiting.push(job);
+            } else {
+                job.finish(Err(stale()));
+            }
             if ops.len() < MAX_BATCH_OPS {
-                job = rx.try_recv().ok();
+                next = rx.try_recv().ok();
             }
         }
-        commit_batch(store.as_ref(), &mut ops, &mut waiting).await;
+        if !waiting.is_empty() {
+            commit_batch(store.as_ref(), &mut ops, &mut waiting).await;
+        }
     }
 }
 
-async fn commit_batch(
-    store: &dyn Store,
-    ops: &mut Vec<Op>,
-    waiting: &mut Vec<(usize, oneshot::Sender<Result<(), CommitError>>)>,
-) {
+/// Commits the batch; on failure, retries job by job (a rolled-back batch
+/// wrote nothing) so one bad job cannot fail its neighbours, skipping jobs
+/// that the failure made stale.
+async fn commit_batch(store: &dyn Store, ops: &mut Vec<Op>, waiting: &mut Vec<Job>) {
     let jobs = waiting.len();
     let started = std::time::Instant::now();
     let result = store.commit(ops).await;
     crate::telemetry::record_commit(jobs, started.elapsed(), result.is_ok());
     match result {
         Ok(()) => {
-            for (_, done) in waiting.drain(..) {
-                let _ = done.send(Ok(()));
-            }
-        }
-        Err(e) if jobs == 1 => {
-            let err = CommitError::new(&e);
-            tracing::error!(error = %err, "commit failed");
-            for (_, done) in waiting.drain(..) {
-                let _ = done.send(Err(err.clone()));
+            for job in waiting.drain(..) {
+                job.finish(Ok(()));
             }
         }
         Err(e) => {
-            // Nothing of the batch was written. Commit each job alone so that
-            // one bad job cannot fail its neighbours.
-            tracing::warn!(error = %CommitError::new(&e), jobs, "batch commit failed; retrying job by job");
-            let mut start = 0;
-            for (len, done) in waiting.drain(..) {
-                let mine = &ops[start..start + len];
-                start += len;
-                let result = store.commit(mine).await.map_err(|e| CommitError::new(&e));
-                if let Err(err) = &result {
-                    tracing::error!(error = %err, "commit failed");
+            let err = CommitError::new(&e);
+            if jobs == 1 {
+                tracing::error!(error = %err, "commit failed");
+                for job in waiting.drain(..) {
+                    job.finish(Err(err.clone()));
                 }
-                let _ = done.send(result);
+            } else {
+                tracing::warn!(error = %err, jobs, "batch commit failed; retrying job by job");
+                // The ops were moved out of the jobs into `ops`; give each
+                // job its own slice back, in order.
+                let mut rest = ops.drain(..);
+                let mut mine = Vec::with_capacity(jobs);
+                for job in waiting.iter() {
+                    mine.push(rest.by_ref().take(job.len).collect::<Vec<Op>>());
+                }
+                drop(rest);
+                for (job, job_ops) in waiting.drain(..).zip(mine) {
+                    if !job.valid() {
+                        job.finish(Err(stale()));
+                        continue;
+                    }
+                    let result = store
+                        .commit(&job_ops)
+                        .await
+                        .map_err(|e| CommitError::new(&e));
+                    if let Err(err) = &result {
+                        tracing::error!(error = %err, "commit failed");
+                    }
+                    job.finish(result);
+                }
             }
         }
     }

@@ -11,10 +11,14 @@ use stockpool::domain::{ChannelCode, OrderId, Quantity, Reservation, Sku, Wareho
 use stockpool::engine::{Engine, EngineError, ManualClock, ReserveCmd, SetCmd, SystemClock};
 use stockpool::store::{LedgerRow, Op, PoolRow, Snapshot, SqliteStore, Store, StoreError};
 
-/// A store whose commits fail while `failing` is set.
+/// A store whose commits fail while `failing` is set, and wait while the
+/// test holds `gate`.
 struct Flaky {
     inner: SqliteStore,
     failing: AtomicBool,
+    /// Fails the next commit only.
+    fail_once: AtomicBool,
+    gate: tokio::sync::Mutex<()>,
 }
 
 #[async_trait]
@@ -23,7 +27,8 @@ impl Store for Flaky {
         self.inner.load().await
     }
     async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
+        drop(self.gate.lock().await);
+        if self.failing.load(Ordering::SeqCst) || self.fail_once.swap(false, Ordering::SeqCst) {
             return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
         }
         self.inner.commit(ops).await
@@ -65,6 +70,8 @@ async fn engine_on(dir: &std::path::Path) -> (Engine, Arc<Flaky>) {
     let store = Arc::new(Flaky {
         inner: SqliteStore::open(dir).await.unwrap(),
         failing: AtomicBool::new(false),
+        fail_once: AtomicBool::new(false),
+        gate: Default::default(),
     });
     let engine = Engine::open(store.clone(), crate::helpers::seed(), Arc::new(SystemClock))
         .await
@@ -243,4 +250,66 @@ async fn a_lapsed_hold_is_expired_by_the_sweep_and_its_units_come_back() {
         .await
         .unwrap();
     assert_eq!(r.status, stockpool::domain::Status::Expired);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_decided_on_a_count_that_failed_to_commit_is_not_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine_on(dir.path()).await;
+    let gate = store.gate.lock().await;
+    store.fail_once.store(true, Ordering::SeqCst);
+
+    let counting = tokio::spawn({
+        let engine = engine.clone();
+        async move { count_result(&engine, "NEW", "WH-WEST", 10).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reserving = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            engine
+                .reserve(order("shopify", "rides-on-the-count", "NEW", 10))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(gate);
+
+    assert!(matches!(
+        counting.await.unwrap(),
+        Err(EngineError::Unavailable(_))
+    ));
+    let reserved = reserving.await.unwrap();
+    assert!(
+        matches!(reserved, Err(EngineError::Unavailable(_))),
+        "{reserved:?}"
+    );
+    wait_consistent(&engine).await;
+
+    let stored = store.load().await.unwrap();
+    assert!(
+        stored.reservations.is_empty(),
+        "a reservation on stock that was never saved was saved"
+    );
+    assert!(stored.pools.iter().all(|p| p.sku.as_str() != "NEW"));
+    let level = &engine.get_stock(&[sku("NEW")])[1];
+    assert_eq!(
+        (level.pool.on_hand, level.pool.reserved),
+        (0, 0),
+        "memory equals the store again"
+    );
+}
+
+async fn count_result(engine: &Engine, s: &str, w: &str, on_hand: i64) -> Result<(), EngineError> {
+    engine
+        .set_stock(SetCmd {
+            sku: sku(s),
+            warehouse: WarehouseCode::parse(w).unwrap(),
+            on_hand,
+            reason: String::new(),
+            expected_version: None,
+            movement_id: None,
+        })
+        .await
+        .map(|_| ())
 }

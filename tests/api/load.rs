@@ -13,6 +13,9 @@ const CLIENTS: usize = 16;
 const ORDERS: usize = 5_000;
 const CHANNELS: [&str; 3] = ["shopify", "amazon", "b2b"];
 
+/// Order id to (channel, reservation or refusal code).
+type Outcomes = HashMap<String, (String, Result<pb::Reservation, Code>)>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flash_sale_sells_exactly_the_stock_keeps_the_fence_and_survives_a_restart() {
     let mut app = spawn_app().await;
@@ -21,8 +24,7 @@ async fn a_flash_sale_sells_exactly_the_stock_keeps_the_fence_and_survives_a_res
     }
 
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let outcomes: Arc<Mutex<HashMap<String, (String, Result<pb::Reservation, Code>)>>> =
-        Arc::default();
+    let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
         let mut client = app.inventory.clone();
