@@ -108,6 +108,33 @@ pub struct MovementRecord {
     pub fingerprint: String,
 }
 
+/// One change of what a channel is told it can sell of one SKU. `seq` grows
+/// per channel, without gaps, and survives restarts: watchers resume by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelEvent {
+    pub channel: ChannelCode,
+    pub seq: u64,
+    pub sku: Sku,
+    pub published: i64,
+    pub atp: i64,
+    pub at_ms: i64,
+}
+
+/// One PutRule or DeleteRule, for RuleHistory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleChange {
+    pub at_ms: i64,
+    pub changed_by: String,
+    pub comment: String,
+    pub channel: ChannelCode,
+    /// None: the channel default.
+    pub sku: Option<Sku>,
+    /// The rule before the change (None: there was none).
+    pub before: Option<Rule>,
+    /// The rule after the change (None: deleted).
+    pub after: Option<Rule>,
+}
+
 /// One write inside a commit. A commit applies a slice of them atomically.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -136,6 +163,10 @@ pub enum Op {
         channel: ChannelCode,
         sku: Option<Sku>,
     },
+    /// Append to the rule history.
+    RuleChange(Box<RuleChange>),
+    /// Append level changes to the channels' event logs.
+    ChannelEvents(Vec<ChannelEvent>),
 }
 
 /// Everything the engine loads at start.
@@ -149,6 +180,9 @@ pub struct Snapshot {
     pub pools: Vec<PoolRow>,
     pub reservations: Vec<Reservation>,
     pub movements: Vec<MovementRecord>,
+    /// The newest event of every (channel, SKU): what each channel was last
+    /// told. A channel's next seq follows the highest seq here.
+    pub published: Vec<ChannelEvent>,
 }
 
 /// Durable storage. Implementations must make `commit` atomic and durable
@@ -167,6 +201,21 @@ pub trait Store: Send + Sync + 'static {
         channel: &ChannelCode,
         order_id: &OrderId,
     ) -> Result<Option<Reservation>, StoreError>;
+    /// The history of one rule (channel default when `sku` is None), oldest
+    /// first; all rules of the channel when `all_skus` is set.
+    async fn rule_history(
+        &self,
+        channel: &ChannelCode,
+        sku: Option<&Sku>,
+        all_skus: bool,
+    ) -> Result<Vec<RuleChange>, StoreError>;
+    /// Events of `channel` with seq > `after_seq`, by seq, at most `limit`.
+    async fn channel_events(
+        &self,
+        channel: &ChannelCode,
+        after_seq: u64,
+        limit: i64,
+    ) -> Result<Vec<ChannelEvent>, StoreError>;
     /// Ledger lines with id > `after_id`, oldest first, of one SKU or all.
     async fn ledger(
         &self,

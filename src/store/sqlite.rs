@@ -22,7 +22,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::{
-    LedgerEntry, LedgerRow, MovementKind, MovementRecord, Op, PoolRow, Snapshot, Store, StoreError,
+    ChannelEvent, LedgerEntry, LedgerRow, MovementKind, MovementRecord, Op, PoolRow, RuleChange,
+    Snapshot, Store, StoreError,
 };
 use crate::domain::{
     Allocation, Channel, ChannelCode, InvalidInput, OrderId, Pool, Refund, Reservation, Rule, Sku,
@@ -167,6 +168,13 @@ impl Store for SqliteStore {
         })
         .collect();
 
+        let published = sqlx::query_as::<_, EventRecord>(SELECT_LATEST_EVENTS)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(EventRecord::into_event)
+            .collect::<Result<Vec<_>, _>>()?;
+
         tx.commit().await?;
         Ok(Snapshot {
             warehouses,
@@ -175,6 +183,7 @@ impl Store for SqliteStore {
             pools,
             reservations,
             movements,
+            published,
         })
     }
 
@@ -232,6 +241,44 @@ impl Store for SqliteStore {
             .transpose()
     }
 
+    async fn rule_history(
+        &self,
+        channel: &ChannelCode,
+        sku: Option<&Sku>,
+        all_skus: bool,
+    ) -> Result<Vec<RuleChange>, StoreError> {
+        let rows = if all_skus {
+            sqlx::query_as::<_, RuleChangeRecord>(SELECT_HISTORY_OF_CHANNEL)
+                .bind(channel.as_str())
+                .fetch_all(&self.reader)
+                .await?
+        } else {
+            sqlx::query_as::<_, RuleChangeRecord>(SELECT_HISTORY_OF_RULE)
+                .bind(channel.as_str())
+                .bind(sku.map_or("", Sku::as_str))
+                .fetch_all(&self.reader)
+                .await?
+        };
+        rows.into_iter().map(RuleChangeRecord::into_change).collect()
+    }
+
+    async fn channel_events(
+        &self,
+        channel: &ChannelCode,
+        after_seq: u64,
+        limit: i64,
+    ) -> Result<Vec<ChannelEvent>, StoreError> {
+        sqlx::query_as::<_, EventRecord>(SELECT_EVENTS)
+            .bind(channel.as_str())
+            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+            .bind(limit.max(0))
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .map(EventRecord::into_event)
+            .collect()
+    }
+
     /// A `limit` of 0 or less reads nothing.
     async fn ledger(
         &self,
@@ -263,6 +310,28 @@ impl Store for SqliteStore {
 
 async fn apply(conn: &mut SqliteConnection, op: &Op, now_ms: i64) -> Result<(), StoreError> {
     let query = match op {
+        Op::ChannelEvents(events) => {
+            for e in events {
+                sqlx::query(INSERT_EVENT)
+                    .bind(e.channel.as_str())
+                    .bind(i64::try_from(e.seq).map_err(|_| corrupt("channel event", "seq", e.seq))?)
+                    .bind(e.sku.as_str())
+                    .bind(e.published)
+                    .bind(e.atp)
+                    .bind(e.at_ms)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            return Ok(());
+        }
+        Op::RuleChange(c) => sqlx::query(INSERT_RULE_CHANGE)
+            .bind(c.at_ms)
+            .bind(c.changed_by.as_str())
+            .bind(c.comment.as_str())
+            .bind(c.channel.as_str())
+            .bind(c.sku.as_ref().map_or("", Sku::as_str))
+            .bind(c.before.as_ref().map(to_json).transpose()?)
+            .bind(c.after.as_ref().map(to_json).transpose()?),
         Op::PoolDelta {
             sku,
             warehouse,
@@ -421,6 +490,86 @@ const SELECT_LEDGER_OF_SKU: &str = "\
     SELECT id, at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
         on_hand_after, reserved_after, reason, reference \
     FROM ledger WHERE sku = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
+
+const INSERT_EVENT: &str = "\
+    INSERT INTO channel_events (channel, seq, sku, published, atp, at_ms) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+const SELECT_EVENTS: &str = "\
+    SELECT channel, seq, sku, published, atp, at_ms FROM channel_events \
+    WHERE channel = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+
+const SELECT_LATEST_EVENTS: &str = "\
+    SELECT e.channel, e.seq, e.sku, e.published, e.atp, e.at_ms \
+    FROM channel_events e \
+    JOIN (SELECT channel, sku, MAX(seq) AS seq FROM channel_events GROUP BY channel, sku) m \
+        ON e.channel = m.channel AND e.seq = m.seq \
+    ORDER BY e.channel, e.seq";
+
+const INSERT_RULE_CHANGE: &str = "\
+    INSERT INTO rule_history (at_ms, changed_by, comment, channel, sku, before_json, after_json) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+const SELECT_HISTORY_OF_RULE: &str = "\
+    SELECT at_ms, changed_by, comment, channel, sku, before_json, after_json \
+    FROM rule_history WHERE channel = ?1 AND sku = ?2 ORDER BY id";
+
+const SELECT_HISTORY_OF_CHANNEL: &str = "\
+    SELECT at_ms, changed_by, comment, channel, sku, before_json, after_json \
+    FROM rule_history WHERE channel = ?1 ORDER BY id";
+
+#[derive(sqlx::FromRow)]
+struct EventRecord {
+    channel: String,
+    seq: i64,
+    sku: String,
+    published: i64,
+    atp: i64,
+    at_ms: i64,
+}
+
+impl EventRecord {
+    fn into_event(self) -> Result<ChannelEvent, StoreError> {
+        let row = format!("channel event {}/{}", self.channel, self.seq);
+        Ok(ChannelEvent {
+            channel: code_of(self.channel, "channel_events.channel")?,
+            seq: u64::try_from(self.seq).map_err(|e| corrupt(&row, "seq", e))?,
+            sku: code_of(self.sku, "channel_events.sku")?,
+            published: self.published,
+            atp: self.atp,
+            at_ms: self.at_ms,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RuleChangeRecord {
+    at_ms: i64,
+    changed_by: String,
+    comment: String,
+    channel: String,
+    sku: String,
+    before_json: Option<String>,
+    after_json: Option<String>,
+}
+
+impl RuleChangeRecord {
+    fn into_change(self) -> Result<RuleChange, StoreError> {
+        let row = format!("rule change {}/{} at {}", self.channel, self.sku, self.at_ms);
+        let rule = |json: Option<String>, column: &str| -> Result<Option<Rule>, StoreError> {
+            json.map(|j| from_json::<Rule>(&j, &row, column)).transpose()
+        };
+        Ok(RuleChange {
+            at_ms: self.at_ms,
+            changed_by: self.changed_by,
+            comment: self.comment,
+            channel: code_of(self.channel, "rule_history.channel")?,
+            sku: if self.sku.is_empty() { None } else { Some(code_of(self.sku, "rule_history.sku")?) },
+            before: rule(self.before_json, "before_json")?,
+            after: rule(self.after_json, "after_json")?,
+        })
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct RuleRecord {
