@@ -208,7 +208,7 @@ pub fn reservation_lines(r: &pb::Reservation, replayed: Option<bool>, now_ms: i6
         out.push(format!(
             "replayed     {}",
             if replayed {
-                "yes (same order and lines as before: the first answer again, nothing changed)"
+                "yes (this order was already reserved with these lines; nothing changed)"
             } else {
                 "no"
             }
