@@ -130,7 +130,7 @@ fn reservation(r: Option<pb::Reservation>) -> anyhow::Result<pb::Reservation> {
 pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     // Subcommands the server does not serve yet fail before connecting.
     match &cli.command {
-        Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Serve(_) => bail!("serve is not a client subcommand: run it from main"),
         Command::Rules(RulesCommand::History { .. }) => bail!(
             "rules history is not available in this version: the server has no RuleHistory \
              call yet (it logs every rule change meanwhile)"
