@@ -1,0 +1,613 @@
+//! The client side: one connection to the server, the bearer token on every
+//! call, one function per subcommand, and the one mapping from a refused
+//! call to the error the user reads.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use tonic::codegen::InterceptedService;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use super::input::{self, LineArg};
+use super::output::{self, Align, Table};
+use super::{Cli, Command, RulePutArgs, RulesCommand, StockCommand};
+use crate::api::pb;
+use crate::api::pb::admin_client::AdminClient;
+use crate::api::pb::inventory_client::InventoryClient;
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Debug, Clone)]
+struct Auth(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Inventory = InventoryClient<InterceptedService<Channel, Auth>>;
+type Admin = AdminClient<InterceptedService<Channel, Auth>>;
+
+struct Conn {
+    channel: Channel,
+    auth: Auth,
+}
+
+impl Conn {
+    async fn open(server: &str, token: Option<&str>) -> anyhow::Result<Conn> {
+        let auth = match token {
+            None | Some("") => Auth(None),
+            Some(t) => Auth(Some(
+                MetadataValue::try_from(format!("Bearer {}", t.trim())).map_err(|_| {
+                    anyhow!("--token contains characters that cannot be sent in a header")
+                })?,
+            )),
+        };
+        let url = if server.contains("://") {
+            server.to_string()
+        } else {
+            format!("http://{server}")
+        };
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| anyhow!("--server {server:?} is not a valid address: {e}"))?
+            .connect_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect().await.map_err(|e| {
+            anyhow!(
+                "cannot reach stockpool at {url} ({}). Start the server with \
+                 `cargo run --release -- serve` (or `stockpool serve`), or check --server \
+                 (env STOCKPOOL_SERVER).",
+                causes(&e)
+            )
+        })?;
+        Ok(Conn { channel, auth })
+    }
+
+    fn inventory(&self) -> Inventory {
+        InventoryClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    fn admin(&self) -> Admin {
+        AdminClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+}
+
+/// An error and its causes, joined by ": ", a cause that repeats the one
+/// before it left out (hyper and tonic nest "tcp connect error" twice).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
+}
+
+/// `<STATUS_CODE>: <message>`, with a hint where the fix is on this side.
+fn describe(status: &Status) -> String {
+    let mut text = format!("{}: {}", output::code_name(status.code()), status.message());
+    match status.code() {
+        Code::Unauthenticated => {
+            text.push_str(" (check --token or STOCKPOOL_TOKEN)");
+        }
+        Code::Unavailable | Code::Unknown if std::error::Error::source(status).is_some() => {
+            text.push_str(" (the connection to the server failed; is it still running?)");
+        }
+        _ => {}
+    }
+    text
+}
+
+fn refused(status: Status) -> anyhow::Error {
+    anyhow!(describe(&status))
+}
+
+fn to_pb(lines: &[LineArg]) -> Vec<pb::Line> {
+    lines
+        .iter()
+        .map(|l| pb::Line {
+            sku: l.sku.clone(),
+            quantity: l.quantity,
+            warehouse: l.warehouse.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn reservation(r: Option<pb::Reservation>) -> anyhow::Result<pb::Reservation> {
+    r.ok_or_else(|| anyhow!("the server answered without a reservation"))
+}
+
+pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Subcommands the server does not serve yet fail before connecting.
+    match &cli.command {
+        Command::Serve(_) => bail!("serve is not a client subcommand: run it from main"),
+        Command::Rules(RulesCommand::History { .. }) => bail!(
+            "rules history is not available in this version: the server has no RuleHistory \
+             call yet (it logs every rule change meanwhile)"
+        ),
+        Command::Rules(RulesCommand::Simulate(_)) => bail!(
+            "rules simulate is not available in this version: the server has no SimulateRules \
+             call yet"
+        ),
+        _ => {}
+    }
+    let conn = Conn::open(&cli.server, cli.token.as_deref()).await?;
+    let mut inv = conn.inventory();
+    match cli.command {
+        Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Reserve(a) => {
+            let resp = inv
+                .reserve(pb::ReserveRequest {
+                    channel: a.order.channel,
+                    order_id: a.order.order_id,
+                    lines: to_pb(&a.lines),
+                    hold_seconds: a.hold_seconds,
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            output::print_reservation(&reservation(resp.reservation)?, Some(resp.replayed));
+        }
+        Command::Confirm(a) => {
+            let r = inv
+                .confirm(pb::ConfirmRequest {
+                    channel: a.channel,
+                    order_id: a.order_id,
+                })
+                .await
+                .map_err(refused)?;
+            output::print_reservation(r.get_ref(), None);
+        }
+        Command::Release(a) => {
+            let r = inv
+                .release(pb::ReleaseRequest {
+                    channel: a.order.channel,
+                    order_id: a.order.order_id,
+                    lines: to_pb(&a.lines),
+                    reason: a.reason.unwrap_or_default(),
+                })
+                .await
+                .map_err(refused)?;
+            output::print_reservation(r.get_ref(), None);
+        }
+        Command::Fulfill(a) => {
+            let r = inv
+                .fulfill(pb::FulfillRequest {
+                    channel: a.order.channel,
+                    order_id: a.order.order_id,
+                    lines: to_pb(&a.lines),
+                    shipment_id: a.shipment_id.unwrap_or_default(),
+                })
+                .await
+                .map_err(refused)?;
+            output::print_reservation(r.get_ref(), None);
+        }
+        Command::Restock(a) => {
+            let refund_id = a.refund_id.clone();
+            let resp = inv
+                .restock(pb::RestockRequest {
+                    channel: a.order.channel,
+                    order_id: a.order.order_id,
+                    refund_id: a.refund_id,
+                    lines: to_pb(&a.lines),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            print_restock(&refund_id, &resp);
+        }
+        Command::Reservation(a) => {
+            let r = inv
+                .get_reservation(pb::GetReservationRequest {
+                    channel: a.channel,
+                    order_id: a.order_id,
+                })
+                .await
+                .map_err(refused)?;
+            output::print_reservation(r.get_ref(), None);
+        }
+        Command::Stock(cmd) => stock(&conn, &mut inv, cmd).await?,
+        Command::Availability(a) => {
+            let resp = inv
+                .get_availability(pb::GetAvailabilityRequest {
+                    skus: a.skus,
+                    channel: a.channel.unwrap_or_default(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            if resp.items.is_empty() {
+                println!("no SKUs yet: put stock in with `stockpool stock import FILE.csv`");
+            }
+            for line in output::availability_lines(&resp.items, a.explain) {
+                println!("{line}");
+            }
+        }
+        Command::Rules(cmd) => rules(&mut conn.admin(), cmd).await?,
+        Command::Watch(a) => {
+            let mut stream = inv
+                .watch_channel_stock(pb::WatchChannelStockRequest {
+                    channel: a.channel,
+                    after_seq: a.after_seq,
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!(
+                "{:>10}  {:<24}  {:>10}  {:>10}",
+                "SEQ", "SKU", "PUBLISHED", "ATP"
+            );
+            while let Some(u) = stream.message().await.map_err(refused)? {
+                println!(
+                    "{:>10}  {:<24}  {:>10}  {:>10}",
+                    u.seq, u.sku, u.published, u.atp
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_restock(refund_id: &str, resp: &pb::RestockResponse) {
+    println!("refund       {refund_id}");
+    println!(
+        "replayed     {}",
+        if resp.replayed {
+            "yes: this refund was already applied; nothing changed"
+        } else {
+            "no"
+        }
+    );
+    println!();
+    if resp.restocked.is_empty() {
+        println!("nothing restocked: no shipped unit of these lines is left to put back");
+        return;
+    }
+    let mut t = Table::new(&[
+        ("SKU", Align::Left),
+        ("WAREHOUSE", Align::Left),
+        ("RESTOCKED", Align::Right),
+    ]);
+    for a in &resp.restocked {
+        t.row(vec![
+            a.sku.clone(),
+            a.warehouse.clone(),
+            a.quantity.to_string(),
+        ]);
+    }
+    t.print();
+}
+
+async fn stock(conn: &Conn, inv: &mut Inventory, cmd: StockCommand) -> anyhow::Result<()> {
+    match cmd {
+        StockCommand::Get { skus } => {
+            let resp = inv
+                .get_stock(pb::GetStockRequest { skus })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            if resp.levels.is_empty() {
+                println!("no stock yet: put some in with `stockpool stock import FILE.csv`");
+                return Ok(());
+            }
+            output::stock_table(&resp.levels).print();
+        }
+        StockCommand::Set {
+            sku,
+            warehouse,
+            on_hand,
+            reason,
+            expected_version,
+            movement_id,
+        } => {
+            let expected_version = expected_version
+                .map(i64::try_from)
+                .transpose()
+                .context("--expected-version is too large")?;
+            let level = inv
+                .set_stock(pb::SetStockRequest {
+                    sku,
+                    warehouse,
+                    on_hand,
+                    reason,
+                    expected_version,
+                    movement_id: movement_id.unwrap_or_default(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            output::stock_table(&[level]).print();
+        }
+        StockCommand::Adjust {
+            sku,
+            warehouse,
+            delta,
+            reason,
+            movement_id,
+        } => {
+            let level = inv
+                .adjust_stock(pb::AdjustStockRequest {
+                    sku,
+                    warehouse,
+                    delta,
+                    reason,
+                    movement_id: movement_id.unwrap_or_default(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            output::stock_table(&[level]).print();
+        }
+        StockCommand::Import { file, reason } => {
+            import(conn, inv, &file, reason).await?;
+        }
+    }
+    Ok(())
+}
+
+/// What became of one imported row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Outcome {
+    Applied,
+    Unchanged,
+    Replayed,
+    Failed,
+}
+
+/// Most problems listed when a file is refused.
+const MAX_PROBLEMS_SHOWN: usize = 20;
+
+fn refuse_file(file: &Path, problems: &[String]) -> anyhow::Error {
+    let mut text = format!(
+        "{} refused, nothing was sent ({} problem{}):",
+        file.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems.iter().take(MAX_PROBLEMS_SHOWN) {
+        text.push_str("\n  ");
+        text.push_str(p);
+    }
+    if problems.len() > MAX_PROBLEMS_SHOWN {
+        text.push_str(&format!(
+            "\n  ... and {} more",
+            problems.len() - MAX_PROBLEMS_SHOWN
+        ));
+    }
+    anyhow!(text)
+}
+
+async fn import(
+    conn: &Conn,
+    inv: &mut Inventory,
+    file: &Path,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| anyhow!("{} is not UTF-8 text: {e}", file.display()))?;
+    let rows = input::parse_stock_csv(text).map_err(|problems| {
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        refuse_file(file, &problems)
+    })?;
+    if rows.is_empty() {
+        bail!(
+            "{} has no rows: expected lines of sku,warehouse,on_hand",
+            file.display()
+        );
+    }
+
+    // Unknown warehouses are the likeliest mistake: refuse them before any write.
+    let declared: Vec<String> = conn
+        .admin()
+        .list_warehouses(pb::ListWarehousesRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .warehouses
+        .into_iter()
+        .map(|w| w.code)
+        .collect();
+    let unknown: Vec<String> = rows
+        .iter()
+        .filter(|r| !declared.contains(&r.warehouse))
+        .map(|r| {
+            format!(
+                "line {}: warehouse {} is not declared on the server (declared: {})",
+                r.line,
+                r.warehouse,
+                if declared.is_empty() {
+                    "none; add [[warehouses]] to the config file".to_string()
+                } else {
+                    declared.join(", ")
+                }
+            )
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(refuse_file(file, &unknown));
+    }
+
+    // Levels before, to tell a fresh count from a replay (a replay leaves
+    // the version as it was).
+    let skus: BTreeSet<String> = rows.iter().map(|r| r.sku.clone()).collect();
+    let before: HashMap<(String, String), (i64, u64)> = inv
+        .get_stock(pb::GetStockRequest {
+            skus: skus.into_iter().collect(),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .levels
+        .into_iter()
+        .map(|l| ((l.sku, l.warehouse), (l.on_hand, l.version)))
+        .collect();
+
+    let hash = input::content_hash(&bytes);
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let reason = reason.unwrap_or_else(|| format!("import {name}").chars().take(200).collect());
+    let mut table = Table::new(&[
+        ("LINE", Align::Right),
+        ("SKU", Align::Left),
+        ("WAREHOUSE", Align::Left),
+        ("ON_HAND", Align::Right),
+        ("RESULT", Align::Left),
+    ]);
+    let mut counts: HashMap<Outcome, usize> = HashMap::new();
+    for row in &rows {
+        let sent = inv
+            .set_stock(pb::SetStockRequest {
+                sku: row.sku.clone(),
+                warehouse: row.warehouse.clone(),
+                on_hand: row.on_hand,
+                reason: reason.clone(),
+                expected_version: None,
+                movement_id: input::import_movement_id(&hash, row.line),
+            })
+            .await;
+        let (outcome, shown) = match sent {
+            Ok(level) => {
+                let level = level.into_inner();
+                let key = (row.sku.clone(), row.warehouse.clone());
+                match before.get(&key) {
+                    Some(&(_, version)) if version == level.version => {
+                        (Outcome::Replayed, "replayed (already imported)".to_string())
+                    }
+                    Some(&(on_hand, _)) if on_hand == row.on_hand => {
+                        (Outcome::Unchanged, "unchanged (count matched)".to_string())
+                    }
+                    Some(&(on_hand, _)) => (Outcome::Applied, format!("applied (was {on_hand})")),
+                    None => (Outcome::Applied, "applied".to_string()),
+                }
+            }
+            Err(status) => {
+                eprintln!("line {}: error: {}", row.line, describe(&status));
+                (
+                    Outcome::Failed,
+                    format!("failed: {}", output::code_name(status.code())),
+                )
+            }
+        };
+        *counts.entry(outcome).or_default() += 1;
+        table.row(vec![
+            row.line.to_string(),
+            row.sku.clone(),
+            row.warehouse.clone(),
+            row.on_hand.to_string(),
+            shown,
+        ]);
+    }
+    table.print();
+    let n = |o| counts.get(&o).copied().unwrap_or(0);
+    println!();
+    println!(
+        "{}: {} rows: {} applied, {} unchanged, {} replayed, {} failed",
+        file.display(),
+        rows.len(),
+        n(Outcome::Applied),
+        n(Outcome::Unchanged),
+        n(Outcome::Replayed),
+        n(Outcome::Failed)
+    );
+    if n(Outcome::Failed) > 0 {
+        bail!(
+            "{} of {} rows failed (see above); importing this same file again skips the rows \
+             already applied",
+            n(Outcome::Failed),
+            rows.len()
+        );
+    }
+    Ok(())
+}
+
+async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
+    match cmd {
+        RulesCommand::List { channel } => {
+            let rules = admin
+                .list_rules(pb::ListRulesRequest {
+                    channel: channel.unwrap_or_default(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .rules;
+            if rules.is_empty() {
+                println!(
+                    "no rules stored: every channel may use every warehouse, no fence, share 100%, buffer 0"
+                );
+                return Ok(());
+            }
+            output::rules_table(&rules).print();
+            println!();
+            println!("{}", output::RULES_FOOTNOTE);
+        }
+        RulesCommand::Put(a) => {
+            let changed_by = a
+                .changed_by
+                .clone()
+                .or_else(|| std::env::var("USER").ok())
+                .or_else(|| std::env::var("USERNAME").ok())
+                .unwrap_or_else(|| "cli".to_string());
+            let comment = a.comment.clone().unwrap_or_default();
+            let stored = admin
+                .put_rule(pb::PutRuleRequest {
+                    rule: Some(rule_of(a)),
+                    changed_by,
+                    comment,
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!("stored:");
+            output::rules_table(&[stored]).print();
+        }
+        RulesCommand::Delete { channel, sku } => {
+            admin
+                .delete_rule(pb::DeleteRuleRequest {
+                    channel: channel.clone(),
+                    sku: sku.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(refused)?;
+            match sku {
+                Some(sku) => println!("deleted the {channel} rule for {sku}"),
+                None => println!("deleted the {channel} default rule"),
+            }
+        }
+        RulesCommand::History { .. } | RulesCommand::Simulate(_) => {
+            unreachable!("refused before connecting")
+        }
+    }
+    Ok(())
+}
+
+fn rule_of(a: RulePutArgs) -> pb::Rule {
+    pb::Rule {
+        channel: a.channel,
+        sku: a.sku.unwrap_or_default(),
+        warehouses: a
+            .warehouses
+            .into_iter()
+            .map(|w| w.trim().to_string())
+            .filter(|w| !w.is_empty())
+            .collect(),
+        fence: a.fence,
+        share_percent: a.share_percent,
+        buffer: a.buffer,
+        max_published: a.max_published,
+        min_published: a.min_published,
+    }
+}
