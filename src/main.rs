@@ -9,7 +9,11 @@ use stockpool::server::Application;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let Command::Serve(args) = &cli.command else {
-        return stockpool::cli::run_client(cli).await;
+        if let Err(e) = stockpool::cli::run_client(cli).await {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
     };
     stockpool::telemetry::init_logging(args.log_format);
     let config = Config::resolve(args)?;

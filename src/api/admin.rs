@@ -71,7 +71,7 @@ impl Admin for AdminService {
         cv::text("changed_by", &r.changed_by)?;
         cv::text("comment", &r.comment)?;
         let stored = self.engine.put_rule(cv::rule(rule)?).await?;
-        tracing::info!(channel = ?stored.channel, sku = ?stored.sku, comment = %r.comment, "rule stored");
+        tracing::info!(rule = ?crate::api::convert::rule_to_pb(&stored), changed_by = %r.changed_by, comment = %r.comment, "rule stored");
         Ok(Response::new(cv::rule_to_pb(&stored)))
     }
 

@@ -24,6 +24,7 @@ pub struct Channel {
 /// How one channel may use one SKU's stock (`sku: Some`) or every SKU's
 /// (`sku: None`, the channel default). `None` fields inherit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rule {
     pub channel: Option<ChannelCode>,
     pub sku: Option<Sku>,

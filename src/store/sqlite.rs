@@ -259,7 +259,9 @@ impl Store for SqliteStore {
                 .fetch_all(&self.reader)
                 .await?
         };
-        rows.into_iter().map(RuleChangeRecord::into_change).collect()
+        rows.into_iter()
+            .map(RuleChangeRecord::into_change)
+            .collect()
     }
 
     async fn channel_events(
@@ -555,16 +557,24 @@ struct RuleChangeRecord {
 
 impl RuleChangeRecord {
     fn into_change(self) -> Result<RuleChange, StoreError> {
-        let row = format!("rule change {}/{} at {}", self.channel, self.sku, self.at_ms);
+        let row = format!(
+            "rule change {}/{} at {}",
+            self.channel, self.sku, self.at_ms
+        );
         let rule = |json: Option<String>, column: &str| -> Result<Option<Rule>, StoreError> {
-            json.map(|j| from_json::<Rule>(&j, &row, column)).transpose()
+            json.map(|j| from_json::<Rule>(&j, &row, column))
+                .transpose()
         };
         Ok(RuleChange {
             at_ms: self.at_ms,
             changed_by: self.changed_by,
             comment: self.comment,
             channel: code_of(self.channel, "rule_history.channel")?,
-            sku: if self.sku.is_empty() { None } else { Some(code_of(self.sku, "rule_history.sku")?) },
+            sku: if self.sku.is_empty() {
+                None
+            } else {
+                Some(code_of(self.sku, "rule_history.sku")?)
+            },
             before: rule(self.before_json, "before_json")?,
             after: rule(self.after_json, "after_json")?,
         })
