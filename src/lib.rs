@@ -13,6 +13,8 @@
 //!   domain's decisions and hands them to the store.
 //! - [`store`]: durability (the `Store` trait, SQLite, the group-commit
 //!   writer, loading state at start).
+//! - [`publish`]: what each channel is told it can sell: level changes,
+//!   numbered per channel, stored, then streamed to watchers.
 //! - [`api`]: the gRPC services, validation at the boundary, auth, and the
 //!   one error mapping to `Status`.
 //! - [`http`]: health endpoints. [`server`] wires everything and runs it;
@@ -24,6 +26,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod publish;
 pub mod server;
 pub mod store;
 pub mod telemetry;

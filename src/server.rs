@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, StoreConfig};
 use crate::engine::{Engine, SystemClock};
+use crate::publish::Publisher;
 use crate::store::{SqliteStore, Store};
 
 /// A built service whose listeners are bound but not yet serving.
@@ -95,7 +96,8 @@ impl Application {
             Duration::from_millis(config.hold_sweep_ms),
             stop_rx.clone(),
         ));
-        let routes = crate::api::routes(engine.clone(), config.tokens.clone()).await?;
+        let (publisher, publisher_task) = Publisher::start(engine.clone(), stop_rx.clone());
+        let routes = crate::api::routes(engine.clone(), publisher, config.tokens.clone()).await?;
         let grpc_addr = grpc.local_addr()?;
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
@@ -121,6 +123,7 @@ impl Application {
         let grpc_result = grpc_task.await.context("gRPC server task")?;
         let http_result = http_task.await.context("HTTP server task")?;
         let _ = sweeper.await;
+        let _ = publisher_task.await;
         grpc_result.context("gRPC server")?;
         http_result.context("HTTP server")?;
         tracing::info!("stopped");

@@ -77,3 +77,8 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+/// Counts watchers of a channel as they come and go.
+pub fn watchers(channel: &ChannelCode, delta: i64) {
+    metrics::gauge!("stockpool_watchers", "channel" => channel.to_string()).increment(delta as f64);
+}

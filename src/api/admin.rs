@@ -68,9 +68,12 @@ impl Admin for AdminService {
             .rule
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("rule must be set"))?;
-        cv::text("changed_by", &r.changed_by)?;
-        cv::text("comment", &r.comment)?;
-        let stored = self.engine.put_rule(cv::rule(rule)?).await?;
+        let changed_by = cv::text("changed_by", &r.changed_by)?;
+        let comment = cv::text("comment", &r.comment)?;
+        let stored = self
+            .engine
+            .put_rule(cv::rule(rule)?, &changed_by, &comment)
+            .await?;
         tracing::info!(rule = ?crate::api::convert::rule_to_pb(&stored), changed_by = %r.changed_by, comment = %r.comment, "rule stored");
         Ok(Response::new(cv::rule_to_pb(&stored)))
     }
@@ -84,7 +87,11 @@ impl Admin for AdminService {
         } else {
             Some(cv::sku(&r.sku)?)
         };
-        self.engine.delete_rule(&channel, sku.as_ref()).await?;
+        let changed_by = cv::text("changed_by", &r.changed_by)?;
+        let comment = cv::text("comment", &r.comment)?;
+        self.engine
+            .delete_rule(&channel, sku.as_ref(), &changed_by, &comment)
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -99,6 +106,68 @@ impl Admin for AdminService {
         let rules = self.engine.list_rules(channel.as_ref())?;
         Ok(Response::new(pb::ListRulesResponse {
             rules: rules.iter().map(cv::rule_to_pb).collect(),
+        }))
+    }
+
+    async fn rule_history(
+        &self,
+        req: Request<pb::RuleHistoryRequest>,
+    ) -> Reply<pb::RuleHistoryResponse> {
+        self.tokens.check(req.metadata(), Need::Read)?;
+        let r = req.get_ref();
+        let channel = cv::channel(&r.channel)?;
+        let sku = if r.sku.is_empty() {
+            None
+        } else {
+            Some(cv::sku(&r.sku)?)
+        };
+        let changes = self
+            .engine
+            .rule_history(&channel, sku.as_ref(), r.all_skus)
+            .await?;
+        Ok(Response::new(pb::RuleHistoryResponse {
+            changes: changes
+                .iter()
+                .map(|c| pb::RuleChange {
+                    changed_by: c.changed_by.clone(),
+                    at_ms: c.at_ms,
+                    before: c.before.as_ref().map(cv::rule_to_pb),
+                    after: c.after.as_ref().map(cv::rule_to_pb),
+                    comment: c.comment.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn simulate_rules(
+        &self,
+        req: Request<pb::SimulateRulesRequest>,
+    ) -> Reply<pb::SimulateRulesResponse> {
+        self.tokens.check(req.metadata(), Need::Read)?;
+        let r = req.get_ref();
+        let proposed = r
+            .proposed
+            .iter()
+            .map(cv::rule)
+            .collect::<Result<Vec<_>, _>>()?;
+        let skus = cv::skus(&r.skus)?;
+        let engine = self.engine.clone();
+        // Thousands of SKUs take a while: off the async workers.
+        let changes = tokio::task::spawn_blocking(move || engine.simulate_rules(&proposed, &skus))
+            .await
+            .map_err(|e| Status::internal(format!("simulation failed: {e}")))??;
+        Ok(Response::new(pb::SimulateRulesResponse {
+            changes: changes
+                .iter()
+                .map(|c| pb::SimulatedChange {
+                    sku: c.sku.to_string(),
+                    channel: c.channel.to_string(),
+                    atp_before: c.atp_before,
+                    atp_after: c.atp_after,
+                    published_before: c.published_before,
+                    published_after: c.published_after,
+                })
+                .collect(),
         }))
     }
 }

@@ -11,9 +11,11 @@ use super::auth::{Need, Tokens};
 use super::convert as cv;
 use super::pb::{self, inventory_server::Inventory};
 use crate::engine::{AdjustCmd, Engine, FulfillCmd, ReleaseCmd, ReserveCmd, RestockCmd, SetCmd};
+use crate::publish::{Publisher, WatchError};
 
 pub struct InventoryService {
     pub engine: Engine,
+    pub publisher: Publisher,
     pub tokens: Tokens,
 }
 
@@ -183,13 +185,39 @@ impl Inventory for InventoryService {
     type WatchChannelStockStream =
         Pin<Box<dyn Stream<Item = Result<pb::ChannelStockUpdate, Status>> + Send>>;
 
+    #[tracing::instrument(skip_all, fields(channel = %req.get_ref().channel, after_seq = req.get_ref().after_seq))]
     async fn watch_channel_stock(
         &self,
         req: Request<pb::WatchChannelStockRequest>,
     ) -> Reply<Self::WatchChannelStockStream> {
         self.tokens.check(req.metadata(), Need::Read)?;
-        Err(Status::unimplemented(
-            "WatchChannelStock is not available in this version; poll GetAvailability meanwhile",
-        ))
+        let channel = cv::channel(&req.get_ref().channel)?;
+        let mut watch = self
+            .publisher
+            .watch(&channel, req.get_ref().after_seq)
+            .map_err(|e| match e {
+                WatchError::UnknownChannel(_) => Status::invalid_argument(format!("channel {e}")),
+                WatchError::AheadOfLog { .. } => Status::out_of_range(e.to_string()),
+            })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(batch) = watch.next().await {
+                for e in batch {
+                    let update = pb::ChannelStockUpdate {
+                        channel: e.channel.to_string(),
+                        sku: e.sku.to_string(),
+                        published: e.published,
+                        atp: e.atp,
+                        seq: e.seq,
+                    };
+                    if tx.send(Ok(update)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

@@ -11,6 +11,7 @@ mod inventory;
 use tonic::service::Routes;
 
 use crate::engine::Engine;
+use crate::publish::Publisher;
 
 pub use admin::AdminService;
 pub use auth::{Role, Tokens};
@@ -28,7 +29,11 @@ pub mod pb {
 
 /// Every gRPC service: Inventory, Admin, health and reflection. Health
 /// reports SERVING once built (the engine has loaded its state by then).
-pub async fn routes(engine: Engine, tokens: Tokens) -> anyhow::Result<Routes> {
+pub async fn routes(
+    engine: Engine,
+    publisher: Publisher,
+    tokens: Tokens,
+) -> anyhow::Result<Routes> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<pb::inventory_server::InventoryServer<InventoryService>>()
@@ -45,6 +50,7 @@ pub async fn routes(engine: Engine, tokens: Tokens) -> anyhow::Result<Routes> {
         .add_service(pb::inventory_server::InventoryServer::new(
             InventoryService {
                 engine: engine.clone(),
+                publisher,
                 tokens: tokens.clone(),
             },
         ))

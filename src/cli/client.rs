@@ -131,14 +131,6 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     // Subcommands the server does not serve yet fail before connecting.
     match &cli.command {
         Command::Serve(_) => bail!("serve is not a client subcommand: run it from main"),
-        Command::Rules(RulesCommand::History { .. }) => bail!(
-            "rules history is not available in this version: the server has no RuleHistory \
-             call yet (it logs every rule change meanwhile)"
-        ),
-        Command::Rules(RulesCommand::Simulate(_)) => bail!(
-            "rules simulate is not available in this version: the server has no SimulateRules \
-             call yet"
-        ),
         _ => {}
     }
     let conn = Conn::open(&cli.server, cli.token.as_deref()).await?;
@@ -555,12 +547,7 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
             println!("{}", output::RULES_FOOTNOTE);
         }
         RulesCommand::Put(a) => {
-            let changed_by = a
-                .changed_by
-                .clone()
-                .or_else(|| std::env::var("USER").ok())
-                .or_else(|| std::env::var("USERNAME").ok())
-                .unwrap_or_else(|| "cli".to_string());
+            let changed_by = who(a.changed_by.clone());
             let comment = a.comment.clone().unwrap_or_default();
             let stored = admin
                 .put_rule(pb::PutRuleRequest {
@@ -574,11 +561,18 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
             println!("stored:");
             output::rules_table(&[stored]).print();
         }
-        RulesCommand::Delete { channel, sku } => {
+        RulesCommand::Delete {
+            channel,
+            sku,
+            changed_by,
+            comment,
+        } => {
             admin
                 .delete_rule(pb::DeleteRuleRequest {
                     channel: channel.clone(),
                     sku: sku.clone().unwrap_or_default(),
+                    changed_by: who(changed_by),
+                    comment: comment.unwrap_or_default(),
                 })
                 .await
                 .map_err(refused)?;
@@ -587,11 +581,69 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 None => println!("deleted the {channel} default rule"),
             }
         }
-        RulesCommand::History { .. } | RulesCommand::Simulate(_) => {
-            unreachable!("refused before connecting")
+        RulesCommand::History { channel, sku, all } => {
+            let changes = admin
+                .rule_history(pb::RuleHistoryRequest {
+                    channel,
+                    sku: sku.unwrap_or_default(),
+                    all_skus: all,
+                })
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .changes;
+            if changes.is_empty() {
+                println!("no changes recorded");
+            }
+            for c in &changes {
+                println!(
+                    "{}  by {}  {}",
+                    output::fmt_utc(c.at_ms),
+                    c.changed_by,
+                    c.comment
+                );
+                let rows: Vec<pb::Rule> = c.before.iter().chain(c.after.iter()).cloned().collect();
+                let mut lines = output::rules_table(&rows).lines().into_iter();
+                if let Some(header) = lines.next() {
+                    println!("         {header}");
+                }
+                if c.before.is_some() {
+                    println!("  before {}", lines.next().unwrap_or_default());
+                } else {
+                    println!("  before (no rule)");
+                }
+                if c.after.is_some() {
+                    println!("  after  {}", lines.next().unwrap_or_default());
+                } else {
+                    println!("  after  (deleted)");
+                }
+            }
+        }
+        RulesCommand::Simulate { rule, skus } => {
+            let changes = admin
+                .simulate_rules(pb::SimulateRulesRequest {
+                    proposed: vec![rule_of(rule)],
+                    skus,
+                })
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .changes;
+            if changes.is_empty() {
+                println!("nothing would change");
+            } else {
+                output::simulation_table(&changes).print();
+            }
         }
     }
     Ok(())
+}
+
+/// Who a rule change is recorded as: the flag, else the login name.
+fn who(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("USERNAME").ok())
+        .unwrap_or_else(|| "cli".to_string())
 }
 
 fn rule_of(a: RulePutArgs) -> pb::Rule {

@@ -229,18 +229,32 @@ pub enum RulesCommand {
         /// The SKU rule to delete; none: the channel default.
         #[arg(long)]
         sku: Option<String>,
+        /// Who deletes it (recorded in the history); default: $USER.
+        #[arg(long = "by")]
+        changed_by: Option<String>,
+        /// Why (recorded in the history).
+        #[arg(long)]
+        comment: Option<String>,
     },
-    /// Who changed a rule, when, and how (RuleHistory: not served yet).
+    /// Who changed a rule, when, from what to what, and why (RuleHistory).
     History {
         #[arg(long)]
         channel: String,
         /// A SKU rule's history; none: the channel default's.
         #[arg(long)]
         sku: Option<String>,
+        /// Every rule of the channel, defaults and SKU rules.
+        #[arg(long, conflicts_with = "sku")]
+        all: bool,
     },
-    /// What a proposed rule would change, without applying it (SimulateRules:
-    /// not served yet).
-    Simulate(RulePutArgs),
+    /// What a proposed rule would change, without applying it (SimulateRules).
+    Simulate {
+        #[command(flatten)]
+        rule: RulePutArgs,
+        /// Only these SKUs; default: every SKU.
+        #[arg(long = "only", value_name = "SKU")]
+        skus: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]

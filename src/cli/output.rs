@@ -306,6 +306,26 @@ pub fn availability_lines(items: &[pb::ChannelAvailability], explain: bool) -> V
     out
 }
 
+/// What a simulated rule change would move, before -> after.
+pub fn simulation_table(changes: &[pb::SimulatedChange]) -> Table {
+    use Align::*;
+    let mut t = Table::new(&[
+        ("SKU", Left),
+        ("CHANNEL", Left),
+        ("ATP", Right),
+        ("PUBLISHED", Right),
+    ]);
+    for c in changes {
+        t.row(vec![
+            c.sku.clone(),
+            c.channel.clone(),
+            format!("{} -> {}", c.atp_before, c.atp_after),
+            format!("{} -> {}", c.published_before, c.published_after),
+        ]);
+    }
+    t
+}
+
 /// Rules: unset fields show `-` (inherited).
 pub fn rules_table(rules: &[pb::Rule]) -> Table {
     use Align::*;

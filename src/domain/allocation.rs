@@ -69,6 +69,34 @@ pub fn atp(rules: &[Effective], pools: &[Pool], channel: usize, warehouses: usiz
         .sum()
 }
 
+/// Step 3 alone: what a channel is shown of `atp` under `rule` (share
+/// rounded down, minus buffer, capped, floored at 0, 0 below the minimum).
+/// [`availability`] computes the same figure with its explanation.
+pub fn published(rule: &Effective, atp: i64) -> i64 {
+    let mut p = atp * i64::from(rule.share_percent) / 100 - rule.buffer;
+    if rule.max_published > 0 {
+        p = p.min(rule.max_published);
+    }
+    p = p.max(0);
+    if p < rule.min_published {
+        0
+    } else {
+        p
+    }
+}
+
+/// ATP and published figure of channel `channel` without the explanation:
+/// the cheap form for publishing and simulation.
+pub fn levels(
+    rules: &[Effective],
+    pools: &[Pool],
+    channel: usize,
+    warehouses: usize,
+) -> (i64, i64) {
+    let atp = atp(rules, pools, channel, warehouses);
+    (atp, published(&rules[channel], atp))
+}
+
 /// One step of the formula as shown to a person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExplainStep {
@@ -197,6 +225,11 @@ pub fn availability(
         value: published,
         detail: String::new(),
     });
+    debug_assert_eq!(
+        published,
+        self::published(rule, atp),
+        "explained and compact formula agree"
+    );
     Availability {
         channel,
         atp,

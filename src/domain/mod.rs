@@ -22,8 +22,8 @@ mod fixtures;
 mod proptests;
 
 pub use allocation::{
-    atp, availability, lay_fences, source_order, Availability, ExplainStep, Laid, OrderLine,
-    Placement,
+    atp, availability, lay_fences, levels, published, source_order, Availability, ExplainStep,
+    Laid, OrderLine, Placement,
 };
 pub use catalog::{Catalog, Channel, Effective, FieldSource, Rule, Warehouse, BUILTIN_CHANNELS};
 pub use codes::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode, MAX_CODE_LEN, MAX_QUANTITY};

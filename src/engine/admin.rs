@@ -3,9 +3,20 @@
 
 use std::sync::Arc;
 
-use super::{builtin_channels, Engine, EngineError};
-use crate::domain::{Catalog, Channel, ChannelCode, Rule, Sku, Warehouse};
-use crate::store::Op;
+use super::{builtin_channels, Changed, Engine, EngineError};
+use crate::domain::{levels, Catalog, Channel, ChannelCode, Rule, Sku, Warehouse};
+use crate::store::{Op, RuleChange};
+
+/// A figure that proposed rules would change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatedChange {
+    pub sku: Sku,
+    pub channel: ChannelCode,
+    pub atp_before: i64,
+    pub atp_after: i64,
+    pub published_before: i64,
+    pub published_after: i64,
+}
 
 /// The declared world from the config file: applied at start where the store
 /// does not have it yet (the store wins for rules ops changed since).
@@ -51,10 +62,10 @@ pub(super) fn seed_ops(catalog: &mut Catalog, seed: Seed) -> Result<Vec<Op>, Eng
 
 impl Engine {
     /// Commits `op` and, once durable, installs `next` as the catalog.
-    async fn commit_catalog(&self, next: Catalog, op: Op) -> Result<(), EngineError> {
+    async fn commit_catalog(&self, next: Catalog, ops: Vec<Op>) -> Result<(), EngineError> {
         self.inner
             .writer
-            .enqueue(vec![op])
+            .enqueue(ops)
             .wait()
             .await
             .map_err(EngineError::Unavailable)?;
@@ -70,8 +81,9 @@ impl Engine {
         let _admin = self.inner.admin.lock().await;
         let mut next = (*self.catalog()).clone();
         next.upsert_warehouse(warehouse.clone());
-        self.commit_catalog(next, Op::Warehouse(warehouse.clone()))
+        self.commit_catalog(next, vec![Op::Warehouse(warehouse.clone())])
             .await?;
+        self.notify(Changed::All);
         Ok(warehouse)
     }
 
@@ -79,26 +91,48 @@ impl Engine {
         let _admin = self.inner.admin.lock().await;
         let mut next = (*self.catalog()).clone();
         next.upsert_channel(channel.clone());
-        self.commit_catalog(next, Op::Channel(channel.clone()))
+        self.commit_catalog(next, vec![Op::Channel(channel.clone())])
             .await?;
+        self.notify(Changed::All);
         Ok(channel)
     }
 
-    /// Stores a rule (replacing the one for the same channel and SKU).
-    pub async fn put_rule(&self, rule: Rule) -> Result<Rule, EngineError> {
+    /// Stores a rule (replacing the one for the same channel and SKU) and
+    /// records the change in the rule history.
+    pub async fn put_rule(
+        &self,
+        rule: Rule,
+        changed_by: &str,
+        comment: &str,
+    ) -> Result<Rule, EngineError> {
         let _admin = self.inner.admin.lock().await;
         let mut next = (*self.catalog()).clone();
         next.check_rule(&rule)?;
+        let channel = rule.channel.clone().expect("checked rule has a channel");
+        let before = next.rule(&channel, rule.sku.as_ref()).cloned();
         next.put_rule(rule.clone());
-        self.commit_catalog(next, Op::PutRule(rule.clone())).await?;
+        let change = self.rule_change(
+            channel,
+            rule.sku.clone(),
+            before,
+            Some(rule.clone()),
+            changed_by,
+            comment,
+        );
+        self.commit_catalog(next, vec![Op::PutRule(rule.clone()), change])
+            .await?;
+        self.announce(rule.sku.as_ref());
         Ok(rule)
     }
 
-    /// Deletes the rule of `channel` for `sku` (the default when None).
+    /// Deletes the rule of `channel` for `sku` (the default when None) and
+    /// records the change in the rule history.
     pub async fn delete_rule(
         &self,
         channel: &ChannelCode,
         sku: Option<&Sku>,
+        changed_by: &str,
+        comment: &str,
     ) -> Result<Rule, EngineError> {
         let _admin = self.inner.admin.lock().await;
         let mut next = (*self.catalog()).clone();
@@ -111,15 +145,114 @@ impl Engine {
                 },
             });
         };
-        self.commit_catalog(
-            next,
-            Op::DeleteRule {
-                channel: channel.clone(),
-                sku: sku.cloned(),
-            },
-        )
-        .await?;
+        let change = self.rule_change(
+            channel.clone(),
+            sku.cloned(),
+            Some(old.clone()),
+            None,
+            changed_by,
+            comment,
+        );
+        let op = Op::DeleteRule {
+            channel: channel.clone(),
+            sku: sku.cloned(),
+        };
+        self.commit_catalog(next, vec![op, change]).await?;
+        self.announce(sku);
         Ok(old)
+    }
+
+    fn rule_change(
+        &self,
+        channel: ChannelCode,
+        sku: Option<Sku>,
+        before: Option<Rule>,
+        after: Option<Rule>,
+        changed_by: &str,
+        comment: &str,
+    ) -> Op {
+        Op::RuleChange(Box::new(RuleChange {
+            at_ms: self.now_ms(),
+            changed_by: changed_by.to_string(),
+            comment: comment.to_string(),
+            channel,
+            sku,
+            before,
+            after,
+        }))
+    }
+
+    /// Tells the publisher what a rule change may have moved: one SKU, or
+    /// every SKU for a channel default.
+    fn announce(&self, sku: Option<&Sku>) {
+        match sku {
+            Some(s) => self.notify(Changed::Skus(vec![s.clone()])),
+            None => self.notify(Changed::All),
+        }
+    }
+
+    /// Who changed a rule, when, from what to what, and why; oldest first.
+    /// `all_skus`: every rule of the channel.
+    pub async fn rule_history(
+        &self,
+        channel: &ChannelCode,
+        sku: Option<&Sku>,
+        all_skus: bool,
+    ) -> Result<Vec<RuleChange>, EngineError> {
+        self.check_channel(&self.catalog(), channel)?;
+        self.inner
+            .store
+            .rule_history(channel, sku, all_skus)
+            .await
+            .map_err(EngineError::Load)
+    }
+
+    /// What `proposed` rules would change, per SKU and channel, without
+    /// applying anything. Only differing figures are returned.
+    pub fn simulate_rules(
+        &self,
+        proposed: &[Rule],
+        skus: &[Sku],
+    ) -> Result<Vec<SimulatedChange>, EngineError> {
+        let current = self.catalog();
+        let mut next = (*current).clone();
+        for (i, rule) in proposed.iter().enumerate() {
+            next.check_rule(rule)
+                .map_err(|e| e.at(&format!("proposed[{i}]")))?;
+            next.put_rule(rule.clone());
+        }
+        let all;
+        let skus = if skus.is_empty() {
+            all = self.skus();
+            &all
+        } else {
+            skus
+        };
+        let n = current.warehouses.len();
+        let mut out = Vec::new();
+        for sku in skus {
+            let pools = self.pools_of(sku);
+            let before = current.effective_all(sku);
+            let after = next.effective_all(sku);
+            if before == after {
+                continue;
+            }
+            for c in 0..current.channels.len() {
+                let (atp_before, published_before) = levels(&before, &pools, c, n);
+                let (atp_after, published_after) = levels(&after, &pools, c, n);
+                if (atp_before, published_before) != (atp_after, published_after) {
+                    out.push(SimulatedChange {
+                        sku: sku.clone(),
+                        channel: current.channels[c].code.clone(),
+                        atp_before,
+                        atp_after,
+                        published_before,
+                        published_after,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Rules of one channel, or of all when None.

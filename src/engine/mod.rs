@@ -20,14 +20,16 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{mpsc, Mutex as AsyncMutex};
 
 use crate::domain::{
     Catalog, Channel, ChannelCode, OrderId, Pool, Reservation, Sku, WarehouseCode, BUILTIN_CHANNELS,
 };
-use crate::store::{GroupCommit, JobGuard, LedgerEntry, MovementKind, Op, Store, Ticket};
+use crate::store::{
+    ChannelEvent, GroupCommit, JobGuard, LedgerEntry, MovementKind, Op, Store, Ticket,
+};
 
-pub use admin::Seed;
+pub use admin::{Seed, SimulatedChange};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
 pub use reservations::{FulfillCmd, ReleaseCmd, ReserveCmd, RestockCmd, Restocked};
@@ -93,6 +95,15 @@ struct PoolChange {
     reference: String,
 }
 
+/// What changed after a commit: the publisher recomputes these SKUs'
+/// published levels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    Skus(Vec<Sku>),
+    /// A channel default, a channel or a warehouse changed: every SKU.
+    All,
+}
+
 /// The engine. Cheap to clone: every clone shares the same state.
 #[derive(Clone)]
 pub struct Engine {
@@ -114,6 +125,15 @@ struct Inner {
     writer: GroupCommit,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Where committed changes are announced (the publisher), once
+    /// subscribed; and what every channel was last told, from the store.
+    feed: Mutex<Feed>,
+}
+
+#[derive(Default)]
+struct Feed {
+    tx: Option<mpsc::UnboundedSender<Changed>>,
+    published: Vec<ChannelEvent>,
 }
 
 impl Engine {
@@ -125,7 +145,7 @@ impl Engine {
         seed: Seed,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, EngineError> {
-        let snapshot = store.load().await.map_err(EngineError::Load)?;
+        let mut snapshot = store.load().await.map_err(EngineError::Load)?;
         let (writer, _task) = GroupCommit::spawn(store.clone());
 
         let mut catalog = Catalog::default();
@@ -165,8 +185,7 @@ impl Engine {
             }
             reservations.insert(key, Arc::new(AsyncMutex::new(Some(r))));
         }
-        let movements = snapshot
-            .movements
+        let movements = std::mem::take(&mut snapshot.movements)
             .into_iter()
             .map(|m| (m.movement_id, m.fingerprint))
             .collect();
@@ -182,6 +201,10 @@ impl Engine {
                 writer,
                 store,
                 clock,
+                feed: Mutex::new(Feed {
+                    tx: None,
+                    published: snapshot.published,
+                }),
             }),
         };
         if !seed_ops.is_empty() {
@@ -196,6 +219,28 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Subscribes the (single) publisher to committed changes; returns the
+    /// feed and what every channel was last told, as stored.
+    pub fn subscribe(&self) -> (mpsc::UnboundedReceiver<Changed>, Vec<ChannelEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut feed = self.inner.feed.lock().unwrap_or_else(|p| p.into_inner());
+        feed.tx = Some(tx);
+        (rx, std::mem::take(&mut feed.published))
+    }
+
+    fn notify(&self, changed: Changed) {
+        let feed = self.inner.feed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = &feed.tx {
+            let _ = tx.send(changed);
+        }
+    }
+
+    /// Commits records of the edges (channel events) through the same
+    /// writer; they change no stock.
+    pub fn record(&self, ops: Vec<Op>) -> Ticket {
+        self.inner.writer.enqueue(ops)
+    }
+
     /// The current catalog snapshot.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.inner
@@ -207,6 +252,11 @@ impl Engine {
 
     fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
+    }
+
+    /// The engine's clock, in ms since the Unix epoch.
+    pub fn now(&self) -> i64 {
+        self.now_ms()
     }
 
     /// The SKU's cell, created when `create` (a first stock movement).
@@ -333,7 +383,10 @@ impl Engine {
             }
         }
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.notify(Changed::Skus(skus.to_vec()));
+                Ok(())
+            }
             Err(e) => {
                 tracing::error!(error = %e, skus = ?skus, "commit failed; reloading the SKUs from the store");
                 let engine = self.clone();
@@ -383,7 +436,9 @@ impl Engine {
             for g in guards.iter_mut() {
                 g.needs_reload = false;
             }
+            drop(guards);
             tracing::info!(skus = ?skus, "SKUs reloaded from the store");
+            self.notify(Changed::Skus(skus));
             return;
         }
     }

@@ -311,6 +311,26 @@ impl Engine {
         Ok(out)
     }
 
+    /// ATP and published figure of every channel for each SKU, without the
+    /// explanation: what the publisher compares.
+    pub fn levels(&self, skus: &[Sku]) -> Vec<(Sku, Vec<(ChannelCode, i64, i64)>)> {
+        let catalog = self.catalog();
+        let n = catalog.warehouses.len();
+        skus.iter()
+            .map(|sku| {
+                let pools = self.pools_of(sku);
+                let rules = catalog.effective_all(sku);
+                let per_channel = (0..catalog.channels.len())
+                    .map(|c| {
+                        let (atp, published) = crate::domain::levels(&rules, &pools, c, n);
+                        (catalog.channels[c].code.clone(), atp, published)
+                    })
+                    .collect();
+                (sku.clone(), per_channel)
+            })
+            .collect()
+    }
+
     /// Ledger lines after `after_id` (of one SKU or all), oldest first.
     pub async fn ledger(
         &self,

@@ -425,6 +425,7 @@ async fn malformed_rules_are_invalid_argument() {
             .delete_rule(pb::DeleteRuleRequest {
                 channel: "shopify".into(),
                 sku: "TEE".into(),
+                ..Default::default()
             })
             .await
     })

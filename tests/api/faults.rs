@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use stockpool::domain::{ChannelCode, OrderId, Quantity, Reservation, Sku, WarehouseCode};
 use stockpool::engine::{Engine, EngineError, ManualClock, ReserveCmd, SetCmd, SystemClock};
-use stockpool::store::{LedgerRow, Op, PoolRow, Snapshot, SqliteStore, Store, StoreError};
+use stockpool::store::{
+    ChannelEvent, LedgerRow, Op, PoolRow, RuleChange, Snapshot, SqliteStore, Store, StoreError,
+};
 
 /// A store whose commits fail while `failing` is set, and wait while the
 /// test holds `gate`.
@@ -42,6 +44,22 @@ impl Store for Flaky {
         o: &OrderId,
     ) -> Result<Option<Reservation>, StoreError> {
         self.inner.load_reservation(c, o).await
+    }
+    async fn rule_history(
+        &self,
+        c: &ChannelCode,
+        s: Option<&Sku>,
+        all: bool,
+    ) -> Result<Vec<RuleChange>, StoreError> {
+        self.inner.rule_history(c, s, all).await
+    }
+    async fn channel_events(
+        &self,
+        c: &ChannelCode,
+        after: u64,
+        limit: i64,
+    ) -> Result<Vec<ChannelEvent>, StoreError> {
+        self.inner.channel_events(c, after, limit).await
     }
     async fn ledger(
         &self,

@@ -7,3 +7,4 @@ mod helpers;
 mod lifecycle;
 mod load;
 mod service;
+mod watch;

@@ -1,0 +1,325 @@
+//! What each channel is told it can sell, and telling it.
+//!
+//! The engine announces the SKUs each commit touched. The publisher
+//! recomputes their published figure for every channel, keeps only those
+//! that differ from what the channel was last told, numbers them per channel
+//! (`seq`, without gaps), stores them (so sequence numbers and resumption
+//! survive restarts) and only then hands them to watchers. Each watcher has
+//! a pending map with the newest event per SKU: a watcher that stops reading
+//! never blocks anyone, and when it reads again it gets the latest level of
+//! each SKU, in sequence order, never a stale one last. The publisher never
+//! changes stock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::domain::{ChannelCode, Sku};
+use crate::engine::{Changed, Engine};
+use crate::store::{ChannelEvent, Op};
+
+/// Why a watch cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("\"{0}\" is not a declared channel")]
+    UnknownChannel(ChannelCode),
+    #[error("after_seq {after} is ahead of channel {channel}'s last seq {last}; resume with at most {last}, or 0 for a full snapshot")]
+    AheadOfLog {
+        channel: ChannelCode,
+        after: u64,
+        last: u64,
+    },
+}
+
+/// The publisher. Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    state: Mutex<State>,
+    stop: watch::Receiver<bool>,
+}
+
+#[derive(Default)]
+struct State {
+    channels: HashMap<ChannelCode, ChannelLog>,
+    /// Feeds of every stored event batch (the Redis mirror).
+    feeds: Vec<mpsc::UnboundedSender<Arc<Vec<ChannelEvent>>>>,
+}
+
+/// One channel's published levels.
+#[derive(Default)]
+struct ChannelLog {
+    /// Highest seq stored.
+    seq: u64,
+    /// What the channel was last told, per SKU.
+    last: HashMap<Sku, ChannelEvent>,
+    watchers: Vec<Weak<Slot>>,
+}
+
+/// One watcher's mailbox: the newest undelivered event per SKU.
+#[derive(Default)]
+struct Slot {
+    pending: Mutex<HashMap<Sku, ChannelEvent>>,
+    notify: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Publisher {
+    /// Starts publishing the engine's committed changes until `stop` turns
+    /// true. The first pass looks at every SKU, so levels that moved while
+    /// the service was down (or a rule in the config) go out at start.
+    pub fn start(engine: Engine, stop: watch::Receiver<bool>) -> (Publisher, JoinHandle<()>) {
+        let (changes, stored) = engine.subscribe();
+        let mut state = State::default();
+        for e in stored {
+            let log = state.channels.entry(e.channel.clone()).or_default();
+            log.seq = log.seq.max(e.seq);
+            log.last.insert(e.sku.clone(), e);
+        }
+        let inner = Arc::new(Inner {
+            engine,
+            state: Mutex::new(state),
+            stop,
+        });
+        let task = tokio::spawn(run(inner.clone(), changes));
+        (Publisher { inner }, task)
+    }
+
+    /// A feed of every batch of events once stored, in order.
+    pub fn feed(&self) -> mpsc::UnboundedReceiver<Arc<Vec<ChannelEvent>>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.inner.state).feeds.push(tx);
+        rx
+    }
+
+    /// What every channel was last told, per SKU (the Redis resync).
+    pub fn current(&self) -> Vec<ChannelEvent> {
+        lock(&self.inner.state)
+            .channels
+            .values()
+            .flat_map(|l| l.last.values().cloned())
+            .collect()
+    }
+
+    /// Starts a watch of `channel`: with `after_seq` 0 the current level of
+    /// every SKU first, else the newest level of every SKU that changed after
+    /// that seq; then live changes.
+    pub fn watch(&self, channel: &ChannelCode, after_seq: u64) -> Result<Watch, WatchError> {
+        if self.inner.engine.catalog().channel_index(channel).is_none() {
+            return Err(WatchError::UnknownChannel(channel.clone()));
+        }
+        let slot = Arc::new(Slot::default());
+        {
+            let mut state = lock(&self.inner.state);
+            let log = state.channels.entry(channel.clone()).or_default();
+            if after_seq > log.seq {
+                return Err(WatchError::AheadOfLog {
+                    channel: channel.clone(),
+                    after: after_seq,
+                    last: log.seq,
+                });
+            }
+            let mut pending = lock(&slot.pending);
+            for e in log.last.values().filter(|e| e.seq > after_seq) {
+                pending.insert(e.sku.clone(), e.clone());
+            }
+            log.watchers.push(Arc::downgrade(&slot));
+        }
+        slot.notify.notify_one();
+        crate::telemetry::watchers(channel, 1);
+        Ok(Watch {
+            slot,
+            channel: channel.clone(),
+            last_sent: after_seq,
+            stop: self.inner.stop.clone(),
+        })
+    }
+}
+
+/// One watcher's end: yields batches of events in seq order.
+pub struct Watch {
+    slot: Arc<Slot>,
+    channel: ChannelCode,
+    last_sent: u64,
+    stop: watch::Receiver<bool>,
+}
+
+impl Watch {
+    /// The next events, oldest first, each SKU at most once and at its
+    /// newest level; None once the service stops.
+    pub async fn next(&mut self) -> Option<Vec<ChannelEvent>> {
+        loop {
+            let mut batch: Vec<ChannelEvent> =
+                lock(&self.slot.pending).drain().map(|(_, e)| e).collect();
+            batch.retain(|e| e.seq > self.last_sent);
+            if !batch.is_empty() {
+                batch.sort_by_key(|e| e.seq);
+                self.last_sent = batch.last().map_or(self.last_sent, |e| e.seq);
+                return Some(batch);
+            }
+            if *self.stop.borrow() {
+                return None;
+            }
+            tokio::select! {
+                _ = self.slot.notify.notified() => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        crate::telemetry::watchers(&self.channel, -1);
+    }
+}
+
+/// What is waiting to be recomputed.
+#[derive(Default)]
+struct Pending {
+    all: bool,
+    skus: HashSet<Sku>,
+}
+
+impl Pending {
+    fn add(&mut self, c: Changed) {
+        match c {
+            Changed::All => self.all = true,
+            Changed::Skus(skus) if !self.all => self.skus.extend(skus),
+            Changed::Skus(_) => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.skus.is_empty()
+    }
+}
+
+async fn run(inner: Arc<Inner>, mut changes: mpsc::UnboundedReceiver<Changed>) {
+    let mut stop = inner.stop.clone();
+    let mut pending = Pending {
+        all: true,
+        skus: HashSet::new(),
+    };
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        while let Ok(c) = changes.try_recv() {
+            pending.add(c);
+        }
+        if pending.is_empty() {
+            tokio::select! {
+                c = changes.recv() => match c {
+                    Some(c) => pending.add(c),
+                    None => return,
+                },
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        let work = std::mem::take(&mut pending);
+        let skus: Vec<Sku> = if work.all {
+            inner.engine.skus()
+        } else {
+            work.skus.iter().cloned().collect()
+        };
+        let events = diff(&inner, &skus);
+        if events.is_empty() {
+            continue;
+        }
+        let events = Arc::new(events);
+        match inner
+            .engine
+            .record(vec![Op::ChannelEvents(events.to_vec())])
+            .wait()
+            .await
+        {
+            Ok(()) => {
+                deliver(&inner, &events);
+                backoff = Duration::from_millis(50);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not store channel events; retrying");
+                pending.add(if work.all {
+                    Changed::All
+                } else {
+                    Changed::Skus(skus)
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// The events `skus` call for: every (channel, SKU) whose published figure
+/// differs from what the channel was last told (or was never told), with
+/// the next seqs of each channel. Nothing is recorded yet.
+fn diff(inner: &Inner, skus: &[Sku]) -> Vec<ChannelEvent> {
+    let levels = inner.engine.levels(skus);
+    let at_ms = inner.engine.now();
+    let state = lock(&inner.state);
+    let mut next_seq: HashMap<&ChannelCode, u64> = HashMap::new();
+    let mut out = Vec::new();
+    for (sku, per_channel) in &levels {
+        for (channel, atp, published) in per_channel {
+            let log = state.channels.get(channel);
+            if log
+                .and_then(|l| l.last.get(sku))
+                .is_some_and(|e| e.published == *published)
+            {
+                continue;
+            }
+            let seq = next_seq
+                .entry(channel)
+                .or_insert_with(|| log.map_or(0, |l| l.seq));
+            *seq += 1;
+            out.push(ChannelEvent {
+                channel: channel.clone(),
+                seq: *seq,
+                sku: sku.clone(),
+                published: *published,
+                atp: *atp,
+                at_ms,
+            });
+        }
+    }
+    out
+}
+
+/// Records stored events as what each channel was told, and hands them to
+/// its watchers and the feeds.
+fn deliver(inner: &Inner, events: &Arc<Vec<ChannelEvent>>) {
+    let mut state = lock(&inner.state);
+    state.feeds.retain(|f| f.send(events.clone()).is_ok());
+    let mut touched: HashSet<ChannelCode> = HashSet::new();
+    for e in events.iter() {
+        let log = state.channels.entry(e.channel.clone()).or_default();
+        log.seq = log.seq.max(e.seq);
+        log.last.insert(e.sku.clone(), e.clone());
+        log.watchers.retain(|w| w.strong_count() > 0);
+        for w in log.watchers.iter().filter_map(Weak::upgrade) {
+            lock(&w.pending).insert(e.sku.clone(), e.clone());
+        }
+        touched.insert(e.channel.clone());
+    }
+    for channel in touched {
+        if let Some(log) = state.channels.get(&channel) {
+            for w in log.watchers.iter().filter_map(Weak::upgrade) {
+                w.notify.notify_one();
+            }
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! Channel stock streams, rule history and the rule dry run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stockpool::api::pb;
+use stockpool::domain::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode};
+use stockpool::engine::{Engine, ReserveCmd, SetCmd, SystemClock};
+use stockpool::publish::Publisher;
+use stockpool::store::SqliteStore;
+use tonic::Streaming;
+
+use crate::helpers::{seed, spawn_app, TestApp};
+
+async fn watch(
+    app: &mut TestApp,
+    channel: &str,
+    after_seq: u64,
+) -> Streaming<pb::ChannelStockUpdate> {
+    app.inventory
+        .watch_channel_stock(pb::WatchChannelStockRequest {
+            channel: channel.into(),
+            after_seq,
+        })
+        .await
+        .expect("watch starts")
+        .into_inner()
+}
+
+/// Reads updates until `until` holds for what was read, or fails after 10s.
+async fn read_until(
+    stream: &mut Streaming<pb::ChannelStockUpdate>,
+    until: impl Fn(&[pb::ChannelStockUpdate]) -> bool,
+) -> Vec<pb::ChannelStockUpdate> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !until(&got) {
+        let next = tokio::time::timeout_at(deadline, stream.message()).await;
+        match next {
+            Ok(Ok(Some(u))) => got.push(u),
+            other => panic!("stream ended or timed out after {got:?}: {other:?}"),
+        }
+    }
+    got
+}
+
+/// Nothing more arrives within a short while.
+async fn quiet(stream: &mut Streaming<pb::ChannelStockUpdate>) {
+    let more = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+    assert!(more.is_err(), "unexpected update: {more:?}");
+}
+
+fn latest(updates: &[pb::ChannelStockUpdate], sku: &str) -> Option<i64> {
+    updates
+        .iter()
+        .rev()
+        .find(|u| u.sku == sku)
+        .map(|u| u.published)
+}
+
+#[tokio::test]
+async fn a_watcher_gets_every_level_first_then_each_change_once_committed() {
+    let mut app = spawn_app().await;
+    app.set_stock("TEE", "WH-WEST", 10).await;
+    app.set_stock("CAP", "WH-WEST", 4).await;
+    let mut stream = watch(&mut app, "shopify", 0).await;
+    let first = read_until(&mut stream, |u| {
+        latest(u, "TEE") == Some(10) && latest(u, "CAP") == Some(4)
+    })
+    .await;
+    assert!(
+        first.windows(2).all(|w| w[0].seq < w[1].seq),
+        "seqs grow: {first:?}"
+    );
+
+    app.reserve("shopify", "w-1", &[("TEE", 3)], 0)
+        .await
+        .unwrap();
+    let next = read_until(&mut stream, |u| !u.is_empty()).await;
+    assert_eq!(
+        (next[0].sku.as_str(), next[0].published, next[0].atp),
+        ("TEE", 7, 7)
+    );
+    assert!(next[0].seq > first.last().unwrap().seq);
+
+    app.reserve("shopify", "w-1", &[("TEE", 3)], 0)
+        .await
+        .unwrap();
+    quiet(&mut stream).await;
+}
+
+#[tokio::test]
+async fn a_watcher_that_reconnects_with_its_last_seq_misses_nothing_and_gets_nothing_twice() {
+    let mut app = spawn_app().await;
+    for sku in ["A", "B", "C"] {
+        app.set_stock(sku, "WH-WEST", 10).await;
+    }
+    let mut stream = watch(&mut app, "shopify", 0).await;
+    let seen = read_until(&mut stream, |u| {
+        ["A", "B", "C"].iter().all(|s| latest(u, s) == Some(10))
+    })
+    .await;
+    let last_seq = seen.last().unwrap().seq;
+    drop(stream);
+
+    app.reserve("shopify", "r-1", &[("A", 1)], 0).await.unwrap();
+    app.reserve("shopify", "r-2", &[("C", 2)], 0).await.unwrap();
+    app.reserve("shopify", "r-3", &[("A", 1)], 0).await.unwrap();
+
+    let mut resumed = watch(&mut app, "shopify", last_seq).await;
+    let got = read_until(&mut resumed, |u| {
+        latest(u, "A") == Some(8) && latest(u, "C") == Some(8)
+    })
+    .await;
+    assert!(
+        got.iter().all(|u| u.seq > last_seq),
+        "nothing at or before the resume point: {got:?}"
+    );
+    assert!(
+        got.iter().all(|u| u.sku != "B"),
+        "B did not change: {got:?}"
+    );
+    quiet(&mut resumed).await;
+}
+
+#[tokio::test]
+async fn sequence_numbers_and_resumption_survive_a_restart() {
+    let mut app = spawn_app().await;
+    app.set_stock("A", "WH-WEST", 10).await;
+    let mut stream = watch(&mut app, "shopify", 0).await;
+    let seen = read_until(&mut stream, |u| latest(u, "A") == Some(10)).await;
+    let last_seq = seen.last().unwrap().seq;
+    drop(stream);
+    app.reserve("shopify", "before-restart", &[("A", 4)], 0)
+        .await
+        .unwrap();
+    // Let the change be published (stored) before stopping.
+    let mut probe = watch(&mut app, "shopify", last_seq).await;
+    let stored = read_until(&mut probe, |u| latest(u, "A") == Some(6)).await;
+    drop(probe);
+
+    app.restart().await;
+
+    let mut resumed = watch(&mut app, "shopify", last_seq).await;
+    let got = read_until(&mut resumed, |u| latest(u, "A") == Some(6)).await;
+    assert_eq!(
+        got, stored,
+        "the same events, with the same seqs, after the restart"
+    );
+    app.reserve("shopify", "after-restart", &[("A", 1)], 0)
+        .await
+        .unwrap();
+    let next = read_until(&mut resumed, |u| !u.is_empty()).await;
+    assert!(
+        next[0].seq > stored.last().unwrap().seq,
+        "seqs keep growing across restarts"
+    );
+    assert_eq!(next[0].published, 5);
+}
+
+#[tokio::test]
+async fn resuming_ahead_of_the_log_is_out_of_range_and_an_unknown_channel_is_invalid() {
+    let mut app = spawn_app().await;
+    let err = app
+        .inventory
+        .watch_channel_stock(pb::WatchChannelStockRequest {
+            channel: "shopify".into(),
+            after_seq: 999,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange);
+    assert!(
+        err.message().contains("after_seq 999 is ahead"),
+        "{}",
+        err.message()
+    );
+    let err = app
+        .inventory
+        .watch_channel_stock(pb::WatchChannelStockRequest {
+            channel: "ebay".into(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_gets_the_latest_level_per_sku_and_blocks_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let engine = Engine::open(store, seed(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (publisher, _task) = Publisher::start(engine.clone(), stop);
+    let sku = |s: &str| Sku::parse(s).unwrap();
+    for s in ["HOT", "COLD"] {
+        engine
+            .set_stock(SetCmd {
+                sku: sku(s),
+                warehouse: WarehouseCode::parse("WH-WEST").unwrap(),
+                on_hand: 100,
+                reason: String::new(),
+                expected_version: None,
+                movement_id: None,
+            })
+            .await
+            .unwrap();
+    }
+    let mut slow = publisher
+        .watch(&ChannelCode::parse("shopify").unwrap(), 0)
+        .unwrap();
+
+    for i in 0..60 {
+        let cmd = ReserveCmd {
+            channel: ChannelCode::parse("shopify").unwrap(),
+            order_id: OrderId::parse(format!("o-{i}")).unwrap(),
+            lines: vec![(sku("HOT"), Quantity::parse("q", 1).unwrap())],
+            hold_seconds: 0,
+        };
+        engine
+            .reserve(cmd)
+            .await
+            .expect("a watcher that does not read never blocks a reservation");
+    }
+    // Let the publisher catch up with the last commit.
+    let current = publisher.current();
+    let mut waited = 0;
+    while !publisher
+        .current()
+        .iter()
+        .any(|e| e.channel.as_str() == "shopify" && e.sku.as_str() == "HOT" && e.published == 40)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+        assert!(waited < 500, "publisher never caught up: {current:?}");
+    }
+
+    let batch = slow.next().await.unwrap();
+    let hot: Vec<_> = batch.iter().filter(|e| e.sku.as_str() == "HOT").collect();
+    assert_eq!(hot.len(), 1, "coalesced to one level per SKU: {batch:?}");
+    assert_eq!(hot[0].published, 40, "the latest level, not a stale one");
+    assert!(batch
+        .iter()
+        .any(|e| e.sku.as_str() == "COLD" && e.published == 100));
+    assert!(
+        batch.windows(2).all(|w| w[0].seq < w[1].seq),
+        "in seq order: {batch:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rule_change_republishes_exactly_the_skus_whose_figure_it_changes() {
+    let mut app = spawn_app().await;
+    app.set_stock("BIG", "WH-WEST", 100).await;
+    app.set_stock("SMALL", "WH-WEST", 3).await;
+    let mut stream = watch(&mut app, "amazon", 0).await;
+    // amazon: 60% less 5 -> BIG 55, SMALL 0.
+    read_until(&mut stream, |u| {
+        latest(u, "BIG") == Some(55) && latest(u, "SMALL") == Some(0)
+    })
+    .await;
+
+    let rule = pb::Rule {
+        channel: "amazon".into(),
+        share_percent: Some(50),
+        buffer: Some(5),
+        ..Default::default()
+    };
+    app.admin
+        .put_rule(pb::PutRuleRequest {
+            rule: Some(rule),
+            changed_by: "ana".into(),
+            comment: "halve".into(),
+        })
+        .await
+        .unwrap();
+
+    let got = read_until(&mut stream, |u| latest(u, "BIG") == Some(45)).await;
+    assert_eq!(got.len(), 1, "SMALL stays 0 and is not re-sent: {got:?}");
+    quiet(&mut stream).await;
+}
+
+#[tokio::test]
+async fn simulate_equals_apply_then_read_and_applies_nothing() {
+    let mut app = spawn_app().await;
+    let stock = [("A", 100), ("B", 30), ("C", 7), ("D", 0)];
+    for (sku, q) in stock {
+        if q > 0 {
+            app.set_stock(sku, "WH-WEST", q).await;
+            app.set_stock(sku, "WH-CENTRAL", q / 2).await;
+        }
+    }
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.to_string()).collect();
+    let read = |items: Vec<pb::ChannelAvailability>| -> HashMap<(String, String), (i64, i64)> {
+        items
+            .into_iter()
+            .map(|i| ((i.sku, i.channel), (i.atp, i.published)))
+            .collect()
+    };
+    let request = pb::GetAvailabilityRequest {
+        skus: skus.clone(),
+        channel: String::new(),
+    };
+    let before = read(
+        app.inventory
+            .get_availability(request.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .items,
+    );
+    let proposed = vec![
+        pb::Rule {
+            channel: "amazon".into(),
+            share_percent: Some(30),
+            ..Default::default()
+        },
+        pb::Rule {
+            channel: "b2b".into(),
+            sku: "B".into(),
+            fence: Some(20),
+            ..Default::default()
+        },
+        pb::Rule {
+            channel: "shopify".into(),
+            sku: "C".into(),
+            max_published: Some(5),
+            ..Default::default()
+        },
+    ];
+
+    let simulated = app
+        .admin
+        .simulate_rules(pb::SimulateRulesRequest {
+            proposed: proposed.clone(),
+            skus: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .changes;
+    assert_eq!(
+        read(
+            app.inventory
+                .get_availability(request.clone())
+                .await
+                .unwrap()
+                .into_inner()
+                .items
+        ),
+        before,
+        "nothing applied"
+    );
+
+    for rule in proposed {
+        app.admin
+            .put_rule(pb::PutRuleRequest {
+                rule: Some(rule),
+                changed_by: "t".into(),
+                comment: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let after = read(
+        app.inventory
+            .get_availability(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .items,
+    );
+    let mut expected: Vec<(String, String, i64, i64, i64, i64)> = after
+        .iter()
+        .filter(|(k, v)| before[*k] != **v)
+        .map(|((sku, ch), (atp, p))| {
+            (
+                sku.clone(),
+                ch.clone(),
+                before[&(sku.clone(), ch.clone())].0,
+                *atp,
+                before[&(sku.clone(), ch.clone())].1,
+                *p,
+            )
+        })
+        .collect();
+    let mut got: Vec<_> = simulated
+        .into_iter()
+        .map(|c| {
+            (
+                c.sku,
+                c.channel,
+                c.atp_before,
+                c.atp_after,
+                c.published_before,
+                c.published_after,
+            )
+        })
+        .collect();
+    expected.sort();
+    got.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn rule_history_records_who_when_before_after_and_why() {
+    let mut app = spawn_app().await;
+    let put = |share: u32, comment: &str| pb::PutRuleRequest {
+        rule: Some(pb::Rule {
+            channel: "shopify".into(),
+            sku: "TEE".into(),
+            share_percent: Some(share),
+            ..Default::default()
+        }),
+        changed_by: "ana".into(),
+        comment: comment.into(),
+    };
+    app.admin.put_rule(put(80, "launch")).await.unwrap();
+    app.admin.put_rule(put(50, "low stock")).await.unwrap();
+    app.admin
+        .delete_rule(pb::DeleteRuleRequest {
+            channel: "shopify".into(),
+            sku: "TEE".into(),
+            changed_by: "ben".into(),
+            comment: "back to default".into(),
+        })
+        .await
+        .unwrap();
+
+    let history = app
+        .admin
+        .rule_history(pb::RuleHistoryRequest {
+            channel: "shopify".into(),
+            sku: "TEE".into(),
+            all_skus: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .changes;
+    let summary: Vec<(String, Option<u32>, Option<u32>, String)> = history
+        .iter()
+        .map(|c| {
+            (
+                c.changed_by.clone(),
+                c.before.as_ref().and_then(|r| r.share_percent),
+                c.after.as_ref().and_then(|r| r.share_percent),
+                c.comment.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("ana".into(), None, Some(80), "launch".into()),
+            ("ana".into(), Some(80), Some(50), "low stock".into()),
+            ("ben".into(), Some(50), None, "back to default".into()),
+        ]
+    );
+    assert!(history[0].before.is_none() && history[2].after.is_none());
+    assert!(history.windows(2).all(|w| w[0].at_ms <= w[1].at_ms) && history[0].at_ms > 0);
+}
