@@ -49,8 +49,17 @@ struct Inner {
 #[derive(Default)]
 struct State {
     channels: HashMap<ChannelCode, ChannelLog>,
-    /// Feeds of every stored event batch (the Redis mirror).
-    feeds: Vec<mpsc::UnboundedSender<Arc<Vec<ChannelEvent>>>>,
+    /// Feeds of every pass: the Redis mirror.
+    feeds: Vec<mpsc::UnboundedSender<Arc<Published>>>,
+}
+
+/// One pass of the publisher, as mirrors see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The SKUs whose pools changed (recomputed in this pass).
+    pub skus: Vec<Sku>,
+    /// The level changes this pass stored, in seq order per channel.
+    pub events: Vec<ChannelEvent>,
 }
 
 /// One channel's published levels.
@@ -95,8 +104,8 @@ impl Publisher {
         (Publisher { inner }, task)
     }
 
-    /// A feed of every batch of events once stored, in order.
-    pub fn feed(&self) -> mpsc::UnboundedReceiver<Arc<Vec<ChannelEvent>>> {
+    /// A feed of every pass once its events are stored, in order.
+    pub fn feed(&self) -> mpsc::UnboundedReceiver<Arc<Published>> {
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.inner.state).feeds.push(tx);
         rx
@@ -233,18 +242,18 @@ async fn run(inner: Arc<Inner>, mut changes: mpsc::UnboundedReceiver<Changed>) {
             work.skus.iter().cloned().collect()
         };
         let events = diff(&inner, &skus);
-        if events.is_empty() {
-            continue;
-        }
-        let events = Arc::new(events);
-        match inner
-            .engine
-            .record(vec![Op::ChannelEvents(events.to_vec())])
-            .wait()
-            .await
-        {
+        let stored = if events.is_empty() {
+            Ok(())
+        } else {
+            inner
+                .engine
+                .record(vec![Op::ChannelEvents(events.clone())])
+                .wait()
+                .await
+        };
+        match stored {
             Ok(()) => {
-                deliver(&inner, &events);
+                deliver(&inner, Published { skus, events });
                 backoff = Duration::from_millis(50);
             }
             Err(e) => {
@@ -301,11 +310,12 @@ fn diff(inner: &Inner, skus: &[Sku]) -> Vec<ChannelEvent> {
 
 /// Records stored events as what each channel was told, and hands them to
 /// its watchers and the feeds.
-fn deliver(inner: &Inner, events: &Arc<Vec<ChannelEvent>>) {
+fn deliver(inner: &Inner, pass: Published) {
+    let pass = Arc::new(pass);
     let mut state = lock(&inner.state);
-    state.feeds.retain(|f| f.send(events.clone()).is_ok());
+    state.feeds.retain(|f| f.send(pass.clone()).is_ok());
     let mut touched: HashSet<ChannelCode> = HashSet::new();
-    for e in events.iter() {
+    for e in pass.events.iter() {
         let log = state.channels.entry(e.channel.clone()).or_default();
         log.seq = log.seq.max(e.seq);
         log.last.insert(e.sku.clone(), e.clone());
