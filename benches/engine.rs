@@ -6,114 +6,24 @@
 //!
 //! `cargo bench --bench engine`
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use stockpool::domain::{
-    ChannelCode, OrderId, Quantity, Reservation, Rule, Sku, Warehouse, WarehouseCode,
-};
-use stockpool::engine::{Engine, ReserveCmd, Seed, SetCmd, SystemClock};
-use stockpool::store::{LedgerRow, Op, PoolRow, Snapshot, SqliteStore, Store, StoreError};
+use stockpool::domain::{ChannelCode, OrderId, Quantity, Sku};
+use stockpool::engine::{Engine, ReserveCmd};
+use stockpool::store::{SqliteStore, Store};
 
 const CALLERS: u64 = 16;
 const CHANNELS: [&str; 3] = ["shopify", "amazon", "b2b"];
 
-/// Commits instantly and keeps nothing: isolates the engine's own cost.
-struct NullStore;
-
-#[async_trait]
-impl Store for NullStore {
-    async fn load(&self) -> Result<Snapshot, StoreError> {
-        Ok(Snapshot::default())
-    }
-    async fn commit(&self, _ops: &[Op]) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn load_pools(&self, _skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
-        Ok(Vec::new())
-    }
-    async fn load_reservation(
-        &self,
-        _c: &ChannelCode,
-        _o: &OrderId,
-    ) -> Result<Option<Reservation>, StoreError> {
-        Ok(None)
-    }
-    async fn ledger(
-        &self,
-        _s: Option<&Sku>,
-        _a: i64,
-        _l: i64,
-    ) -> Result<Vec<LedgerRow>, StoreError> {
-        Ok(Vec::new())
-    }
-}
-
-fn seed() -> Seed {
-    let wh = |c: &str| WarehouseCode::parse(c).unwrap();
-    Seed {
-        warehouses: ["WH-EAST", "WH-WEST", "WH-CENTRAL"]
-            .iter()
-            .map(|c| Warehouse {
-                code: wh(c),
-                name: c.to_string(),
-            })
-            .collect(),
-        channels: Vec::new(),
-        rules: vec![
-            Rule {
-                channel: Some(ChannelCode::parse("b2b").unwrap()),
-                warehouses: vec![wh("WH-CENTRAL"), wh("WH-EAST")],
-                fence: Some(100),
-                ..Rule::default()
-            },
-            Rule {
-                channel: Some(ChannelCode::parse("amazon").unwrap()),
-                share_percent: Some(60),
-                buffer: Some(5),
-                ..Rule::default()
-            },
-        ],
-    }
-}
-
 /// An engine whose `skus` SKUs each hold plenty in every warehouse.
 fn engine(rt: &tokio::runtime::Runtime, store: Arc<dyn Store>, skus: usize) -> Engine {
-    rt.block_on(async {
-        let engine = Engine::open(store, seed(), Arc::new(SystemClock))
-            .await
-            .unwrap();
-        // Concurrent counts, so group commit batches them.
-        let tasks: Vec<_> = (0..64)
-            .map(|t| {
-                let engine = engine.clone();
-                tokio::spawn(async move {
-                    for i in (t..skus).step_by(64) {
-                        for w in ["WH-EAST", "WH-WEST", "WH-CENTRAL"] {
-                            engine
-                                .set_stock(SetCmd {
-                                    sku: Sku::parse(format!("SKU-{i}")).unwrap(),
-                                    warehouse: WarehouseCode::parse(w).unwrap(),
-                                    on_hand: 1_000_000_000,
-                                    reason: String::new(),
-                                    expected_version: None,
-                                    movement_id: None,
-                                })
-                                .await
-                                .unwrap();
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        engine
-    })
+    rt.block_on(support::stocked_engine(store, skus, 1_000_000_000))
 }
 
 /// Runs `iters` one-unit reserves from [`CALLERS`] concurrent tasks.
@@ -171,8 +81,8 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(&str, u64, Arc<dyn Store>)> = vec![
-        ("memory/hot_sku", 1, Arc::new(NullStore)),
-        ("memory/10k_skus", 10_000, Arc::new(NullStore)),
+        ("memory/hot_sku", 1, Arc::new(support::NullStore)),
+        ("memory/10k_skus", 10_000, Arc::new(support::NullStore)),
         (
             "sqlite/hot_sku",
             1,

@@ -1,0 +1,126 @@
+//! Fixtures shared by the benches: a store that commits instantly, the seed
+//! operator's world, and an engine stocked with many SKUs.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use stockpool::domain::{ChannelCode, OrderId, Reservation, Rule, Sku, Warehouse, WarehouseCode};
+use stockpool::engine::{Engine, Seed, SetCmd, SystemClock};
+use stockpool::store::{
+    ChannelEvent, LedgerRow, Op, PoolRow, RuleChange, Snapshot, Store, StoreError,
+};
+
+pub const WAREHOUSES: [&str; 3] = ["WH-EAST", "WH-WEST", "WH-CENTRAL"];
+
+/// Commits instantly and keeps nothing: isolates the engine's own cost.
+pub struct NullStore;
+
+#[async_trait]
+impl Store for NullStore {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+    async fn commit(&self, _ops: &[Op]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn load_pools(&self, _skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn load_reservation(
+        &self,
+        _c: &ChannelCode,
+        _o: &OrderId,
+    ) -> Result<Option<Reservation>, StoreError> {
+        Ok(None)
+    }
+    async fn rule_history(
+        &self,
+        _c: &ChannelCode,
+        _s: Option<&Sku>,
+        _all: bool,
+    ) -> Result<Vec<RuleChange>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn channel_events(
+        &self,
+        _c: &ChannelCode,
+        _after: u64,
+        _limit: i64,
+    ) -> Result<Vec<ChannelEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn ledger(
+        &self,
+        _s: Option<&Sku>,
+        _a: i64,
+        _l: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Three warehouses; b2b fences 100 over WH-CENTRAL then WH-EAST; amazon is
+/// shown 60% less a buffer of 5.
+pub fn seed() -> Seed {
+    let wh = |c: &str| WarehouseCode::parse(c).unwrap();
+    Seed {
+        warehouses: WAREHOUSES
+            .iter()
+            .map(|c| Warehouse {
+                code: wh(c),
+                name: c.to_string(),
+            })
+            .collect(),
+        channels: Vec::new(),
+        rules: vec![
+            Rule {
+                channel: Some(ChannelCode::parse("b2b").unwrap()),
+                warehouses: vec![wh("WH-CENTRAL"), wh("WH-EAST")],
+                fence: Some(100),
+                ..Rule::default()
+            },
+            Rule {
+                channel: Some(ChannelCode::parse("amazon").unwrap()),
+                share_percent: Some(60),
+                buffer: Some(5),
+                ..Rule::default()
+            },
+        ],
+    }
+}
+
+/// An engine over `store` whose SKUs `SKU-0..skus` each hold `on_hand` in
+/// every warehouse; counts go in concurrently so group commit batches them.
+pub async fn stocked_engine(store: Arc<dyn Store>, skus: usize, on_hand: i64) -> Engine {
+    let engine = Engine::open(store, seed(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for i in (t..skus).step_by(64) {
+                    for w in WAREHOUSES {
+                        engine
+                            .set_stock(SetCmd {
+                                sku: Sku::parse(format!("SKU-{i}")).unwrap(),
+                                warehouse: WarehouseCode::parse(w).unwrap(),
+                                on_hand,
+                                reason: String::new(),
+                                expected_version: None,
+                                movement_id: None,
+                            })
+                            .await
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    engine
+}
