@@ -129,9 +129,8 @@ fn reservation(r: Option<pb::Reservation>) -> anyhow::Result<pb::Reservation> {
 
 pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     // Subcommands the server does not serve yet fail before connecting.
-    match &cli.command {
-        Command::Serve(_) => bail!("serve is not a client subcommand: run it from main"),
-        _ => {}
+    if let Command::Serve(_) = &cli.command {
+        bail!("serve is not a client subcommand: run it from main");
     }
     let conn = Conn::open(&cli.server, cli.token.as_deref()).await?;
     let mut inv = conn.inventory();

@@ -33,7 +33,7 @@ pub use admin::{Seed, SimulatedChange};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
 pub use reservations::{FulfillCmd, ReleaseCmd, ReserveCmd, RestockCmd, Restocked};
-pub use stock::{AdjustCmd, ChannelAvailability, SetCmd, StockLevel};
+pub use stock::{AdjustCmd, ChannelAvailability, Level, SetCmd, StockLevel};
 
 /// A reservation's identity: one order of one channel.
 pub type ResKey = (ChannelCode, OrderId);

@@ -18,6 +18,14 @@ pub struct StockLevel {
     pub pool: Pool,
 }
 
+/// One channel's figures for one SKU, without the explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Level {
+    pub channel: ChannelCode,
+    pub atp: i64,
+    pub published: i64,
+}
+
 /// A channel's availability of one SKU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelAvailability {
@@ -313,7 +321,7 @@ impl Engine {
 
     /// ATP and published figure of every channel for each SKU, without the
     /// explanation: what the publisher compares.
-    pub fn levels(&self, skus: &[Sku]) -> Vec<(Sku, Vec<(ChannelCode, i64, i64)>)> {
+    pub fn levels(&self, skus: &[Sku]) -> Vec<(Sku, Vec<Level>)> {
         let catalog = self.catalog();
         let n = catalog.warehouses.len();
         skus.iter()
@@ -323,7 +331,11 @@ impl Engine {
                 let per_channel = (0..catalog.channels.len())
                     .map(|c| {
                         let (atp, published) = crate::domain::levels(&rules, &pools, c, n);
-                        (catalog.channels[c].code.clone(), atp, published)
+                        Level {
+                            channel: catalog.channels[c].code.clone(),
+                            atp,
+                            published,
+                        }
                     })
                     .collect();
                 (sku.clone(), per_channel)

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::domain::{ChannelCode, Sku};
-use crate::engine::{Changed, Engine};
+use crate::engine::{Changed, Engine, Level};
 use crate::store::{ChannelEvent, Op};
 
 /// Why a watch cannot start.
@@ -283,7 +283,12 @@ fn diff(inner: &Inner, skus: &[Sku]) -> Vec<ChannelEvent> {
     let mut next_seq: HashMap<&ChannelCode, u64> = HashMap::new();
     let mut out = Vec::new();
     for (sku, per_channel) in &levels {
-        for (channel, atp, published) in per_channel {
+        for Level {
+            channel,
+            atp,
+            published,
+        } in per_channel
+        {
             let log = state.channels.get(channel);
             if log
                 .and_then(|l| l.last.get(sku))
