@@ -21,6 +21,8 @@ use crate::domain::{ChannelCode, Sku};
 use crate::engine::{Changed, Engine, Level};
 use crate::store::{ChannelEvent, Op};
 
+pub mod redis;
+
 /// Why a watch cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
