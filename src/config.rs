@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::api::{Role, Tokens};
 use crate::domain::{Channel, ChannelCode, Rule, Warehouse, WarehouseCode};
 use crate::engine::Seed;
+use crate::publish::redis::RedisConfig;
 
 /// Flags of `stockpool serve`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -27,7 +28,8 @@ pub struct ServeArgs {
     /// Database URL; none: an embedded SQLite file in --data-dir.
     #[arg(long, env = "STOCKPOOL_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Redis URL for the mirror and event stream (not yet supported).
+    /// Redis URL (redis://host[:port][/db]) for the mirror of pools and
+    /// published levels and the level-change streams; none: no Redis.
     #[arg(long, env = "STOCKPOOL_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Where the embedded SQLite file lives [default: ./data].
@@ -68,6 +70,10 @@ struct ServerSection {
     http_addr: Option<SocketAddr>,
     database_url: Option<String>,
     redis_url: Option<String>,
+    /// Key prefix in Redis [default: stockpool].
+    redis_prefix: Option<String>,
+    /// Approximate length of each channel stream [default: 100000].
+    redis_stream_maxlen: Option<u64>,
     data_dir: Option<PathBuf>,
     hold_sweep_ms: Option<u64>,
 }
@@ -103,6 +109,8 @@ pub struct Config {
     pub tokens: Tokens,
     /// How often lapsed holds are looked for.
     pub hold_sweep_ms: u64,
+    /// The Redis mirror, when a URL is given.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Config {
@@ -135,11 +143,14 @@ impl Config {
                 url.split('@').next_back().unwrap_or(url)
             ),
         };
-        if args.redis_url.is_some() || s.redis_url.is_some() {
-            anyhow::bail!(
-                "--redis-url: the Redis mirror is not available in this version; leave it unset"
-            );
-        }
+        let redis = match args.redis_url.as_deref().or(s.redis_url.as_deref()) {
+            None | Some("") => None,
+            Some(url) => Some(RedisConfig::resolve(
+                url,
+                s.redis_prefix.clone(),
+                s.redis_stream_maxlen,
+            )?),
+        };
 
         let mut seed = Seed::default();
         for (i, w) in file.warehouses.iter().enumerate() {
@@ -205,6 +216,7 @@ impl Config {
             seed,
             tokens,
             hold_sweep_ms: s.hold_sweep_ms.unwrap_or(500).max(10),
+            redis,
         })
     }
 
@@ -220,6 +232,7 @@ impl Config {
             seed: Seed::default(),
             tokens: Tokens::default(),
             hold_sweep_ms: 50,
+            redis: None,
         }
     }
 }

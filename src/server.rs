@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, StoreConfig};
 use crate::engine::{Engine, SystemClock};
+use crate::publish::redis::RedisMirror;
 use crate::publish::Publisher;
 use crate::store::{SqliteStore, Store};
 
@@ -97,6 +98,15 @@ impl Application {
             stop_rx.clone(),
         ));
         let (publisher, publisher_task) = Publisher::start(engine.clone(), stop_rx.clone());
+        let mirror_task = match config.redis.clone() {
+            Some(redis) => Some(RedisMirror::start(
+                redis,
+                engine.clone(),
+                &publisher,
+                stop_rx.clone(),
+            )?),
+            None => None,
+        };
         let routes = crate::api::routes(engine.clone(), publisher, config.tokens.clone()).await?;
         let grpc_addr = grpc.local_addr()?;
         let grpc_task = tokio::spawn(
@@ -124,6 +134,9 @@ impl Application {
         let http_result = http_task.await.context("HTTP server task")?;
         let _ = sweeper.await;
         let _ = publisher_task.await;
+        if let Some(mirror) = mirror_task {
+            let _ = mirror.await;
+        }
         grpc_result.context("gRPC server")?;
         http_result.context("HTTP server")?;
         tracing::info!("stopped");
