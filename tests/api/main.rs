@@ -6,5 +6,6 @@ mod faults;
 mod helpers;
 mod lifecycle;
 mod load;
+mod redis;
 mod service;
 mod watch;
