@@ -26,8 +26,9 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/stockpool_descriptor.bin"));
 }
 
-/// Every gRPC service: Inventory, Admin, health and reflection. Health
-/// reports SERVING once built (the engine has loaded its state by then).
+/// Every gRPC service: Inventory, Admin, health and reflection, each call
+/// counted and timed by [`crate::telemetry::track_rpc`]. Health reports
+/// SERVING once built (the engine has loaded its state by then).
 pub async fn routes(engine: Engine, tokens: Tokens) -> anyhow::Result<Routes> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -52,5 +53,10 @@ pub async fn routes(engine: Engine, tokens: Tokens) -> anyhow::Result<Routes> {
             engine,
             tokens,
         }));
+    let routes = Routes::from(
+        routes
+            .into_axum_router()
+            .layer(axum::middleware::from_fn(crate::telemetry::track_rpc)),
+    );
     Ok(routes)
 }

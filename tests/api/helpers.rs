@@ -10,6 +10,7 @@ use stockpool::domain::{Channel, ChannelCode, Rule, Warehouse, WarehouseCode};
 use stockpool::engine::{Engine, Seed};
 use stockpool::server::Application;
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel as GrpcChannel;
@@ -228,4 +229,18 @@ pub fn line_at(sku: &str, quantity: i64, warehouse: &str) -> pb::Line {
         quantity,
         warehouse: warehouse.into(),
     }
+}
+
+/// A raw HTTP/1.1 GET on the side port: the whole response, status line
+/// and headers included.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
 }

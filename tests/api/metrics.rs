@@ -1,0 +1,216 @@
+//! Observability: `/metrics` after real traffic (`promtool` accepts it,
+//! reservations and RPCs are labelled as dashboards expect).
+//!
+//! Every server in this binary shares the process's one recorder, so these
+//! tests assert that series exist and counters reached what their own
+//! traffic adds, never exact values.
+
+use stockpool::api::pb;
+
+use crate::helpers::{http_get, spawn_app, TestApp};
+
+/// Traffic that makes every kind of series appear: a count, an accepted
+/// reservation, its replay, a rejected one, and a lookup that fails.
+async fn serve_some_traffic(app: &mut TestApp) {
+    app.set_stock("MUG", "WH-WEST", 10).await;
+    app.reserve("shopify", "m-1", &[("MUG", 2)], 0)
+        .await
+        .expect("fits");
+    let again = app
+        .reserve("shopify", "m-1", &[("MUG", 2)], 0)
+        .await
+        .expect("replay");
+    assert!(again.replayed);
+    let refused = app
+        .reserve("shopify", "m-2", &[("MUG", 1_000)], 0)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    let missing = app
+        .inventory
+        .get_reservation(pb::GetReservationRequest {
+            channel: "shopify".into(),
+            order_id: "never-reserved".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
+/// The body of a `/metrics` response, after checking it is a 200.
+async fn scrape(app: &TestApp) -> String {
+    let response = http_get(app.http_addr, "/metrics").await;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("an HTTP response with a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body.to_string()
+}
+
+/// One sample line of the text format: name, labels as written, value.
+struct Sample<'a> {
+    name: &'a str,
+    labels: &'a str,
+    value: f64,
+}
+
+fn samples(scrape: &str) -> Vec<Sample<'_>> {
+    scrape
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            Sample {
+                name,
+                labels,
+                value: value.parse().expect("a numeric value"),
+            }
+        })
+        .collect()
+}
+
+/// The value of the sample named `name` carrying every one of `labels`.
+fn value_of(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    samples(scrape)
+        .into_iter()
+        .find(|s| s.name == name && labels.iter().all(|l| s.labels.contains(l)))
+        .map(|s| s.value)
+}
+
+#[tokio::test]
+async fn reservations_are_counted_by_channel_and_outcome() {
+    let mut app = spawn_app().await;
+    serve_some_traffic(&mut app).await;
+    let scrape = scrape(&app).await;
+
+    for outcome in ["accepted", "rejected", "replayed"] {
+        let n = value_of(
+            &scrape,
+            "stockpool_reservations_total",
+            &["channel=\"shopify\"", &format!("outcome=\"{outcome}\"")],
+        );
+        assert!(n >= Some(1.0), "{outcome}: {n:?}");
+    }
+    let b2b = value_of(
+        &scrape,
+        "stockpool_reservations_total",
+        &["channel=\"b2b\"", "outcome=\"rejected\""],
+    );
+    assert!(
+        b2b.is_some(),
+        "a declared channel's series exist before its first reservation"
+    );
+    assert!(value_of(
+        &scrape,
+        "stockpool_published_units",
+        &["channel=\"amazon\""]
+    )
+    .is_some());
+}
+
+#[tokio::test]
+async fn rpc_calls_are_counted_and_timed_by_method_and_the_code_they_ended_with() {
+    let mut app = spawn_app().await;
+    serve_some_traffic(&mut app).await;
+    let scrape = scrape(&app).await;
+
+    // OK travels in the trailers; errors in the headers of a trailers-only
+    // response. Both must be read.
+    for (method, code) in [
+        ("SetStock", "OK"),
+        ("Reserve", "OK"),
+        ("Reserve", "FAILED_PRECONDITION"),
+        ("GetReservation", "NOT_FOUND"),
+    ] {
+        let labels = [format!("method=\"{method}\""), format!("code=\"{code}\"")];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let calls = value_of(&scrape, "stockpool_rpcs_total", &labels);
+        assert!(calls >= Some(1.0), "{method} {code}: {calls:?}");
+        let timed = value_of(&scrape, "stockpool_rpc_duration_seconds_count", &labels);
+        assert!(timed >= Some(1.0), "{method} {code} timed: {timed:?}");
+    }
+    assert!(
+        scrape.contains("stockpool_rpc_duration_seconds_bucket{")
+            && scrape.contains("le=\"0.000025\""),
+        "RPC latency is a histogram whose buckets start at 25 µs"
+    );
+}
+
+#[tokio::test]
+async fn a_path_the_server_does_not_implement_is_labelled_unknown() {
+    let app = spawn_app().await;
+    let channel = tonic::transport::Channel::from_shared(app.grpc_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = "/stockpool.v1.Inventory/NoSuchMethod-3f1c9a"
+        .parse()
+        .unwrap();
+    let err = grpc
+        .unary::<_, (), _>(
+            tonic::Request::new(()),
+            path,
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+
+    let scrape = scrape(&app).await;
+    assert!(
+        !scrape.contains("NoSuchMethod"),
+        "a request path became a label"
+    );
+    let unknown = value_of(
+        &scrape,
+        "stockpool_rpcs_total",
+        &["method=\"unknown\"", "code=\"UNIMPLEMENTED\""],
+    );
+    assert!(unknown >= Some(1.0), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn the_scrape_passes_promtool_check_metrics() {
+    let mut app = spawn_app().await;
+    serve_some_traffic(&mut app).await;
+    let scrape = scrape(&app).await;
+
+    let promtool = std::process::Command::new("promtool")
+        .arg("--version")
+        .output();
+    if promtool.is_err() {
+        let on_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(
+            !on_ci,
+            "promtool is not on PATH: install Debian's `prometheus` package"
+        );
+        eprintln!(
+            "\n!!!!!!!! promtool is not on PATH: `promtool check metrics` was NOT run. \
+             Install it (apt-get install prometheus) to run this check. !!!!!!!!\n"
+        );
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scrape.prom");
+    std::fs::write(&file, &scrape).unwrap();
+    let output = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("promtool runs");
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- scrape ---\n{scrape}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
