@@ -1,13 +1,21 @@
-//! Observability: `/metrics` after real traffic (`promtool` accepts it,
-//! reservations and RPCs are labelled as dashboards expect).
+//! Observability: `/metrics` after real traffic (what the Grafana dashboard
+//! queries is there, `promtool` accepts it, RPCs are labelled by method and
+//! code).
 //!
 //! Every server in this binary shares the process's one recorder, so these
 //! tests assert that series exist and counters reached what their own
 //! traffic adds, never exact values.
 
+use std::collections::BTreeSet;
+
 use stockpool::api::pb;
 
 use crate::helpers::{http_get, spawn_app, TestApp};
+
+const DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/dashboards/grafana/stockpool.json"
+);
 
 /// Traffic that makes every kind of series appear: a count, an accepted
 /// reservation, its replay, a rejected one, and a lookup that fails.
@@ -80,6 +88,79 @@ fn value_of(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .into_iter()
         .find(|s| s.name == name && labels.iter().all(|l| s.labels.contains(l)))
         .map(|s| s.value)
+}
+
+/// Every `stockpool_*` name in every query of the dashboard: panel targets
+/// (rows included) and templating variables.
+fn dashboard_metric_names() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(DASHBOARD).expect("the dashboard file is readable");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    let mut panels: Vec<&serde_json::Value> = dashboard["panels"]
+        .as_array()
+        .expect("the dashboard has panels")
+        .iter()
+        .collect();
+    while let Some(panel) = panels.pop() {
+        if let Some(nested) = panel["panels"].as_array() {
+            panels.extend(nested);
+        }
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.extend(target["expr"].as_str().map(str::to_string));
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        queries.extend(variable["definition"].as_str().map(str::to_string));
+    }
+    assert!(!queries.is_empty(), "the dashboard queries nothing");
+
+    let mut names = BTreeSet::new();
+    for query in &queries {
+        let mut rest = query.as_str();
+        while let Some(at) = rest.find("stockpool_") {
+            let preceded_by_ident = rest[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+            let tail = &rest[at..];
+            let len = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(tail.len());
+            if !preceded_by_ident {
+                names.insert(tail[..len].to_string());
+            }
+            rest = &tail[len..];
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_queries_is_exported_after_traffic() {
+    let mut app = spawn_app().await;
+    serve_some_traffic(&mut app).await;
+    let scrape = scrape(&app).await;
+
+    let exported: BTreeSet<&str> = samples(&scrape).iter().map(|s| s.name).collect();
+    let queried = dashboard_metric_names();
+    assert!(
+        queried.len() >= 15,
+        "the dashboard should chart every area; found only {queried:?}"
+    );
+    // Exact sample names: a `_bucket` query needs a real histogram, which
+    // the scrape only has when buckets were configured (not a summary).
+    let missing: Vec<&String> = queried
+        .iter()
+        .filter(|name| !exported.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics /metrics does not export: {missing:?}\n--- scrape ---\n{scrape}"
+    );
 }
 
 #[tokio::test]
