@@ -1,5 +1,8 @@
 //! The HTTP side port: liveness, readiness and Prometheus metrics for
-//! orchestrators and scrapers. Nothing here changes state.
+//! orchestrators and scrapers. Readiness is defined once here, served at
+//! `/readyz` and mirrored into gRPC health. Nothing here changes state.
+
+use std::time::Duration;
 
 use axum::{
     extract::State,
@@ -9,8 +12,14 @@ use axum::{
     Router,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
 use crate::engine::Engine;
+
+/// How often gRPC health re-reads readiness.
+const HEALTH_POLL: Duration = Duration::from_millis(500);
 
 /// What the handlers need: the engine to observe and the recorder to render.
 #[derive(Clone)]
@@ -29,8 +38,12 @@ pub fn router(engine: Engine, metrics: PrometheusHandle) -> Router {
 
 /// Ready once state is loaded (it is, or the server would not be serving)
 /// and no SKU waits for a reload after a failed commit.
+pub fn is_ready(engine: &Engine) -> bool {
+    engine.is_consistent()
+}
+
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if state.engine.is_consistent() {
+    if is_ready(&state.engine) {
         (StatusCode::OK, "ready\n")
     } else {
         (
@@ -66,6 +79,53 @@ async fn scrape(State(state): State<HttpState>) -> impl IntoResponse {
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
                 "rendering metrics failed\n".to_string(),
             )
+        }
+    }
+}
+
+/// Keeps gRPC health in step with `/readyz` until `stop` fires, then reports
+/// NOT_SERVING so balancers stop sending calls while the server drains.
+/// Covers the overall status ("") and every stockpool service.
+pub async fn follow_readiness(
+    engine: Engine,
+    reporter: HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let services = [
+        "",
+        crate::api::pb::inventory_server::SERVICE_NAME,
+        crate::api::pb::admin_server::SERVICE_NAME,
+    ];
+    let set = |status: ServingStatus| {
+        let reporter = reporter.clone();
+        async move {
+            for service in services {
+                reporter.set_service_status(service, status).await;
+            }
+        }
+    };
+    let mut tick = tokio::time::interval(HEALTH_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let ready = is_ready(&engine);
+                if ready != serving {
+                    serving = ready;
+                    if ready {
+                        tracing::info!("ready again: gRPC health SERVING");
+                        set(ServingStatus::Serving).await;
+                    } else {
+                        tracing::warn!("not ready: gRPC health NOT_SERVING");
+                        set(ServingStatus::NotServing).await;
+                    }
+                }
+            }
+            _ = stop.changed() => {
+                set(ServingStatus::NotServing).await;
+                return;
+            }
         }
     }
 }

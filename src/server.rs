@@ -102,7 +102,12 @@ impl Application {
             Duration::from_millis(config.hold_sweep_ms),
             stop_rx.clone(),
         ));
-        let routes = crate::api::routes(engine.clone(), config.tokens.clone()).await?;
+        let (routes, health) = crate::api::routes(engine.clone(), config.tokens.clone()).await?;
+        let health_task = tokio::spawn(crate::http::follow_readiness(
+            engine.clone(),
+            health,
+            stop_rx.clone(),
+        ));
         let grpc_addr = grpc.local_addr()?;
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
@@ -128,6 +133,7 @@ impl Application {
         let grpc_result = grpc_task.await.context("gRPC server task")?;
         let http_result = http_task.await.context("HTTP server task")?;
         let _ = sweeper.await;
+        let _ = health_task.await;
         grpc_result.context("gRPC server")?;
         http_result.context("HTTP server")?;
         tracing::info!("stopped");

@@ -9,6 +9,7 @@ pub mod error;
 mod inventory;
 
 use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
 
 use crate::engine::Engine;
 
@@ -28,8 +29,9 @@ pub mod pb {
 
 /// Every gRPC service: Inventory, Admin, health and reflection, each call
 /// counted and timed by [`crate::telemetry::track_rpc`]. Health reports
-/// SERVING once built (the engine has loaded its state by then).
-pub async fn routes(engine: Engine, tokens: Tokens) -> anyhow::Result<Routes> {
+/// SERVING once built (the engine has loaded its state by then); the
+/// reporter is returned so the server can keep it in step with readiness.
+pub async fn routes(engine: Engine, tokens: Tokens) -> anyhow::Result<(Routes, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<pb::inventory_server::InventoryServer<InventoryService>>()
@@ -58,5 +60,5 @@ pub async fn routes(engine: Engine, tokens: Tokens) -> anyhow::Result<Routes> {
             .into_axum_router()
             .layer(axum::middleware::from_fn(crate::telemetry::track_rpc)),
     );
-    Ok(routes)
+    Ok((routes, reporter))
 }

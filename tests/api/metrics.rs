@@ -1,14 +1,24 @@
 //! Observability: `/metrics` after real traffic (what the Grafana dashboard
 //! queries is there, `promtool` accepts it, RPCs are labelled by method and
-//! code).
+//! code) and gRPC health following readiness.
 //!
 //! Every server in this binary shares the process's one recorder, so these
 //! tests assert that series exist and counters reached what their own
 //! traffic adds, never exact values.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use stockpool::api::pb;
+use stockpool::domain::{ChannelCode, OrderId, Quantity, Reservation, Sku, WarehouseCode};
+use stockpool::engine::{Engine, ReserveCmd, SetCmd, SystemClock};
+use stockpool::store::{LedgerRow, Op, PoolRow, Snapshot, SqliteStore, Store, StoreError};
+use tonic_health::pb::health_server::Health;
+use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
+use tonic_health::server::HealthService;
 
 use crate::helpers::{http_get, spawn_app, TestApp};
 
@@ -293,5 +303,132 @@ async fn the_scrape_passes_promtool_check_metrics() {
         "promtool check metrics failed:\n{}{}\n--- scrape ---\n{scrape}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A store whose commits and reloads fail while `down` is set: the engine
+/// then stays inconsistent until it is cleared.
+struct Unreachable {
+    inner: SqliteStore,
+    down: AtomicBool,
+}
+
+impl Unreachable {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Database(sqlx::Error::PoolTimedOut))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Unreachable {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load().await
+    }
+    async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.commit(ops).await
+    }
+    async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
+        self.check()?;
+        self.inner.load_pools(skus).await
+    }
+    async fn load_reservation(
+        &self,
+        c: &ChannelCode,
+        o: &OrderId,
+    ) -> Result<Option<Reservation>, StoreError> {
+        self.inner.load_reservation(c, o).await
+    }
+    async fn ledger(
+        &self,
+        sku: Option<&Sku>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        self.inner.ledger(sku, after, limit).await
+    }
+}
+
+async fn health_of(health: &HealthService, service: &str) -> ServingStatus {
+    let response = health
+        .check(tonic::Request::new(HealthCheckRequest {
+            service: service.into(),
+        }))
+        .await
+        .expect("the service has a status");
+    response.into_inner().status()
+}
+
+async fn wait_for_health(health: &HealthService, service: &str, want: ServingStatus) {
+    for _ in 0..100 {
+        if health_of(health, service).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{service:?} never became {want:?}");
+}
+
+#[tokio::test]
+async fn grpc_health_is_not_serving_while_readyz_would_fail_and_serving_again_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Unreachable {
+        inner: SqliteStore::open(dir.path()).await.unwrap(),
+        down: AtomicBool::new(false),
+    });
+    let engine = Engine::open(store.clone(), crate::helpers::seed(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let sku = Sku::parse("TEE").unwrap();
+    engine
+        .set_stock(SetCmd {
+            sku: sku.clone(),
+            warehouse: WarehouseCode::parse("WH-WEST").unwrap(),
+            on_hand: 10,
+            reason: String::new(),
+            expected_version: None,
+            movement_id: None,
+        })
+        .await
+        .unwrap();
+    let (reporter, _server) = tonic_health::server::health_reporter();
+    let health = HealthService::from_health_reporter(reporter.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(stockpool::http::follow_readiness(
+        engine.clone(),
+        reporter,
+        stopped,
+    ));
+    assert_eq!(health_of(&health, "").await, ServingStatus::Serving);
+
+    store.down.store(true, Ordering::SeqCst);
+    engine
+        .reserve(ReserveCmd {
+            channel: ChannelCode::parse("shopify").unwrap(),
+            order_id: OrderId::parse("h-1").unwrap(),
+            lines: vec![(sku, Quantity::parse("quantity", 1).unwrap())],
+            hold_seconds: 0,
+        })
+        .await
+        .expect_err("the store is down");
+    assert!(!stockpool::http::is_ready(&engine));
+    wait_for_health(&health, "", ServingStatus::NotServing).await;
+    wait_for_health(&health, "stockpool.v1.Inventory", ServingStatus::NotServing).await;
+
+    store.down.store(false, Ordering::SeqCst);
+    wait_for_health(&health, "", ServingStatus::Serving).await;
+    wait_for_health(&health, "stockpool.v1.Admin", ServingStatus::Serving).await;
+    assert!(stockpool::http::is_ready(&engine));
+
+    stop.send(true).unwrap();
+    follower.await.unwrap();
+    assert_eq!(
+        health_of(&health, "stockpool.v1.Inventory").await,
+        ServingStatus::NotServing,
+        "a stopping server tells balancers to go elsewhere"
     );
 }
