@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -23,12 +24,16 @@ pub struct Application {
     http: TcpListener,
     engine: Engine,
     config: Config,
+    /// Renders the process-wide Prometheus recorder at `/metrics`.
+    metrics: PrometheusHandle,
 }
 
 impl Application {
-    /// Opens the store, loads every pool and reservation into memory, and
-    /// binds both listeners.
+    /// Installs the metrics recorder (once per process), opens the store,
+    /// loads every pool and reservation into memory, and binds both
+    /// listeners.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let metrics = crate::telemetry::install_metrics()?;
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Sqlite { data_dir } => {
                 Arc::new(SqliteStore::open(data_dir).await.with_context(|| {
@@ -55,6 +60,7 @@ impl Application {
             http,
             engine,
             config,
+            metrics,
         })
     }
 
@@ -86,6 +92,7 @@ impl Application {
             http,
             engine,
             config,
+            metrics,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -107,7 +114,13 @@ impl Application {
             )?),
             None => None,
         };
-        let routes = crate::api::routes(engine.clone(), publisher, config.tokens.clone()).await?;
+        let (routes, health) =
+            crate::api::routes(engine.clone(), publisher, config.tokens.clone()).await?;
+        let health_task = tokio::spawn(crate::http::follow_readiness(
+            engine.clone(),
+            health,
+            stop_rx.clone(),
+        ));
         let grpc_addr = grpc.local_addr()?;
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
@@ -118,7 +131,7 @@ impl Application {
                 ),
         );
         let http_addr = http.local_addr()?;
-        let http_app = crate::http::router(engine.clone());
+        let http_app = crate::http::router(engine.clone(), metrics);
         let http_stop = stopped(stop_rx.clone());
         let http_task = tokio::spawn(async move {
             axum::serve(http, http_app)
@@ -137,6 +150,7 @@ impl Application {
         if let Some(mirror) = mirror_task {
             let _ = mirror.await;
         }
+        let _ = health_task.await;
         grpc_result.context("gRPC server")?;
         http_result.context("HTTP server")?;
         tracing::info!("stopped");

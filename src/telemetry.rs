@@ -1,9 +1,488 @@
 //! Metrics and logs. Metric names live here, so every series is described
 //! once, exists from the first scrape, and no module invents its own.
+//!
+//! - [`install_metrics`] installs the Prometheus recorder once per process
+//!   (tests start many servers in one) and describes every metric; `/metrics`
+//!   on the HTTP port renders its handle.
+//! - Events are recorded where they happen: commits by the store writer,
+//!   reservation outcomes, expired holds and shortfalls by the engine, RPC
+//!   counts and latency by [`track_rpc`], a middleware on the gRPC routes.
+//! - Levels derived from the engine's state (published units, SKUs,
+//!   reservations, shortfall) are computed by [`observe_engine`] at scrape
+//!   time, not on every change.
+//! - The Odoo outbox metrics are described and held at zero so dashboards
+//!   and alerts can be written now; the outbox is not built, so a zero there
+//!   means "not built", not "healthy".
+//!
+//! No label carries a SKU or an order id: label values are channels, outcomes,
+//! gRPC methods this server implements and gRPC codes, all bounded.
+//!
+//! This module records and renders; it must not decide anything.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use axum::body::{Body, Bytes};
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::ChannelCode;
+use crate::engine::Engine;
+
+// Metric names. The HELP text of each is in `describe_metrics`.
+
+/// Counter by `channel` and `outcome` (see [`RESERVE_OUTCOMES`]); fed by the engine's Reserve.
+pub const RESERVATIONS: &str = "stockpool_reservations_total";
+/// Counter by `channel`; fed by the hold sweeper.
+pub const HOLDS_EXPIRED: &str = "stockpool_holds_expired_total";
+/// Counter; fed by counts (SetStock) that find less than is reserved.
+pub const SHORTFALL_UNITS: &str = "stockpool_stock_shortfall_units_total";
+/// Histogram of jobs per group-commit transaction; fed by the store writer.
+pub const COMMIT_BATCH_SIZE: &str = "stockpool_commit_batch_size";
+/// Histogram; fed by the store writer.
+pub const COMMIT_DURATION: &str = "stockpool_commit_duration_seconds";
+/// Counter; fed by the store writer.
+pub const COMMIT_FAILURES: &str = "stockpool_commit_failures_total";
+/// Counter by `method` and `code`; fed by [`track_rpc`].
+pub const RPCS: &str = "stockpool_rpcs_total";
+/// Histogram by `method` and `code`, unary calls only; fed by [`track_rpc`].
+pub const RPC_DURATION: &str = "stockpool_rpc_duration_seconds";
+/// Gauge by `channel`; set at scrape time by [`observe_engine`].
+pub const PUBLISHED_UNITS: &str = "stockpool_published_units";
+/// Gauge; set at scrape time by [`observe_engine`].
+pub const SKUS: &str = "stockpool_skus";
+/// Gauge, every status (the engine counts no "open" subset cheaply); set at
+/// scrape time by [`observe_engine`].
+pub const RESERVATIONS_IN_MEMORY: &str = "stockpool_reservations_in_memory";
+/// Gauge: reserved beyond on hand right now; set at scrape time by [`observe_engine`].
+pub const POOL_SHORTFALL_UNITS: &str = "stockpool_pool_shortfall_units";
+/// Gauge by `channel`: open WatchChannelStock streams; fed by the publisher.
+pub const WATCHERS: &str = "stockpool_watchers";
+/// Placeholder gauge: the Odoo outbox is not built; reads 0.
+pub const ODOO_OUTBOX_PENDING: &str = "stockpool_odoo_outbox_pending";
+/// Placeholder gauge: the Odoo outbox is not built; reads 0.
+pub const ODOO_OUTBOX_OLDEST_AGE: &str = "stockpool_odoo_outbox_oldest_age_seconds";
+/// Placeholder counter by `outcome`: the Odoo dispatcher is not built; reads 0.
+pub const ODOO_PUSHES: &str = "stockpool_odoo_pushes_total";
+/// Counter: failed writes, checks or pings of the Redis mirror; fed by it.
+pub const REDIS_MIRROR_ERRORS: &str = "stockpool_redis_mirror_errors_total";
+/// Counter: full rebuilds of the Redis mirror; fed by it.
+pub const REDIS_RESYNCS: &str = "stockpool_redis_resyncs_total";
+
+/// The `outcome` label values of [`RESERVATIONS`].
+pub const RESERVE_OUTCOMES: [&str; 3] = ["accepted", "rejected", "replayed"];
+
+/// The `outcome` label values [`ODOO_PUSHES`] will take once the dispatcher
+/// exists: pushed, failed and to be retried, given up on (dead letter).
+const ODOO_PUSH_OUTCOMES: [&str; 3] = ["pushed", "retried", "dead_lettered"];
+
+/// Upper bounds for every `_seconds` histogram: 25 µs (an in-memory decision)
+/// to 10 s (a store that stalls), about three per decade.
+const SECONDS_BUCKETS: [f64; 19] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Upper bounds for jobs per group commit: powers of two up to the writer's
+/// largest batch.
+const BATCH_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+/// How often histogram samples are folded into their buckets when nobody
+/// scrapes; without it they would pile up in memory.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The recorder's handle, or why it could not be installed. A process has
+/// one global recorder, so the outcome of the first attempt is final.
+static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// Installs the Prometheus recorder the first time it is called and returns
+/// its handle every time. Fails when another recorder was installed first.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    RECORDER
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(COMMIT_BATCH_SIZE.into()),
+                        &BATCH_BUCKETS,
+                    )
+                })
+                .and_then(|b| b.install_recorder())
+                .map_err(|e| e.to_string())?;
+            describe_metrics();
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                })
+                .map_err(|e| format!("starting the metrics upkeep thread: {e}"))?;
+            Ok(handle)
+        })
+        .clone()
+        .map_err(|e| anyhow!("installing the Prometheus recorder: {e}"))
+}
+
+/// HELP and TYPE for every metric, and a zero series for each label set
+/// known at start (channels are known later: see [`observe_engine`]), so a
+/// scrape shows them before the first event.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+
+    describe_counter!(
+        RESERVATIONS,
+        Unit::Count,
+        "Reserve calls by channel and outcome: accepted (units held), rejected (did not fit ATP), replayed (a retry answered from the first result)."
+    );
+    describe_counter!(
+        HOLDS_EXPIRED,
+        Unit::Count,
+        "Held reservations whose hold ran out, by channel."
+    );
+    describe_counter!(
+        SHORTFALL_UNITS,
+        Unit::Count,
+        "Units reserved beyond what a stock count found on hand, summed over counts."
+    );
+    describe_histogram!(
+        COMMIT_BATCH_SIZE,
+        Unit::Count,
+        "Commits carried by one group-commit transaction."
+    );
+    describe_histogram!(
+        COMMIT_DURATION,
+        Unit::Seconds,
+        "Time to write one group-commit transaction."
+    );
+    describe_counter!(
+        COMMIT_FAILURES,
+        Unit::Count,
+        "Group-commit transactions that failed."
+    );
+    describe_counter!(
+        RPCS,
+        Unit::Count,
+        "Finished gRPC calls by method and status code; method is unknown for paths this server does not implement."
+    );
+    describe_histogram!(
+        RPC_DURATION,
+        Unit::Seconds,
+        "Time from request to the end of the response, by gRPC method and status code; streaming methods are not timed."
+    );
+    describe_gauge!(
+        PUBLISHED_UNITS,
+        Unit::Count,
+        "Units each channel is shown, summed over SKUs; computed when scraped."
+    );
+    describe_gauge!(
+        SKUS,
+        Unit::Count,
+        "SKUs that ever held stock; computed when scraped."
+    );
+    describe_gauge!(
+        RESERVATIONS_IN_MEMORY,
+        Unit::Count,
+        "Reservations held in memory, every status; computed when scraped."
+    );
+    describe_gauge!(
+        POOL_SHORTFALL_UNITS,
+        Unit::Count,
+        "Units reserved beyond on hand right now, summed over SKUs and warehouses; computed when scraped."
+    );
+    describe_gauge!(
+        WATCHERS,
+        Unit::Count,
+        "Open WatchChannelStock streams by channel."
+    );
+    describe_gauge!(
+        ODOO_OUTBOX_PENDING,
+        Unit::Count,
+        "Outbox entries waiting to be pushed to Odoo. Not built yet: always 0."
+    );
+    describe_gauge!(
+        ODOO_OUTBOX_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest outbox entry waiting for Odoo. Not built yet: always 0."
+    );
+    describe_counter!(
+        ODOO_PUSHES,
+        Unit::Count,
+        "Pushes to Odoo by outcome. Not built yet: always 0."
+    );
+    describe_counter!(
+        REDIS_MIRROR_ERRORS,
+        Unit::Count,
+        "Failed writes, checks or pings of the Redis mirror (reservations never wait for Redis)."
+    );
+    describe_counter!(
+        REDIS_RESYNCS,
+        Unit::Count,
+        "Full rebuilds of the Redis mirror: at start, and after Redis failed or lost its data."
+    );
+
+    metrics::counter!(SHORTFALL_UNITS).increment(0);
+    let _ = metrics::histogram!(COMMIT_BATCH_SIZE);
+    let _ = metrics::histogram!(COMMIT_DURATION);
+    metrics::counter!(COMMIT_FAILURES).increment(0);
+    // The Odoo outbox is not built: these hold at zero until it feeds them.
+    metrics::gauge!(ODOO_OUTBOX_PENDING).set(0.0);
+    metrics::gauge!(ODOO_OUTBOX_OLDEST_AGE).set(0.0);
+    for outcome in ODOO_PUSH_OUTCOMES {
+        metrics::counter!(ODOO_PUSHES, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(REDIS_MIRROR_ERRORS).increment(0);
+    metrics::counter!(REDIS_RESYNCS).increment(0);
+    for method in rpc_methods().values() {
+        metrics::counter!(RPCS, "method" => method.name.as_str(), "code" => "OK").increment(0);
+    }
+}
+
+/// Sets the levels derived from the engine's state, and creates the zero
+/// series of every declared channel (a channel declared at run time gets
+/// them at the next scrape).
+///
+/// Runs on each scrape rather than on each change, which would cost every
+/// write. The cost is one pass over every SKU and channel (the formula
+/// without its explanation) and one over every pool, each SKU's lock held
+/// only while its pools are copied. Callers run it off the async workers.
+pub fn observe_engine(engine: &Engine) {
+    let catalog = engine.catalog();
+    for channel in &catalog.channels {
+        let label = channel.code.to_string();
+        for outcome in RESERVE_OUTCOMES {
+            metrics::counter!(RESERVATIONS, "channel" => label.clone(), "outcome" => outcome)
+                .increment(0);
+        }
+        metrics::counter!(HOLDS_EXPIRED, "channel" => label.clone()).increment(0);
+        // Adding 0 creates the series without overwriting the count.
+        metrics::gauge!(WATCHERS, "channel" => label).increment(0.0);
+    }
+
+    let mut published: HashMap<&ChannelCode, i64> =
+        catalog.channels.iter().map(|c| (&c.code, 0)).collect();
+    for (_, levels) in engine.levels(&engine.skus()) {
+        for level in levels {
+            if let Some(units) = published.get_mut(&level.channel) {
+                *units += level.published;
+            }
+        }
+    }
+    for (channel, units) in published {
+        metrics::gauge!(PUBLISHED_UNITS, "channel" => channel.to_string()).set(units as f64);
+    }
+
+    let levels = engine.get_stock(&[]);
+    let short: i64 = levels.iter().map(|l| l.pool.shortfall()).sum();
+    metrics::gauge!(POOL_SHORTFALL_UNITS).set(short as f64);
+    metrics::gauge!(SKUS).set(engine.skus().len() as f64);
+    metrics::gauge!(RESERVATIONS_IN_MEMORY).set(engine.reservation_count() as f64);
+}
+
+/// Records one group commit: how many jobs it carried and how long it took.
+pub fn record_commit(jobs: usize, took: Duration, ok: bool) {
+    metrics::histogram!(COMMIT_BATCH_SIZE).record(jobs as f64);
+    metrics::histogram!(COMMIT_DURATION).record(took.as_secs_f64());
+    if !ok {
+        metrics::counter!(COMMIT_FAILURES).increment(1);
+    }
+}
+
+/// Counts a Reserve by channel and outcome (one of [`RESERVE_OUTCOMES`]).
+pub fn reservation_outcome(channel: &ChannelCode, outcome: &'static str) {
+    metrics::counter!(RESERVATIONS, "channel" => channel.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Counts a hold that ran out.
+pub fn hold_expired(channel: &ChannelCode) {
+    metrics::counter!(HOLDS_EXPIRED, "channel" => channel.to_string()).increment(1);
+}
+
+/// Counts units reserved beyond what a count found on hand.
+pub fn shortfall(units: i64) {
+    metrics::counter!(SHORTFALL_UNITS).increment(units.max(0) as u64);
+}
+
+/// A gRPC method this server implements, as labels name it.
+struct RpcMethod {
+    name: String,
+    /// Streaming calls last as long as the client listens: their duration is
+    /// not a latency, so they are counted but not timed.
+    streaming: bool,
+}
+
+/// Every gRPC path this server serves (`/package.Service/Method`), read from
+/// the compiled descriptors of its services. Labels come from here, never
+/// from the request: anyone can send any path.
+fn rpc_methods() -> &'static HashMap<String, RpcMethod> {
+    static METHODS: OnceLock<HashMap<String, RpcMethod>> = OnceLock::new();
+    METHODS.get_or_init(|| {
+        use prost::Message;
+        let sets = [
+            crate::api::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        ];
+        let mut methods = HashMap::new();
+        for bytes in sets {
+            let set = prost_types::FileDescriptorSet::decode(bytes)
+                .expect("compiled descriptor sets decode");
+            for file in &set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        let path =
+                            format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                        methods.insert(
+                            path,
+                            RpcMethod {
+                                name: method.name().to_string(),
+                                streaming: method.client_streaming() || method.server_streaming(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        methods
+    })
+}
+
+/// Middleware for the gRPC routes: counts every call by method and status
+/// code into [`RPCS`] and times unary calls into [`RPC_DURATION`], from
+/// request to the end of the response.
+///
+/// The code is read where gRPC puts it: in the response headers when the call
+/// failed before any message (a "trailers-only" response, which is how tonic
+/// answers every error of a unary call), otherwise in the trailers that end
+/// the body, which [`RpcBody`] watches for. A body dropped before its
+/// trailers (the client went away) is counted as `CANCELLED`; one that ends
+/// without trailers as `UNKNOWN`.
+pub async fn track_rpc(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = Instant::now();
+    let method = rpc_methods().get(request.uri().path());
+    let response = next.run(request).await;
+    let call = RpcCall {
+        method: method.map_or("unknown", |m| m.name.as_str()),
+        timed: method.is_some_and(|m| !m.streaming),
+        started,
+    };
+    if let Some(status) = response.headers().get("grpc-status") {
+        call.finish(code_label(status.as_bytes()));
+        return response;
+    }
+    response.map(|inner| {
+        Body::new(RpcBody {
+            inner,
+            call: Some(call),
+        })
+    })
+}
+
+/// One call in flight, recorded once when its status is known.
+struct RpcCall {
+    method: &'static str,
+    timed: bool,
+    started: Instant,
+}
+
+impl RpcCall {
+    fn finish(self, code: &'static str) {
+        metrics::counter!(RPCS, "method" => self.method, "code" => code).increment(1);
+        if self.timed {
+            metrics::histogram!(RPC_DURATION, "method" => self.method, "code" => code)
+                .record(self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// A response body that records its call when the trailers go by.
+struct RpcBody {
+    inner: Body,
+    /// Taken when recorded, so a call is recorded once.
+    call: Option<RpcCall>,
+}
+
+impl RpcBody {
+    fn finish(&mut self, code: &'static str) {
+        if let Some(call) = self.call.take() {
+            call.finish(code);
+        }
+    }
+}
+
+impl http_body::Body for RpcBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = trailers
+                        .get("grpc-status")
+                        .map_or("UNKNOWN", |v| code_label(v.as_bytes()));
+                    self.finish(code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Ready(None) => self.finish("UNKNOWN"),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for RpcBody {
+    fn drop(&mut self) {
+        self.finish("CANCELLED");
+    }
+}
+
+/// The canonical name of a `grpc-status` value, as gRPC documents them.
+fn code_label(status: &[u8]) -> &'static str {
+    use tonic::Code;
+    match Code::from_bytes(status) {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
 
 /// An error and its causes, one after another: what logs print.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -15,32 +494,6 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     text
-}
-
-/// Records one group commit: how many jobs it carried and how long it took.
-pub fn record_commit(jobs: usize, took: Duration, ok: bool) {
-    metrics::histogram!("stockpool_commit_batch_size").record(jobs as f64);
-    metrics::histogram!("stockpool_commit_duration_seconds").record(took.as_secs_f64());
-    if !ok {
-        metrics::counter!("stockpool_commit_failures_total").increment(1);
-    }
-}
-
-/// Counts a Reserve by channel and outcome (accepted, rejected, replayed).
-pub fn reservation_outcome(channel: &ChannelCode, outcome: &'static str) {
-    metrics::counter!("stockpool_reservations_total", "channel" => channel.to_string(), "outcome" => outcome)
-        .increment(1);
-}
-
-/// Counts a hold that ran out.
-pub fn hold_expired(channel: &ChannelCode) {
-    metrics::counter!("stockpool_holds_expired_total", "channel" => channel.to_string())
-        .increment(1);
-}
-
-/// Counts units reserved beyond what a count found on hand.
-pub fn shortfall(units: i64) {
-    metrics::counter!("stockpool_stock_shortfall_units_total").increment(units.max(0) as u64);
 }
 
 /// Structured logs to stderr, text or JSON; `RUST_LOG` filters (default info).
@@ -80,5 +533,5 @@ pub async fn shutdown_signal() {
 
 /// Counts watchers of a channel as they come and go.
 pub fn watchers(channel: &ChannelCode, delta: i64) {
-    metrics::gauge!("stockpool_watchers", "channel" => channel.to_string()).increment(delta as f64);
+    metrics::gauge!(WATCHERS, "channel" => channel.to_string()).increment(delta as f64);
 }

@@ -9,6 +9,7 @@ pub mod error;
 mod inventory;
 
 use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
 
 use crate::engine::Engine;
 use crate::publish::Publisher;
@@ -27,13 +28,15 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/stockpool_descriptor.bin"));
 }
 
-/// Every gRPC service: Inventory, Admin, health and reflection. Health
-/// reports SERVING once built (the engine has loaded its state by then).
+/// Every gRPC service: Inventory, Admin, health and reflection, each call
+/// counted and timed by [`crate::telemetry::track_rpc`]. Health reports
+/// SERVING once built (the engine has loaded its state by then); the
+/// reporter is returned so the server can keep it in step with readiness.
 pub async fn routes(
     engine: Engine,
     publisher: Publisher,
     tokens: Tokens,
-) -> anyhow::Result<Routes> {
+) -> anyhow::Result<(Routes, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<pb::inventory_server::InventoryServer<InventoryService>>()
@@ -58,5 +61,10 @@ pub async fn routes(
             engine,
             tokens,
         }));
-    Ok(routes)
+    let routes = Routes::from(
+        routes
+            .into_axum_router()
+            .layer(axum::middleware::from_fn(crate::telemetry::track_rpc)),
+    );
+    Ok((routes, reporter))
 }

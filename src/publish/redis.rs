@@ -365,7 +365,7 @@ impl RedisMirror {
             match self.send(pipes).await {
                 Ok(()) => {
                     if resync {
-                        metrics::counter!("stockpool_redis_resyncs_total").increment(1);
+                        metrics::counter!(crate::telemetry::REDIS_RESYNCS).increment(1);
                         tracing::info!(keys, after_failures = failures, "Redis mirror resynced");
                     }
                     if work.dropped > 0 {
@@ -401,7 +401,7 @@ impl RedisMirror {
     /// Counts and logs a failure: loudly the first time, quietly while the
     /// outage lasts. Rebuilds the connection after a few in a row.
     fn failed(&mut self, e: &redis::RedisError, failures: u32) {
-        metrics::counter!("stockpool_redis_mirror_errors_total").increment(1);
+        metrics::counter!(crate::telemetry::REDIS_MIRROR_ERRORS).increment(1);
         if failures == 0 {
             tracing::warn!(error = %e, "Redis mirror write failed; resyncing once Redis answers");
         } else {

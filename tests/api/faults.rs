@@ -2,74 +2,14 @@
 //! acknowledged write is lost, callers are told, and memory is reloaded to
 //! equal the store before new writes on the SKU are admitted.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use stockpool::domain::{ChannelCode, OrderId, Quantity, Reservation, Sku, WarehouseCode};
+use crate::helpers::Flaky;
+use stockpool::domain::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode};
 use stockpool::engine::{Engine, EngineError, ManualClock, ReserveCmd, SetCmd, SystemClock};
-use stockpool::store::{
-    ChannelEvent, LedgerRow, Op, PoolRow, RuleChange, Snapshot, SqliteStore, Store, StoreError,
-};
-
-/// A store whose commits fail while `failing` is set, and wait while the
-/// test holds `gate`.
-struct Flaky {
-    inner: SqliteStore,
-    failing: AtomicBool,
-    /// Fails the next commit only.
-    fail_once: AtomicBool,
-    gate: tokio::sync::Mutex<()>,
-}
-
-#[async_trait]
-impl Store for Flaky {
-    async fn load(&self) -> Result<Snapshot, StoreError> {
-        self.inner.load().await
-    }
-    async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
-        drop(self.gate.lock().await);
-        if self.failing.load(Ordering::SeqCst) || self.fail_once.swap(false, Ordering::SeqCst) {
-            return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
-        }
-        self.inner.commit(ops).await
-    }
-    async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
-        self.inner.load_pools(skus).await
-    }
-    async fn load_reservation(
-        &self,
-        c: &ChannelCode,
-        o: &OrderId,
-    ) -> Result<Option<Reservation>, StoreError> {
-        self.inner.load_reservation(c, o).await
-    }
-    async fn rule_history(
-        &self,
-        c: &ChannelCode,
-        s: Option<&Sku>,
-        all: bool,
-    ) -> Result<Vec<RuleChange>, StoreError> {
-        self.inner.rule_history(c, s, all).await
-    }
-    async fn channel_events(
-        &self,
-        c: &ChannelCode,
-        after: u64,
-        limit: i64,
-    ) -> Result<Vec<ChannelEvent>, StoreError> {
-        self.inner.channel_events(c, after, limit).await
-    }
-    async fn ledger(
-        &self,
-        sku: Option<&Sku>,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<LedgerRow>, StoreError> {
-        self.inner.ledger(sku, after, limit).await
-    }
-}
+use stockpool::store::{SqliteStore, Store};
 
 fn sku(s: &str) -> Sku {
     Sku::parse(s).unwrap()
@@ -85,12 +25,7 @@ fn order(channel: &str, id: &str, s: &str, q: i64) -> ReserveCmd {
 }
 
 async fn engine_on(dir: &std::path::Path) -> (Engine, Arc<Flaky>) {
-    let store = Arc::new(Flaky {
-        inner: SqliteStore::open(dir).await.unwrap(),
-        failing: AtomicBool::new(false),
-        fail_once: AtomicBool::new(false),
-        gate: Default::default(),
-    });
+    let store = Arc::new(Flaky::new(SqliteStore::open(dir).await.unwrap()));
     let engine = Engine::open(store.clone(), crate::helpers::seed(), Arc::new(SystemClock))
         .await
         .unwrap();

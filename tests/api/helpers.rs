@@ -3,13 +3,22 @@
 
 use std::collections::HashMap;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use stockpool::api::pb::{self, admin_client::AdminClient, inventory_client::InventoryClient};
 use stockpool::api::{Role, Tokens};
 use stockpool::config::Config;
-use stockpool::domain::{Channel, ChannelCode, Rule, Warehouse, WarehouseCode};
+
+use async_trait::async_trait;
+use stockpool::domain::{
+    Channel, ChannelCode, OrderId, Reservation, Rule, Sku, Warehouse, WarehouseCode,
+};
 use stockpool::engine::{Engine, Seed};
 use stockpool::server::Application;
+use stockpool::store::{
+    ChannelEvent, LedgerRow, Op, PoolRow, RuleChange, Snapshot, SqliteStore, Store, StoreError,
+};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel as GrpcChannel;
@@ -227,5 +236,97 @@ pub fn line_at(sku: &str, quantity: i64, warehouse: &str) -> pb::Line {
         sku: sku.into(),
         quantity,
         warehouse: warehouse.into(),
+    }
+}
+
+/// A raw HTTP/1.1 GET on the side port: the whole response, status line
+/// and headers included.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// A store that fails on demand: commits while `failing` (or once, with
+/// `fail_once`), reloads while `reads_failing`; commits wait while a test
+/// holds `gate`.
+pub struct Flaky {
+    pub inner: SqliteStore,
+    pub failing: AtomicBool,
+    pub fail_once: AtomicBool,
+    pub reads_failing: AtomicBool,
+    pub gate: tokio::sync::Mutex<()>,
+}
+
+impl Flaky {
+    pub fn new(inner: SqliteStore) -> Self {
+        Flaky {
+            inner,
+            failing: AtomicBool::new(false),
+            fail_once: AtomicBool::new(false),
+            reads_failing: AtomicBool::new(false),
+            gate: Default::default(),
+        }
+    }
+
+    fn unreachable() -> StoreError {
+        StoreError::Database(sqlx::Error::PoolTimedOut)
+    }
+}
+
+#[async_trait]
+impl Store for Flaky {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load().await
+    }
+    async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        drop(self.gate.lock().await);
+        if self.failing.load(Ordering::SeqCst) || self.fail_once.swap(false, Ordering::SeqCst) {
+            return Err(Self::unreachable());
+        }
+        self.inner.commit(ops).await
+    }
+    async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
+        if self.reads_failing.load(Ordering::SeqCst) {
+            return Err(Self::unreachable());
+        }
+        self.inner.load_pools(skus).await
+    }
+    async fn load_reservation(
+        &self,
+        c: &ChannelCode,
+        o: &OrderId,
+    ) -> Result<Option<Reservation>, StoreError> {
+        self.inner.load_reservation(c, o).await
+    }
+    async fn rule_history(
+        &self,
+        c: &ChannelCode,
+        s: Option<&Sku>,
+        all: bool,
+    ) -> Result<Vec<RuleChange>, StoreError> {
+        self.inner.rule_history(c, s, all).await
+    }
+    async fn channel_events(
+        &self,
+        c: &ChannelCode,
+        after: u64,
+        limit: i64,
+    ) -> Result<Vec<ChannelEvent>, StoreError> {
+        self.inner.channel_events(c, after, limit).await
+    }
+    async fn ledger(
+        &self,
+        sku: Option<&Sku>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        self.inner.ledger(sku, after, limit).await
     }
 }

@@ -6,6 +6,7 @@ mod faults;
 mod helpers;
 mod lifecycle;
 mod load;
+mod metrics;
 mod redis;
 mod service;
 mod watch;

@@ -2,12 +2,11 @@
 //! health, and the HTTP side port.
 
 use stockpool::api::pb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
-use crate::helpers::spawn_app;
+use crate::helpers::{http_get, spawn_app};
 
 #[tokio::test]
 async fn availability_explains_fence_share_and_buffer_step_by_step() {
@@ -198,18 +197,6 @@ async fn grpc_health_reports_serving() {
         .into_inner()
         .status();
     assert_eq!(status, ServingStatus::Serving);
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test]
