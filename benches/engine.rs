@@ -16,7 +16,9 @@ use stockpool::domain::{
     ChannelCode, OrderId, Quantity, Reservation, Rule, Sku, Warehouse, WarehouseCode,
 };
 use stockpool::engine::{Engine, ReserveCmd, Seed, SetCmd, SystemClock};
-use stockpool::store::{LedgerRow, Op, PoolRow, Snapshot, SqliteStore, Store, StoreError};
+use stockpool::store::{
+    ChannelEvent, LedgerRow, Op, PoolRow, RuleChange, Snapshot, SqliteStore, Store, StoreError,
+};
 
 const CALLERS: u64 = 16;
 const CHANNELS: [&str; 3] = ["shopify", "amazon", "b2b"];
@@ -48,6 +50,22 @@ impl Store for NullStore {
         _a: i64,
         _l: i64,
     ) -> Result<Vec<LedgerRow>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn rule_history(
+        &self,
+        _c: &ChannelCode,
+        _s: Option<&Sku>,
+        _all: bool,
+    ) -> Result<Vec<RuleChange>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn channel_events(
+        &self,
+        _c: &ChannelCode,
+        _after: u64,
+        _limit: i64,
+    ) -> Result<Vec<ChannelEvent>, StoreError> {
         Ok(Vec::new())
     }
 }

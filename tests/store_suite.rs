@@ -15,8 +15,8 @@ use stockpool::domain::{
     Warehouse, WarehouseCode,
 };
 use stockpool::store::{
-    GroupCommit, LedgerEntry, LedgerRow, MovementKind, MovementRecord, Op, PoolRow, Snapshot,
-    SqliteStore, Store, StoreError,
+    ChannelEvent, GroupCommit, LedgerEntry, LedgerRow, MovementKind, MovementRecord, Op, PoolRow,
+    RuleChange, Snapshot, SqliteStore, Store, StoreError,
 };
 
 /// A fresh, empty database of one backend, opened as often as a test asks.
@@ -264,6 +264,22 @@ impl Store for Recording {
         limit: i64,
     ) -> Result<Vec<LedgerRow>, StoreError> {
         self.inner.ledger(sku, after_id, limit).await
+    }
+    async fn rule_history(
+        &self,
+        channel: &ChannelCode,
+        sku: Option<&Sku>,
+        all_skus: bool,
+    ) -> Result<Vec<RuleChange>, StoreError> {
+        self.inner.rule_history(channel, sku, all_skus).await
+    }
+    async fn channel_events(
+        &self,
+        channel: &ChannelCode,
+        after_seq: u64,
+        limit: i64,
+    ) -> Result<Vec<ChannelEvent>, StoreError> {
+        self.inner.channel_events(channel, after_seq, limit).await
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use stockpool::domain::{ChannelCode, OrderId, Quantity, Reservation, Sku, WarehouseCode};
 use stockpool::engine::{Engine, EngineError, ManualClock, ReserveCmd, SetCmd, SystemClock};
-use stockpool::store::{LedgerRow, Op, PoolRow, Snapshot, SqliteStore, Store, StoreError};
+use stockpool::store::{
+    ChannelEvent, LedgerRow, Op, PoolRow, RuleChange, Snapshot, SqliteStore, Store, StoreError,
+};
 
 /// A store whose commits fail while `failing` is set, and wait while the
 /// test holds `gate`.
@@ -50,6 +52,22 @@ impl Store for Flaky {
         limit: i64,
     ) -> Result<Vec<LedgerRow>, StoreError> {
         self.inner.ledger(sku, after, limit).await
+    }
+    async fn rule_history(
+        &self,
+        channel: &ChannelCode,
+        sku: Option<&Sku>,
+        all_skus: bool,
+    ) -> Result<Vec<RuleChange>, StoreError> {
+        self.inner.rule_history(channel, sku, all_skus).await
+    }
+    async fn channel_events(
+        &self,
+        channel: &ChannelCode,
+        after_seq: u64,
+        limit: i64,
+    ) -> Result<Vec<ChannelEvent>, StoreError> {
+        self.inner.channel_events(channel, after_seq, limit).await
     }
 }
 
