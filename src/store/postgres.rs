@@ -41,6 +41,11 @@ use crate::domain::{Channel, ChannelCode, OrderId, Reservation, Sku, Warehouse, 
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// The tests' database-per-test helper, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/support/pg.rs"]
+mod test_pg;
+
 /// Connections in the pool: the writer uses one at a time; loads, ledger
 /// pages and reloads after a failed commit use the others.
 const MAX_CONNECTIONS: u32 = 8;
@@ -98,9 +103,11 @@ enum Doubt {
     /// finished could miss it.
     Unknown { id: Uuid, ops: Vec<Op> },
     /// The batch turned out to have committed after all. The writer retries
-    /// a failed batch job by job; each retried job is a run of its ops and
-    /// is already written, so it is acknowledged without writing it again.
-    Committed { ops: Vec<Op> },
+    /// a failed batch job by job, in order; each retried job is the next run
+    /// of the batch's ops (stale jobs may be skipped) and is already written,
+    /// so it is acknowledged without writing it again. `next` is where the
+    /// following run may start; a commit that is not such a run ends this.
+    Committed { ops: Vec<Op>, next: usize },
 }
 
 /// What the database says about one batch id.
@@ -163,6 +170,7 @@ impl PostgresStore {
                 tracing::warn!(batch = %id, "a commit reported as failed had committed; its retried jobs are acknowledged without writing them again");
                 *doubt = Doubt::Committed {
                     ops: std::mem::take(ops),
+                    next: 0,
                 };
                 Ok(())
             }
@@ -400,8 +408,17 @@ impl Store for PostgresStore {
         }
         let mut doubt = self.doubt.lock().await;
         self.settle(&mut doubt, RECHECK_BUDGET).await?;
-        if let Doubt::Committed { ops: batch } = &*doubt {
-            if ops.len() <= batch.len() && batch.windows(ops.len()).any(|run| run == ops) {
+        if let Doubt::Committed { ops: batch, next } = &mut *doubt {
+            let rest = &batch[*next..];
+            let run = (ops.len() <= rest.len())
+                .then(|| rest.windows(ops.len()).position(|run| run == ops))
+                .flatten();
+            if let Some(at) = run {
+                *next += at + ops.len();
+                if *next == batch.len() {
+                    *doubt = Doubt::Clear;
+                    self.in_doubt.store(false, Ordering::SeqCst);
+                }
                 return Ok(());
             }
             *doubt = Doubt::Clear;
@@ -1158,6 +1175,34 @@ mod tests {
         ];
         let batch = Batch::fold(&ops).unwrap();
         assert_eq!(batch.reservations.expires_at_ms, vec![2]);
+    }
+
+    #[tokio::test]
+    async fn every_connection_commits_synchronously_and_bounds_its_statements() {
+        let Some(db) = test_pg::TestDb::create().await else {
+            return;
+        };
+        let store = PostgresStore::connect(&db.url).await.unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            conns.push(store.pool.acquire().await.unwrap());
+        }
+        for conn in &mut conns {
+            let settings: (String, String, String) = sqlx::query_as(
+                "SELECT current_setting('synchronous_commit'), \
+                 current_setting('statement_timeout'), current_setting('application_name')",
+            )
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+            assert_eq!(
+                settings,
+                ("on".into(), "5s".into(), "stockpool".into()),
+                "synchronous_commit, statement_timeout, application_name"
+            );
+        }
+        drop(conns);
+        store.close().await;
     }
 
     #[test]
