@@ -639,11 +639,11 @@ impl RuleRecord {
 
 #[derive(sqlx::FromRow)]
 pub(super) struct PoolRecord {
-    sku: String,
-    warehouse: String,
-    on_hand: i64,
-    reserved: i64,
-    version: i64,
+    pub(super) sku: String,
+    pub(super) warehouse: String,
+    pub(super) on_hand: i64,
+    pub(super) reserved: i64,
+    pub(super) version: i64,
 }
 
 impl PoolRecord {
