@@ -328,8 +328,8 @@ impl Store for PostgresStore {
         // The biggest table by far: sized from the planner's estimate and
         // converted while it streams, so the raw rows and the converted ones
         // are never all in memory at once. Tuples are read by position, not
-        // by column name: a name lookup per column and row costs a tenth of
-        // the load at a million SKUs.
+        // by column name: a name lookup per column and row was measurably
+        // slower at a million SKUs (benches/startup.rs).
         let estimate: f32 =
             sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'pools'::regclass")
                 .fetch_one(&mut *tx)
