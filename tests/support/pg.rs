@@ -55,14 +55,22 @@ impl TestDb {
                         server_url()
                     );
                 }
-                eprintln!(
-                    "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-                     !! Postgres at {} is unreachable ({e}):\n\
-                     !! this Postgres test is SKIPPED and passes without running.\n\
-                     !! Start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
-                     !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
-                    server_url()
-                );
+                // Written to stderr directly: the test harness captures
+                // eprintln! of passing tests, and this must be seen. Once per
+                // test binary.
+                static NOTICE: std::sync::Once = std::sync::Once::new();
+                NOTICE.call_once(|| {
+                    use std::io::Write;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+                         !! Postgres at {} is unreachable ({e}):\n\
+                         !! the Postgres tests are SKIPPED and pass without running.\n\
+                         !! Start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
+                         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
+                        server_url()
+                    );
+                });
                 return None;
             }
         };
