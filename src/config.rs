@@ -94,9 +94,31 @@ struct TokenEntry {
 }
 
 /// Where state is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreConfig {
-    Sqlite { data_dir: PathBuf },
+    Sqlite {
+        data_dir: PathBuf,
+    },
+    /// A `postgres://` or `postgresql://` URL, which may hold a password.
+    Postgres {
+        url: String,
+    },
+}
+
+/// By hand, so that a password in the URL never reaches a log line.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Sqlite { data_dir } => f
+                .debug_struct("Sqlite")
+                .field("data_dir", data_dir)
+                .finish(),
+            StoreConfig::Postgres { url } => f
+                .debug_struct("Postgres")
+                .field("url", &crate::store::redact_url(url))
+                .finish(),
+        }
+    }
 }
 
 /// The resolved configuration the server runs with.
@@ -137,9 +159,14 @@ impl Config {
                     data_dir: PathBuf::from(path),
                 }
             }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                StoreConfig::Postgres {
+                    url: url.to_string(),
+                }
+            }
             Some(url) => anyhow::bail!(
-                "--database-url {}: only the embedded SQLite store is available in this version \
-                 (leave it unset, or give sqlite://DIR)",
+                "--database-url {}: only Postgres (postgres://USER@HOST/DB) and the embedded \
+                 SQLite store (leave it unset, or give sqlite://DIR) are available",
                 url.split('@').next_back().unwrap_or(url)
             ),
         };
@@ -241,4 +268,46 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_of(url: &str) -> anyhow::Result<StoreConfig> {
+        let args = ServeArgs {
+            database_url: Some(url.to_string()),
+            ..ServeArgs::default()
+        };
+        Config::resolve(&args).map(|c| c.store)
+    }
+
+    #[test]
+    fn a_postgres_url_selects_the_postgres_store_and_its_password_is_never_printed() {
+        for url in [
+            "postgres://app:s3cret@db/stock",
+            "postgresql://app:s3cret@db/stock",
+        ] {
+            let store = store_of(url).unwrap();
+            assert_eq!(
+                store,
+                StoreConfig::Postgres {
+                    url: url.to_string()
+                }
+            );
+            let shown = format!("{store:?}");
+            assert!(
+                !shown.contains("s3cret") && shown.contains("app:***@db/stock"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_scheme_is_refused_without_showing_credentials() {
+        let err = store_of("mysql://app:s3cret@db/stock")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("db/stock") && !err.contains("s3cret"), "{err}");
+    }
 }

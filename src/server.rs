@@ -40,6 +40,16 @@ impl Application {
                     format!("opening the SQLite store in {}", data_dir.display())
                 })?)
             }
+            StoreConfig::Postgres { url } => Arc::new(
+                crate::store::PostgresStore::connect(url)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "connecting to Postgres at {}",
+                            crate::store::redact_url(url)
+                        )
+                    })?,
+            ),
         };
         let started = std::time::Instant::now();
         let engine = Engine::open(store, config.seed.clone(), Arc::new(SystemClock)).await?;

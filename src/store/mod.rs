@@ -1,10 +1,11 @@
-//! Durability: the [`Store`] trait, its SQLite implementation, the
-//! group-commit writer, and loading state at start.
+//! Durability: the [`Store`] trait, its SQLite and Postgres implementations,
+//! the group-commit writer, and loading state at start.
 //!
 //! The store records what the engine decided; it never decides allocation.
 //! Pool changes are written as deltas (`on_hand + d`), so a batch that
 //! commits after an earlier one failed is still correct on its own.
 
+mod postgres;
 mod sqlite;
 mod writer;
 
@@ -14,6 +15,7 @@ use crate::domain::{
     Channel, ChannelCode, OrderId, Pool, Reservation, Rule, Sku, Warehouse, WarehouseCode,
 };
 
+pub use postgres::{redact_url, PostgresStore};
 pub use sqlite::SqliteStore;
 pub use writer::{CommitError, GroupCommit, JobGuard, Ticket};
 
@@ -26,6 +28,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// The connection was lost during COMMIT and the database could not yet
+    /// be asked whether it went through (Postgres).
+    #[error("commit outcome unknown: {0}")]
+    InDoubt(String),
 }
 
 /// A pool as stored.

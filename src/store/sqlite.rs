@@ -520,8 +520,12 @@ const SELECT_HISTORY_OF_CHANNEL: &str = "\
     SELECT at_ms, changed_by, comment, channel, sku, before_json, after_json \
     FROM rule_history WHERE channel = ?1 ORDER BY id";
 
+// Row types and conversions below are shared with the Postgres store
+// (`pub(super)`): both stores map rows to domain types with the same code, so
+// they report the same data the same way, corrupt rows included.
+
 #[derive(sqlx::FromRow)]
-struct EventRecord {
+pub(super) struct EventRecord {
     channel: String,
     seq: i64,
     sku: String,
@@ -531,7 +535,7 @@ struct EventRecord {
 }
 
 impl EventRecord {
-    fn into_event(self) -> Result<ChannelEvent, StoreError> {
+    pub(super) fn into_event(self) -> Result<ChannelEvent, StoreError> {
         let row = format!("channel event {}/{}", self.channel, self.seq);
         Ok(ChannelEvent {
             channel: code_of(self.channel, "channel_events.channel")?,
@@ -545,7 +549,7 @@ impl EventRecord {
 }
 
 #[derive(sqlx::FromRow)]
-struct RuleChangeRecord {
+pub(super) struct RuleChangeRecord {
     at_ms: i64,
     changed_by: String,
     comment: String,
@@ -556,7 +560,7 @@ struct RuleChangeRecord {
 }
 
 impl RuleChangeRecord {
-    fn into_change(self) -> Result<RuleChange, StoreError> {
+    pub(super) fn into_change(self) -> Result<RuleChange, StoreError> {
         let row = format!(
             "rule change {}/{} at {}",
             self.channel, self.sku, self.at_ms
@@ -582,7 +586,7 @@ impl RuleChangeRecord {
 }
 
 #[derive(sqlx::FromRow)]
-struct RuleRecord {
+pub(super) struct RuleRecord {
     channel: String,
     sku: String,
     warehouses: String,
@@ -594,7 +598,7 @@ struct RuleRecord {
 }
 
 impl RuleRecord {
-    fn into_rule(self) -> Result<Rule, StoreError> {
+    pub(super) fn into_rule(self) -> Result<Rule, StoreError> {
         let key = format!(
             "rule {}/{}",
             self.channel,
@@ -634,16 +638,16 @@ impl RuleRecord {
 }
 
 #[derive(sqlx::FromRow)]
-struct PoolRecord {
-    sku: String,
-    warehouse: String,
-    on_hand: i64,
-    reserved: i64,
-    version: i64,
+pub(super) struct PoolRecord {
+    pub(super) sku: String,
+    pub(super) warehouse: String,
+    pub(super) on_hand: i64,
+    pub(super) reserved: i64,
+    pub(super) version: i64,
 }
 
 impl PoolRecord {
-    fn into_row(self) -> Result<PoolRow, StoreError> {
+    pub(super) fn into_row(self) -> Result<PoolRow, StoreError> {
         let key = format!("pool {}/{}", self.sku, self.warehouse);
         let version = u64::try_from(self.version).map_err(|e| corrupt(&key, "version", e))?;
         Ok(PoolRow {
@@ -659,7 +663,7 @@ impl PoolRecord {
 }
 
 #[derive(sqlx::FromRow)]
-struct ReservationRecord {
+pub(super) struct ReservationRecord {
     channel: String,
     order_id: String,
     id: String,
@@ -673,7 +677,7 @@ struct ReservationRecord {
 }
 
 impl ReservationRecord {
-    fn into_reservation(self) -> Result<Reservation, StoreError> {
+    pub(super) fn into_reservation(self) -> Result<Reservation, StoreError> {
         let key = format!("reservation {}/{}", self.channel, self.order_id);
         let status = Status::parse(&self.status)
             .ok_or_else(|| corrupt(&key, "status", format!("unknown status {:?}", self.status)))?;
@@ -698,7 +702,7 @@ impl ReservationRecord {
 }
 
 #[derive(sqlx::FromRow)]
-struct LedgerRecord {
+pub(super) struct LedgerRecord {
     id: i64,
     at_ms: i64,
     sku: String,
@@ -713,7 +717,7 @@ struct LedgerRecord {
 }
 
 impl LedgerRecord {
-    fn into_row(self) -> Result<LedgerRow, StoreError> {
+    pub(super) fn into_row(self) -> Result<LedgerRow, StoreError> {
         let key = format!("ledger line {}", self.id);
         let kind = MovementKind::parse(&self.kind)
             .ok_or_else(|| corrupt(&key, "kind", format!("unknown kind {:?}", self.kind)))?;
@@ -736,14 +740,14 @@ impl LedgerRecord {
 }
 
 /// A stored code parsed back into its type; `row` names where it was read.
-fn code_of<T: TryFrom<String, Error = InvalidInput>>(
+pub(super) fn code_of<T: TryFrom<String, Error = InvalidInput>>(
     raw: String,
     row: &str,
 ) -> Result<T, StoreError> {
     T::try_from(raw).map_err(|e| StoreError::Corrupt(format!("{row}: {e}")))
 }
 
-fn corrupt(row: &str, column: &str, cause: impl Display) -> StoreError {
+pub(super) fn corrupt(row: &str, column: &str, cause: impl Display) -> StoreError {
     StoreError::Corrupt(format!("{row}: {column}: {cause}"))
 }
 
@@ -755,11 +759,11 @@ fn from_json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(text).map_err(|e| corrupt(row, column, e))
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

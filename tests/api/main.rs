@@ -7,6 +7,7 @@ mod helpers;
 mod lifecycle;
 mod load;
 mod metrics;
+mod postgres;
 mod redis;
 mod service;
 mod watch;

@@ -1,0 +1,1239 @@
+//! The production store: Postgres through sqlx (`--database-url postgres://…`).
+//!
+//! It owns the connection pool, its schema (`migrations/postgres`, the same
+//! tables as SQLite in Postgres types) and the translation of a batch of ops
+//! into a few array statements. It writes what the engine decided and reads
+//! it back; it never decides allocation, and it does not re-validate what the
+//! domain already checked. Rows map to domain types with the SQLite store's
+//! code, so both stores read the same data the same way.
+//!
+//! Two things differ from SQLite because the database is across a network:
+//!
+//! - A batch is written as one statement per kind of op (pool upserts,
+//!   ledger lines, reservations, movements, events, rule history), each
+//!   taking its rows as arrays through `UNNEST`, so a batch of thousands of
+//!   ops costs a handful of round trips, not thousands.
+//! - When the connection is lost during `COMMIT`, whether the batch committed
+//!   is unknown. Each batch writes a random id into `commits` first; the
+//!   store asks another connection whether that id exists and answers
+//!   exactly (see [`PostgresStore::commit`]).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgTransaction};
+use tokio_stream::StreamExt;
+use uuid::Uuid;
+
+use super::sqlite::{
+    code_of, corrupt, now_ms, to_json, EventRecord, LedgerRecord, PoolRecord, ReservationRecord,
+    RuleChangeRecord, RuleRecord,
+};
+use super::{
+    ChannelEvent, LedgerRow, MovementRecord, Op, PoolRow, RuleChange, Snapshot, Store, StoreError,
+};
+use crate::domain::{Channel, ChannelCode, OrderId, Reservation, Sku, Warehouse, WarehouseCode};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The tests' database-per-test helper, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/support/pg.rs"]
+mod test_pg;
+
+/// Connections in the pool: the writer uses one at a time; loads, ledger
+/// pages and reloads after a failed commit use the others.
+const MAX_CONNECTIONS: u32 = 8;
+/// How long a commit or read waits for a connection, connecting included.
+/// While Postgres is unreachable, callers learn it within about this long
+/// instead of queueing behind a dead server.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest a single statement may run (set on every connection). A commit
+/// stuck on a lock fails rather than holding the writer indefinitely.
+const STATEMENT_TIMEOUT: &str = "5s";
+/// `load()` streams every pool in one statement: millions of rows may take
+/// longer than [`STATEMENT_TIMEOUT`], so its transaction raises the limit.
+const LOAD_STATEMENT_TIMEOUT: &str = "10min";
+/// How long a commit whose `COMMIT` failed keeps asking whether it went
+/// through before it reports the outcome as unknown.
+const OUTCOME_BUDGET: Duration = Duration::from_secs(2);
+/// How long a later call spends asking again about a commit whose outcome
+/// is still unknown, before it gives up for this call.
+const RECHECK_BUDGET: Duration = Duration::from_secs(1);
+/// Every this many commits, `commits` rows older than [`PRUNE_AFTER`] are
+/// deleted in the same transaction (the first commit prunes too).
+const PRUNE_EVERY: u64 = 1024;
+/// `commits` rows are only read within seconds of their commit; an hour is a
+/// wide margin.
+const PRUNE_AFTER: &str = "1 hour";
+/// Transaction-level advisory lock taken by every commit ("STOCKPOL"). It
+/// serializes writers, so ledger and rule-history ids are handed out in
+/// commit order even if a second instance writes to the same database.
+const COMMIT_LOCK: i64 = 0x5354_4f43_4b50_4f4c;
+
+/// A Postgres database.
+pub struct PostgresStore {
+    pool: PgPool,
+    /// For the one-off connections that ask about a commit's outcome: they
+    /// must not wait behind (or reuse) the pool's possibly broken ones.
+    options: PgConnectOptions,
+    /// A commit whose outcome was not known when it returned, or a batch
+    /// found committed after it was reported failed.
+    doubt: tokio::sync::Mutex<Doubt>,
+    /// Mirrors `doubt != Clear`, so reads skip the lock in the common case.
+    in_doubt: AtomicBool,
+    /// Commits begun, to prune `commits` every [`PRUNE_EVERY`].
+    commits: AtomicU64,
+}
+
+/// What the store knows about a batch it reported as failed.
+#[derive(Debug, Default)]
+enum Doubt {
+    #[default]
+    Clear,
+    /// The `COMMIT` of this batch was lost and the database could not be
+    /// asked in time. Nothing else is written, and reads that reload memory
+    /// are refused, until it can be asked: a retry of part of the batch
+    /// would apply it twice if it did commit, and memory reloaded before it
+    /// finished could miss it.
+    Unknown { id: Uuid, ops: Vec<Op> },
+    /// The batch turned out to have committed after all. The writer retries
+    /// a failed batch job by job, in order; each retried job is the next run
+    /// of the batch's ops (stale jobs may be skipped) and is already written,
+    /// so it is acknowledged without writing it again. `next` is where the
+    /// following run may start; a commit that is not such a run ends this.
+    Committed { ops: Vec<Op>, next: usize },
+}
+
+/// What the database says about one batch id.
+enum Outcome {
+    Committed,
+    NotCommitted,
+    /// Why it could not be asked.
+    Unknown(String),
+}
+
+impl PostgresStore {
+    /// Connects to `url`, runs the migrations and keeps a pool. Every
+    /// connection sets `statement_timeout` and `synchronous_commit = on`
+    /// (the default, made explicit: an acknowledged write must be on disk).
+    /// Errors never contain the password.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("stockpool")
+            .options([
+                ("statement_timeout", STATEMENT_TIMEOUT),
+                ("synchronous_commit", "on"),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        // Migrations run on a connection of their own without a statement
+        // timeout (the later of two settings wins): a later migration may
+        // rewrite a big table.
+        let migrating = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone().options([("statement_timeout", "0")]))
+            .await?;
+        MIGRATOR.run(&migrating).await?;
+        migrating.close().await;
+        Ok(PostgresStore {
+            pool,
+            options,
+            doubt: tokio::sync::Mutex::new(Doubt::Clear),
+            in_doubt: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+        })
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Settles a commit in doubt, if any: asks the database for at most
+    /// `budget`. Err while it still cannot tell.
+    async fn settle(&self, doubt: &mut Doubt, budget: Duration) -> Result<(), StoreError> {
+        let Doubt::Unknown { id, ops } = doubt else {
+            return Ok(());
+        };
+        match self.outcome(*id, budget).await {
+            Outcome::Committed => {
+                tracing::warn!(batch = %id, "a commit reported as failed had committed; its retried jobs are acknowledged without writing them again");
+                *doubt = Doubt::Committed {
+                    ops: std::mem::take(ops),
+                    next: 0,
+                };
+                Ok(())
+            }
+            Outcome::NotCommitted => {
+                tracing::info!(batch = %id, "a commit whose outcome was unknown did not commit");
+                *doubt = Doubt::Clear;
+                self.in_doubt.store(false, Ordering::SeqCst);
+                Ok(())
+            }
+            Outcome::Unknown(why) => Err(StoreError::InDoubt(format!(
+                "an earlier commit's outcome is still unknown ({why}); nothing is written or reloaded until the database answers"
+            ))),
+        }
+    }
+
+    /// Refuses a read that may reload memory while a commit is in doubt and
+    /// the database cannot tell its outcome.
+    async fn settle_before_read(&self) -> Result<(), StoreError> {
+        if !self.in_doubt.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut doubt = self.doubt.lock().await;
+        self.settle(&mut doubt, RECHECK_BUDGET).await
+    }
+
+    /// Whether the batch with `id` committed, asked over fresh connections
+    /// for at most `budget`.
+    ///
+    /// The question is an `INSERT` of the same id into `commits`, rolled
+    /// back. While the batch's transaction is still open on the server (its
+    /// `COMMIT` in flight, or the server not yet aware that the client is
+    /// gone) the insert waits on the id's unique index for it to end, so the
+    /// answer is never "not committed" for a batch that commits a moment
+    /// later: a conflict means it committed, an insert means it never will.
+    async fn outcome(&self, id: Uuid, budget: Duration) -> Outcome {
+        let deadline = Instant::now() + budget;
+        let mut why = String::from("no answer in time");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Outcome::Unknown(why);
+            }
+            match tokio::time::timeout(left, self.probe(id, left)).await {
+                Ok(Ok(true)) => return Outcome::Committed,
+                Ok(Ok(false)) => return Outcome::NotCommitted,
+                Ok(Err(e)) => {
+                    why = crate::telemetry::chain(&e);
+                    tokio::time::sleep(left.min(Duration::from_millis(50))).await;
+                }
+                Err(_) => return Outcome::Unknown(why),
+            }
+        }
+    }
+
+    /// One attempt of [`Self::outcome`]: true when `id` is committed.
+    async fn probe(&self, id: Uuid, left: Duration) -> Result<bool, sqlx::Error> {
+        let mut conn = connect_once(&self.options, left).await?;
+        let lock_ms = left.as_millis().max(1);
+        let mut tx = conn
+            .begin_with(format!("BEGIN; SET LOCAL lock_timeout = {lock_ms}"))
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO commits (id) VALUES ($1::uuid) ON CONFLICT ON CONSTRAINT commits_pk DO NOTHING",
+        )
+        .bind(id.to_string())
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.rollback().await?;
+        let _ = conn.close().await;
+        Ok(inserted == 0)
+    }
+
+    /// Writes `ops` in one transaction whose first row is `id` in `commits`.
+    /// Err from here on means nothing was committed, except from `COMMIT`.
+    async fn write(&self, id: Uuid, ops: &[Op]) -> Result<PgTransaction<'static>, StoreError> {
+        let batch = Batch::fold(ops)?;
+        let prune = self.commits.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == 0;
+        // One round trip opens the transaction, takes the writers' lock and
+        // records the batch id (a UUID: safe to inline).
+        let mut begin = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK}); \
+             INSERT INTO commits (id) VALUES ('{id}')"
+        );
+        if prune {
+            begin.push_str(&format!(
+                "; DELETE FROM commits WHERE committed_at < now() - interval '{PRUNE_AFTER}'"
+            ));
+        }
+        let mut tx = self.pool.begin_with(begin).await?;
+        batch.execute(&mut tx, now_ms()).await?;
+        Ok(tx)
+    }
+}
+
+/// A new connection outside the pool, given up after `timeout`.
+async fn connect_once(
+    options: &PgConnectOptions,
+    timeout: Duration,
+) -> Result<PgConnection, sqlx::Error> {
+    tokio::time::timeout(timeout, PgConnection::connect_with(options))
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        self.settle_before_read().await?;
+        // One snapshot: every table is read at the same commit.
+        let mut tx = self
+            .pool
+            .begin_with(format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                 SET LOCAL statement_timeout = '{LOAD_STATEMENT_TIMEOUT}'"
+            ))
+            .await?;
+
+        let warehouses = sqlx::query_as::<_, (String, String)>(
+            "SELECT code, name FROM warehouses ORDER BY position",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(code, name)| {
+            Ok(Warehouse {
+                code: code_of(code, "warehouses.code")?,
+                name,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+
+        let channels = sqlx::query_as::<_, (String, String)>(
+            "SELECT code, name FROM channels ORDER BY position",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(code, name)| {
+            Ok(Channel {
+                code: code_of(code, "channels.code")?,
+                name,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+
+        let rules = sqlx::query_as::<_, RuleRecord>(SELECT_RULES)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(RuleRecord::into_rule)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        // The biggest table by far: sized from the planner's estimate and
+        // converted while it streams, so the raw rows and the converted ones
+        // are never all in memory at once. Tuples are read by position, not
+        // by column name: a name lookup per column and row was measurably
+        // slower at a million SKUs (benches/startup.rs).
+        let estimate: f32 =
+            sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'pools'::regclass")
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut pools = Vec::with_capacity(estimate.max(0.0) as usize);
+        {
+            let mut rows =
+                sqlx::query_as::<_, (String, String, i64, i64, i64)>(SELECT_POOLS).fetch(&mut *tx);
+            while let Some(row) = rows.next().await {
+                let (sku, warehouse, on_hand, reserved, version) = row?;
+                let record = PoolRecord {
+                    sku,
+                    warehouse,
+                    on_hand,
+                    reserved,
+                    version,
+                };
+                pools.push(record.into_row()?);
+            }
+        }
+        pools.shrink_to_fit();
+
+        let reservations = sqlx::query_as::<_, ReservationRecord>(SELECT_RESERVATIONS)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(ReservationRecord::into_reservation)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let movements = sqlx::query_as::<_, (String, String)>(
+            "SELECT movement_id, fingerprint FROM movements ORDER BY movement_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(movement_id, fingerprint)| MovementRecord {
+            movement_id,
+            fingerprint,
+        })
+        .collect();
+
+        let published = sqlx::query_as::<_, EventRecord>(SELECT_LATEST_EVENTS)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(EventRecord::into_event)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        tx.commit().await?;
+        Ok(Snapshot {
+            warehouses,
+            channels,
+            rules,
+            pools,
+            reservations,
+            movements,
+            published,
+        })
+    }
+
+    /// Applies `ops` in one transaction, and answers exactly: Ok only when
+    /// the batch committed, Err only when it did not, or when the database
+    /// cannot be asked in time.
+    ///
+    /// Any error before `COMMIT` means nothing was committed (the server
+    /// commits nothing without it). An error from `COMMIT` itself (the
+    /// connection lost, the server terminated) leaves it open, and the
+    /// writer's job-by-job retry of a failed batch would apply its deltas
+    /// twice if it did commit; so the batch's id is looked up in `commits`
+    /// from fresh connections for up to two seconds (see `outcome`): found,
+    /// Ok; definitely absent, Err.
+    ///
+    /// Still unknown after that, the error is returned and the store stays
+    /// in doubt: every later commit and every `load`/`load_pools` first asks
+    /// again and fails while the database cannot tell. The engine answers
+    /// the batch's callers with an error and reloads their SKUs' pools from
+    /// `load_pools`, which therefore returns only once the outcome is known,
+    /// so reloaded pools equal the database either way. If the batch turns
+    /// out committed, the writer's retries of its jobs are acknowledged
+    /// without being written again (a retried job is a run of the batch's
+    /// ops), and nothing is applied twice. What the engine restores on its
+    /// own on a failed commit (the reservation's previous state) is not
+    /// reloaded; that gap exists only while the outcome is unknown.
+    async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut doubt = self.doubt.lock().await;
+        self.settle(&mut doubt, RECHECK_BUDGET).await?;
+        if let Doubt::Committed { ops: batch, next } = &mut *doubt {
+            let rest = &batch[*next..];
+            let run = (ops.len() <= rest.len())
+                .then(|| rest.windows(ops.len()).position(|run| run == ops))
+                .flatten();
+            if let Some(at) = run {
+                *next += at + ops.len();
+                if *next == batch.len() {
+                    *doubt = Doubt::Clear;
+                    self.in_doubt.store(false, Ordering::SeqCst);
+                }
+                return Ok(());
+            }
+            *doubt = Doubt::Clear;
+            self.in_doubt.store(false, Ordering::SeqCst);
+        }
+
+        let id = Uuid::new_v4();
+        // On an error the transaction is dropped, which rolls it back.
+        let tx = self.write(id, ops).await?;
+        let Err(lost) = tx.commit().await else {
+            return Ok(());
+        };
+        tracing::warn!(batch = %id, error = %crate::telemetry::chain(&lost), "COMMIT failed; asking the database whether it went through");
+        match self.outcome(id, OUTCOME_BUDGET).await {
+            Outcome::Committed => {
+                tracing::info!(batch = %id, "the batch committed despite the error");
+                Ok(())
+            }
+            Outcome::NotCommitted => Err(lost.into()),
+            Outcome::Unknown(why) => {
+                *doubt = Doubt::Unknown {
+                    id,
+                    ops: ops.to_vec(),
+                };
+                self.in_doubt.store(true, Ordering::SeqCst);
+                Err(StoreError::InDoubt(format!(
+                    "COMMIT failed ({}) and the database could not be asked whether it went through ({why})",
+                    crate::telemetry::chain(&lost)
+                )))
+            }
+        }
+    }
+
+    async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
+        self.settle_before_read().await?;
+        if skus.is_empty() {
+            return Ok(Vec::new());
+        }
+        let skus: Vec<&str> = skus.iter().map(Sku::as_str).collect();
+        sqlx::query_as::<_, PoolRecord>(
+            "SELECT sku, warehouse, on_hand, reserved, version FROM pools \
+             WHERE sku = ANY($1::text[]) ORDER BY sku, warehouse",
+        )
+        .bind(&skus)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(PoolRecord::into_row)
+        .collect()
+    }
+
+    async fn load_reservation(
+        &self,
+        channel: &ChannelCode,
+        order_id: &OrderId,
+    ) -> Result<Option<Reservation>, StoreError> {
+        sqlx::query_as::<_, ReservationRecord>(SELECT_RESERVATION)
+            .bind(channel.as_str())
+            .bind(order_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(ReservationRecord::into_reservation)
+            .transpose()
+    }
+
+    async fn rule_history(
+        &self,
+        channel: &ChannelCode,
+        sku: Option<&Sku>,
+        all_skus: bool,
+    ) -> Result<Vec<RuleChange>, StoreError> {
+        let rows = if all_skus {
+            sqlx::query_as::<_, RuleChangeRecord>(SELECT_HISTORY_OF_CHANNEL)
+                .bind(channel.as_str())
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            sqlx::query_as::<_, RuleChangeRecord>(SELECT_HISTORY_OF_RULE)
+                .bind(channel.as_str())
+                .bind(sku.map_or("", Sku::as_str))
+                .fetch_all(&self.pool)
+                .await?
+        };
+        rows.into_iter()
+            .map(RuleChangeRecord::into_change)
+            .collect()
+    }
+
+    async fn channel_events(
+        &self,
+        channel: &ChannelCode,
+        after_seq: u64,
+        limit: i64,
+    ) -> Result<Vec<ChannelEvent>, StoreError> {
+        sqlx::query_as::<_, EventRecord>(SELECT_EVENTS)
+            .bind(channel.as_str())
+            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(EventRecord::into_event)
+            .collect()
+    }
+
+    /// A `limit` of 0 or less reads nothing.
+    async fn ledger(
+        &self,
+        sku: Option<&Sku>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        let limit = limit.max(0);
+        let rows = match sku {
+            Some(sku) => {
+                sqlx::query_as::<_, LedgerRecord>(SELECT_LEDGER_OF_SKU)
+                    .bind(sku.as_str())
+                    .bind(after_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query_as::<_, LedgerRecord>(SELECT_LEDGER)
+                    .bind(after_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.into_iter().map(LedgerRecord::into_row).collect()
+    }
+}
+
+/// One pool's changes within a batch, folded in op order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct PoolFold {
+    /// The last count's on_hand plus the deltas after it; None: no count.
+    set: Option<i64>,
+    /// Sum of on_hand deltas (meaningful only while `set` is None).
+    on_hand: i64,
+    /// Sum of reserved deltas: a count leaves reserved alone.
+    reserved: i64,
+    /// Number of ops: each bumps the version by one.
+    bumps: i64,
+}
+
+impl PoolFold {
+    fn delta(&mut self, on_hand: i64, reserved: i64) {
+        match &mut self.set {
+            Some(v) => *v += on_hand,
+            None => self.on_hand += on_hand,
+        }
+        self.reserved += reserved;
+        self.bumps += 1;
+    }
+
+    fn count(&mut self, on_hand: i64) {
+        self.set = Some(on_hand);
+        self.bumps += 1;
+    }
+}
+
+/// A batch regrouped by kind, in arrays ready to bind. Each kind goes to
+/// its own table, so writing the kinds one after another is the same as
+/// writing the ops in order, as long as the order within a kind is kept:
+/// pools are folded in op order, ledger and rule-history rows keep their
+/// order (their ids), a reservation keeps its last state, and the rare
+/// catalog ops run one by one in order.
+#[derive(Default)]
+struct Batch<'a> {
+    catalog: Vec<&'a Op>,
+    pools: Vec<((&'a str, &'a str), PoolFold)>,
+    ledger: LedgerArrays<'a>,
+    reservations: ReservationArrays<'a>,
+    movements: (Vec<&'a str>, Vec<&'a str>),
+    events: EventArrays<'a>,
+    rule_changes: RuleChangeArrays<'a>,
+}
+
+#[derive(Default)]
+struct LedgerArrays<'a> {
+    at_ms: Vec<i64>,
+    sku: Vec<&'a str>,
+    warehouse: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    on_hand_delta: Vec<i64>,
+    reserved_delta: Vec<i64>,
+    on_hand_after: Vec<i64>,
+    reserved_after: Vec<i64>,
+    reason: Vec<&'a str>,
+    reference: Vec<&'a str>,
+}
+
+#[derive(Default)]
+struct ReservationArrays<'a> {
+    channel: Vec<&'a str>,
+    order_id: Vec<&'a str>,
+    id: Vec<&'a str>,
+    status: Vec<&'a str>,
+    created_at_ms: Vec<i64>,
+    expires_at_ms: Vec<i64>,
+    lines: Vec<String>,
+    allocations: Vec<String>,
+    shipments: Vec<String>,
+    refunds: Vec<String>,
+}
+
+#[derive(Default)]
+struct EventArrays<'a> {
+    channel: Vec<&'a str>,
+    seq: Vec<i64>,
+    sku: Vec<&'a str>,
+    published: Vec<i64>,
+    atp: Vec<i64>,
+    at_ms: Vec<i64>,
+}
+
+#[derive(Default)]
+struct RuleChangeArrays<'a> {
+    at_ms: Vec<i64>,
+    changed_by: Vec<&'a str>,
+    comment: Vec<&'a str>,
+    channel: Vec<&'a str>,
+    sku: Vec<&'a str>,
+    before: Vec<Option<String>>,
+    after: Vec<Option<String>>,
+}
+
+impl<'a> Batch<'a> {
+    /// Regroups `ops`; fails before any I/O on what cannot be encoded.
+    fn fold(ops: &'a [Op]) -> Result<Self, StoreError> {
+        let mut b = Batch::default();
+        let mut pools: HashMap<(&str, &str), PoolFold> = HashMap::new();
+        // Last state per reservation key: an upsert may touch a row once.
+        let mut last_reservation: HashMap<(&str, &str), &Reservation> = HashMap::new();
+        let mut reservation_order: Vec<(&str, &str)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::PoolDelta {
+                    sku,
+                    warehouse,
+                    on_hand,
+                    reserved,
+                } => pools
+                    .entry((sku.as_str(), warehouse.as_str()))
+                    .or_default()
+                    .delta(*on_hand, *reserved),
+                Op::PoolSetOnHand {
+                    sku,
+                    warehouse,
+                    on_hand,
+                } => pools
+                    .entry((sku.as_str(), warehouse.as_str()))
+                    .or_default()
+                    .count(*on_hand),
+                Op::Ledger(e) => {
+                    let l = &mut b.ledger;
+                    l.at_ms.push(e.at_ms);
+                    l.sku.push(e.sku.as_str());
+                    l.warehouse.push(e.warehouse.as_str());
+                    l.kind.push(e.kind.as_str());
+                    l.on_hand_delta.push(e.on_hand_delta);
+                    l.reserved_delta.push(e.reserved_delta);
+                    l.on_hand_after.push(e.on_hand_after);
+                    l.reserved_after.push(e.reserved_after);
+                    l.reason.push(e.reason.as_str());
+                    l.reference.push(e.reference.as_str());
+                }
+                Op::Reservation(r) => {
+                    let key = (r.channel.as_str(), r.order_id.as_str());
+                    if last_reservation.insert(key, r).is_none() {
+                        reservation_order.push(key);
+                    }
+                }
+                Op::Movement(m) => {
+                    b.movements.0.push(m.movement_id.as_str());
+                    b.movements.1.push(m.fingerprint.as_str());
+                }
+                Op::ChannelEvents(events) => {
+                    for e in events {
+                        let a = &mut b.events;
+                        a.channel.push(e.channel.as_str());
+                        a.seq.push(
+                            i64::try_from(e.seq)
+                                .map_err(|_| corrupt("channel event", "seq", e.seq))?,
+                        );
+                        a.sku.push(e.sku.as_str());
+                        a.published.push(e.published);
+                        a.atp.push(e.atp);
+                        a.at_ms.push(e.at_ms);
+                    }
+                }
+                Op::RuleChange(c) => {
+                    let a = &mut b.rule_changes;
+                    a.at_ms.push(c.at_ms);
+                    a.changed_by.push(c.changed_by.as_str());
+                    a.comment.push(c.comment.as_str());
+                    a.channel.push(c.channel.as_str());
+                    a.sku.push(c.sku.as_ref().map_or("", Sku::as_str));
+                    a.before.push(c.before.as_ref().map(to_json).transpose()?);
+                    a.after.push(c.after.as_ref().map(to_json).transpose()?);
+                }
+                Op::Warehouse(_) | Op::Channel(_) | Op::PutRule(_) | Op::DeleteRule { .. } => {
+                    b.catalog.push(op)
+                }
+            }
+        }
+        // Sorted: rows are locked in one order by every commit.
+        b.pools = pools.into_iter().collect();
+        b.pools.sort_unstable_by_key(|(key, _)| *key);
+        for key in reservation_order {
+            let r = last_reservation[&key];
+            let a = &mut b.reservations;
+            a.channel.push(r.channel.as_str());
+            a.order_id.push(r.order_id.as_str());
+            a.id.push(r.id.as_str());
+            a.status.push(r.status.as_str());
+            a.created_at_ms.push(r.created_at_ms);
+            a.expires_at_ms.push(r.expires_at_ms);
+            a.lines.push(to_json(&r.lines)?);
+            a.allocations.push(to_json(&r.allocations)?);
+            a.shipments.push(to_json(&r.shipments)?);
+            a.refunds.push(to_json(&r.refunds)?);
+        }
+        Ok(b)
+    }
+
+    /// Writes the batch: one statement per non-empty kind (two for pools
+    /// when some were counted), plus one per catalog op.
+    async fn execute(self, conn: &mut PgConnection, now_ms: i64) -> Result<(), StoreError> {
+        for op in &self.catalog {
+            catalog_op(op, now_ms).execute(&mut *conn).await?;
+        }
+        for counted in [false, true] {
+            let rows: Vec<_> = self
+                .pools
+                .iter()
+                .filter(|(_, f)| f.set.is_some() == counted)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let sku: Vec<&str> = rows.iter().map(|((s, _), _)| *s).collect();
+            let warehouse: Vec<&str> = rows.iter().map(|((_, w), _)| *w).collect();
+            let on_hand: Vec<i64> = rows
+                .iter()
+                .map(|(_, f)| f.set.unwrap_or(f.on_hand))
+                .collect();
+            let reserved: Vec<i64> = rows.iter().map(|(_, f)| f.reserved).collect();
+            let bumps: Vec<i64> = rows.iter().map(|(_, f)| f.bumps).collect();
+            sqlx::query(if counted { POOLS_SET } else { POOLS_ADD })
+                .bind(&sku)
+                .bind(&warehouse)
+                .bind(&on_hand)
+                .bind(&reserved)
+                .bind(&bumps)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let l = &self.ledger;
+        if !l.at_ms.is_empty() {
+            sqlx::query(INSERT_LEDGER)
+                .bind(&l.at_ms)
+                .bind(&l.sku)
+                .bind(&l.warehouse)
+                .bind(&l.kind)
+                .bind(&l.on_hand_delta)
+                .bind(&l.reserved_delta)
+                .bind(&l.on_hand_after)
+                .bind(&l.reserved_after)
+                .bind(&l.reason)
+                .bind(&l.reference)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let r = &self.reservations;
+        if !r.channel.is_empty() {
+            sqlx::query(UPSERT_RESERVATIONS)
+                .bind(&r.channel)
+                .bind(&r.order_id)
+                .bind(&r.id)
+                .bind(&r.status)
+                .bind(&r.created_at_ms)
+                .bind(&r.expires_at_ms)
+                .bind(&r.lines)
+                .bind(&r.allocations)
+                .bind(&r.shipments)
+                .bind(&r.refunds)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !self.movements.0.is_empty() {
+            // A duplicate id fails this statement, and with it the commit.
+            sqlx::query(INSERT_MOVEMENTS)
+                .bind(&self.movements.0)
+                .bind(&self.movements.1)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let e = &self.events;
+        if !e.channel.is_empty() {
+            sqlx::query(INSERT_EVENTS)
+                .bind(&e.channel)
+                .bind(&e.seq)
+                .bind(&e.sku)
+                .bind(&e.published)
+                .bind(&e.atp)
+                .bind(&e.at_ms)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let c = &self.rule_changes;
+        if !c.at_ms.is_empty() {
+            sqlx::query(INSERT_RULE_CHANGES)
+                .bind(&c.at_ms)
+                .bind(&c.changed_by)
+                .bind(&c.comment)
+                .bind(&c.channel)
+                .bind(&c.sku)
+                .bind(&c.before)
+                .bind(&c.after)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The statement of one catalog op (warehouse, channel, rule).
+fn catalog_op(
+    op: &Op,
+    now_ms: i64,
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    match op {
+        Op::Warehouse(w) => sqlx::query(UPSERT_WAREHOUSE)
+            .bind(w.code.as_str())
+            .bind(w.name.as_str()),
+        Op::Channel(c) => sqlx::query(UPSERT_CHANNEL)
+            .bind(c.code.as_str())
+            .bind(c.name.as_str()),
+        // A rule without a channel binds NULL and the NOT NULL constraint
+        // refuses it, naming the column.
+        Op::PutRule(rule) => sqlx::query(UPSERT_RULE)
+            .bind(rule.channel.as_ref().map(ChannelCode::as_str))
+            .bind(rule.sku.as_ref().map_or("", Sku::as_str))
+            .bind(
+                rule.warehouses
+                    .iter()
+                    .map(WarehouseCode::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .bind(rule.fence)
+            .bind(rule.share_percent.map(i64::from))
+            .bind(rule.buffer)
+            .bind(rule.max_published)
+            .bind(rule.min_published)
+            .bind(now_ms),
+        Op::DeleteRule { channel, sku } => sqlx::query(DELETE_RULE)
+            .bind(channel.as_str())
+            .bind(sku.as_ref().map_or("", Sku::as_str)),
+        _ => unreachable!("only catalog ops are collected in Batch::catalog"),
+    }
+}
+
+/// Pools that only saw deltas in the batch. A new pool starts at zero, so
+/// the same values serve the insert and the update.
+const POOLS_ADD: &str = "\
+    INSERT INTO pools AS p (sku, warehouse, on_hand, reserved, version) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
+    ON CONFLICT ON CONSTRAINT pools_pk DO UPDATE SET \
+        on_hand = p.on_hand + excluded.on_hand, \
+        reserved = p.reserved + excluded.reserved, \
+        version = p.version + excluded.version";
+
+/// Pools counted in the batch: on_hand is the last count plus the deltas
+/// after it; reserved still adds up.
+const POOLS_SET: &str = "\
+    INSERT INTO pools AS p (sku, warehouse, on_hand, reserved, version) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
+    ON CONFLICT ON CONSTRAINT pools_pk DO UPDATE SET \
+        on_hand = excluded.on_hand, \
+        reserved = p.reserved + excluded.reserved, \
+        version = p.version + excluded.version";
+
+/// Ordered by position in the batch, so ids follow op order.
+const INSERT_LEDGER: &str = "\
+    INSERT INTO ledger (at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
+        on_hand_after, reserved_after, reason, reference) \
+    SELECT at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
+        on_hand_after, reserved_after, reason, reference \
+    FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
+        $7::int8[], $8::int8[], $9::text[], $10::text[]) WITH ORDINALITY \
+        AS t(at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
+            on_hand_after, reserved_after, reason, reference, n) \
+    ORDER BY n";
+
+const UPSERT_RESERVATIONS: &str = "\
+    INSERT INTO reservations AS r (channel, order_id, id, status, created_at_ms, expires_at_ms, \
+        lines_json, allocations_json, shipments_json, refunds_json) \
+    SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
+        lines::jsonb, allocations::jsonb, shipments::jsonb, refunds::jsonb \
+    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
+        $7::text[], $8::text[], $9::text[], $10::text[]) \
+        AS t(channel, order_id, id, status, created_at_ms, expires_at_ms, \
+            lines, allocations, shipments, refunds) \
+    ON CONFLICT ON CONSTRAINT reservations_pk DO UPDATE SET \
+        id = excluded.id, \
+        status = excluded.status, \
+        created_at_ms = excluded.created_at_ms, \
+        expires_at_ms = excluded.expires_at_ms, \
+        lines_json = excluded.lines_json, \
+        allocations_json = excluded.allocations_json, \
+        shipments_json = excluded.shipments_json, \
+        refunds_json = excluded.refunds_json";
+
+const INSERT_MOVEMENTS: &str = "\
+    INSERT INTO movements (movement_id, fingerprint) \
+    SELECT * FROM UNNEST($1::text[], $2::text[])";
+
+const INSERT_EVENTS: &str = "\
+    INSERT INTO channel_events (channel, seq, sku, published, atp, at_ms) \
+    SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[])";
+
+/// Ordered by position in the batch, so ids follow op order.
+const INSERT_RULE_CHANGES: &str = "\
+    INSERT INTO rule_history (at_ms, changed_by, comment, channel, sku, before_json, after_json) \
+    SELECT at_ms, changed_by, comment, channel, sku, before::jsonb, after::jsonb \
+    FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+        $7::text[]) WITH ORDINALITY \
+        AS t(at_ms, changed_by, comment, channel, sku, before, after, n) \
+    ORDER BY n";
+
+const UPSERT_WAREHOUSE: &str = "\
+    INSERT INTO warehouses (code, name, position) \
+    VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM warehouses)) \
+    ON CONFLICT ON CONSTRAINT warehouses_pk DO UPDATE SET name = excluded.name";
+
+const UPSERT_CHANNEL: &str = "\
+    INSERT INTO channels (code, name, position) \
+    VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM channels)) \
+    ON CONFLICT ON CONSTRAINT channels_pk DO UPDATE SET name = excluded.name";
+
+const UPSERT_RULE: &str = "\
+    INSERT INTO rules (channel, sku, warehouses, fence, share_percent, buffer, \
+        max_published, min_published, updated_at_ms) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+    ON CONFLICT ON CONSTRAINT rules_pk DO UPDATE SET \
+        warehouses = excluded.warehouses, \
+        fence = excluded.fence, \
+        share_percent = excluded.share_percent, \
+        buffer = excluded.buffer, \
+        max_published = excluded.max_published, \
+        min_published = excluded.min_published, \
+        updated_at_ms = excluded.updated_at_ms";
+
+const DELETE_RULE: &str = "DELETE FROM rules WHERE channel = $1 AND sku = $2";
+
+const SELECT_RULES: &str = "\
+    SELECT channel, sku, warehouses, fence, share_percent, buffer, max_published, min_published \
+    FROM rules ORDER BY channel, sku";
+
+const SELECT_POOLS: &str = "\
+    SELECT sku, warehouse, on_hand, reserved, version FROM pools ORDER BY sku, warehouse";
+
+const SELECT_RESERVATIONS: &str = "\
+    SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
+        lines_json::text AS lines_json, allocations_json::text AS allocations_json, \
+        shipments_json::text AS shipments_json, refunds_json::text AS refunds_json \
+    FROM reservations ORDER BY created_at_ms, channel, order_id";
+
+const SELECT_RESERVATION: &str = "\
+    SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
+        lines_json::text AS lines_json, allocations_json::text AS allocations_json, \
+        shipments_json::text AS shipments_json, refunds_json::text AS refunds_json \
+    FROM reservations WHERE channel = $1 AND order_id = $2";
+
+const SELECT_LEDGER: &str = "\
+    SELECT id, at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
+        on_hand_after, reserved_after, reason, reference \
+    FROM ledger WHERE id > $1 ORDER BY id LIMIT $2";
+
+const SELECT_LEDGER_OF_SKU: &str = "\
+    SELECT id, at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
+        on_hand_after, reserved_after, reason, reference \
+    FROM ledger WHERE sku = $1 AND id > $2 ORDER BY id LIMIT $3";
+
+const SELECT_EVENTS: &str = "\
+    SELECT channel, seq, sku, published, atp, at_ms FROM channel_events \
+    WHERE channel = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+
+/// The newest event of every (channel, SKU), by channel then seq.
+const SELECT_LATEST_EVENTS: &str = "\
+    SELECT channel, seq, sku, published, atp, at_ms FROM ( \
+        SELECT DISTINCT ON (channel, sku) channel, seq, sku, published, atp, at_ms \
+        FROM channel_events ORDER BY channel, sku, seq DESC \
+    ) latest ORDER BY channel, seq";
+
+const SELECT_HISTORY_OF_RULE: &str = "\
+    SELECT at_ms, changed_by, comment, channel, sku, \
+        before_json::text AS before_json, after_json::text AS after_json \
+    FROM rule_history WHERE channel = $1 AND sku = $2 ORDER BY id";
+
+const SELECT_HISTORY_OF_CHANNEL: &str = "\
+    SELECT at_ms, changed_by, comment, channel, sku, \
+        before_json::text AS before_json, after_json::text AS after_json \
+    FROM rule_history WHERE channel = $1 ORDER BY id";
+
+/// `url` with its password (in the user part or a `password=` parameter)
+/// replaced by `***`, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _password)) => format!("{name}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{authority}{tail}"),
+        None => format!("{authority}{tail}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Sku;
+
+    fn delta(s: &str, w: &str, on_hand: i64, reserved: i64) -> Op {
+        Op::PoolDelta {
+            sku: Sku::parse(s).unwrap(),
+            warehouse: WarehouseCode::parse(w).unwrap(),
+            on_hand,
+            reserved,
+        }
+    }
+
+    fn count(s: &str, w: &str, on_hand: i64) -> Op {
+        Op::PoolSetOnHand {
+            sku: Sku::parse(s).unwrap(),
+            warehouse: WarehouseCode::parse(w).unwrap(),
+            on_hand,
+        }
+    }
+
+    fn folded(ops: &[Op]) -> Vec<((String, String), PoolFold)> {
+        Batch::fold(ops)
+            .unwrap()
+            .pools
+            .into_iter()
+            .map(|((s, w), f)| ((s.to_string(), w.to_string()), f))
+            .collect()
+    }
+
+    #[test]
+    fn deltas_of_one_pool_fold_into_one_sum_with_one_bump_each() {
+        let pools = folded(&[
+            delta("TEE", "WH-EAST", 10, 0),
+            delta("MUG", "WH-EAST", 1, 1),
+            delta("TEE", "WH-EAST", -1, 3),
+            delta("TEE", "WH-WEST", 0, 0),
+        ]);
+        let key = |s: &str, w: &str| (s.to_string(), w.to_string());
+        assert_eq!(
+            pools,
+            vec![
+                (
+                    key("MUG", "WH-EAST"),
+                    PoolFold {
+                        set: None,
+                        on_hand: 1,
+                        reserved: 1,
+                        bumps: 1
+                    }
+                ),
+                (
+                    key("TEE", "WH-EAST"),
+                    PoolFold {
+                        set: None,
+                        on_hand: 9,
+                        reserved: 3,
+                        bumps: 2
+                    }
+                ),
+                (
+                    key("TEE", "WH-WEST"),
+                    PoolFold {
+                        set: None,
+                        on_hand: 0,
+                        reserved: 0,
+                        bumps: 1
+                    }
+                ),
+            ],
+            "sorted by pool, a zero delta still bumps"
+        );
+    }
+
+    #[test]
+    fn a_count_between_deltas_drops_the_deltas_before_it_and_keeps_those_after() {
+        let pools = folded(&[
+            delta("TEE", "WH-EAST", 10, 2),
+            count("TEE", "WH-EAST", 4),
+            delta("TEE", "WH-EAST", -1, 1),
+        ]);
+        let fold = pools[0].1;
+        assert_eq!(fold.set, Some(3), "count 4, then -1");
+        assert_eq!(fold.reserved, 3, "a count leaves reserved alone");
+        assert_eq!(fold.bumps, 3);
+    }
+
+    #[test]
+    fn only_the_last_state_of_a_reservation_in_a_batch_is_written() {
+        let first = Reservation {
+            id: "res-1".into(),
+            channel: ChannelCode::parse("shopify").unwrap(),
+            order_id: OrderId::parse("#1001").unwrap(),
+            status: crate::domain::Status::Held,
+            lines: Vec::new(),
+            allocations: Vec::new(),
+            created_at_ms: 1,
+            expires_at_ms: 1,
+            shipments: Vec::new(),
+            refunds: Vec::new(),
+        };
+        let mut last = first.clone();
+        last.expires_at_ms = 2;
+        let ops = [
+            Op::Reservation(Box::new(first)),
+            Op::Reservation(Box::new(last)),
+        ];
+        let batch = Batch::fold(&ops).unwrap();
+        assert_eq!(batch.reservations.expires_at_ms, vec![2]);
+    }
+
+    #[tokio::test]
+    async fn every_connection_commits_synchronously_and_bounds_its_statements() {
+        let Some(db) = test_pg::TestDb::create().await else {
+            return;
+        };
+        let store = PostgresStore::connect(&db.url).await.unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            conns.push(store.pool.acquire().await.unwrap());
+        }
+        for conn in &mut conns {
+            let settings: (String, String, String) = sqlx::query_as(
+                "SELECT current_setting('synchronous_commit'), \
+                 current_setting('statement_timeout'), current_setting('application_name')",
+            )
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+            assert_eq!(
+                settings,
+                ("on".into(), "5s".into(), "stockpool".into()),
+                "synchronous_commit, statement_timeout, application_name"
+            );
+        }
+        drop(conns);
+        store.close().await;
+    }
+
+    #[test]
+    fn a_password_never_appears_in_a_redacted_url() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db.internal:5432/stock?sslmode=disable"),
+            "postgres://app:***@db.internal:5432/stock?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgresql://app@db/stock?password=s3cret&application_name=x"),
+            "postgresql://app@db/stock?password=***&application_name=x"
+        );
+        assert_eq!(
+            redact_url("postgres://localhost/stock"),
+            "postgres://localhost/stock"
+        );
+        assert_eq!(
+            redact_url("postgres://a:p%40ss@h/d"),
+            "postgres://a:***@h/d",
+            "an escaped @ in the password"
+        );
+    }
+}
