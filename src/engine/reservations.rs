@@ -205,9 +205,10 @@ impl Engine {
             (reservation, ticket)
         };
         *current = Some(reservation.clone());
-        self.settle(&skus, &cells, ticket).await.inspect_err(|_| {
-            *current = None;
-        })?;
+        if let Err(e) = self.settle(&skus, &cells, ticket).await {
+            *current = self.stored_reservation(&key, None).await;
+            return Err(e);
+        }
         if reservation.status == Status::Held {
             self.track_hold(&reservation);
         }
@@ -432,10 +433,34 @@ impl Engine {
         };
         *guard = Some(after.clone());
         if let Err(e) = self.settle(&skus, &cells, ticket).await {
-            *guard = Some(before);
+            *guard = self.stored_reservation(&key, Some(before)).await;
             return Err(e);
         }
         Ok((after, out))
+    }
+}
+
+impl Engine {
+    /// A reservation as the store has it, after a commit that failed: usually
+    /// the state before it, but a commit whose outcome was in doubt may have
+    /// landed. When the store cannot answer, `fallback` (the state before).
+    async fn stored_reservation(
+        &self,
+        key: &ResKey,
+        fallback: Option<Reservation>,
+    ) -> Option<Reservation> {
+        match self.inner.store.load_reservation(&key.0, &key.1).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(
+                    error = %crate::telemetry::chain(&e),
+                    channel = %key.0,
+                    order_id = %key.1,
+                    "could not read back a reservation after a failed commit; keeping its previous state"
+                );
+                fallback
+            }
+        }
     }
 }
 
