@@ -1,8 +1,6 @@
 //! How the client shows answers to a person: aligned plain-text tables,
 //! UTC timestamps, and gRPC status codes by their proto names.
 
-use tonic::Code;
-
 use crate::api::pb;
 
 /// How a column's cells line up.
@@ -92,27 +90,7 @@ impl Table {
 }
 
 /// A gRPC code as the proto spells it: `FAILED_PRECONDITION`.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
+pub use crate::api::error::code_name;
 
 /// Milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn fmt_utc(ms: i64) -> String {
@@ -372,6 +350,7 @@ a default falls back to every warehouse in declared order, fence 0, share 100%, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     #[test]
     fn a_table_pads_text_left_and_numbers_right_and_trims_line_ends() {

@@ -33,17 +33,9 @@ async fn engine_on(dir: &std::path::Path) -> (Engine, Arc<Flaky>) {
 }
 
 async fn count(engine: &Engine, s: &str, w: &str, on_hand: i64) {
-    engine
-        .set_stock(SetCmd {
-            sku: sku(s),
-            warehouse: WarehouseCode::parse(w).unwrap(),
-            on_hand,
-            reason: String::new(),
-            expected_version: None,
-            movement_id: None,
-        })
+    count_result(engine, s, w, on_hand)
         .await
-        .unwrap();
+        .expect("the count is saved");
 }
 
 async fn wait_consistent(engine: &Engine) {
@@ -253,6 +245,7 @@ async fn a_reservation_decided_on_a_count_that_failed_to_commit_is_not_saved() {
     );
 }
 
+/// A physical count of `on_hand` units of `s` in `w`.
 async fn count_result(engine: &Engine, s: &str, w: &str, on_hand: i64) -> Result<(), EngineError> {
     engine
         .set_stock(SetCmd {
