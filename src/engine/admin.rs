@@ -28,8 +28,13 @@ pub struct Seed {
 }
 
 /// Adds to `catalog` what `seed` (and the built-in channels) declare and it
-/// lacks; returns the ops that store those additions.
-pub(super) fn seed_ops(catalog: &mut Catalog, seed: Seed) -> Result<Vec<Op>, EngineError> {
+/// lacks; returns the ops that store those additions, a seeded rule with its
+/// history entry (by `config`, at `now_ms`).
+pub(super) fn seed_ops(
+    catalog: &mut Catalog,
+    seed: Seed,
+    now_ms: i64,
+) -> Result<Vec<Op>, EngineError> {
     let mut ops = Vec::new();
     for w in seed.warehouses {
         let known = catalog
@@ -54,6 +59,15 @@ pub(super) fn seed_ops(catalog: &mut Catalog, seed: Seed) -> Result<Vec<Op>, Eng
         let channel = r.channel.clone().expect("checked");
         if catalog.rule(&channel, r.sku.as_ref()).is_none() {
             catalog.put_rule(r.clone());
+            ops.push(Op::RuleChange(Box::new(RuleChange {
+                at_ms: now_ms,
+                changed_by: "config".to_string(),
+                comment: "seeded from the config file".to_string(),
+                channel,
+                sku: r.sku.clone(),
+                before: None,
+                after: Some(r.clone()),
+            })));
             ops.push(Op::PutRule(r));
         }
     }

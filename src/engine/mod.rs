@@ -158,7 +158,7 @@ impl Engine {
         for r in snapshot.rules {
             catalog.put_rule(r);
         }
-        let seed_ops = admin::seed_ops(&mut catalog, seed)?;
+        let seed_ops = admin::seed_ops(&mut catalog, seed, clock.now_ms())?;
 
         let skus: DashMap<Sku, Arc<SkuCell>> = DashMap::new();
         let index: HashMap<&WarehouseCode, usize> = catalog

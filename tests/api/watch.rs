@@ -465,3 +465,37 @@ async fn rule_history_records_who_when_before_after_and_why() {
     assert!(history[0].before.is_none() && history[2].after.is_none());
     assert!(history.windows(2).all(|w| w[0].at_ms <= w[1].at_ms) && history[0].at_ms > 0);
 }
+
+#[tokio::test]
+async fn rules_seeded_from_the_config_start_their_history_as_changes_by_config() {
+    let mut app = spawn_app().await;
+    let history = app
+        .admin
+        .rule_history(pb::RuleHistoryRequest {
+            channel: "b2b".into(),
+            sku: String::new(),
+            all_skus: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .changes;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].changed_by, "config");
+    assert!(history[0].before.is_none());
+    assert_eq!(history[0].after.as_ref().and_then(|r| r.fence), Some(100));
+
+    app.restart().await;
+    let again = app
+        .admin
+        .rule_history(pb::RuleHistoryRequest {
+            channel: "b2b".into(),
+            sku: String::new(),
+            all_skus: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .changes;
+    assert_eq!(again, history, "a restart seeds nothing again");
+}
