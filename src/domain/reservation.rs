@@ -224,23 +224,7 @@ impl Reservation {
         let mut taken = vec![0i64; self.allocations.len()];
         let mut out = Vec::new();
         for line in lines {
-            let candidates: Vec<usize> = self
-                .allocations
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| {
-                    a.sku == line.sku && line.warehouse.as_ref().is_none_or(|w| &a.warehouse == w)
-                })
-                .map(|(i, _)| i)
-                .collect();
-            if candidates.is_empty() {
-                return Err(DomainError::NoSuchLine {
-                    channel: self.channel.clone(),
-                    order_id: self.order_id.clone(),
-                    sku: line.sku.clone(),
-                    warehouse: line.warehouse.clone(),
-                });
-            }
+            let candidates = self.allocations_of(line)?;
             let open: i64 = candidates
                 .iter()
                 .map(|&i| self.allocations[i].open() - taken[i])
@@ -271,6 +255,29 @@ impl Reservation {
             }
         }
         Ok(out)
+    }
+
+    /// The allocations a request line names, in allocation order: its SKU,
+    /// in its warehouse when one is given. None is refused.
+    fn allocations_of(&self, line: &LineRequest) -> Result<Vec<usize>, DomainError> {
+        let found: Vec<usize> = self
+            .allocations
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| {
+                a.sku == line.sku && line.warehouse.as_ref().is_none_or(|w| &a.warehouse == w)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if found.is_empty() {
+            return Err(DomainError::NoSuchLine {
+                channel: self.channel.clone(),
+                order_id: self.order_id.clone(),
+                sku: line.sku.clone(),
+                warehouse: line.warehouse.clone(),
+            });
+        }
+        Ok(found)
     }
 
     /// Applies a planned Fulfill: the units shipped.
@@ -328,23 +335,7 @@ impl Reservation {
         let mut taken = vec![0i64; self.allocations.len()];
         let mut out = Vec::new();
         for line in lines {
-            let candidates: Vec<usize> = self
-                .allocations
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| {
-                    a.sku == line.sku && line.warehouse.as_ref().is_none_or(|w| &a.warehouse == w)
-                })
-                .map(|(i, _)| i)
-                .collect();
-            if candidates.is_empty() {
-                return Err(DomainError::NoSuchLine {
-                    channel: self.channel.clone(),
-                    order_id: self.order_id.clone(),
-                    sku: line.sku.clone(),
-                    warehouse: line.warehouse.clone(),
-                });
-            }
+            let candidates = self.allocations_of(line)?;
             let mut left = line.quantity.get();
             for i in candidates {
                 let q = (returnable(&self.allocations[i]) - taken[i]).min(left);

@@ -126,27 +126,7 @@ async fn no_acknowledged_reservation_is_lost_when_commits_fail_mid_load() {
     store.failing.store(false, Ordering::SeqCst);
     wait_consistent(&engine).await;
 
-    let stored = store.load().await.unwrap();
-    for id in &acked {
-        assert!(
-            stored
-                .reservations
-                .iter()
-                .any(|r| r.order_id.as_str() == id),
-            "acknowledged reservation {id} is not in the store"
-        );
-    }
-    let stored_reserved: i64 = stored
-        .pools
-        .iter()
-        .filter(|p| p.sku.as_str() == "HOT")
-        .map(|p| p.pool.reserved)
-        .sum();
-    assert_eq!(
-        stored_reserved,
-        acked.len() as i64,
-        "the store holds exactly the acknowledged units"
-    );
+    crate::helpers::assert_store_holds_exactly(store.as_ref(), &acked, "HOT").await;
     let memory: Vec<_> = engine
         .get_stock(&[sku("HOT")])
         .into_iter()

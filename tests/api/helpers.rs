@@ -330,3 +330,35 @@ impl Store for Flaky {
         self.inner.ledger(sku, after, limit).await
     }
 }
+
+/// Asserts that every acknowledged order is stored and that the stored
+/// reserved units of `sku` are exactly one per acknowledged order; returns
+/// the snapshot for further checks.
+pub async fn assert_store_holds_exactly(
+    store: &dyn Store,
+    acked: &[String],
+    sku: &str,
+) -> Snapshot {
+    let stored = store.load().await.unwrap();
+    for id in acked {
+        assert!(
+            stored
+                .reservations
+                .iter()
+                .any(|r| r.order_id.as_str() == id),
+            "acknowledged reservation {id} is not in the store"
+        );
+    }
+    let reserved: i64 = stored
+        .pools
+        .iter()
+        .filter(|p| p.sku.as_str() == sku)
+        .map(|p| p.pool.reserved)
+        .sum();
+    assert_eq!(
+        reserved,
+        acked.len() as i64,
+        "the store holds exactly the acknowledged units"
+    );
+    stored
+}

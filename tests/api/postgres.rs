@@ -328,27 +328,7 @@ async fn no_acknowledged_reservation_is_lost_when_postgres_connections_are_termi
     assert!(!acked.is_empty(), "nothing was acknowledged");
     assert!(acked.len() <= 500);
 
-    let stored = store.load().await.unwrap();
-    for id in &acked {
-        assert!(
-            stored
-                .reservations
-                .iter()
-                .any(|r| r.order_id.as_str() == id),
-            "acknowledged reservation {id} is not in the database"
-        );
-    }
-    let stored_reserved: i64 = stored
-        .pools
-        .iter()
-        .filter(|p| p.sku.as_str() == "HOT")
-        .map(|p| p.pool.reserved)
-        .sum();
-    assert_eq!(
-        stored_reserved,
-        acked.len() as i64,
-        "the database holds exactly the acknowledged units"
-    );
+    let stored = crate::helpers::assert_store_holds_exactly(store.as_ref(), &acked, "HOT").await;
     assert_eq!(
         stored.reservations.len(),
         acked.len(),
