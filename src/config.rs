@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::api::{Role, Tokens};
 use crate::domain::{Channel, ChannelCode, Rule, Warehouse, WarehouseCode};
 use crate::engine::Seed;
+use crate::odoo::OdooConfig;
 use crate::publish::redis::RedisConfig;
 
 /// Flags of `stockpool serve`.
@@ -61,6 +62,8 @@ struct FileConfig {
     rules: Vec<Rule>,
     #[serde(default)]
     tokens: Vec<TokenEntry>,
+    /// The ERP connection; none: reservations are not pushed anywhere.
+    odoo: Option<crate::odoo::OdooSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +136,8 @@ pub struct Config {
     pub hold_sweep_ms: u64,
     /// The Redis mirror, when a URL is given.
     pub redis: Option<RedisConfig>,
+    /// The Odoo connection, when the file has an `[odoo]` section.
+    pub odoo: Option<OdooConfig>,
 }
 
 impl Config {
@@ -178,6 +183,12 @@ impl Config {
                 s.redis_stream_maxlen,
             )?),
         };
+
+        let odoo = file
+            .odoo
+            .as_ref()
+            .map(|o| OdooConfig::resolve(o, std::env::var("STOCKPOOL_ODOO_API_KEY").ok()))
+            .transpose()?;
 
         let mut seed = Seed::default();
         for (i, w) in file.warehouses.iter().enumerate() {
@@ -244,6 +255,7 @@ impl Config {
             tokens,
             hold_sweep_ms: s.hold_sweep_ms.unwrap_or(500).max(10),
             redis,
+            odoo,
         })
     }
 
@@ -260,6 +272,7 @@ impl Config {
             tokens: Tokens::default(),
             hold_sweep_ms: 50,
             redis: None,
+            odoo: None,
         }
     }
 }
@@ -301,6 +314,70 @@ mod tests {
                 "{shown}"
             );
         }
+    }
+
+    fn odoo_of(section: &str) -> anyhow::Result<OdooConfig> {
+        let file: FileConfig = toml::from_str(section)?;
+        OdooConfig::resolve(file.odoo.as_ref().expect("an [odoo] section"), None)
+    }
+
+    const ODOO: &str = r#"
+        [odoo]
+        url = "https://shop.example.com/"
+        database = "shop"
+        login = "stockpool@example.com"
+        api_key = "k"
+        partners = { shopify = 7 }
+        warehouses = { WH-EAST = 1, WH-WEST = "WEST" }
+    "#;
+
+    #[test]
+    fn an_odoo_section_maps_channels_to_partners_and_warehouses_by_id_or_code() {
+        let odoo = odoo_of(ODOO).unwrap();
+        assert_eq!(odoo.url, "https://shop.example.com");
+        assert_eq!(odoo.partners[&ChannelCode::parse("shopify").unwrap()], 7);
+        let wh = |c: &str| WarehouseCode::parse(c).unwrap();
+        assert_eq!(
+            odoo.warehouses[&wh("WH-EAST")],
+            crate::odoo::WarehouseRef::Id(1)
+        );
+        assert_eq!(
+            odoo.warehouses[&wh("WH-WEST")],
+            crate::odoo::WarehouseRef::Code("WEST".into())
+        );
+        assert!(!format!("{odoo:?}").contains("api_key: \"k\""));
+    }
+
+    #[test]
+    fn a_wrong_odoo_section_is_refused_with_the_field_named() {
+        for (change, field) in [
+            (
+                (
+                    "url = \"https://shop.example.com/\"",
+                    "url = \"shop.example.com\"",
+                ),
+                "odoo.url",
+            ),
+            (("api_key = \"k\"", ""), "odoo.api_key"),
+            (("shopify = 7", "shopify = 0"), "odoo.partners.shopify"),
+            (
+                (
+                    "api_key = \"k\"",
+                    "api_key = \"k\"\nwebhook_secret = \"short\"",
+                ),
+                "odoo.webhook_secret",
+            ),
+            (
+                ("api_key = \"k\"", "api_key = \"k\"\nmax_attempts = 0"),
+                "odoo.max_attempts",
+            ),
+        ] {
+            let text = ODOO.replace(change.0, change.1);
+            let err = odoo_of(&text).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let err = odoo_of(&ODOO.replace("database", "databse")).unwrap_err();
+        assert!(format!("{err:#}").contains("databse"), "{err:#}");
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! The HTTP side port: liveness, readiness and Prometheus metrics for
-//! orchestrators and scrapers. Readiness is defined once here, served at
-//! `/readyz` and mirrored into gRPC health. Nothing here changes state.
+//! orchestrators and scrapers, and the webhook Odoo calls when stock
+//! changes. Readiness is defined once here, served at `/readyz` and
+//! mirrored into gRPC health. Only the webhook changes state, through
+//! [`crate::sync`], once its shared secret is checked.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use axum::{
     extract::State,
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode, Uri},
     response::IntoResponse,
-    routing::get,
-    Router,
+    routing::{get, post},
+    Json, Router,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
@@ -17,6 +21,7 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::engine::Engine;
+use crate::sync::{OdooSync, SyncError};
 
 /// How often gRPC health re-reads readiness.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
@@ -28,12 +33,124 @@ struct HttpState {
     metrics: PrometheusHandle,
 }
 
-pub fn router(engine: Engine, metrics: PrometheusHandle) -> Router {
-    Router::new()
+/// Health, readiness, metrics and, with an Odoo connection, the webhook at
+/// `POST /odoo/webhook`.
+pub fn router(engine: Engine, metrics: PrometheusHandle, odoo: Option<Arc<OdooSync>>) -> Router {
+    let base = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))
-        .with_state(HttpState { engine, metrics })
+        .with_state(HttpState { engine, metrics });
+    match odoo {
+        Some(sync) => base.merge(
+            Router::new()
+                .route("/odoo/webhook", post(odoo_webhook))
+                .with_state(sync),
+        ),
+        None => base,
+    }
+}
+
+/// The webhook's shared secret: `?secret=` in the URL (Odoo's server action
+/// cannot add headers), or the `X-Stockpool-Secret` header.
+fn presented_secret(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let from_query = uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("secret="))
+            .map(percent_decode)
+    });
+    from_query.or_else(|| {
+        headers
+            .get("x-stockpool-secret")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    })
+}
+
+/// `%XX` escapes and `+` of a query value decoded; a malformed escape is
+/// kept as it is (and then simply does not match).
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() && raw.is_char_boundary(i + 3) => {
+                match u8::from_str_radix(&raw[i + 1..i + 3], 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Odoo's "Send Webhook Notification" on `stock.quant`. Refused unless the
+/// secret matches; the answer says what was set, for Odoo's logs.
+async fn odoo_webhook(
+    State(sync): State<Arc<OdooSync>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let error = |status: StatusCode, outcome: &'static str, message: String| {
+        crate::telemetry::odoo_webhook(outcome);
+        (status, Json(serde_json::json!({ "error": message })))
+    };
+    if !sync.webhook_enabled() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "refused",
+            "the Odoo webhook is off: set odoo.webhook_secret to turn it on".into(),
+        );
+    }
+    let presented = presented_secret(&uri, &headers);
+    if !presented.is_some_and(|p| sync.secret_matches(&p)) {
+        tracing::warn!("Odoo webhook call refused: missing or wrong secret");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "refused",
+            "missing or wrong secret: call /odoo/webhook?secret=<odoo.webhook_secret>".into(),
+        );
+    }
+    let body: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("the body is not JSON: {e}"),
+            )
+        }
+    };
+    match sync.quant_changed(&body).await {
+        Ok(outcome) => {
+            crate::telemetry::odoo_webhook("applied");
+            (StatusCode::OK, Json(serde_json::json!(outcome)))
+        }
+        Err(SyncError::BadRequest(m)) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+        Err(e @ SyncError::Odoo(_)) => {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "Odoo webhook: could not read Odoo");
+            error(StatusCode::BAD_GATEWAY, "failed", e.to_string())
+        }
+        Err(SyncError::Engine(e)) => {
+            let status = tonic::Status::from(e);
+            let code = if status.code() == tonic::Code::InvalidArgument {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            error(code, "failed", status.message().to_string())
+        }
+    }
 }
 
 /// Ready once state is loaded (it is, or the server would not be serving)

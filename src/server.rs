@@ -14,9 +14,11 @@ use tokio::sync::watch;
 
 use crate::config::{Config, StoreConfig};
 use crate::engine::{Engine, SystemClock};
+use crate::odoo::{Dispatcher, OdooConfig, Pusher, StockReader};
 use crate::publish::redis::RedisMirror;
 use crate::publish::Publisher;
 use crate::store::{SqliteStore, Store};
+use crate::sync::OdooSync;
 
 /// A built service whose listeners are bound but not yet serving.
 pub struct Application {
@@ -53,6 +55,9 @@ impl Application {
         };
         let started = std::time::Instant::now();
         let engine = Engine::open(store, config.seed.clone(), Arc::new(SystemClock)).await?;
+        if config.odoo.is_some() {
+            engine.enable_outbox();
+        }
         tracing::info!(
             skus = engine.skus().len(),
             reservations = engine.reservation_count(),
@@ -124,6 +129,13 @@ impl Application {
             )?),
             None => None,
         };
+        let (odoo_sync, odoo_tasks) = match &config.odoo {
+            Some(odoo) => {
+                let (sync, tasks) = start_odoo(odoo, &engine, &stop_rx)?;
+                (Some(sync), tasks)
+            }
+            None => (None, Vec::new()),
+        };
         let (routes, health) =
             crate::api::routes(engine.clone(), publisher, config.tokens.clone()).await?;
         let health_task = tokio::spawn(crate::http::follow_readiness(
@@ -141,7 +153,7 @@ impl Application {
                 ),
         );
         let http_addr = http.local_addr()?;
-        let http_app = crate::http::router(engine.clone(), metrics);
+        let http_app = crate::http::router(engine.clone(), metrics, odoo_sync);
         let http_stop = stopped(stop_rx.clone());
         let http_task = tokio::spawn(async move {
             axum::serve(http, http_app)
@@ -161,11 +173,40 @@ impl Application {
             let _ = mirror.await;
         }
         let _ = health_task.await;
+        for task in odoo_tasks {
+            let _ = task.await;
+        }
         grpc_result.context("gRPC server")?;
         http_result.context("HTTP server")?;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Starts the outbox dispatcher and, when configured, the stock
+/// reconciliation; returns the inbound side for the webhook and the tasks.
+fn start_odoo(
+    config: &OdooConfig,
+    engine: &Engine,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<OdooSync>, Vec<tokio::task::JoinHandle<()>>)> {
+    let pusher = Arc::new(Pusher::new(config)?);
+    let mut tasks = vec![tokio::spawn(
+        Dispatcher::new(engine.clone(), pusher.clone(), config).run(stop.clone()),
+    )];
+    let sync = Arc::new(OdooSync::new(
+        engine.clone(),
+        StockReader::new(pusher),
+        config.webhook_secret.clone(),
+        config.reconcile_correct,
+    ));
+    if let Some(every) = config.reconcile_every {
+        tasks.push(tokio::spawn(
+            sync.clone().run_reconciliation(every, stop.clone()),
+        ));
+    }
+    tracing::info!(url = %config.url, database = %config.database, webhook = sync.webhook_enabled(), reconcile = ?config.reconcile_every, "pushing reservations to Odoo");
+    Ok((sync, tasks))
 }
 
 async fn sweep_holds(engine: Engine, every: Duration, mut stop: watch::Receiver<bool>) {

@@ -10,9 +10,9 @@
 //! - Levels derived from the engine's state (published units, SKUs,
 //!   reservations, shortfall) are computed by [`observe_engine`] at scrape
 //!   time, not on every change.
-//! - The Odoo outbox metrics are described and held at zero so dashboards
-//!   and alerts can be written now; the outbox is not built, so a zero there
-//!   means "not built", not "healthy".
+//! - The Odoo outbox metrics are present at zero from the start, so dashboards
+//!   and alerts work whether or not an Odoo is configured; the dispatcher
+//!   and the reconciliation feed them once one is.
 //!
 //! No label carries a SKU or an order id: label values are channels, outcomes,
 //! gRPC methods this server implements and gRPC codes, all bounded.
@@ -62,12 +62,24 @@ pub const RESERVATIONS_IN_MEMORY: &str = "stockpool_reservations_in_memory";
 pub const POOL_SHORTFALL_UNITS: &str = "stockpool_pool_shortfall_units";
 /// Gauge by `channel`: open WatchChannelStock streams; fed by the publisher.
 pub const WATCHERS: &str = "stockpool_watchers";
-/// Placeholder gauge: the Odoo outbox is not built; reads 0.
+/// Gauge: outbox entries waiting for Odoo; set by the dispatcher each round.
 pub const ODOO_OUTBOX_PENDING: &str = "stockpool_odoo_outbox_pending";
-/// Placeholder gauge: the Odoo outbox is not built; reads 0.
+/// Gauge: dead-lettered outbox entries; set by the dispatcher each round.
+pub const ODOO_OUTBOX_DEAD: &str = "stockpool_odoo_outbox_dead";
+/// Gauge: age of the oldest pending entry; set by the dispatcher.
 pub const ODOO_OUTBOX_OLDEST_AGE: &str = "stockpool_odoo_outbox_oldest_age_seconds";
-/// Placeholder counter by `outcome`: the Odoo dispatcher is not built; reads 0.
+/// Counter by `outcome`: pushes to Odoo; fed by the dispatcher.
 pub const ODOO_PUSHES: &str = "stockpool_odoo_pushes_total";
+/// Gauge: pools whose on_hand differed from Odoo at the last reconciliation.
+pub const ODOO_DRIFT_POOLS: &str = "stockpool_odoo_drift_pools";
+/// Gauge: units of difference summed over those pools.
+pub const ODOO_DRIFT_UNITS: &str = "stockpool_odoo_drift_units";
+/// Counter by `outcome` (ok, failed): reconciliations with Odoo.
+pub const ODOO_RECONCILIATIONS: &str = "stockpool_odoo_reconciliations_total";
+/// Counter: on_hand corrections made by reconciliations.
+pub const ODOO_CORRECTIONS: &str = "stockpool_odoo_corrections_total";
+/// Counter by `outcome`: calls of the Odoo stock webhook.
+pub const ODOO_WEBHOOKS: &str = "stockpool_odoo_webhooks_total";
 /// Counter: failed writes, checks or pings of the Redis mirror; fed by it.
 pub const REDIS_MIRROR_ERRORS: &str = "stockpool_redis_mirror_errors_total";
 /// Counter: full rebuilds of the Redis mirror; fed by it.
@@ -76,8 +88,8 @@ pub const REDIS_RESYNCS: &str = "stockpool_redis_resyncs_total";
 /// The `outcome` label values of [`RESERVATIONS`].
 pub const RESERVE_OUTCOMES: [&str; 3] = ["accepted", "rejected", "replayed"];
 
-/// The `outcome` label values [`ODOO_PUSHES`] will take once the dispatcher
-/// exists: pushed, failed and to be retried, given up on (dead letter).
+/// The `outcome` label values of [`ODOO_PUSHES`]: pushed, failed and to be
+/// retried, given up on (dead letter).
 const ODOO_PUSH_OUTCOMES: [&str; 3] = ["pushed", "retried", "dead_lettered"];
 
 /// Upper bounds for every `_seconds` histogram: 25 µs (an in-memory decision)
@@ -205,17 +217,47 @@ fn describe_metrics() {
     describe_gauge!(
         ODOO_OUTBOX_PENDING,
         Unit::Count,
-        "Outbox entries waiting to be pushed to Odoo. Not built yet: always 0."
+        "Outbox entries waiting to be pushed to Odoo (0 when no Odoo is configured)."
+    );
+    describe_gauge!(
+        ODOO_OUTBOX_DEAD,
+        Unit::Count,
+        "Outbox entries given up on (dead letter) until ops retry them with RetryOutbox."
     );
     describe_gauge!(
         ODOO_OUTBOX_OLDEST_AGE,
         Unit::Seconds,
-        "Age of the oldest outbox entry waiting for Odoo. Not built yet: always 0."
+        "Age of the oldest outbox entry waiting for Odoo."
     );
     describe_counter!(
         ODOO_PUSHES,
         Unit::Count,
-        "Pushes to Odoo by outcome. Not built yet: always 0."
+        "Pushes to Odoo by outcome: pushed, retried (failed, will retry), dead_lettered."
+    );
+    describe_gauge!(
+        ODOO_DRIFT_POOLS,
+        Unit::Count,
+        "Pools whose on_hand differed from Odoo's stock.quant count at the last reconciliation."
+    );
+    describe_gauge!(
+        ODOO_DRIFT_UNITS,
+        Unit::Count,
+        "Units of difference with Odoo at the last reconciliation, summed over pools."
+    );
+    describe_counter!(
+        ODOO_RECONCILIATIONS,
+        Unit::Count,
+        "Stock reconciliations with Odoo by outcome (ok, failed)."
+    );
+    describe_counter!(
+        ODOO_CORRECTIONS,
+        Unit::Count,
+        "on_hand counts corrected to Odoo's by reconciliations (only when configured to correct)."
+    );
+    describe_counter!(
+        ODOO_WEBHOOKS,
+        Unit::Count,
+        "Calls of the Odoo stock webhook by outcome (applied, refused, invalid, failed)."
     );
     describe_counter!(
         REDIS_MIRROR_ERRORS,
@@ -232,12 +274,20 @@ fn describe_metrics() {
     let _ = metrics::histogram!(COMMIT_BATCH_SIZE);
     let _ = metrics::histogram!(COMMIT_DURATION);
     metrics::counter!(COMMIT_FAILURES).increment(0);
-    // The Odoo outbox is not built: these hold at zero until it feeds them.
+    // Present (at zero) from the start, Odoo configured or not, so
+    // dashboards and alerts always find them.
     metrics::gauge!(ODOO_OUTBOX_PENDING).set(0.0);
+    metrics::gauge!(ODOO_OUTBOX_DEAD).set(0.0);
     metrics::gauge!(ODOO_OUTBOX_OLDEST_AGE).set(0.0);
     for outcome in ODOO_PUSH_OUTCOMES {
         metrics::counter!(ODOO_PUSHES, "outcome" => outcome).increment(0);
     }
+    metrics::gauge!(ODOO_DRIFT_POOLS).set(0.0);
+    metrics::gauge!(ODOO_DRIFT_UNITS).set(0.0);
+    for outcome in ["ok", "failed"] {
+        metrics::counter!(ODOO_RECONCILIATIONS, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(ODOO_CORRECTIONS).increment(0);
     metrics::counter!(REDIS_MIRROR_ERRORS).increment(0);
     metrics::counter!(REDIS_RESYNCS).increment(0);
     for method in rpc_methods().values() {
@@ -466,6 +516,38 @@ fn code_label(status: &[u8]) -> &'static str {
 }
 
 /// An error and its causes, one after another: what logs print.
+/// One Odoo push by outcome (one of [`ODOO_PUSH_OUTCOMES`]).
+pub fn odoo_push(outcome: &'static str) {
+    metrics::counter!(ODOO_PUSHES, "outcome" => outcome).increment(1);
+}
+
+/// The outbox as the dispatcher last counted it.
+pub fn odoo_outbox(pending: u64, dead: u64, oldest_age_seconds: f64) {
+    metrics::gauge!(ODOO_OUTBOX_PENDING).set(pending as f64);
+    metrics::gauge!(ODOO_OUTBOX_DEAD).set(dead as f64);
+    metrics::gauge!(ODOO_OUTBOX_OLDEST_AGE).set(oldest_age_seconds);
+}
+
+/// A finished reconciliation: pools and units differing, and whether they
+/// were corrected.
+pub fn odoo_reconciled(pools: usize, units: i64, corrected: bool) {
+    metrics::counter!(ODOO_RECONCILIATIONS, "outcome" => "ok").increment(1);
+    metrics::gauge!(ODOO_DRIFT_POOLS).set(pools as f64);
+    metrics::gauge!(ODOO_DRIFT_UNITS).set(units as f64);
+    if corrected {
+        metrics::counter!(ODOO_CORRECTIONS).increment(pools as u64);
+    }
+}
+
+pub fn odoo_reconcile_failed() {
+    metrics::counter!(ODOO_RECONCILIATIONS, "outcome" => "failed").increment(1);
+}
+
+/// One call of the stock webhook by outcome.
+pub fn odoo_webhook(outcome: &'static str) {
+    metrics::counter!(ODOO_WEBHOOKS, "outcome" => outcome).increment(1);
+}
+
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();

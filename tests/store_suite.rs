@@ -15,8 +15,9 @@ use stockpool::domain::{
     Warehouse, WarehouseCode,
 };
 use stockpool::store::{
-    ChannelEvent, GroupCommit, LedgerEntry, LedgerRow, MovementKind, MovementRecord, Op, PoolRow,
-    PostgresStore, RuleChange, Snapshot, SqliteStore, Store, StoreError,
+    ChannelEvent, GroupCommit, LedgerEntry, LedgerRow, MovementKind, MovementRecord,
+    NewOutboxEntry, Op, OutboxEntry, OutboxEvent, OutboxLine, OutboxState, OutboxStats,
+    OutboxUpdate, PoolRow, PostgresStore, RuleChange, Snapshot, SqliteStore, Store, StoreError,
 };
 
 #[path = "support/pg.rs"]
@@ -129,6 +130,8 @@ macro_rules! store_suite {
             a_movement_id_repeated_within_one_commit_fails_it,
             rule_history_is_read_per_rule_or_per_channel_oldest_first,
             channel_events_are_paged_by_seq_and_the_newest_per_sku_is_loaded,
+            outbox_entries_come_due_oldest_first_one_per_reservation,
+            outbox_entries_are_listed_by_state_and_counted,
         ]);
     };
     (@tests $module:ident, $make:expr, [$($name:ident),* $(,)?]) => {
@@ -327,6 +330,23 @@ impl Store for Recording {
         limit: i64,
     ) -> Result<Vec<LedgerRow>, StoreError> {
         self.inner.ledger(sku, after_id, limit).await
+    }
+    async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_due(now_ms, limit).await
+    }
+    async fn outbox_list(
+        &self,
+        state: Option<OutboxState>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_list(state, after_id, limit).await
+    }
+    async fn outbox_entries(&self, ids: &[i64]) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_entries(ids).await
+    }
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        self.inner.outbox_stats().await
     }
 }
 
@@ -1252,5 +1272,154 @@ mod suite {
             .commit(&[Op::ChannelEvents(vec![event("shopify", 3, "MUG", 1)])])
             .await;
         assert!(taken.is_err(), "a seq is written once per channel");
+    }
+
+    fn outbox_entry(reservation: &str, event: OutboxEvent, at_ms: i64, ordered: i64) -> Op {
+        Op::Outbox(Box::new(NewOutboxEntry {
+            at_ms,
+            reservation_id: reservation.to_string(),
+            channel: ch("shopify"),
+            order_id: order(reservation),
+            event,
+            lines: vec![OutboxLine {
+                warehouse: wh("WH-EAST"),
+                sku: sku("TEE"),
+                ordered,
+                fulfilled: 0,
+            }],
+        }))
+    }
+
+    fn update(id: i64, state: OutboxState, attempts: u32, next_at: i64) -> Op {
+        Op::OutboxUpdate(OutboxUpdate {
+            id,
+            state,
+            attempts,
+            last_error: if state == OutboxState::Pushed {
+                String::new()
+            } else {
+                format!("attempt {attempts} failed")
+            },
+            next_attempt_at_ms: next_at,
+            at_ms: next_at,
+        })
+    }
+
+    pub async fn outbox_entries_come_due_oldest_first_one_per_reservation(backend: &dyn Backend) {
+        let store = backend.open().await;
+        store
+            .commit(&[
+                outbox_entry("A", OutboxEvent::Confirmed, 100, 3),
+                outbox_entry("B", OutboxEvent::Confirmed, 101, 1),
+                outbox_entry("A", OutboxEvent::Released, 102, 1),
+            ])
+            .await
+            .unwrap();
+        let due = store.outbox_due(1_000, 10).await.unwrap();
+        let ids: Vec<(String, OutboxEvent)> = due
+            .iter()
+            .map(|e| (e.entry.reservation_id.clone(), e.entry.event))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("A".to_string(), OutboxEvent::Confirmed),
+                ("B".to_string(), OutboxEvent::Confirmed)
+            ],
+            "A's release waits behind A's confirmation"
+        );
+        let (a1, b1) = (due[0].id, due[1].id);
+        assert_eq!(due[0].entry.lines[0].ordered, 3);
+        assert_eq!((due[0].state, due[0].attempts), (OutboxState::Pending, 0));
+
+        // A failed and waits for its retry: A's next entry still waits, and
+        // A is not due before its time.
+        store
+            .commit(&[update(a1, OutboxState::Pending, 1, 5_000)])
+            .await
+            .unwrap();
+        let due = store.outbox_due(1_000, 10).await.unwrap();
+        assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![b1]);
+        let due = store.outbox_due(5_000, 10).await.unwrap();
+        assert_eq!(due.len(), 2);
+        assert_eq!((due[0].id, due[0].attempts), (a1, 1));
+        assert_eq!(due[0].last_error, "attempt 1 failed");
+
+        // Once A's first entry is pushed, its release comes due.
+        store
+            .commit(&[update(a1, OutboxState::Pushed, 2, 5_000)])
+            .await
+            .unwrap();
+        let due = store.outbox_due(5_000, 10).await.unwrap();
+        assert_eq!(
+            due.iter()
+                .map(|e| (e.entry.reservation_id.as_str(), e.entry.event))
+                .collect::<Vec<_>>(),
+            vec![("B", OutboxEvent::Confirmed), ("A", OutboxEvent::Released)]
+        );
+        assert_eq!(
+            store.outbox_due(5_000, 1).await.unwrap().len(),
+            1,
+            "at most limit"
+        );
+    }
+
+    pub async fn outbox_entries_are_listed_by_state_and_counted(backend: &dyn Backend) {
+        let store = backend.open().await;
+        assert_eq!(store.outbox_stats().await.unwrap(), OutboxStats::default());
+        store
+            .commit(&[
+                outbox_entry("A", OutboxEvent::Confirmed, 100, 1),
+                outbox_entry("B", OutboxEvent::Confirmed, 200, 1),
+                outbox_entry("C", OutboxEvent::Fulfilled, 300, 1),
+            ])
+            .await
+            .unwrap();
+        let all = store.outbox_list(None, 0, 100).await.unwrap();
+        assert_eq!(all.len(), 3);
+        let (a, b, c) = (all[0].id, all[1].id, all[2].id);
+        assert!(a < b && b < c, "ids follow commit order");
+        store
+            .commit(&[
+                update(a, OutboxState::Dead, 12, 400),
+                update(b, OutboxState::Pushed, 1, 400),
+            ])
+            .await
+            .unwrap();
+
+        let dead = store
+            .outbox_list(Some(OutboxState::Dead), 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (
+                dead[0].id,
+                dead[0].attempts,
+                dead[0].last_error.as_str(),
+                dead[0].updated_at_ms
+            ),
+            (a, 12, "attempt 12 failed", 400)
+        );
+        let after_a = store.outbox_list(None, a, 100).await.unwrap();
+        assert_eq!(after_a.iter().map(|e| e.id).collect::<Vec<_>>(), vec![b, c]);
+        assert_eq!(store.outbox_list(None, 0, 1).await.unwrap().len(), 1);
+
+        let stats = store.outbox_stats().await.unwrap();
+        assert_eq!(
+            stats,
+            OutboxStats {
+                pending: 1,
+                dead: 1,
+                oldest_pending_at_ms: Some(300)
+            }
+        );
+        let picked = store.outbox_entries(&[c, a, 9_999]).await.unwrap();
+        assert_eq!(
+            picked.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![a, c],
+            "the ids that exist, by id"
+        );
+        assert_eq!(picked[1].entry.event, OutboxEvent::Fulfilled);
     }
 }

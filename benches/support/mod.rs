@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use stockpool::domain::{ChannelCode, OrderId, Reservation, Rule, Sku, Warehouse, WarehouseCode};
 use stockpool::engine::{Engine, Seed, SetCmd, SystemClock};
 use stockpool::store::{
-    ChannelEvent, LedgerRow, Op, PoolRow, RuleChange, Snapshot, Store, StoreError,
+    ChannelEvent, LedgerRow, Op, OutboxEntry, OutboxState, OutboxStats, PoolRow, RuleChange,
+    Snapshot, Store, StoreError,
 };
 
 pub const WAREHOUSES: [&str; 3] = ["WH-EAST", "WH-WEST", "WH-CENTRAL"];
@@ -58,6 +59,23 @@ impl Store for NullStore {
         _l: i64,
     ) -> Result<Vec<LedgerRow>, StoreError> {
         Ok(Vec::new())
+    }
+    async fn outbox_due(&self, _now: i64, _limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn outbox_list(
+        &self,
+        _state: Option<OutboxState>,
+        _after: i64,
+        _limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn outbox_entries(&self, _ids: &[i64]) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        Ok(OutboxStats::default())
     }
 }
 

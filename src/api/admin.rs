@@ -170,4 +170,47 @@ impl Admin for AdminService {
                 .collect(),
         }))
     }
+
+    async fn list_outbox(
+        &self,
+        req: Request<pb::ListOutboxRequest>,
+    ) -> Reply<pb::ListOutboxResponse> {
+        self.tokens.check(req.metadata(), Need::Read)?;
+        let r = req.get_ref();
+        let state = cv::outbox_state(r.state)?;
+        let limit = match r.limit {
+            0 => 100,
+            n if n > MAX_OUTBOX_PAGE => {
+                return Err(Status::invalid_argument(format!(
+                    "limit: {n} is more than the {MAX_OUTBOX_PAGE} allowed per page; page with after_id"
+                )))
+            }
+            n => i64::from(n),
+        };
+        if r.after_id < 0 {
+            return Err(Status::invalid_argument(format!(
+                "after_id: {} is negative; 0 lists from the start",
+                r.after_id
+            )));
+        }
+        let entries = self.engine.outbox_list(state, r.after_id, limit).await?;
+        Ok(Response::new(pb::ListOutboxResponse {
+            entries: entries.iter().map(cv::outbox_entry_pb).collect(),
+        }))
+    }
+
+    async fn retry_outbox(
+        &self,
+        req: Request<pb::RetryOutboxRequest>,
+    ) -> Reply<pb::RetryOutboxResponse> {
+        self.tokens.check(req.metadata(), Need::Ops)?;
+        let ids = cv::outbox_ids(&req.get_ref().ids)?;
+        let entries = self.engine.outbox_retry(&ids).await?;
+        Ok(Response::new(pb::RetryOutboxResponse {
+            entries: entries.iter().map(cv::outbox_entry_pb).collect(),
+        }))
+    }
 }
+
+/// Most outbox entries listed per page.
+const MAX_OUTBOX_PAGE: u32 = 1000;

@@ -12,6 +12,7 @@ use crate::domain::{
     Sku, Status as ResStatus, WarehouseCode, MAX_LINES,
 };
 use crate::engine::{ChannelAvailability, StockLevel};
+use crate::store::{OutboxEntry, OutboxState};
 
 /// Longest free-text field (reasons, ids of shipments, refunds, movements).
 const MAX_TEXT: usize = 200;
@@ -262,5 +263,81 @@ pub fn channel_pb(c: &domain::Channel) -> pb::Channel {
     pb::Channel {
         code: c.code.to_string(),
         name: c.name.clone(),
+    }
+}
+
+/// A ListOutbox state filter; UNSPECIFIED: every state.
+pub fn outbox_state(raw: i32) -> Result<Option<OutboxState>, Status> {
+    match pb::OutboxState::try_from(raw) {
+        Ok(pb::OutboxState::Unspecified) => Ok(None),
+        Ok(pb::OutboxState::Pending) => Ok(Some(OutboxState::Pending)),
+        Ok(pb::OutboxState::Pushed) => Ok(Some(OutboxState::Pushed)),
+        Ok(pb::OutboxState::Dead) => Ok(Some(OutboxState::Dead)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "state: {raw} is not an outbox state (PENDING, PUSHED or DEAD; unset for all)"
+        ))),
+    }
+}
+
+/// Most ids one RetryOutbox takes.
+const MAX_RETRY_IDS: usize = 1000;
+
+/// RetryOutbox ids: at least one, each positive, none twice.
+pub fn outbox_ids(ids: &[i64]) -> Result<Vec<i64>, Status> {
+    if ids.is_empty() {
+        return Err(Status::invalid_argument(
+            "ids: give at least one outbox entry id (ListOutbox with state DEAD lists them)",
+        ));
+    }
+    if ids.len() > MAX_RETRY_IDS {
+        return Err(Status::invalid_argument(format!(
+            "ids: {} ids is more than the {MAX_RETRY_IDS} allowed at once",
+            ids.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    for id in ids {
+        if *id <= 0 {
+            return Err(Status::invalid_argument(format!(
+                "ids: {id} is not an outbox entry id"
+            )));
+        }
+        if !seen.insert(*id) {
+            return Err(Status::invalid_argument(format!(
+                "ids: {id} is given twice"
+            )));
+        }
+    }
+    Ok(ids.to_vec())
+}
+
+pub fn outbox_entry_pb(e: &OutboxEntry) -> pb::OutboxEntry {
+    pb::OutboxEntry {
+        id: e.id,
+        channel: e.entry.channel.to_string(),
+        order_id: e.entry.order_id.to_string(),
+        reservation_id: e.entry.reservation_id.clone(),
+        event: e.entry.event.as_str().to_string(),
+        state: match e.state {
+            OutboxState::Pending => pb::OutboxState::Pending,
+            OutboxState::Pushed => pb::OutboxState::Pushed,
+            OutboxState::Dead => pb::OutboxState::Dead,
+        } as i32,
+        attempts: e.attempts,
+        last_error: e.last_error.clone(),
+        created_at_ms: e.entry.at_ms,
+        next_attempt_at_ms: e.next_attempt_at_ms,
+        updated_at_ms: e.updated_at_ms,
+        lines: e
+            .entry
+            .lines
+            .iter()
+            .map(|l| pb::OutboxLine {
+                warehouse: l.warehouse.to_string(),
+                sku: l.sku.to_string(),
+                ordered: l.ordered,
+                fulfilled: l.fulfilled,
+            })
+            .collect(),
     }
 }

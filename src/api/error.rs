@@ -42,7 +42,7 @@ impl From<EngineError> for Status {
             EngineError::Domain(d) if matches!(**d, DomainError::Invalid(_)) => {
                 Code::InvalidArgument
             }
-            EngineError::Domain(_) => Code::FailedPrecondition,
+            EngineError::Domain(_) | EngineError::Refused(_) => Code::FailedPrecondition,
             EngineError::ReservationNotFound { .. } | EngineError::NotFound { .. } => {
                 Code::NotFound
             }

@@ -14,7 +14,7 @@ use tonic::{Code, Request, Status};
 
 use super::input::{self, LineArg};
 use super::output::{self, Align, Table};
-use super::{Cli, Command, RulePutArgs, RulesCommand, StockCommand};
+use super::{Cli, Command, OutboxCommand, OutboxStateArg, RulePutArgs, RulesCommand, StockCommand};
 use crate::api::pb;
 use crate::api::pb::admin_client::AdminClient;
 use crate::api::pb::inventory_client::InventoryClient;
@@ -225,6 +225,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Rules(cmd) => rules(&mut conn.admin(), cmd).await?,
+        Command::Outbox(cmd) => outbox(&mut conn.admin(), cmd).await?,
         Command::Watch(a) => {
             let mut stream = inv
                 .watch_channel_stock(pb::WatchChannelStockRequest {
@@ -520,6 +521,49 @@ async fn import(
             n(Outcome::Failed),
             rows.len()
         );
+    }
+    Ok(())
+}
+
+async fn outbox(admin: &mut Admin, cmd: OutboxCommand) -> anyhow::Result<()> {
+    let entries = match cmd {
+        OutboxCommand::List {
+            state,
+            after_id,
+            limit,
+        } => {
+            let state = match state {
+                None => pb::OutboxState::Unspecified,
+                Some(OutboxStateArg::Pending) => pb::OutboxState::Pending,
+                Some(OutboxStateArg::Pushed) => pb::OutboxState::Pushed,
+                Some(OutboxStateArg::Dead) => pb::OutboxState::Dead,
+            };
+            admin
+                .list_outbox(pb::ListOutboxRequest {
+                    state: state as i32,
+                    after_id,
+                    limit,
+                })
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .entries
+        }
+        OutboxCommand::Retry { ids } => {
+            let entries = admin
+                .retry_outbox(pb::RetryOutboxRequest { ids })
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .entries;
+            println!("{} entries put back in line for Odoo", entries.len());
+            entries
+        }
+    };
+    if entries.is_empty() {
+        println!("no outbox entries");
+    } else {
+        output::outbox_table(&entries).print();
     }
     Ok(())
 }

@@ -68,6 +68,38 @@ pub enum Command {
     Rules(RulesCommand),
     /// Follow a channel's published levels as they change (WatchChannelStock).
     Watch(WatchArgs),
+    /// The Odoo outbox: pushes of reservations to Odoo.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum OutboxCommand {
+    /// Outbox entries with their state, attempts and last error (ListOutbox).
+    List {
+        /// Only entries in this state.
+        #[arg(long, value_enum)]
+        state: Option<OutboxStateArg>,
+        /// Entries after this id (paging).
+        #[arg(long, value_name = "ID", default_value_t = 0)]
+        after_id: i64,
+        /// At most this many (up to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Push dead entries again now, with a fresh attempt budget (RetryOutbox).
+    Retry {
+        /// Entry ids, as ListOutbox shows them.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<i64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutboxStateArg {
+    Pending,
+    Pushed,
+    Dead,
 }
 
 /// Identifies one reservation.

@@ -304,6 +304,38 @@ pub fn simulation_table(changes: &[pb::SimulatedChange]) -> Table {
     t
 }
 
+/// Outbox entries, oldest first; the last error in full at the end of the row.
+pub fn outbox_table(entries: &[pb::OutboxEntry]) -> Table {
+    use Align::*;
+    let mut t = Table::new(&[
+        ("ID", Right),
+        ("ORDER", Left),
+        ("EVENT", Left),
+        ("STATE", Left),
+        ("ATTEMPTS", Right),
+        ("CREATED", Left),
+        ("LAST ERROR", Left),
+    ]);
+    for e in entries {
+        let state = match pb::OutboxState::try_from(e.state) {
+            Ok(pb::OutboxState::Pending) => "pending",
+            Ok(pb::OutboxState::Pushed) => "pushed",
+            Ok(pb::OutboxState::Dead) => "DEAD",
+            _ => "?",
+        };
+        t.row(vec![
+            e.id.to_string(),
+            format!("{}/{}", e.channel, e.order_id),
+            e.event.clone(),
+            state.to_string(),
+            e.attempts.to_string(),
+            fmt_utc(e.created_at_ms),
+            e.last_error.clone(),
+        ]);
+    }
+    t
+}
+
 /// Rules: unset fields show `-` (inherited).
 pub fn rules_table(rules: &[pb::Rule]) -> Table {
     use Align::*;

@@ -1,7 +1,10 @@
 //! Builders shared by the domain's unit and property tests: codes that are
 //! known to be valid, catalogs in a given declared order, rules and pools.
 
-use super::{Catalog, Channel, ChannelCode, OrderId, Pool, Rule, Sku, Warehouse, WarehouseCode};
+use super::{
+    Allocation, Catalog, Channel, ChannelCode, OrderId, Pool, Reservation, Rule, Sku, Status,
+    Warehouse, WarehouseCode,
+};
 
 pub fn sku(code: &str) -> Sku {
     Sku::parse(code).expect("test SKU is valid")
@@ -77,4 +80,32 @@ pub fn pools(on_hand: &[i64]) -> Vec<Pool> {
             version: 0,
         })
         .collect()
+}
+
+/// A reservation of 3 × SKU-A from WH-EAST and 2 × SKU-B split over WH-EAST
+/// and WH-WEST, nothing shipped or released, in `status`.
+pub fn reservation_with(status: Status) -> Reservation {
+    let alloc = |s: &str, w: &str, quantity: i64| Allocation {
+        sku: sku(s),
+        warehouse: wh(w),
+        quantity,
+        fulfilled: 0,
+        released: 0,
+        restocked: 0,
+    };
+    let mut r = Reservation::new(
+        "res_1".to_string(),
+        ch("shopify"),
+        order("1001"),
+        &[(sku("SKU-A"), 3), (sku("SKU-B"), 2)],
+        vec![
+            alloc("SKU-A", "WH-EAST", 3),
+            alloc("SKU-B", "WH-EAST", 1),
+            alloc("SKU-B", "WH-WEST", 1),
+        ],
+        1_000,
+        if status == Status::Held { 60 } else { 0 },
+    );
+    r.status = status;
+    r
 }

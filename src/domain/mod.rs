@@ -17,7 +17,7 @@ mod error;
 mod reservation;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod proptests;
 

@@ -19,6 +19,10 @@ pub enum EngineError {
     #[error("no {what} {code:?}")]
     NotFound { what: &'static str, code: String },
 
+    /// A request that cannot apply to the state it found.
+    #[error("{0}")]
+    Refused(String),
+
     /// An idempotency key reused with other content.
     #[error("{0}")]
     Conflict(String),

@@ -12,10 +12,12 @@
 mod admin;
 mod clock;
 mod error;
+mod outbox;
 mod reservations;
 mod stock;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -128,6 +130,8 @@ struct Inner {
     /// Where committed changes are announced (the publisher), once
     /// subscribed; and what every channel was last told, from the store.
     feed: Mutex<Feed>,
+    /// Whether reservation changes write Odoo outbox entries.
+    outbox: AtomicBool,
 }
 
 #[derive(Default)]
@@ -205,6 +209,7 @@ impl Engine {
                     tx: None,
                     published: snapshot.published,
                 }),
+                outbox: AtomicBool::new(false),
             }),
         };
         if !seed_ops.is_empty() {

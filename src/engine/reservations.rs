@@ -10,7 +10,7 @@ use crate::domain::{
     Allocation, Catalog, ChannelCode, InvalidInput, LineRequest, OrderId, OrderLine, Quantity,
     Reservation, Sku, Status, Take, MAX_HOLD_SECONDS,
 };
-use crate::store::{MovementKind, Op};
+use crate::store::{MovementKind, Op, OutboxEvent};
 
 /// A Reserve request after boundary validation.
 #[derive(Debug, Clone)]
@@ -201,6 +201,7 @@ impl Engine {
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
             ops.push(Op::Reservation(Box::new(reservation.clone())));
+            ops.extend(self.outbox_op(None, &reservation, Some(OutboxEvent::Confirmed)));
             let ticket = self.enqueue_locked(&cells, &mut guards, ops);
             (reservation, ticket)
         };
@@ -253,7 +254,7 @@ impl Engine {
         order_id: &OrderId,
     ) -> Result<Reservation, EngineError> {
         let now = self.now_ms();
-        self.change(channel, order_id, |r, _| {
+        self.change(channel, order_id, Some(OutboxEvent::Confirmed), |r, _| {
             r.confirm(now)?;
             Ok((Vec::new(), ()))
         })
@@ -264,20 +265,25 @@ impl Engine {
     /// Releases the named lines (or every open unit) back to free stock.
     pub async fn release(&self, cmd: ReleaseCmd) -> Result<Reservation, EngineError> {
         let refer = reference(&cmd.channel, &cmd.order_id);
-        self.change(&cmd.channel, &cmd.order_id, |r, catalog| {
-            let takes = r.plan_takes("release", &cmd.lines)?;
-            let changes = pool_changes(
-                r,
-                catalog,
-                &takes,
-                MovementKind::Release,
-                &cmd.reason,
-                &refer,
-                |q| (0, -q),
-            );
-            r.release(&takes);
-            Ok((changes, ()))
-        })
+        self.change(
+            &cmd.channel,
+            &cmd.order_id,
+            Some(OutboxEvent::Released),
+            |r, catalog| {
+                let takes = r.plan_takes("release", &cmd.lines)?;
+                let changes = pool_changes(
+                    r,
+                    catalog,
+                    &takes,
+                    MovementKind::Release,
+                    &cmd.reason,
+                    &refer,
+                    |q| (0, -q),
+                );
+                r.release(&takes);
+                Ok((changes, ()))
+            },
+        )
         .await
         .map(|(r, ())| r)
     }
@@ -289,20 +295,25 @@ impl Engine {
             || reference(&cmd.channel, &cmd.order_id),
             |s| format!("{}/{} shipment {s}", cmd.channel, cmd.order_id),
         );
-        self.change(&cmd.channel, &cmd.order_id, |r, catalog| {
-            if let Some(id) = &cmd.shipment_id {
-                if r.has_shipment(id) {
-                    return Ok((Vec::new(), ()));
+        self.change(
+            &cmd.channel,
+            &cmd.order_id,
+            Some(OutboxEvent::Fulfilled),
+            |r, catalog| {
+                if let Some(id) = &cmd.shipment_id {
+                    if r.has_shipment(id) {
+                        return Ok((Vec::new(), ()));
+                    }
                 }
-            }
-            let takes = r.plan_takes("fulfill", &cmd.lines)?;
-            let changes =
-                pool_changes(r, catalog, &takes, MovementKind::Fulfill, "", &refer, |q| {
-                    (-q, -q)
-                });
-            r.fulfill(&takes, cmd.shipment_id.clone());
-            Ok((changes, ()))
-        })
+                let takes = r.plan_takes("fulfill", &cmd.lines)?;
+                let changes =
+                    pool_changes(r, catalog, &takes, MovementKind::Fulfill, "", &refer, |q| {
+                        (-q, -q)
+                    });
+                r.fulfill(&takes, cmd.shipment_id.clone());
+                Ok((changes, ()))
+            },
+        )
         .await
         .map(|(r, ())| r)
     }
@@ -312,7 +323,7 @@ impl Engine {
     pub async fn restock(&self, cmd: RestockCmd) -> Result<Restocked, EngineError> {
         let refer = format!("{}/{} refund {}", cmd.channel, cmd.order_id, cmd.refund_id);
         let (r, (takes, replayed)) = self
-            .change(&cmd.channel, &cmd.order_id, |r, catalog| {
+            .change(&cmd.channel, &cmd.order_id, None, |r, catalog| {
                 if let Some(done) = r.refund(&cmd.refund_id) {
                     return Ok((Vec::new(), (done.restocked.clone(), true)));
                 }
@@ -362,7 +373,7 @@ impl Engine {
         let mut expired = 0;
         for (at, (channel, order_id)) in due {
             let result = self
-                .change(&channel, &order_id, |r, catalog| {
+                .change(&channel, &order_id, None, |r, catalog| {
                     if !r.hold_lapsed(now) {
                         return Ok((Vec::new(), false));
                     }
@@ -403,11 +414,13 @@ impl Engine {
     /// Runs `decide` on the reservation under its lock; applies the pool
     /// changes it returns and commits the new reservation state. When the
     /// reservation did not change, nothing is written. On a failed commit
-    /// the reservation is restored to what it was.
+    /// the reservation is restored to what it was. `event` names the change
+    /// for the Odoo outbox (None: Odoo does not hear of it).
     async fn change<T>(
         &self,
         channel: &ChannelCode,
         order_id: &OrderId,
+        event: Option<OutboxEvent>,
         decide: impl FnOnce(&mut Reservation, &Catalog) -> Result<(Vec<PoolChange>, T), EngineError>,
     ) -> Result<(Reservation, T), EngineError> {
         let key = (channel.clone(), order_id.clone());
@@ -429,6 +442,7 @@ impl Engine {
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
             ops.push(Op::Reservation(Box::new(after.clone())));
+            ops.extend(self.outbox_op(Some(&before), &after, event));
             self.enqueue_locked(&cells, &mut guards, ops)
         };
         *guard = Some(after.clone());

@@ -173,6 +173,125 @@ pub enum Op {
     RuleChange(Box<RuleChange>),
     /// Append level changes to the channels' event logs.
     ChannelEvents(Vec<ChannelEvent>),
+    /// Append an entry to the Odoo outbox (its id is assigned by the store).
+    Outbox(Box<NewOutboxEntry>),
+    /// Record the outcome of a push (or an ops retry) on an outbox entry.
+    OutboxUpdate(OutboxUpdate),
+}
+
+/// What happened to a reservation that Odoo must hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxEvent {
+    /// Confirmed: at Reserve with no hold, or by Confirm.
+    Confirmed,
+    Released,
+    Fulfilled,
+}
+
+impl OutboxEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxEvent::Confirmed => "confirmed",
+            OutboxEvent::Released => "released",
+            OutboxEvent::Fulfilled => "fulfilled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "confirmed" => OutboxEvent::Confirmed,
+            "released" => OutboxEvent::Released,
+            "fulfilled" => OutboxEvent::Fulfilled,
+            _ => return None,
+        })
+    }
+}
+
+/// Where an outbox entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutboxState {
+    /// Waiting for its first push or for its next retry.
+    Pending,
+    Pushed,
+    /// Given up on (too many attempts, or a cause no retry can fix) until
+    /// ops retry it.
+    Dead,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Pushed => "pushed",
+            OutboxState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => OutboxState::Pending,
+            "pushed" => OutboxState::Pushed,
+            "dead" => OutboxState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// One SKU of one warehouse as Odoo should hold it after an outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxLine {
+    pub warehouse: WarehouseCode,
+    pub sku: Sku,
+    /// Units still ordered: allocated minus released.
+    pub ordered: i64,
+    /// Units of those already shipped.
+    pub fulfilled: i64,
+}
+
+/// An outbox entry as the engine writes it. It carries the whole target
+/// state of the reservation, not a delta, so a push converges Odoo to it
+/// whatever Odoo already holds, and pushing it twice changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutboxEntry {
+    pub at_ms: i64,
+    pub reservation_id: String,
+    pub channel: ChannelCode,
+    pub order_id: OrderId,
+    pub event: OutboxEvent,
+    pub lines: Vec<OutboxLine>,
+}
+
+/// An outbox entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub entry: NewOutboxEntry,
+    pub state: OutboxState,
+    pub attempts: u32,
+    /// Why the last attempt failed ('' when none did).
+    pub last_error: String,
+    pub next_attempt_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// The new standing of one outbox entry, written whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxUpdate {
+    pub id: i64,
+    pub state: OutboxState,
+    pub attempts: u32,
+    pub last_error: String,
+    pub next_attempt_at_ms: i64,
+    pub at_ms: i64,
+}
+
+/// Counts for the outbox gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub pending: u64,
+    pub dead: u64,
+    /// When the oldest pending entry was written.
+    pub oldest_pending_at_ms: Option<i64>,
 }
 
 /// Everything the engine loads at start.
@@ -229,4 +348,17 @@ pub trait Store: Send + Sync + 'static {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<LedgerRow>, StoreError>;
+    /// The entries to push now: of each reservation, its oldest pending
+    /// entry, when that one is due by `now_ms`. Oldest first, at most `limit`.
+    async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Entries with id > `after_id` in one state (or any), oldest first.
+    async fn outbox_list(
+        &self,
+        state: Option<OutboxState>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// The entries of these ids that exist, by id.
+    async fn outbox_entries(&self, ids: &[i64]) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
 }

@@ -31,11 +31,12 @@ use tokio_stream::StreamExt;
 use uuid::Uuid;
 
 use super::sqlite::{
-    code_of, corrupt, now_ms, to_json, EventRecord, LedgerRecord, PoolRecord, ReservationRecord,
-    RuleChangeRecord, RuleRecord,
+    code_of, corrupt, now_ms, to_json, EventRecord, LedgerRecord, OutboxRecord, PoolRecord,
+    ReservationRecord, RuleChangeRecord, RuleRecord,
 };
 use super::{
-    ChannelEvent, LedgerRow, MovementRecord, Op, PoolRow, RuleChange, Snapshot, Store, StoreError,
+    ChannelEvent, LedgerRow, MovementRecord, Op, OutboxEntry, OutboxState, OutboxStats, PoolRow,
+    RuleChange, Snapshot, Store, StoreError,
 };
 use crate::domain::{Channel, ChannelCode, OrderId, Reservation, Sku, Warehouse, WarehouseCode};
 
@@ -562,6 +563,56 @@ impl Store for PostgresStore {
         };
         rows.into_iter().map(LedgerRecord::into_row).collect()
     }
+
+    async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        sqlx::query_as::<_, OutboxRecord>(SELECT_OUTBOX_DUE)
+            .bind(now_ms)
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(OutboxRecord::into_entry)
+            .collect()
+    }
+
+    async fn outbox_list(
+        &self,
+        state: Option<OutboxState>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        sqlx::query_as::<_, OutboxRecord>(SELECT_OUTBOX_LIST)
+            .bind(state.map(OutboxState::as_str))
+            .bind(after_id)
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(OutboxRecord::into_entry)
+            .collect()
+    }
+
+    async fn outbox_entries(&self, ids: &[i64]) -> Result<Vec<OutboxEntry>, StoreError> {
+        sqlx::query_as::<_, OutboxRecord>(SELECT_OUTBOX_BY_IDS)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(OutboxRecord::into_entry)
+            .collect()
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let (pending, dead, oldest) =
+            sqlx::query_as::<_, (i64, i64, Option<i64>)>(SELECT_OUTBOX_STATS)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(OutboxStats {
+            pending: u64::try_from(pending).unwrap_or(0),
+            dead: u64::try_from(dead).unwrap_or(0),
+            oldest_pending_at_ms: oldest,
+        })
+    }
 }
 
 /// One pool's changes within a batch, folded in op order.
@@ -608,6 +659,19 @@ struct Batch<'a> {
     movements: (Vec<&'a str>, Vec<&'a str>),
     events: EventArrays<'a>,
     rule_changes: RuleChangeArrays<'a>,
+    outbox: OutboxArrays<'a>,
+    /// Outbox updates, one statement each, in order.
+    outbox_updates: Vec<&'a super::OutboxUpdate>,
+}
+
+#[derive(Default)]
+struct OutboxArrays<'a> {
+    at_ms: Vec<i64>,
+    reservation_id: Vec<&'a str>,
+    channel: Vec<&'a str>,
+    order_id: Vec<&'a str>,
+    event: Vec<&'a str>,
+    lines: Vec<String>,
 }
 
 #[derive(Default)]
@@ -733,6 +797,16 @@ impl<'a> Batch<'a> {
                     a.before.push(c.before.as_ref().map(to_json).transpose()?);
                     a.after.push(c.after.as_ref().map(to_json).transpose()?);
                 }
+                Op::Outbox(e) => {
+                    let a = &mut b.outbox;
+                    a.at_ms.push(e.at_ms);
+                    a.reservation_id.push(e.reservation_id.as_str());
+                    a.channel.push(e.channel.as_str());
+                    a.order_id.push(e.order_id.as_str());
+                    a.event.push(e.event.as_str());
+                    a.lines.push(to_json(&e.lines)?);
+                }
+                Op::OutboxUpdate(u) => b.outbox_updates.push(u),
                 Op::Warehouse(_) | Op::Channel(_) | Op::PutRule(_) | Op::DeleteRule { .. } => {
                     b.catalog.push(op)
                 }
@@ -852,6 +926,29 @@ impl<'a> Batch<'a> {
                 .bind(&c.sku)
                 .bind(&c.before)
                 .bind(&c.after)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let o = &self.outbox;
+        if !o.at_ms.is_empty() {
+            sqlx::query(INSERT_OUTBOX)
+                .bind(&o.at_ms)
+                .bind(&o.reservation_id)
+                .bind(&o.channel)
+                .bind(&o.order_id)
+                .bind(&o.event)
+                .bind(&o.lines)
+                .execute(&mut *conn)
+                .await?;
+        }
+        for u in &self.outbox_updates {
+            sqlx::query(UPDATE_OUTBOX)
+                .bind(u.id)
+                .bind(u.state.as_str())
+                .bind(i32::try_from(u.attempts).unwrap_or(i32::MAX))
+                .bind(u.last_error.as_str())
+                .bind(u.next_attempt_at_ms)
+                .bind(u.at_ms)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -1017,6 +1114,48 @@ const SELECT_LEDGER_OF_SKU: &str = "\
     SELECT id, at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
         on_hand_after, reserved_after, reason, reference \
     FROM ledger WHERE sku = $1 AND id > $2 ORDER BY id LIMIT $3";
+
+/// In array order (`ORDER BY ord`), so ids follow the order of the changes.
+const INSERT_OUTBOX: &str = "\
+    INSERT INTO outbox (created_at_ms, reservation_id, channel, order_id, event, lines_json, \
+        next_attempt_at_ms, updated_at_ms) \
+    SELECT at_ms, reservation_id, channel, order_id, event, lines::jsonb, at_ms, at_ms \
+    FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+        WITH ORDINALITY AS u(at_ms, reservation_id, channel, order_id, event, lines, ord) \
+    ORDER BY ord";
+
+const UPDATE_OUTBOX: &str = "\
+    UPDATE outbox SET state = $2, attempts = $3, last_error = $4, next_attempt_at_ms = $5, \
+        updated_at_ms = $6 \
+    WHERE id = $1";
+
+const SELECT_OUTBOX_DUE: &str = "\
+    SELECT id, created_at_ms, reservation_id, channel, order_id, event, \
+        lines_json::text AS lines_json, state, attempts, last_error, next_attempt_at_ms, \
+        updated_at_ms \
+    FROM outbox o \
+    WHERE state = 'pending' AND next_attempt_at_ms <= $1 \
+      AND NOT EXISTS (SELECT 1 FROM outbox p \
+          WHERE p.state = 'pending' AND p.reservation_id = o.reservation_id AND p.id < o.id) \
+    ORDER BY id LIMIT $2";
+
+const SELECT_OUTBOX_LIST: &str = "\
+    SELECT id, created_at_ms, reservation_id, channel, order_id, event, \
+        lines_json::text AS lines_json, state, attempts, last_error, next_attempt_at_ms, \
+        updated_at_ms \
+    FROM outbox WHERE ($1::text IS NULL OR state = $1) AND id > $2 ORDER BY id LIMIT $3";
+
+const SELECT_OUTBOX_BY_IDS: &str = "\
+    SELECT id, created_at_ms, reservation_id, channel, order_id, event, \
+        lines_json::text AS lines_json, state, attempts, last_error, next_attempt_at_ms, \
+        updated_at_ms \
+    FROM outbox WHERE id = ANY($1) ORDER BY id";
+
+const SELECT_OUTBOX_STATS: &str = "\
+    SELECT \
+        (SELECT COUNT(*) FROM outbox WHERE state = 'pending'), \
+        (SELECT COUNT(*) FROM outbox WHERE state = 'dead'), \
+        (SELECT MIN(created_at_ms) FROM outbox WHERE state = 'pending')";
 
 const SELECT_EVENTS: &str = "\
     SELECT channel, seq, sku, published, atp, at_ms FROM channel_events \

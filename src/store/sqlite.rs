@@ -22,8 +22,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::{
-    ChannelEvent, LedgerEntry, LedgerRow, MovementKind, MovementRecord, Op, PoolRow, RuleChange,
-    Snapshot, Store, StoreError,
+    ChannelEvent, LedgerEntry, LedgerRow, MovementKind, MovementRecord, NewOutboxEntry, Op,
+    OutboxEntry, OutboxEvent, OutboxLine, OutboxState, OutboxStats, PoolRow, RuleChange, Snapshot,
+    Store, StoreError,
 };
 use crate::domain::{
     Allocation, Channel, ChannelCode, InvalidInput, OrderId, Pool, Refund, Reservation, Rule, Sku,
@@ -308,6 +309,69 @@ impl Store for SqliteStore {
         };
         rows.into_iter().map(LedgerRecord::into_row).collect()
     }
+
+    async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        sqlx::query_as::<_, OutboxRecord>(SELECT_OUTBOX_DUE)
+            .bind(now_ms)
+            .bind(limit.max(0))
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .map(OutboxRecord::into_entry)
+            .collect()
+    }
+
+    async fn outbox_list(
+        &self,
+        state: Option<OutboxState>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        sqlx::query_as::<_, OutboxRecord>(SELECT_OUTBOX_LIST)
+            .bind(state.map(OutboxState::as_str))
+            .bind(after_id)
+            .bind(limit.max(0))
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .map(OutboxRecord::into_entry)
+            .collect()
+    }
+
+    async fn outbox_entries(&self, ids: &[i64]) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(SKUS_PER_QUERY) {
+            let mut query = QueryBuilder::<Sqlite>::new(OUTBOX_COLUMNS);
+            query.push(" WHERE id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            query.push(") ORDER BY id");
+            let rows = query
+                .build_query_as::<OutboxRecord>()
+                .persistent(false)
+                .fetch_all(&self.reader)
+                .await?;
+            for row in rows {
+                out.push(row.into_entry()?);
+            }
+        }
+        out.sort_by_key(|e| e.id);
+        Ok(out)
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let (pending, dead, oldest) =
+            sqlx::query_as::<_, (i64, i64, Option<i64>)>(SELECT_OUTBOX_STATS)
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(OutboxStats {
+            pending: u64::try_from(pending).unwrap_or(0),
+            dead: u64::try_from(dead).unwrap_or(0),
+            oldest_pending_at_ms: oldest,
+        })
+    }
 }
 
 async fn apply(conn: &mut SqliteConnection, op: &Op, now_ms: i64) -> Result<(), StoreError> {
@@ -404,6 +468,20 @@ async fn apply(conn: &mut SqliteConnection, op: &Op, now_ms: i64) -> Result<(), 
         Op::DeleteRule { channel, sku } => sqlx::query(DELETE_RULE)
             .bind(channel.as_str())
             .bind(sku.as_ref().map_or("", Sku::as_str)),
+        Op::Outbox(e) => sqlx::query(INSERT_OUTBOX)
+            .bind(e.at_ms)
+            .bind(e.reservation_id.as_str())
+            .bind(e.channel.as_str())
+            .bind(e.order_id.as_str())
+            .bind(e.event.as_str())
+            .bind(to_json(&e.lines)?),
+        Op::OutboxUpdate(u) => sqlx::query(UPDATE_OUTBOX)
+            .bind(u.id)
+            .bind(u.state.as_str())
+            .bind(i64::from(u.attempts))
+            .bind(u.last_error.as_str())
+            .bind(u.next_attempt_at_ms)
+            .bind(u.at_ms),
     };
     query.execute(&mut *conn).await?;
     Ok(())
@@ -519,6 +597,41 @@ const SELECT_HISTORY_OF_RULE: &str = "\
 const SELECT_HISTORY_OF_CHANNEL: &str = "\
     SELECT at_ms, changed_by, comment, channel, sku, before_json, after_json \
     FROM rule_history WHERE channel = ?1 ORDER BY id";
+
+const INSERT_OUTBOX: &str = "\
+    INSERT INTO outbox (created_at_ms, reservation_id, channel, order_id, event, lines_json, \
+        next_attempt_at_ms, updated_at_ms) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?1, ?1)";
+
+const UPDATE_OUTBOX: &str = "\
+    UPDATE outbox SET state = ?2, attempts = ?3, last_error = ?4, next_attempt_at_ms = ?5, \
+        updated_at_ms = ?6 \
+    WHERE id = ?1";
+
+const OUTBOX_COLUMNS: &str = "\
+    SELECT id, created_at_ms, reservation_id, channel, order_id, event, lines_json, state, \
+        attempts, last_error, next_attempt_at_ms, updated_at_ms \
+    FROM outbox";
+
+const SELECT_OUTBOX_DUE: &str = "\
+    SELECT id, created_at_ms, reservation_id, channel, order_id, event, lines_json, state, \
+        attempts, last_error, next_attempt_at_ms, updated_at_ms \
+    FROM outbox o \
+    WHERE state = 'pending' AND next_attempt_at_ms <= ?1 \
+      AND NOT EXISTS (SELECT 1 FROM outbox p \
+          WHERE p.state = 'pending' AND p.reservation_id = o.reservation_id AND p.id < o.id) \
+    ORDER BY id LIMIT ?2";
+
+const SELECT_OUTBOX_LIST: &str = "\
+    SELECT id, created_at_ms, reservation_id, channel, order_id, event, lines_json, state, \
+        attempts, last_error, next_attempt_at_ms, updated_at_ms \
+    FROM outbox WHERE (?1 IS NULL OR state = ?1) AND id > ?2 ORDER BY id LIMIT ?3";
+
+const SELECT_OUTBOX_STATS: &str = "\
+    SELECT \
+        (SELECT COUNT(*) FROM outbox WHERE state = 'pending'), \
+        (SELECT COUNT(*) FROM outbox WHERE state = 'dead'), \
+        (SELECT MIN(created_at_ms) FROM outbox WHERE state = 'pending')";
 
 // Row types and conversions below are shared with the Postgres store
 // (`pub(super)`): both stores map rows to domain types with the same code, so
@@ -735,6 +848,49 @@ impl LedgerRecord {
                 reason: self.reason,
                 reference: self.reference,
             },
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct OutboxRecord {
+    id: i64,
+    created_at_ms: i64,
+    reservation_id: String,
+    channel: String,
+    order_id: String,
+    event: String,
+    lines_json: String,
+    state: String,
+    attempts: i32,
+    last_error: String,
+    next_attempt_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl OutboxRecord {
+    pub(super) fn into_entry(self) -> Result<OutboxEntry, StoreError> {
+        let key = format!("outbox entry {}", self.id);
+        let event = OutboxEvent::parse(&self.event)
+            .ok_or_else(|| corrupt(&key, "event", format!("unknown event {:?}", self.event)))?;
+        let state = OutboxState::parse(&self.state)
+            .ok_or_else(|| corrupt(&key, "state", format!("unknown state {:?}", self.state)))?;
+        let lines: Vec<OutboxLine> = from_json(&self.lines_json, &key, "lines_json")?;
+        Ok(OutboxEntry {
+            id: self.id,
+            entry: NewOutboxEntry {
+                at_ms: self.created_at_ms,
+                reservation_id: self.reservation_id,
+                channel: code_of(self.channel, &key)?,
+                order_id: code_of(self.order_id, &key)?,
+                event,
+                lines,
+            },
+            state,
+            attempts: u32::try_from(self.attempts).map_err(|e| corrupt(&key, "attempts", e))?,
+            last_error: self.last_error,
+            next_attempt_at_ms: self.next_attempt_at_ms,
+            updated_at_ms: self.updated_at_ms,
         })
     }
 }

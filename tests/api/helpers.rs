@@ -15,7 +15,8 @@ use stockpool::domain::{
 use stockpool::engine::{Engine, Seed};
 use stockpool::server::Application;
 use stockpool::store::{
-    ChannelEvent, LedgerRow, Op, PoolRow, RuleChange, Snapshot, SqliteStore, Store, StoreError,
+    ChannelEvent, LedgerRow, Op, OutboxEntry, OutboxState, OutboxStats, PoolRow, RuleChange,
+    Snapshot, SqliteStore, Store, StoreError,
 };
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -328,6 +329,23 @@ impl Store for Flaky {
         limit: i64,
     ) -> Result<Vec<LedgerRow>, StoreError> {
         self.inner.ledger(sku, after, limit).await
+    }
+    async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_due(now_ms, limit).await
+    }
+    async fn outbox_list(
+        &self,
+        state: Option<OutboxState>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_list(state, after_id, limit).await
+    }
+    async fn outbox_entries(&self, ids: &[i64]) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_entries(ids).await
+    }
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        self.inner.outbox_stats().await
     }
 }
 

@@ -1,0 +1,25 @@
+-- The Odoo outbox: one row per reservation change Odoo must hear about,
+-- written in the same transaction as the change itself.
+
+CREATE TABLE outbox (
+    -- Commit order; a reservation's entries are pushed in this order.
+    id                 INTEGER NOT NULL CONSTRAINT outbox_pk PRIMARY KEY AUTOINCREMENT,
+    created_at_ms      INTEGER NOT NULL,
+    reservation_id     TEXT    NOT NULL,
+    channel            TEXT    NOT NULL,
+    order_id           TEXT    NOT NULL,
+    -- confirmed | released | fulfilled
+    event              TEXT    NOT NULL CONSTRAINT outbox_event
+        CHECK (event IN ('confirmed', 'released', 'fulfilled')),
+    -- What Odoo should hold after this entry, per warehouse and SKU (JSON).
+    lines_json         TEXT    NOT NULL CONSTRAINT outbox_lines_json CHECK (json_valid(lines_json)),
+    -- pending: waiting or being retried; pushed; dead: given up, see last_error.
+    state              TEXT    NOT NULL DEFAULT 'pending' CONSTRAINT outbox_state
+        CHECK (state IN ('pending', 'pushed', 'dead')),
+    attempts           INTEGER NOT NULL DEFAULT 0 CONSTRAINT outbox_attempts CHECK (attempts >= 0),
+    last_error         TEXT    NOT NULL DEFAULT '',
+    next_attempt_at_ms INTEGER NOT NULL,
+    updated_at_ms      INTEGER NOT NULL
+);
+-- The dispatcher's question: the oldest pending entry of each reservation.
+CREATE INDEX outbox_pending ON outbox (state, reservation_id, id);

@@ -1,0 +1,230 @@
+//! Odoo's external JSON-RPC API: `POST <url>/jsonrpc`, `common.login` for
+//! the uid, then `object.execute_kw` for every model call. Odoo reports its
+//! own errors with HTTP 200 and an `error` object; both those and transport
+//! failures come back as [`RpcError`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+use super::OdooConfig;
+
+/// Longest response body read (a search over many quants stays far below).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Why a call did not return a result.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RpcError {
+    /// No answer: connection refused or reset, timeout, HTTP error status.
+    #[error("Odoo is unreachable: {0}")]
+    Transport(String),
+    /// Odoo answered with an error (`data.name` is the exception class).
+    #[error("Odoo refused {call}: {name}: {message}")]
+    Odoo {
+        call: String,
+        name: String,
+        message: String,
+    },
+    /// The login was refused: wrong database, login or API key.
+    #[error("Odoo refused the login of {login} to database {database}: check odoo.login and the API key")]
+    Login { login: String, database: String },
+    /// An answer that is not what the API promises.
+    #[error("unexpected answer from Odoo to {call}: {detail}")]
+    Protocol { call: String, detail: String },
+}
+
+/// A JSON-RPC client for one Odoo database and user. Cheap to share: the
+/// HTTP connections are pooled and the uid is cached after the first login.
+pub struct OdooClient {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    endpoint: hyper::Uri,
+    database: String,
+    login: String,
+    api_key: String,
+    timeout: Duration,
+    uid: Mutex<Option<i64>>,
+    next_id: AtomicU64,
+}
+
+impl OdooClient {
+    pub fn new(config: &OdooConfig) -> anyhow::Result<OdooClient> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let endpoint = format!("{}/jsonrpc", config.url)
+            .parse()
+            .map_err(|e| anyhow::anyhow!("odoo.url {:?}: {e}", config.url))?;
+        Ok(OdooClient {
+            http,
+            endpoint,
+            database: config.database.clone(),
+            login: config.login.clone(),
+            api_key: config.api_key.clone(),
+            timeout: config.timeout,
+            uid: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// `model.method(*args, **kwargs)` as the configured user.
+    pub async fn execute_kw(
+        &self,
+        model: &str,
+        method: &str,
+        args: Value,
+        kwargs: Value,
+    ) -> Result<Value, RpcError> {
+        let uid = self.uid().await?;
+        let call = format!("{model}.{method}");
+        let result = self
+            .call(
+                &call,
+                "object",
+                "execute_kw",
+                json!([
+                    self.database,
+                    uid,
+                    self.api_key,
+                    model,
+                    method,
+                    args,
+                    kwargs
+                ]),
+            )
+            .await;
+        if let Err(RpcError::Odoo { name, .. }) = &result {
+            if name.ends_with("AccessDenied") {
+                // The key may have been rotated: log in again next time.
+                *self.uid.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+        }
+        result
+    }
+
+    /// The user id, logging in on first use.
+    async fn uid(&self) -> Result<i64, RpcError> {
+        if let Some(uid) = *self.uid.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(uid);
+        }
+        let answer = self
+            .call(
+                "login",
+                "common",
+                "login",
+                json!([self.database, self.login, self.api_key]),
+            )
+            .await?;
+        let uid = match answer {
+            Value::Number(n) => n.as_i64().ok_or_else(|| RpcError::Protocol {
+                call: "login".into(),
+                detail: format!("uid {n} is not an integer"),
+            })?,
+            Value::Bool(false) => {
+                return Err(RpcError::Login {
+                    login: self.login.clone(),
+                    database: self.database.clone(),
+                })
+            }
+            other => {
+                return Err(RpcError::Protocol {
+                    call: "login".into(),
+                    detail: format!("expected a uid or false, got {other}"),
+                })
+            }
+        };
+        *self.uid.lock().unwrap_or_else(|p| p.into_inner()) = Some(uid);
+        Ok(uid)
+    }
+
+    async fn call(
+        &self,
+        call: &str,
+        service: &str,
+        method: &str,
+        args: Value,
+    ) -> Result<Value, RpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({
+            "jsonrpc": "2.0",
+            "method": "call",
+            "params": {"service": service, "method": method, "args": args},
+            "id": id,
+        });
+        let request = hyper::Request::post(self.endpoint.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| RpcError::Transport(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| RpcError::Transport(crate::telemetry::chain(&e)))?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| RpcError::Transport(format!("reading the answer: {e}")))?
+                .to_bytes();
+            Ok::<_, RpcError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| {
+                RpcError::Transport(format!(
+                    "no answer to {call} within {} ms",
+                    self.timeout.as_millis()
+                ))
+            })??;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            return Err(RpcError::Transport(format!(
+                "HTTP {status} on {call}: {}",
+                text.trim()
+            )));
+        }
+        let answer: Value = serde_json::from_slice(&body).map_err(|e| RpcError::Protocol {
+            call: call.to_string(),
+            detail: format!("not JSON: {e}"),
+        })?;
+        if let Some(error) = answer.get("error") {
+            let data = error.get("data");
+            let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+            let name = text(data.and_then(|d| d.get("name")));
+            let mut message = text(data.and_then(|d| d.get("message")));
+            if message.is_empty() {
+                message = text(error.get("message"));
+            }
+            return Err(RpcError::Odoo {
+                call: call.to_string(),
+                name: if name.is_empty() {
+                    "error".to_string()
+                } else {
+                    name
+                },
+                message,
+            });
+        }
+        answer
+            .get("result")
+            .cloned()
+            .ok_or_else(|| RpcError::Protocol {
+                call: call.to_string(),
+                detail: "neither result nor error".into(),
+            })
+    }
+}
