@@ -2,11 +2,13 @@
 //! embedded store.
 
 mod errors;
+mod fake_odoo;
 mod faults;
 mod helpers;
 mod lifecycle;
 mod load;
 mod metrics;
+mod odoo;
 mod postgres;
 mod redis;
 mod service;
