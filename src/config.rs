@@ -381,6 +381,27 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_odoo_example_in_the_sample_config_is_valid_once_uncommented() {
+        let sample = include_str!("../examples/stockpool.toml");
+        let start = sample
+            .find("# [odoo]")
+            .expect("the sample has an odoo section");
+        let section: String = sample[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file: FileConfig = toml::from_str(&section).unwrap();
+        let odoo = OdooConfig::resolve(file.odoo.as_ref().unwrap(), Some("key".into())).unwrap();
+        assert_eq!(odoo.partners.len(), 3);
+        assert_eq!(odoo.max_attempts, 30);
+        assert_eq!(
+            odoo.reconcile_every,
+            Some(std::time::Duration::from_secs(900))
+        );
+    }
+
+    #[test]
     fn another_scheme_is_refused_without_showing_credentials() {
         let err = store_of("mysql://app:s3cret@db/stock")
             .unwrap_err()

@@ -246,3 +246,39 @@ pub async fn follow_readiness(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret_of(uri: &str, header: Option<&str>) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        if let Some(h) = header {
+            headers.insert("x-stockpool-secret", h.parse().unwrap());
+        }
+        presented_secret(&uri.parse().unwrap(), &headers)
+    }
+
+    #[test]
+    fn the_webhook_secret_is_read_from_the_query_then_the_header() {
+        assert_eq!(
+            secret_of("/odoo/webhook?a=1&secret=s3cr%2Fet+x", None).as_deref(),
+            Some("s3cr/et x")
+        );
+        assert_eq!(
+            secret_of("/odoo/webhook", Some("from-header")).as_deref(),
+            Some("from-header")
+        );
+        assert_eq!(
+            secret_of("/odoo/webhook?secret=q", Some("h")).as_deref(),
+            Some("q")
+        );
+        assert_eq!(secret_of("/odoo/webhook?other=1", None), None);
+    }
+
+    #[test]
+    fn a_malformed_escape_is_kept_as_written() {
+        assert_eq!(percent_decode("a%zzb%4"), "a%zzb%4");
+        assert_eq!(percent_decode("%41%e2%82%ac"), "A€");
+    }
+}

@@ -47,7 +47,8 @@ pub struct OdooSection {
     pub warehouses: HashMap<String, WarehouseRef>,
     /// One request's timeout [default: 10000].
     pub timeout_ms: Option<u64>,
-    /// Attempts before an entry is dead-lettered [default: 12].
+    /// Attempts before an entry is dead-lettered [default: 30: one to two
+    /// hours of failures with the default backoff].
     pub max_attempts: Option<u32>,
     /// First retry delay, doubled per attempt [default: 1000].
     pub backoff_initial_ms: Option<u64>,
@@ -172,7 +173,7 @@ impl OdooConfig {
                 anyhow::bail!("odoo.webhook_secret must be at least 16 characters long");
             }
         }
-        let max_attempts = s.max_attempts.unwrap_or(12);
+        let max_attempts = s.max_attempts.unwrap_or(30);
         if max_attempts == 0 {
             anyhow::bail!("odoo.max_attempts must be at least 1");
         }
