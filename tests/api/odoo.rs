@@ -647,3 +647,101 @@ async fn reconciliation_reports_drift_and_corrects_on_hand_only_when_configured(
         assert_eq!(on_hand("LOCAL", "WH-EAST"), 2);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_the_outbox_survives_a_restart_while_odoo_is_down() {
+    let Some(db) = crate::postgres::pg::TestDb::create().await else {
+        return;
+    };
+    let world = World::new(&["TEE"]).await;
+    let mut odoo = world.config();
+    odoo.max_attempts = 10_000;
+    let url = db.url.clone();
+    let mut app = spawn_app_with(move |c| {
+        c.store = stockpool::config::StoreConfig::Postgres { url };
+        c.odoo = Some(odoo);
+    })
+    .await;
+    stock_up(&mut app, &["TEE"]).await;
+    world.odoo.set_down(true);
+    app.reserve("shopify", "5001", &[("TEE", 2)], 0)
+        .await
+        .unwrap();
+    app.reserve("amazon", "A-5", &[("TEE", 1)], 0)
+        .await
+        .unwrap();
+    release(
+        &mut app,
+        "shopify",
+        "5001",
+        vec![crate::helpers::line("TEE", 1)],
+    )
+    .await;
+    wait_for(&mut app, "a failed attempt", |all| {
+        all.iter().any(|e| e.attempts >= 1)
+    })
+    .await;
+
+    app.restart().await;
+    world.odoo.set_down(false);
+    let pushed = wait_for(&mut app, "every entry pushed after the restart", all_pushed).await;
+    assert_eq!(pushed.len(), 3);
+    assert_eq!(
+        world.writes_of("shopify:5001:WH-EAST"),
+        ["create", "action_confirm", "write 1"]
+    );
+    assert_eq!(
+        world.writes_of("amazon:A-5:WH-EAST"),
+        ["create", "action_confirm"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_whose_commit_fails_leaves_no_outbox_entry_and_its_retry_leaves_one() {
+    use std::sync::atomic::Ordering;
+    use stockpool::domain::{OrderId, Quantity, Sku};
+    use stockpool::engine::ReserveCmd;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(crate::helpers::Flaky::new(
+        SqliteStore::open(dir.path()).await.unwrap(),
+    ));
+    let engine = Engine::open(store.clone(), seed(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    engine.enable_outbox();
+    for (warehouse, on_hand) in [("WH-EAST", 10), ("WH-CENTRAL", 100)] {
+        engine
+            .set_stock(SetCmd {
+                sku: Sku::parse("TEE").unwrap(),
+                warehouse: WarehouseCode::parse(warehouse).unwrap(),
+                on_hand,
+                reason: "test".into(),
+                expected_version: None,
+                movement_id: None,
+            })
+            .await
+            .unwrap();
+    }
+    let order = || ReserveCmd {
+        channel: ChannelCode::parse("shopify").unwrap(),
+        order_id: OrderId::parse("6001").unwrap(),
+        lines: vec![(
+            Sku::parse("TEE").unwrap(),
+            Quantity::parse("quantity", 2).unwrap(),
+        )],
+        hold_seconds: 0,
+    };
+
+    store.fail_once.store(true, Ordering::SeqCst);
+    engine.reserve(order()).await.expect_err("the commit fails");
+    assert!(engine.outbox_list(None, 0, 100).await.unwrap().is_empty());
+
+    while !engine.is_consistent() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    engine.reserve(order()).await.expect("the retry commits");
+    let entries = engine.outbox_list(None, 0, 100).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].entry.lines[0].ordered, 2);
+}

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 #[path = "../support/pg.rs"]
-mod pg;
+pub(crate) mod pg;
 
 use pg::TestDb;
 
