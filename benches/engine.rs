@@ -2,7 +2,8 @@
 //! and orders spread over 10k SKUs, 16 concurrent callers. Measured twice:
 //! over a store that commits instantly (the engine's own cost: locking,
 //! rule resolution, fences, sourcing) and over the embedded SQLite store
-//! (durable acknowledgement with group commit).
+//! (durable acknowledgement with group commit), the hot SKU also with the
+//! Odoo outbox row written in each reservation's transaction.
 //!
 //! `cargo bench --bench engine`
 
@@ -80,32 +81,34 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(&str, u64, Arc<dyn Store>)> = vec![
-        ("memory/hot_sku", 1, Arc::new(support::NullStore)),
-        ("memory/10k_skus", 10_000, Arc::new(support::NullStore)),
+    let sqlite = |name: &str| -> Arc<dyn Store> {
+        Arc::new(
+            rt.block_on(SqliteStore::open(&dir.path().join(name)))
+                .unwrap(),
+        )
+    };
+    // (name, SKUs, store, Odoo outbox written with each reservation)
+    let cases: Vec<(&str, u64, Arc<dyn Store>, bool)> = vec![
+        ("memory/hot_sku", 1, Arc::new(support::NullStore), false),
         (
-            "sqlite/hot_sku",
-            1,
-            Arc::new(
-                rt.block_on(SqliteStore::open(&dir.path().join("hot")))
-                    .unwrap(),
-            ),
-        ),
-        (
-            "sqlite/10k_skus",
+            "memory/10k_skus",
             10_000,
-            Arc::new(
-                rt.block_on(SqliteStore::open(&dir.path().join("wide")))
-                    .unwrap(),
-            ),
+            Arc::new(support::NullStore),
+            false,
         ),
+        ("sqlite/hot_sku", 1, sqlite("hot"), false),
+        ("sqlite/10k_skus", 10_000, sqlite("wide"), false),
+        ("sqlite+outbox/hot_sku", 1, sqlite("hot-outbox"), true),
     ];
     let mut group = c.benchmark_group("reserve");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(8));
-    for (name, skus, store) in cases {
+    for (name, skus, store, outbox) in cases {
         let engine = engine(&rt, store, skus as usize);
+        if outbox {
+            engine.enable_outbox();
+        }
         let next = Arc::new(AtomicU64::new(0));
         group.bench_function(name, |b| {
             b.iter_custom(|iters| reserve_many(&rt, &engine, skus, &next, iters))

@@ -190,6 +190,11 @@ fn start_odoo(
     engine: &Engine,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<OdooSync>, Vec<tokio::task::JoinHandle<()>>)> {
+    for channel in &engine.catalog().channels {
+        if !config.partners.contains_key(&channel.code) {
+            tracing::warn!(channel = %channel.code, "no Odoo partner configured for this channel: its reservations will be dead-lettered until odoo.partners has it");
+        }
+    }
     let pusher = Arc::new(Pusher::new(config)?);
     let mut tasks = vec![tokio::spawn(
         Dispatcher::new(engine.clone(), pusher.clone(), config).run(stop.clone()),
