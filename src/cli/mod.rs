@@ -434,6 +434,22 @@ mod tests {
     }
 
     #[test]
+    fn outbox_list_filters_by_state_and_retry_needs_an_id() {
+        let cli = parse(&["outbox", "list", "--state", "dead"]).unwrap();
+        let Command::Outbox(OutboxCommand::List { state, limit, .. }) = cli.command else {
+            panic!("not outbox list")
+        };
+        assert_eq!((state, limit), (Some(OutboxStateArg::Dead), 100));
+        let cli = parse(&["outbox", "retry", "4", "7"]).unwrap();
+        let Command::Outbox(OutboxCommand::Retry { ids }) = cli.command else {
+            panic!("not outbox retry")
+        };
+        assert_eq!(ids, vec![4, 7]);
+        assert!(parse(&["outbox", "retry"]).is_err());
+        assert!(parse(&["outbox", "list", "--state", "lost"]).is_err());
+    }
+
+    #[test]
     fn server_and_token_may_follow_the_subcommand() {
         let cli = parse(&[
             "stock",

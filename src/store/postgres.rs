@@ -1129,27 +1129,30 @@ const UPDATE_OUTBOX: &str = "\
         updated_at_ms = $6 \
     WHERE id = $1";
 
-const SELECT_OUTBOX_DUE: &str = "\
-    SELECT id, created_at_ms, reservation_id, channel, order_id, event, \
-        lines_json::text AS lines_json, state, attempts, last_error, next_attempt_at_ms, \
-        updated_at_ms \
-    FROM outbox o \
+/// The columns every outbox read selects, in `OutboxRecord`'s shape.
+macro_rules! outbox_select {
+    () => {
+        "SELECT id, created_at_ms, reservation_id, channel, order_id, event, \
+            lines_json::text AS lines_json, state, attempts, last_error, next_attempt_at_ms, \
+            updated_at_ms FROM outbox"
+    };
+}
+
+const SELECT_OUTBOX_DUE: &str = concat!(
+    outbox_select!(),
+    " o \
     WHERE state = 'pending' AND next_attempt_at_ms <= $1 \
       AND NOT EXISTS (SELECT 1 FROM outbox p \
           WHERE p.state = 'pending' AND p.reservation_id = o.reservation_id AND p.id < o.id) \
-    ORDER BY id LIMIT $2";
+    ORDER BY id LIMIT $2"
+);
 
-const SELECT_OUTBOX_LIST: &str = "\
-    SELECT id, created_at_ms, reservation_id, channel, order_id, event, \
-        lines_json::text AS lines_json, state, attempts, last_error, next_attempt_at_ms, \
-        updated_at_ms \
-    FROM outbox WHERE ($1::text IS NULL OR state = $1) AND id > $2 ORDER BY id LIMIT $3";
+const SELECT_OUTBOX_LIST: &str = concat!(
+    outbox_select!(),
+    " WHERE ($1::text IS NULL OR state = $1) AND id > $2 ORDER BY id LIMIT $3"
+);
 
-const SELECT_OUTBOX_BY_IDS: &str = "\
-    SELECT id, created_at_ms, reservation_id, channel, order_id, event, \
-        lines_json::text AS lines_json, state, attempts, last_error, next_attempt_at_ms, \
-        updated_at_ms \
-    FROM outbox WHERE id = ANY($1) ORDER BY id";
+const SELECT_OUTBOX_BY_IDS: &str = concat!(outbox_select!(), " WHERE id = ANY($1) ORDER BY id");
 
 const SELECT_OUTBOX_STATS: &str = "\
     SELECT \

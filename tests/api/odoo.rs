@@ -552,7 +552,15 @@ async fn a_webhook_sets_each_warehouse_to_the_count_odoo_holds_for_the_product()
 /// (SKU, warehouse, on_hand) set.
 async fn engine_with(dir: &std::path::Path, stock: &[(&str, &str, i64)]) -> Engine {
     let store = SqliteStore::open(dir).await.unwrap();
-    let engine = Engine::open(Arc::new(store), seed(), Arc::new(SystemClock))
+    engine_over(Arc::new(store), stock).await
+}
+
+/// An engine over `store` with the seed world and `stock` set.
+async fn engine_over(
+    store: Arc<dyn stockpool::store::Store>,
+    stock: &[(&str, &str, i64)],
+) -> Engine {
+    let engine = Engine::open(store, seed(), Arc::new(SystemClock))
         .await
         .unwrap();
     for (sku, warehouse, on_hand) in stock {
@@ -706,23 +714,12 @@ async fn a_reservation_whose_commit_fails_leaves_no_outbox_entry_and_its_retry_l
     let store = Arc::new(crate::helpers::Flaky::new(
         SqliteStore::open(dir.path()).await.unwrap(),
     ));
-    let engine = Engine::open(store.clone(), seed(), Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let engine = engine_over(
+        store.clone(),
+        &[("TEE", "WH-EAST", 10), ("TEE", "WH-CENTRAL", 100)],
+    )
+    .await;
     engine.enable_outbox();
-    for (warehouse, on_hand) in [("WH-EAST", 10), ("WH-CENTRAL", 100)] {
-        engine
-            .set_stock(SetCmd {
-                sku: Sku::parse("TEE").unwrap(),
-                warehouse: WarehouseCode::parse(warehouse).unwrap(),
-                on_hand,
-                reason: "test".into(),
-                expected_version: None,
-                movement_id: None,
-            })
-            .await
-            .unwrap();
-    }
     let order = || ReserveCmd {
         channel: ChannelCode::parse("shopify").unwrap(),
         order_id: OrderId::parse("6001").unwrap(),
