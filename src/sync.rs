@@ -10,7 +10,7 @@
 //! product's current totals from Odoo, so the last call always sets the
 //! current count.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,33 +191,27 @@ impl OdooSync {
         let totals = self.reader.totals(&warehouses, None).await?;
         let held = self.on_hand_of(&[]);
         // Every pool either side knows of, in a stable order.
-        let mut keys: BTreeMap<(Sku, WarehouseCode), ()> = BTreeMap::new();
-        for k in totals.counts.keys() {
-            keys.insert(k.clone(), ());
-        }
-        let in_odoo_warehouses: Vec<&WarehouseCode> = warehouses.values().collect();
-        for (k, on_hand) in &held {
-            if *on_hand != 0 && in_odoo_warehouses.contains(&&k.1) {
-                keys.insert(k.clone(), ());
-            }
-        }
+        let mapped: BTreeSet<&WarehouseCode> = warehouses.values().collect();
+        let mut keys: BTreeSet<(Sku, WarehouseCode)> = totals.counts.keys().cloned().collect();
+        keys.extend(
+            held.iter()
+                .filter(|(k, on_hand)| **on_hand != 0 && mapped.contains(&k.1))
+                .map(|(k, _)| k.clone()),
+        );
         // SKUs only stockpool counts: zero in Odoo if Odoo knows the product.
-        let missing: Vec<Sku> = {
-            let mut v: Vec<Sku> = keys
-                .keys()
-                .filter(|k| !totals.counts.contains_key(*k))
-                .map(|k| k.0.clone())
-                .collect();
-            v.sort();
-            v.dedup();
-            v
-        };
+        let missing: Vec<Sku> = keys
+            .iter()
+            .filter(|k| !totals.counts.contains_key(*k))
+            .map(|k| k.0.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let known = self.reader.products_of(&missing).await?;
         let mut drift = Drift {
             corrected: self.correct,
             ..Drift::default()
         };
-        for (sku, warehouse) in keys.into_keys() {
+        for (sku, warehouse) in keys {
             let odoo = match totals.counts.get(&(sku.clone(), warehouse.clone())) {
                 Some((q, _)) => whole(*q),
                 None if known.contains_key(&sku) => 0,

@@ -82,7 +82,7 @@ impl Pusher {
         reference: &str,
         lines: &[&OutboxLine],
     ) -> Result<(), PushError> {
-        let wanted: Vec<&&OutboxLine> = lines.iter().filter(|l| l.ordered > 0).collect();
+        let wanted: Vec<&OutboxLine> = lines.iter().copied().filter(|l| l.ordered > 0).collect();
         let found = self
             .client
             .execute_kw(
@@ -182,7 +182,7 @@ impl Pusher {
         channel: &ChannelCode,
         warehouse: &WarehouseCode,
         reference: &str,
-        wanted: &[&&OutboxLine],
+        wanted: &[&OutboxLine],
     ) -> Result<(), PushError> {
         let partner = *self.partners.get(channel).ok_or_else(|| {
             PushError::Permanent(format!(
@@ -237,11 +237,29 @@ impl Pusher {
         skus: impl Iterator<Item = &'a Sku>,
     ) -> Result<HashMap<Sku, i64>, PushError> {
         let skus: Vec<&Sku> = skus.collect();
+        let found = self.find_products(&skus).await?;
+        let unknown: Vec<&str> = skus
+            .iter()
+            .filter(|s| !found.contains_key(**s))
+            .map(|s| s.as_str())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(PushError::Permanent(format!(
+                "Odoo has no product with internal reference {}: create it in Odoo (Inventory > Products, field Internal Reference) or fix the SKU, then retry this entry",
+                unknown.join(", ")
+            )));
+        }
+        Ok(found)
+    }
+
+    /// The Odoo product ids of those of `skus` that Odoo knows, from the
+    /// cache or one search for the missing ones (then cached).
+    pub async fn find_products(&self, skus: &[&Sku]) -> Result<HashMap<Sku, i64>, RpcError> {
         let mut out = HashMap::new();
         let mut missing = Vec::new();
         {
             let cache = self.products.lock().unwrap_or_else(|p| p.into_inner());
-            for sku in &skus {
+            for sku in skus {
                 match cache.get(*sku) {
                     Some(id) => {
                         out.insert((*sku).clone(), *id);
@@ -274,17 +292,6 @@ impl Pusher {
                 cache.insert(sku.clone(), id);
                 out.insert(sku, id);
             }
-        }
-        let unknown: Vec<&str> = skus
-            .iter()
-            .filter(|s| !out.contains_key(**s))
-            .map(|s| s.as_str())
-            .collect();
-        if !unknown.is_empty() {
-            return Err(PushError::Permanent(format!(
-                "Odoo has no product with internal reference {}: create it in Odoo (Inventory > Products, field Internal Reference) or fix the SKU, then retry this entry",
-                unknown.join(", ")
-            )));
         }
         Ok(out)
     }

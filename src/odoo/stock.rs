@@ -160,18 +160,8 @@ impl StockReader {
     pub async fn products_of(&self, skus: &[Sku]) -> Result<HashMap<Sku, i64>, PushError> {
         let mut out = HashMap::new();
         for chunk in skus.chunks(500) {
-            match self.pusher.product_ids(chunk.iter()).await {
-                Ok(found) => out.extend(found),
-                // Some are unknown: look them up one by one to keep the rest.
-                Err(PushError::Permanent(_)) => {
-                    for sku in chunk {
-                        if let Ok(found) = self.pusher.product_ids(std::iter::once(sku)).await {
-                            out.extend(found);
-                        }
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+            let chunk: Vec<&Sku> = chunk.iter().collect();
+            out.extend(self.pusher.find_products(&chunk).await?);
         }
         Ok(out)
     }
