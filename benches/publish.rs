@@ -78,8 +78,10 @@ async fn watch_latency(orders: usize) {
                     sku: sku.clone(),
                     quantity: 1,
                     warehouse: String::new(),
+                    ..Default::default()
                 }],
                 hold_seconds: 0,
+                ..Default::default()
             })
             .await
             .unwrap();

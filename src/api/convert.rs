@@ -149,6 +149,7 @@ pub fn allocation(a: &Allocation) -> pb::Allocation {
         fulfilled: a.fulfilled,
         released: a.released,
         restocked: a.restocked,
+        ..Default::default()
     }
 }
 
@@ -161,6 +162,7 @@ pub fn reservation(r: &Reservation) -> pb::Reservation {
         allocations: r.allocations.iter().map(allocation).collect(),
         created_at_ms: r.created_at_ms,
         expires_at_ms: r.expires_at_ms,
+        ..Default::default()
     }
 }
 

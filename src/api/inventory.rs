@@ -209,6 +209,7 @@ impl Inventory for InventoryService {
                         published: e.published,
                         atp: e.atp,
                         seq: e.seq,
+                        ..Default::default()
                     };
                     if tx.send(Ok(update)).await.is_err() {
                         return;

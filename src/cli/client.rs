@@ -119,6 +119,7 @@ fn to_pb(lines: &[LineArg]) -> Vec<pb::Line> {
             sku: l.sku.clone(),
             quantity: l.quantity,
             warehouse: l.warehouse.clone().unwrap_or_default(),
+            ..Default::default()
         })
         .collect()
 }
@@ -143,6 +144,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                     order_id: a.order.order_id,
                     lines: to_pb(&a.lines),
                     hold_seconds: a.hold_seconds,
+                    ..Default::default()
                 })
                 .await
                 .map_err(refused)?

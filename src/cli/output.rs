@@ -486,9 +486,11 @@ mod tests {
                 fulfilled: 1,
                 released: 0,
                 restocked: 0,
+                ..Default::default()
             }],
             created_at_ms: 0,
             expires_at_ms: 900_000,
+            ..Default::default()
         };
         let lines = reservation_lines(&r, Some(false), 300_000);
         assert_eq!(lines[2], "status       HELD");

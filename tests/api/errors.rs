@@ -43,6 +43,7 @@ fn reserve(channel: &str, order: &str, lines: Vec<pb::Line>) -> pb::ReserveReque
         order_id: order.into(),
         lines,
         hold_seconds: 0,
+        ..Default::default()
     }
 }
 

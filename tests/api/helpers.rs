@@ -199,6 +199,7 @@ impl TestApp {
                 order_id: order.into(),
                 lines: lines.iter().map(|(s, q)| line(s, *q)).collect(),
                 hold_seconds: hold,
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner())
@@ -229,6 +230,7 @@ pub fn line(sku: &str, quantity: i64) -> pb::Line {
         sku: sku.into(),
         quantity,
         warehouse: String::new(),
+        ..Default::default()
     }
 }
 
@@ -237,6 +239,7 @@ pub fn line_at(sku: &str, quantity: i64, warehouse: &str) -> pb::Line {
         sku: sku.into(),
         quantity,
         warehouse: warehouse.into(),
+        ..Default::default()
     }
 }
 

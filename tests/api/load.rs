@@ -44,6 +44,7 @@ async fn a_flash_sale_sells_exactly_the_stock_keeps_the_fence_and_survives_a_res
                         order_id: order_id.clone(),
                         lines: vec![line("HOT-1", 1)],
                         hold_seconds: 0,
+                        ..Default::default()
                     })
                     .await;
                 let result = match result {

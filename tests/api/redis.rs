@@ -281,6 +281,7 @@ fn reserve_continuously(
                             order_id: format!("o-{t}-{i}"),
                             lines: vec![crate::helpers::line(sku, 1)],
                             hold_seconds: 0,
+                            ..Default::default()
                         })
                         .await
                         .map(|_| ());
