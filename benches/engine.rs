@@ -49,6 +49,7 @@ fn reserve_many(
                             Quantity::parse("q", 1).unwrap(),
                         )],
                         hold_seconds: 0,
+                        terms: Default::default(),
                     }
                 })
                 .collect()

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use stockpool::domain::{
-    Allocation, Channel, ChannelCode, OrderId, Pool, Refund, Reservation, Rule, Sku, Status, Take,
-    Warehouse, WarehouseCode,
+    Allocation, Channel, ChannelCode, Currency, CustomerRef, OrderId, OrderTerms, Pool, Refund,
+    Reservation, Rule, Sku, Status, Take, UnitPrice, Warehouse, WarehouseCode,
 };
 use stockpool::store::{
     ChannelEvent, GroupCommit, LedgerEntry, LedgerRow, MovementKind, MovementRecord,
@@ -213,6 +213,20 @@ fn pool_of(snapshot: &Snapshot, s: &str, w: &str) -> Option<Pool> {
         .map(|p| p.pool)
 }
 
+/// A B2B account's order priced in EUR, prices without tax.
+fn priced_terms() -> OrderTerms {
+    OrderTerms::new(
+        Some(Currency::parse("currency", "EUR").unwrap()),
+        Some(CustomerRef::parse("customer_ref", "ACME-0042").unwrap()),
+        false,
+        vec![
+            (sku("TEE-BLK-M"), UnitPrice::parse("p", "19.90").unwrap()),
+            (sku("MUG"), UnitPrice::parse("p", "7.5").unwrap()),
+        ],
+    )
+    .unwrap()
+}
+
 /// A reservation that has been through everything: split over two
 /// warehouses, partly shipped, partly released and partly refunded.
 fn worked_reservation() -> Reservation {
@@ -223,6 +237,7 @@ fn worked_reservation() -> Reservation {
         status: Status::Confirmed,
         lines: vec![(sku("MUG"), 1), (sku("TEE-BLK-M"), 5)],
         allocations: vec![
+            // Shipped by the channel, one unit of it delivered by the ERP.
             Allocation {
                 sku: sku("TEE-BLK-M"),
                 warehouse: wh("WH-EAST"),
@@ -230,22 +245,18 @@ fn worked_reservation() -> Reservation {
                 fulfilled: 2,
                 released: 0,
                 restocked: 1,
+                shipped: 2,
+                delivered: 1,
             },
             Allocation {
-                sku: sku("TEE-BLK-M"),
-                warehouse: wh("WH-WEST"),
-                quantity: 2,
-                fulfilled: 0,
                 released: 1,
-                restocked: 0,
+                ..Allocation::new(sku("TEE-BLK-M"), wh("WH-WEST"), 2)
             },
+            // Delivered by the ERP before the channel said so.
             Allocation {
-                sku: sku("MUG"),
-                warehouse: wh("WH-EAST"),
-                quantity: 1,
                 fulfilled: 1,
-                released: 0,
-                restocked: 0,
+                delivered: 1,
+                ..Allocation::new(sku("MUG"), wh("WH-EAST"), 1)
             },
         ],
         created_at_ms: 1_700_000_000_000,
@@ -258,6 +269,7 @@ fn worked_reservation() -> Reservation {
                 quantity: 1,
             }],
         }],
+        terms: priced_terms(),
     }
 }
 
@@ -429,18 +441,12 @@ mod suite {
             order_id: order("114-3941689-8772232"),
             status: Status::Held,
             lines: vec![(sku("MUG"), 2)],
-            allocations: vec![Allocation {
-                sku: sku("MUG"),
-                warehouse: wh("WH-WEST"),
-                quantity: 2,
-                fulfilled: 0,
-                released: 0,
-                restocked: 0,
-            }],
+            allocations: vec![Allocation::new(sku("MUG"), wh("WH-WEST"), 2)],
             created_at_ms: 1_700_000_001_000,
             expires_at_ms: 1_700_000_901_000,
             shipments: Vec::new(),
             refunds: Vec::new(),
+            terms: Default::default(),
         };
 
         let mut ops: Vec<Op> = warehouses.iter().cloned().map(Op::Warehouse).collect();
@@ -1287,6 +1293,7 @@ mod suite {
                 ordered,
                 fulfilled: 0,
             }],
+            terms: priced_terms(),
         }))
     }
 

@@ -8,8 +8,9 @@ use tonic::Status;
 use super::error::invalid;
 use super::pb;
 use crate::domain::{
-    self, Allocation, ChannelCode, InvalidInput, LineRequest, OrderId, Quantity, Reservation, Rule,
-    Sku, Status as ResStatus, WarehouseCode, MAX_LINES,
+    self, Allocation, ChannelCode, Currency, CustomerRef, InvalidInput, LineRequest, OrderId,
+    OrderTerms, Quantity, Reservation, Rule, Sku, Status as ResStatus, UnitPrice, WarehouseCode,
+    MAX_LINES,
 };
 use crate::engine::{ChannelAvailability, StockLevel};
 use crate::store::{OutboxEntry, OutboxState};
@@ -102,6 +103,35 @@ pub fn reserve_lines(lines: &[pb::Line]) -> Result<Vec<(Sku, Quantity)>, Status>
     Ok(out)
 }
 
+/// The books' side of a Reserve: each line's `unit_price` (empty: none),
+/// `currency` (required once a line has a price), `customer_ref` (empty:
+/// anonymous) and `prices_include_tax`. Call after [`reserve_lines`], which
+/// checks the lines themselves.
+pub fn order_terms(r: &pb::ReserveRequest) -> Result<OrderTerms, Status> {
+    let mut prices = Vec::new();
+    for (i, l) in r.lines.iter().enumerate() {
+        if l.unit_price.is_empty() {
+            continue;
+        }
+        let at = format!("lines[{i}]");
+        let sku = Sku::parse(l.sku.as_str()).map_err(|e| invalid(e.at(&at)))?;
+        let price =
+            UnitPrice::parse("unit_price", &l.unit_price).map_err(|e| invalid(e.at(&at)))?;
+        prices.push((sku, price));
+    }
+    let currency = if r.currency.is_empty() {
+        None
+    } else {
+        Some(Currency::parse("currency", &r.currency).map_err(invalid)?)
+    };
+    let customer_ref = if r.customer_ref.is_empty() {
+        None
+    } else {
+        Some(CustomerRef::parse("customer_ref", &r.customer_ref).map_err(invalid)?)
+    };
+    OrderTerms::new(currency, customer_ref, r.prices_include_tax, prices).map_err(invalid)
+}
+
 /// Fulfill/Release/Restock lines: each (SKU, warehouse) once; may be empty.
 pub fn line_requests(lines: &[pb::Line]) -> Result<Vec<LineRequest>, Status> {
     check_count(lines.len())?;
@@ -141,7 +171,8 @@ fn status(s: ResStatus) -> pb::ReservationStatus {
     }
 }
 
-pub fn allocation(a: &Allocation) -> pb::Allocation {
+/// An allocation with the unit price its order line was reserved at.
+pub fn allocation(a: &Allocation, terms: &OrderTerms) -> pb::Allocation {
     pb::Allocation {
         sku: a.sku.to_string(),
         warehouse: a.warehouse.to_string(),
@@ -149,20 +180,34 @@ pub fn allocation(a: &Allocation) -> pb::Allocation {
         fulfilled: a.fulfilled,
         released: a.released,
         restocked: a.restocked,
-        ..Default::default()
+        unit_price: terms
+            .unit_price(&a.sku)
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
     }
 }
 
 pub fn reservation(r: &Reservation) -> pb::Reservation {
+    let terms = &r.terms;
     pb::Reservation {
         id: r.id.clone(),
         channel: r.channel.to_string(),
         order_id: r.order_id.to_string(),
         status: status(r.status) as i32,
-        allocations: r.allocations.iter().map(allocation).collect(),
+        allocations: r.allocations.iter().map(|a| allocation(a, terms)).collect(),
         created_at_ms: r.created_at_ms,
         expires_at_ms: r.expires_at_ms,
-        ..Default::default()
+        currency: terms
+            .currency
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        customer_ref: terms
+            .customer_ref
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        prices_include_tax: terms.prices_include_tax,
     }
 }
 

@@ -33,6 +33,7 @@ impl Inventory for InventoryService {
             order_id: cv::order_id(&r.order_id)?,
             lines: cv::reserve_lines(&r.lines)?,
             hold_seconds: r.hold_seconds,
+            terms: cv::order_terms(r)?,
         };
         let (reservation, replayed) = self.engine.reserve(cmd).await?;
         Ok(Response::new(pb::ReserveResponse {
@@ -98,7 +99,11 @@ impl Inventory for InventoryService {
         };
         let out = self.engine.restock(cmd).await?;
         Ok(Response::new(pb::RestockResponse {
-            restocked: out.allocations.iter().map(cv::allocation).collect(),
+            restocked: out
+                .allocations
+                .iter()
+                .map(|a| cv::allocation(a, &out.terms))
+                .collect(),
             replayed: out.replayed,
         }))
     }

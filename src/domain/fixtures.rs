@@ -85,14 +85,7 @@ pub fn pools(on_hand: &[i64]) -> Vec<Pool> {
 /// A reservation of 3 × SKU-A from WH-EAST and 2 × SKU-B split over WH-EAST
 /// and WH-WEST, nothing shipped or released, in `status`.
 pub fn reservation_with(status: Status) -> Reservation {
-    let alloc = |s: &str, w: &str, quantity: i64| Allocation {
-        sku: sku(s),
-        warehouse: wh(w),
-        quantity,
-        fulfilled: 0,
-        released: 0,
-        restocked: 0,
-    };
+    let alloc = |s: &str, w: &str, quantity: i64| Allocation::new(sku(s), wh(w), quantity);
     let mut r = Reservation::new(
         "res_1".to_string(),
         ch("shopify"),

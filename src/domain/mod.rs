@@ -15,6 +15,7 @@ mod catalog;
 mod codes;
 mod error;
 mod reservation;
+mod terms;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -29,8 +30,11 @@ pub use catalog::{Catalog, Channel, Effective, FieldSource, Rule, Warehouse, BUI
 pub use codes::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode, MAX_CODE_LEN, MAX_QUANTITY};
 pub use error::{DomainError, InvalidInput, Shortfall};
 pub use reservation::{
-    canonical_lines, Allocation, LineRequest, Refund, Reservation, Status, Take, MAX_HOLD_SECONDS,
-    MAX_LINES,
+    canonical_lines, Allocation, LineRequest, Refund, Reservation, Status, StockMaster, Take,
+    MAX_HOLD_SECONDS, MAX_LINES,
+};
+pub use terms::{
+    Currency, CustomerRef, OrderTerms, UnitPrice, MAX_CUSTOMER_REF_LEN, PRICE_DECIMALS,
 };
 
 /// Stock of one SKU in one warehouse.
@@ -55,4 +59,14 @@ impl Pool {
     pub fn shortfall(&self) -> i64 {
         (self.reserved - self.on_hand).max(0)
     }
+}
+
+/// The one movement that makes a pool follow the ERP when the ERP is the
+/// master of physical stock: on-hand becomes the ERP's `count` and the
+/// `newly_delivered` units (booked by [`Reservation::erp_delivered`]) leave
+/// `reserved`, together, so no unit is taken off twice and free never
+/// rises before on-hand has dropped. Returns the (on_hand, reserved)
+/// deltas.
+pub fn follow_erp(pool: &Pool, count: i64, newly_delivered: i64) -> (i64, i64) {
+    (count - pool.on_hand, -newly_delivered)
 }

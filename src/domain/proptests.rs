@@ -301,6 +301,8 @@ enum Op {
     Release(Vec<LineRequest>),
     Restock(Vec<LineRequest>),
     Expire,
+    /// The ERP reports a running total delivered for one allocation.
+    ErpDelivered(usize, i64),
 }
 
 /// Lines over TEE, MUG and CAP (which no allocation holds), sometimes
@@ -321,20 +323,14 @@ fn op() -> impl Strategy<Value = Op> {
         3 => line_requests().prop_map(Op::Release),
         3 => line_requests().prop_map(Op::Restock),
         1 => Just(Op::Expire),
+        2 => (0..5usize, 0..=12i64).prop_map(|(a, n)| Op::ErpDelivered(a, n)),
     ]
 }
 
 fn allocations() -> impl Strategy<Value = Vec<Allocation>> {
     vec((0..2usize, 0..2usize, 1..=10i64), 1..=5).prop_map(|v| {
         v.into_iter()
-            .map(|(s, w, quantity)| Allocation {
-                sku: sku(SKUS[s]),
-                warehouse: wh(WAREHOUSES[w]),
-                quantity,
-                fulfilled: 0,
-                released: 0,
-                restocked: 0,
-            })
+            .map(|(s, w, quantity)| Allocation::new(sku(SKUS[s]), wh(WAREHOUSES[w]), quantity))
             .collect()
     })
 }
@@ -354,6 +350,7 @@ proptest! {
     fn any_sequence_of_requests_keeps_every_allocations_counts_consistent(
         allocations in allocations(),
         hold_seconds in prop_oneof![Just(0u32), Just(60u32)],
+        master in prop_oneof![Just(StockMaster::Stockpool), Just(StockMaster::Erp)],
         ops in vec(op(), 0..=12),
     ) {
         let now = 1_000_000;
@@ -362,15 +359,21 @@ proptest! {
         );
         for (i, op) in ops.into_iter().enumerate() {
             let open_before = r.open_units();
+            let held_before = r.held_units();
             match op {
                 Op::Confirm => {
                     let _ = r.confirm(now);
                 }
                 Op::Fulfill(lines) => {
-                    if let Ok(takes) = r.plan_takes("fulfill", &lines) {
-                        let expected = if lines.is_empty() { open_before } else { wanted(&lines) };
-                        prop_assert_eq!(total(&takes), expected);
-                        r.fulfill(&takes, Some(format!("ship-{i}")));
+                    if let Ok(takes) = r.plan_fulfill(&lines, master) {
+                        if master == StockMaster::Stockpool {
+                            let expected = if lines.is_empty() { open_before } else { wanted(&lines) };
+                            prop_assert_eq!(total(&takes), expected);
+                        }
+                        r.fulfill(&takes, Some(format!("ship-{i}")), master);
+                        let booked = held_before - r.held_units();
+                        let expected = if master == StockMaster::Stockpool { total(&takes) } else { 0 };
+                        prop_assert_eq!(booked, expected, "a Fulfill books on the pool only when stockpool is master");
                     }
                 }
                 Op::Release(lines) => {
@@ -378,6 +381,7 @@ proptest! {
                         let expected = if lines.is_empty() { open_before } else { wanted(&lines) };
                         prop_assert_eq!(total(&takes), expected);
                         r.release(&takes);
+                        prop_assert_eq!(held_before - r.held_units(), total(&takes));
                     }
                 }
                 Op::Restock(lines) => {
@@ -393,11 +397,23 @@ proptest! {
                     let takes = r.expire();
                     prop_assert_eq!(total(&takes), if was_held { open_before } else { 0 });
                 }
+                Op::ErpDelivered(a, n) => {
+                    if a < r.allocations.len() {
+                        let newly = r.erp_delivered(a, n);
+                        prop_assert!(newly >= 0);
+                        prop_assert_eq!(held_before - r.held_units(), newly);
+                    }
+                }
             }
             for a in &r.allocations {
                 prop_assert!(a.fulfilled >= 0 && a.released >= 0, "{a:?}");
                 prop_assert!(a.fulfilled + a.released <= a.quantity, "{a:?}");
                 prop_assert!(0 <= a.restocked && a.restocked <= a.fulfilled, "{a:?}");
+                prop_assert_eq!(a.fulfilled, a.shipped.max(a.delivered), "{:?}", a);
+                prop_assert!(0 <= a.open() && a.open() <= a.held(), "{a:?}");
+                if master == StockMaster::Stockpool {
+                    prop_assert_eq!(a.open(), a.held(), "{:?}", a);
+                }
             }
             let shipped = r.allocations.iter().any(|a| a.fulfilled > 0);
             prop_assert_eq!(r.status.is_open(), r.open_units() > 0, "{:?}", r.status);
@@ -422,5 +438,185 @@ proptest! {
         let mut more = shuffled;
         more.push((sku("OTHER"), 1));
         prop_assert!(!r.same_lines(&more));
+    }
+}
+
+/// One arrival at stockpool in the Odoo-master scenario, or one of Odoo's
+/// own transactions (which stockpool sees only through a later notice).
+#[derive(Debug, Clone)]
+enum Arrival {
+    /// Odoo validates a delivery of units of a reservation: its count drops
+    /// and the order line's delivered total rises, in one commit.
+    OdooDelivers(usize, i64),
+    /// Odoo receives a return of units of reservation 0.
+    OdooReceivesReturn(i64),
+    /// A picking or quant notification, read after Odoo's commit:
+    /// stockpool takes Odoo's current counts and delivered totals.
+    Notice,
+    /// The channel's Fulfill of everything it has not reported, under a
+    /// shipment id (repeated ids are replays).
+    ChannelFulfill(usize, &'static str),
+    /// A channel refund of units of reservation 0 (Shopify's and Stripe's
+    /// ids for the same return).
+    ChannelRefund(&'static str, i64),
+}
+
+/// Odoo's side: what it counts on hand and has delivered per reservation.
+#[derive(Debug, Clone, Copy)]
+struct OdooSide {
+    count: i64,
+    delivered: [i64; 2],
+}
+
+/// Two reservations of one SKU in one warehouse (the first shipped in one
+/// or two pickings and maybe partly returned, the second shipped or left
+/// open) and every arrival, in an order where each notice comes after the
+/// Odoo transaction it tells of, and Odoo's transactions keep their order.
+fn arrivals() -> impl Strategy<Value = (i64, [i64; 2], Vec<Arrival>)> {
+    (1..=6i64, 1..=6i64, any::<bool>(), any::<bool>(), 0..=6i64).prop_flat_map(
+        |(q0, q1, split, ship_second, returned)| {
+            let returned = returned.min(q0);
+            let mut odoo = Vec::new();
+            if split && q0 > 1 {
+                odoo.push(Arrival::OdooDelivers(0, 1));
+                odoo.push(Arrival::OdooDelivers(0, q0 - 1));
+            } else {
+                odoo.push(Arrival::OdooDelivers(0, q0));
+            }
+            if ship_second {
+                odoo.push(Arrival::OdooDelivers(1, q1));
+            }
+            if returned > 0 {
+                odoo.push(Arrival::OdooReceivesReturn(returned));
+            }
+            let mut channel = vec![Arrival::ChannelFulfill(0, "ship-0")];
+            if ship_second {
+                channel.push(Arrival::ChannelFulfill(1, "ship-1"));
+            }
+            if returned > 0 {
+                channel.push(Arrival::ChannelRefund("shopify-refund-1", returned));
+                channel.push(Arrival::ChannelRefund("stripe-re-1", returned));
+            }
+            let n_odoo = odoo.len();
+            let n_channel = channel.len();
+            (
+                Just((q0, q1, odoo, channel)),
+                vec(0..1000u32, n_odoo),
+                vec((0..1000u32, 1..=3usize), n_odoo),
+                vec(0..2000u32, n_channel),
+                vec(any::<bool>(), n_channel),
+            )
+                .prop_map(
+                    move |((q0, q1, odoo, channel), mut at, notices, channel_at, twice)| {
+                        at.sort_unstable();
+                        let mut timed: Vec<(u32, usize, Arrival)> = Vec::new();
+                        for (i, (event, t)) in odoo.into_iter().zip(&at).enumerate() {
+                            timed.push((*t, 0, event));
+                            let (after, copies) = notices[i];
+                            for c in 0..copies {
+                                timed.push((t + 1 + after * (c as u32 + 1), 1, Arrival::Notice));
+                            }
+                        }
+                        for ((event, t), again) in channel.into_iter().zip(channel_at).zip(twice) {
+                            if again {
+                                timed.push((t / 2 + 500, 2, event.clone()));
+                            }
+                            timed.push((t, 2, event));
+                        }
+                        timed.sort_by_key(|(t, kind, _)| (*t, *kind));
+                        (20, [q0, q1], timed.into_iter().map(|(_, _, e)| e).collect())
+                    },
+                )
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// DESIGN.md "Odoo is the master of physical stock": picking and quant
+    /// notices, the channel's Fulfill and two refunds for one return, in
+    /// any order, late or repeated, end with on-hand equal to Odoo's count
+    /// and reserved equal to the open units, and free is never higher on
+    /// the way than it ends.
+    #[test]
+    fn under_odoo_as_master_any_arrival_order_ends_at_odoos_count_and_never_overstates_free(
+        (on_hand, ordered, arrivals) in arrivals(),
+    ) {
+        let mut reservations: Vec<Reservation> = ordered
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let id = format!("#{i}");
+                Reservation::new(
+                    id.clone(), ch("shopify"), order(&id), &[(sku("TEE"), *q)],
+                    vec![Allocation::new(sku("TEE"), wh("WH-0"), *q)], 0, 0,
+                )
+            })
+            .collect();
+        let mut pool = Pool { on_hand, reserved: ordered.iter().sum(), version: 0 };
+        let mut odoo = OdooSide { count: on_hand, delivered: [0, 0] };
+        let mut frees = Vec::new();
+        for arrival in &arrivals {
+            match arrival {
+                Arrival::OdooDelivers(r, n) => {
+                    odoo.count -= n;
+                    odoo.delivered[*r] += n;
+                    continue;
+                }
+                Arrival::OdooReceivesReturn(n) => {
+                    odoo.count += n;
+                    continue;
+                }
+                Arrival::Notice => {
+                    let newly: i64 = reservations
+                        .iter_mut()
+                        .zip(odoo.delivered)
+                        .map(|(r, total)| r.erp_delivered(0, total))
+                        .sum();
+                    let (on_hand_delta, reserved_delta) = follow_erp(&pool, odoo.count, newly);
+                    pool.on_hand += on_hand_delta;
+                    pool.reserved += reserved_delta;
+                }
+                Arrival::ChannelFulfill(r, shipment) => {
+                    let res = &mut reservations[*r];
+                    if !res.has_shipment(shipment) {
+                        if let Ok(takes) = res.plan_fulfill(&[], StockMaster::Erp) {
+                            res.fulfill(&takes, Some(shipment.to_string()), StockMaster::Erp);
+                        }
+                    }
+                }
+                Arrival::ChannelRefund(refund, n) => {
+                    let res = &mut reservations[0];
+                    if res.refund(refund).is_none() {
+                        let line = LineRequest {
+                            sku: sku("TEE"),
+                            quantity: Quantity::parse("quantity", *n).unwrap(),
+                            warehouse: None,
+                        };
+                        let takes = res.plan_restock(&[line]).unwrap();
+                        res.restock(refund.to_string(), takes);
+                    }
+                }
+            }
+            let held: i64 = reservations.iter().map(Reservation::held_units).sum();
+            prop_assert_eq!(pool.reserved, held, "reserved is what the reservations hold");
+            frees.push(pool.free());
+        }
+        prop_assert_eq!(pool.on_hand, odoo.count, "on-hand ends at Odoo's count");
+        let open: i64 = reservations.iter().map(Reservation::open_units).sum();
+        prop_assert_eq!(pool.reserved, open, "reserved ends at the open units");
+        let last = pool.free();
+        for (step, free) in frees.iter().enumerate() {
+            prop_assert!(*free <= last, "free {} at step {} is above its final {}: {:?}", free, step, last, arrivals);
+        }
+        let returned: i64 = arrivals.iter().map(|a| match a {
+            Arrival::OdooReceivesReturn(n) => *n,
+            _ => 0,
+        }).sum();
+        let shipped: i64 = odoo.delivered.iter().sum();
+        prop_assert_eq!(pool.on_hand, on_hand - shipped + returned, "a return is on hand once");
+        let first = &reservations[0].allocations[0];
+        prop_assert!(first.restocked <= first.fulfilled, "{:?}", first);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::{ChannelCode, DomainError, OrderId, Quantity, Sku, WarehouseCode};
+use super::{ChannelCode, DomainError, OrderId, OrderTerms, Quantity, Sku, WarehouseCode};
 
 /// Most lines one request may carry.
 pub const MAX_LINES: usize = 200;
@@ -54,21 +54,106 @@ impl fmt::Display for Status {
     }
 }
 
+/// Who books the physical movements of stock (deliveries, returns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StockMaster {
+    /// stockpool: a Fulfill takes the shipped units off on-hand, a Restock
+    /// puts returned units back.
+    #[default]
+    Stockpool,
+    /// The ERP (Odoo): on-hand follows its counts. A Fulfill records what
+    /// the channel shipped but the units stay claimed until the ERP
+    /// delivers them; a Restock records the refund, and the units come back
+    /// on hand when the ERP receives them.
+    Erp,
+}
+
 /// Units of one SKU allocated to one warehouse, and what became of them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "AllocationRecord")]
 pub struct Allocation {
     pub sku: Sku,
     pub warehouse: WarehouseCode,
     pub quantity: i64,
+    /// Units shipped: the larger of what the channel reported (`shipped`)
+    /// and what was delivered (`delivered`). Both report the same
+    /// shipments, so a unit is never counted as shipped twice.
     pub fulfilled: i64,
     pub released: i64,
     pub restocked: i64,
+    /// Units the channel reported shipped with Fulfill.
+    pub shipped: i64,
+    /// Units whose leaving is booked on the pool: no longer in `reserved`
+    /// (and, with stockpool as the master, no longer in `on_hand`). With
+    /// the ERP as master, the ERP's deliveries book them.
+    pub delivered: i64,
+}
+
+/// An allocation as stored; rows written before `shipped` and `delivered`
+/// existed were booked by Fulfill alone, so both equal `fulfilled`.
+#[derive(serde::Deserialize)]
+struct AllocationRecord {
+    sku: Sku,
+    warehouse: WarehouseCode,
+    quantity: i64,
+    fulfilled: i64,
+    released: i64,
+    restocked: i64,
+    #[serde(default)]
+    shipped: Option<i64>,
+    #[serde(default)]
+    delivered: Option<i64>,
+}
+
+impl From<AllocationRecord> for Allocation {
+    fn from(r: AllocationRecord) -> Allocation {
+        Allocation {
+            shipped: r.shipped.unwrap_or(r.fulfilled),
+            delivered: r.delivered.unwrap_or(r.fulfilled),
+            sku: r.sku,
+            warehouse: r.warehouse,
+            quantity: r.quantity,
+            fulfilled: r.fulfilled,
+            released: r.released,
+            restocked: r.restocked,
+        }
+    }
 }
 
 impl Allocation {
-    /// Units still held: neither shipped nor released.
+    /// A fresh allocation: nothing shipped, released or restocked.
+    pub fn new(sku: Sku, warehouse: WarehouseCode, quantity: i64) -> Allocation {
+        Allocation {
+            sku,
+            warehouse,
+            quantity,
+            fulfilled: 0,
+            released: 0,
+            restocked: 0,
+            shipped: 0,
+            delivered: 0,
+        }
+    }
+
+    /// Units still open: neither shipped nor released.
     pub fn open(&self) -> i64 {
         self.quantity - self.fulfilled - self.released
+    }
+
+    /// Units the pool still holds for this allocation (its share of
+    /// `reserved`): not released and not yet delivered. Above `open` while
+    /// the channel has shipped units the ERP has not delivered yet.
+    pub fn held(&self) -> i64 {
+        self.quantity - self.released - self.delivered
+    }
+
+    /// Units the channel may still report shipped.
+    fn unreported(&self) -> i64 {
+        self.quantity - self.released - self.shipped
+    }
+
+    fn settle_fulfilled(&mut self) {
+        self.fulfilled = self.shipped.max(self.delivered);
     }
 }
 
@@ -112,6 +197,9 @@ pub struct Reservation {
     pub shipments: Vec<String>,
     /// Refunds already applied (Restock is idempotent on them).
     pub refunds: Vec<Refund>,
+    /// Prices, currency and customer as given on Reserve: a replay must
+    /// carry the same.
+    pub terms: OrderTerms,
 }
 
 /// Lines sorted by SKU: the form replays are compared in.
@@ -152,6 +240,7 @@ impl Reservation {
             },
             shipments: Vec::new(),
             refunds: Vec::new(),
+            terms: OrderTerms::default(),
         }
     }
 
@@ -159,6 +248,11 @@ impl Reservation {
     /// order of the lines on either side.
     pub fn same_lines(&self, lines: &[(Sku, i64)]) -> bool {
         canonical_lines(&self.lines) == canonical_lines(lines)
+    }
+
+    /// Whether a Reserve with `lines` and `terms` is a replay of this one.
+    pub fn same_order(&self, lines: &[(Sku, i64)], terms: &OrderTerms) -> bool {
+        self.same_lines(lines) && &self.terms == terms
     }
 
     fn wrong(&self, action: &'static str) -> DomainError {
@@ -209,15 +303,51 @@ impl Reservation {
         if !allowed {
             return Err(self.wrong(action));
         }
+        self.plan(action, lines, Allocation::open)
+    }
+
+    /// Which units a Fulfill reports shipped. With stockpool as master, the
+    /// open units ([`Self::plan_takes`]). With the ERP as master, the units
+    /// the channel has not reported yet, even those the ERP already
+    /// delivered: a channel's Fulfill after the ERP's delivery is the same
+    /// shipment told twice, not an error. No lines: all of them.
+    pub fn plan_fulfill(
+        &self,
+        lines: &[LineRequest],
+        master: StockMaster,
+    ) -> Result<Vec<Take>, DomainError> {
+        if master == StockMaster::Stockpool {
+            return self.plan_takes("fulfill", lines);
+        }
+        let unreported: i64 = self.allocations.iter().map(Allocation::unreported).sum();
+        let allowed = match self.status {
+            Status::Confirmed => true,
+            Status::Fulfilled => unreported > 0,
+            _ => false,
+        };
+        if !allowed {
+            return Err(self.wrong("fulfill"));
+        }
+        self.plan("fulfill", lines, Allocation::unreported)
+    }
+
+    /// The takes of `lines` (all of `room` when none), refused whole when a
+    /// line wants more than `room` leaves.
+    fn plan(
+        &self,
+        action: &'static str,
+        lines: &[LineRequest],
+        room: fn(&Allocation) -> i64,
+    ) -> Result<Vec<Take>, DomainError> {
         if lines.is_empty() {
             return Ok(self
                 .allocations
                 .iter()
                 .enumerate()
-                .filter(|(_, a)| a.open() > 0)
+                .filter(|(_, a)| room(a) > 0)
                 .map(|(allocation, a)| Take {
                     allocation,
-                    quantity: a.open(),
+                    quantity: room(a),
                 })
                 .collect());
         }
@@ -227,7 +357,7 @@ impl Reservation {
             let candidates = self.allocations_of(line)?;
             let open: i64 = candidates
                 .iter()
-                .map(|&i| self.allocations[i].open() - taken[i])
+                .map(|&i| room(&self.allocations[i]) - taken[i])
                 .sum();
             let wanted = line.quantity.get();
             if wanted > open {
@@ -243,7 +373,7 @@ impl Reservation {
             }
             let mut left = wanted;
             for i in candidates {
-                let q = (self.allocations[i].open() - taken[i]).min(left);
+                let q = (room(&self.allocations[i]) - taken[i]).min(left);
                 if q > 0 {
                     taken[i] += q;
                     left -= q;
@@ -280,15 +410,43 @@ impl Reservation {
         Ok(found)
     }
 
-    /// Applies a planned Fulfill: the units shipped.
-    pub fn fulfill(&mut self, takes: &[Take], shipment_id: Option<String>) {
+    /// Applies a planned Fulfill: the channel shipped these units. With
+    /// stockpool as master their leaving is booked at once; with the ERP
+    /// as master it is booked when the ERP delivers them
+    /// ([`Self::erp_delivered`]).
+    pub fn fulfill(&mut self, takes: &[Take], shipment_id: Option<String>, master: StockMaster) {
         for t in takes {
-            self.allocations[t.allocation].fulfilled += t.quantity;
+            let a = &mut self.allocations[t.allocation];
+            a.shipped += t.quantity;
+            if master == StockMaster::Stockpool {
+                a.delivered += t.quantity;
+            }
+            a.settle_fulfilled();
         }
         if let Some(s) = shipment_id {
             self.shipments.push(s);
         }
         self.settle(Status::Released);
+    }
+
+    /// The ERP reports that it has delivered `total` units of allocation
+    /// `allocation` so far (a running total, so a repeated or late report
+    /// changes nothing). Books the units not booked yet, never more than
+    /// were ordered and not released; returns how many. Only an order the
+    /// ERP holds (CONFIRMED or FULFILLED) can be delivered.
+    pub fn erp_delivered(&mut self, allocation: usize, total: i64) -> i64 {
+        if !matches!(self.status, Status::Confirmed | Status::Fulfilled) {
+            return 0;
+        }
+        let a = &mut self.allocations[allocation];
+        let booked = total.min(a.quantity - a.released).max(a.delivered);
+        let newly = booked - a.delivered;
+        if newly > 0 {
+            a.delivered = booked;
+            a.settle_fulfilled();
+            self.settle(Status::Released);
+        }
+        newly
     }
 
     /// Applies a planned Release: the units go back to free stock.
@@ -372,9 +530,15 @@ impl Reservation {
         self.shipments.iter().any(|s| s == shipment_id)
     }
 
-    /// Units still held.
+    /// Units still open (neither shipped nor released).
     pub fn open_units(&self) -> i64 {
         self.allocations.iter().map(Allocation::open).sum()
+    }
+
+    /// Units the pools still hold for this reservation: open ones, and
+    /// those shipped by the channel but not yet delivered by the ERP.
+    pub fn held_units(&self) -> i64 {
+        self.allocations.iter().map(Allocation::held).sum()
     }
 
     /// Once nothing is open: FULFILLED when something shipped, else `closed`.
@@ -395,14 +559,7 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn alloc(s: &str, w: &str, quantity: i64) -> Allocation {
-        Allocation {
-            sku: sku(s),
-            warehouse: wh(w),
-            quantity,
-            fulfilled: 0,
-            released: 0,
-            restocked: 0,
-        }
+        Allocation::new(sku(s), wh(w), quantity)
     }
 
     /// TEE: 3 in WH-EAST then 2 in WH-WEST; MUG: 4 in WH-EAST.
@@ -436,7 +593,7 @@ mod tests {
 
     fn fulfill(r: &mut Reservation, lines: &[LineRequest]) {
         let takes = r.plan_takes("fulfill", lines).unwrap();
-        r.fulfill(&takes, None);
+        r.fulfill(&takes, None, StockMaster::Stockpool);
     }
 
     fn release(r: &mut Reservation, lines: &[LineRequest]) {
@@ -577,7 +734,7 @@ mod tests {
                 },
             ]
         );
-        r.fulfill(&takes, Some("ship-1".into()));
+        r.fulfill(&takes, Some("ship-1".into()), StockMaster::Stockpool);
         assert_eq!(r.status, Status::Fulfilled);
         assert!(r.has_shipment("ship-1"));
         assert!(!r.has_shipment("ship-2"));
@@ -886,6 +1043,103 @@ mod tests {
             })
         );
         assert_eq!(r.refund("refund-2"), None);
+    }
+
+    fn erp_fulfill(r: &mut Reservation, lines: &[LineRequest]) {
+        let takes = r.plan_fulfill(lines, StockMaster::Erp).unwrap();
+        r.fulfill(&takes, None, StockMaster::Erp);
+    }
+
+    #[test]
+    fn with_the_erp_as_master_a_channel_fulfill_keeps_the_units_held_until_the_erp_delivers() {
+        let mut r = confirmed();
+        erp_fulfill(&mut r, &[req("MUG", 4, None)]);
+        let mug = &r.allocations[2];
+        assert_eq!((mug.fulfilled, mug.open(), mug.held()), (4, 0, 4));
+        assert_eq!(r.held_units(), 9, "still claimed on the pool");
+        assert_eq!(r.open_units(), 5);
+
+        assert_eq!(
+            r.erp_delivered(2, 4),
+            4,
+            "the delivery books the held units"
+        );
+        let mug = &r.allocations[2];
+        assert_eq!((mug.fulfilled, mug.delivered, mug.held()), (4, 4, 0));
+        assert_eq!(r.erp_delivered(2, 4), 0, "a repeated report books nothing");
+        assert_eq!(
+            r.erp_delivered(2, 3),
+            0,
+            "a late, lower report books nothing"
+        );
+    }
+
+    #[test]
+    fn an_erp_delivery_before_the_channels_fulfill_ships_the_units_and_the_fulfill_only_reports_them(
+    ) {
+        let mut r = confirmed();
+        assert_eq!(r.erp_delivered(0, 3), 3);
+        assert_eq!(r.erp_delivered(1, 2), 2);
+        assert_eq!(r.erp_delivered(2, 4), 4);
+        assert_eq!(r.status, Status::Fulfilled);
+        assert_eq!((r.open_units(), r.held_units()), (0, 0));
+
+        erp_fulfill(&mut r, &[]);
+        assert!(r.allocations.iter().all(|a| a.shipped == a.quantity));
+        assert!(r.allocations.iter().all(|a| a.fulfilled == a.quantity));
+        assert_eq!(
+            r.plan_fulfill(&[], StockMaster::Erp)
+                .unwrap_err()
+                .to_string(),
+            "reservation shopify/#1001 is FULFILLED: cannot fulfill it",
+            "once the channel reported everything, another Fulfill is refused"
+        );
+    }
+
+    #[test]
+    fn a_channel_cannot_report_more_shipped_than_it_ordered_whatever_the_erp_did() {
+        let mut r = confirmed();
+        r.erp_delivered(2, 3);
+        let err = r
+            .plan_fulfill(&[req("MUG", 5, None)], StockMaster::Erp)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DomainError::ExceedsOpen {
+                    wanted: 5,
+                    open: 4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        erp_fulfill(&mut r, &[req("MUG", 4, None)]);
+        assert_eq!(
+            (r.allocations[2].fulfilled, r.allocations[2].held()),
+            (4, 1)
+        );
+    }
+
+    #[test]
+    fn the_erp_never_books_more_than_was_ordered_and_not_released() {
+        let mut r = confirmed();
+        release(&mut r, &[req("MUG", 1, None)]);
+        assert_eq!(r.erp_delivered(2, 9), 3);
+        assert_eq!(r.allocations[2].held(), 0);
+        let mut held = reservation(60);
+        assert_eq!(held.erp_delivered(0, 3), 0, "Odoo never holds a HELD order");
+    }
+
+    #[test]
+    fn an_allocation_stored_before_shipped_and_delivered_existed_was_booked_by_fulfill() {
+        let a: Allocation = serde_json::from_str(
+            r#"{"sku":"TEE","warehouse":"WH-EAST","quantity":5,"fulfilled":3,"released":1,"restocked":0}"#,
+        )
+        .unwrap();
+        assert_eq!((a.shipped, a.delivered, a.held(), a.open()), (3, 3, 1, 1));
+        let back: Allocation = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
     }
 
     #[test]

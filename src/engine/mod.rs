@@ -11,6 +11,7 @@
 
 mod admin;
 mod clock;
+mod erp;
 mod error;
 mod outbox;
 mod reservations;
@@ -33,6 +34,7 @@ use crate::store::{
 
 pub use admin::{Seed, SimulatedChange};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use erp::{AwaitingDelivery, ErpDelivery, ErpStock, FollowedPool};
 pub use error::EngineError;
 pub use reservations::{FulfillCmd, ReleaseCmd, ReserveCmd, RestockCmd, Restocked};
 pub use stock::{AdjustCmd, ChannelAvailability, Level, SetCmd, StockLevel};
@@ -132,6 +134,11 @@ struct Inner {
     feed: Mutex<Feed>,
     /// Whether reservation changes write Odoo outbox entries.
     outbox: AtomicBool,
+    /// Whether the ERP is the master of physical stock (see `erp`).
+    erp_master: AtomicBool,
+    /// Per SKU, the reservations that may hold units of it: the ones the
+    /// ERP may deliver are among them. Pruned as they are read.
+    awaiting: DashMap<Sku, BTreeSet<ResKey>>,
 }
 
 #[derive(Default)]
@@ -182,10 +189,17 @@ impl Engine {
 
         let reservations = DashMap::new();
         let mut holds = BTreeSet::new();
+        let awaiting: DashMap<Sku, BTreeSet<ResKey>> = DashMap::new();
         for r in snapshot.reservations {
             let key = (r.channel.clone(), r.order_id.clone());
             if r.status == crate::domain::Status::Held {
                 holds.insert((r.expires_at_ms, key.clone()));
+            }
+            for a in r.allocations.iter().filter(|a| a.held() > 0) {
+                awaiting
+                    .entry(a.sku.clone())
+                    .or_default()
+                    .insert(key.clone());
             }
             reservations.insert(key, Arc::new(AsyncMutex::new(Some(r))));
         }
@@ -210,6 +224,8 @@ impl Engine {
                     published: snapshot.published,
                 }),
                 outbox: AtomicBool::new(false),
+                erp_master: AtomicBool::new(false),
+                awaiting,
             }),
         };
         if !seed_ops.is_empty() {

@@ -56,6 +56,7 @@ pub(super) fn entry_for(
         order_id: after.order_id.clone(),
         event,
         lines: lines.into_values().collect(),
+        terms: after.terms.clone(),
     })
 }
 

@@ -7,8 +7,8 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::{Engine, EngineError, PoolChange, ResKey, SkuCell};
 use crate::domain::{
-    Allocation, Catalog, ChannelCode, InvalidInput, LineRequest, OrderId, OrderLine, Quantity,
-    Reservation, Sku, Status, Take, MAX_HOLD_SECONDS,
+    Allocation, Catalog, ChannelCode, InvalidInput, LineRequest, OrderId, OrderLine, OrderTerms,
+    Quantity, Reservation, Sku, Status, StockMaster, Take, MAX_HOLD_SECONDS,
 };
 use crate::store::{MovementKind, Op, OutboxEvent};
 
@@ -21,6 +21,9 @@ pub struct ReserveCmd {
     pub lines: Vec<(Sku, Quantity)>,
     /// 0: CONFIRMED at once; else HELD this long.
     pub hold_seconds: u32,
+    /// Prices, currency and customer for the ERP's books; part of the
+    /// replay comparison.
+    pub terms: OrderTerms,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +60,8 @@ pub struct Restocked {
     /// One per allocation restocked; `quantity` is the units put back.
     pub allocations: Vec<Allocation>,
     pub replayed: bool,
+    /// The reservation's terms (the restocked lines' prices).
+    pub terms: OrderTerms,
 }
 
 fn reference(channel: &ChannelCode, order_id: &OrderId) -> String {
@@ -64,7 +69,7 @@ fn reference(channel: &ChannelCode, order_id: &OrderId) -> String {
 }
 
 impl Engine {
-    fn slot(&self, key: &ResKey) -> Option<super::Slot> {
+    pub(super) fn slot(&self, key: &ResKey) -> Option<super::Slot> {
         self.inner.reservations.get(key).map(|s| s.clone())
     }
 
@@ -86,8 +91,9 @@ impl Engine {
     }
 
     /// Reserves an order whole or not at all. Idempotent on
-    /// `(channel, order_id)`: the same lines again return the reservation as
-    /// it stands with `replayed = true`; other lines are a conflict.
+    /// `(channel, order_id)`: the same lines and terms again return the
+    /// reservation as it stands with `replayed = true`; other lines or
+    /// other terms are a conflict.
     pub async fn reserve(&self, cmd: ReserveCmd) -> Result<(Reservation, bool), EngineError> {
         let catalog = self.catalog();
         let channel = self.check_channel(&catalog, &cmd.channel)?;
@@ -115,9 +121,18 @@ impl Engine {
             .clone();
         let mut current = slot.lock().await;
         if let Some(existing) = current.as_ref() {
-            if existing.same_lines(&lines) {
+            if existing.same_order(&lines, &cmd.terms) {
                 crate::telemetry::reservation_outcome(&cmd.channel, "replayed");
                 return Ok((existing.clone(), true));
+            }
+            if existing.same_lines(&lines) {
+                return Err(EngineError::Conflict(format!(
+                    "reservation {}/{} already exists with other prices or customer ({}, not {}); use a new order_id for a new order",
+                    cmd.channel,
+                    cmd.order_id,
+                    existing.terms.describe(),
+                    cmd.terms.describe(),
+                )));
             }
             return Err(EngineError::Conflict(format!(
                 "reservation {}/{} already exists with other lines ({}); use a new order_id for a new order",
@@ -180,16 +195,15 @@ impl Engine {
                 .collect();
             let allocations: Vec<Allocation> = placements
                 .iter()
-                .map(|p| Allocation {
-                    sku: skus[p.line].clone(),
-                    warehouse: catalog.warehouses[p.warehouse].code.clone(),
-                    quantity: p.quantity,
-                    fulfilled: 0,
-                    released: 0,
-                    restocked: 0,
+                .map(|p| {
+                    Allocation::new(
+                        skus[p.line].clone(),
+                        catalog.warehouses[p.warehouse].code.clone(),
+                        p.quantity,
+                    )
                 })
                 .collect();
-            let reservation = Reservation::new(
+            let mut reservation = Reservation::new(
                 format!("res_{}", uuid::Uuid::new_v4().simple()),
                 cmd.channel.clone(),
                 cmd.order_id.clone(),
@@ -198,6 +212,7 @@ impl Engine {
                 now,
                 cmd.hold_seconds,
             );
+            reservation.terms = cmd.terms.clone();
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
             ops.push(Op::Reservation(Box::new(reservation.clone())));
@@ -213,6 +228,7 @@ impl Engine {
         if reservation.status == Status::Held {
             self.track_hold(&reservation);
         }
+        self.track_held_units(&reservation);
         crate::telemetry::reservation_outcome(&cmd.channel, "accepted");
         Ok((reservation, false))
     }
@@ -289,8 +305,13 @@ impl Engine {
     }
 
     /// Ships the named lines (or every open unit): `on_hand` and `reserved`
-    /// both drop. A repeated `shipment_id` changes nothing.
+    /// both drop. A repeated `shipment_id` changes nothing. With the ERP as
+    /// master of physical stock, only the reservation changes: the units
+    /// stay in `reserved` until the ERP delivers them (see
+    /// [`Engine::follow_erp`]), so free stock is never overstated while
+    /// on-hand still counts them.
     pub async fn fulfill(&self, cmd: FulfillCmd) -> Result<Reservation, EngineError> {
+        let master = self.stock_master();
         let refer = cmd.shipment_id.clone().map_or_else(
             || reference(&cmd.channel, &cmd.order_id),
             |s| format!("{}/{} shipment {s}", cmd.channel, cmd.order_id),
@@ -305,12 +326,16 @@ impl Engine {
                         return Ok((Vec::new(), ()));
                     }
                 }
-                let takes = r.plan_takes("fulfill", &cmd.lines)?;
-                let changes =
-                    pool_changes(r, catalog, &takes, MovementKind::Fulfill, "", &refer, |q| {
-                        (-q, -q)
-                    });
-                r.fulfill(&takes, cmd.shipment_id.clone());
+                let takes = r.plan_fulfill(&cmd.lines, master)?;
+                let changes = match master {
+                    StockMaster::Stockpool => {
+                        pool_changes(r, catalog, &takes, MovementKind::Fulfill, "", &refer, |q| {
+                            (-q, -q)
+                        })
+                    }
+                    StockMaster::Erp => Vec::new(),
+                };
+                r.fulfill(&takes, cmd.shipment_id.clone(), master);
                 Ok((changes, ()))
             },
         )
@@ -319,8 +344,12 @@ impl Engine {
     }
 
     /// Puts returned units back on hand, never more per allocation than was
-    /// shipped and not yet restocked. Idempotent on `refund_id`.
+    /// shipped and not yet restocked. Idempotent on `refund_id`. With the
+    /// ERP as master, the refund is recorded on the reservation and on-hand
+    /// is left to the ERP's count: the units are back when the ERP receives
+    /// them, once, however many refunds report the return.
     pub async fn restock(&self, cmd: RestockCmd) -> Result<Restocked, EngineError> {
+        let master = self.stock_master();
         let refer = format!("{}/{} refund {}", cmd.channel, cmd.order_id, cmd.refund_id);
         let (r, (takes, replayed)) = self
             .change(&cmd.channel, &cmd.order_id, None, |r, catalog| {
@@ -328,10 +357,14 @@ impl Engine {
                     return Ok((Vec::new(), (done.restocked.clone(), true)));
                 }
                 let takes = r.plan_restock(&cmd.lines)?;
-                let changes =
-                    pool_changes(r, catalog, &takes, MovementKind::Restock, "", &refer, |q| {
-                        (q, 0)
-                    });
+                let changes = match master {
+                    StockMaster::Stockpool => {
+                        pool_changes(r, catalog, &takes, MovementKind::Restock, "", &refer, |q| {
+                            (q, 0)
+                        })
+                    }
+                    StockMaster::Erp => Vec::new(),
+                };
                 r.restock(cmd.refund_id.clone(), takes.clone());
                 Ok((changes, (takes, false)))
             })
@@ -340,19 +373,15 @@ impl Engine {
             .iter()
             .map(|t| {
                 let a = &r.allocations[t.allocation];
-                Allocation {
-                    sku: a.sku.clone(),
-                    warehouse: a.warehouse.clone(),
-                    quantity: t.quantity,
-                    fulfilled: 0,
-                    released: 0,
-                    restocked: t.quantity,
-                }
+                let mut back = Allocation::new(a.sku.clone(), a.warehouse.clone(), t.quantity);
+                back.restocked = t.quantity;
+                back
             })
             .collect();
         Ok(Restocked {
             allocations,
             replayed,
+            terms: r.terms,
         })
     }
 
@@ -458,7 +487,7 @@ impl Engine {
     /// A reservation as the store has it, after a commit that failed: usually
     /// the state before it, but a commit whose outcome was in doubt may have
     /// landed. When the store cannot answer, `fallback` (the state before).
-    async fn stored_reservation(
+    pub(super) async fn stored_reservation(
         &self,
         key: &ResKey,
         fallback: Option<Reservation>,

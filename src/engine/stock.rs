@@ -64,7 +64,7 @@ fn fingerprint(kind: &str, sku: &Sku, warehouse: &WarehouseCode, value: i64) -> 
 }
 
 impl Engine {
-    fn check_warehouse(
+    pub(super) fn check_warehouse(
         &self,
         catalog: &Catalog,
         warehouse: &WarehouseCode,

@@ -12,7 +12,8 @@ mod writer;
 use async_trait::async_trait;
 
 use crate::domain::{
-    Channel, ChannelCode, OrderId, Pool, Reservation, Rule, Sku, Warehouse, WarehouseCode,
+    Channel, ChannelCode, OrderId, OrderTerms, Pool, Reservation, Rule, Sku, Warehouse,
+    WarehouseCode,
 };
 
 pub use postgres::{redact_url, PostgresStore};
@@ -259,6 +260,9 @@ pub struct NewOutboxEntry {
     pub order_id: OrderId,
     pub event: OutboxEvent,
     pub lines: Vec<OutboxLine>,
+    /// The reservation's prices, currency and customer: what a new sale
+    /// order is written with.
+    pub terms: OrderTerms,
 }
 
 /// An outbox entry as stored.

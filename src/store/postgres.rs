@@ -672,6 +672,7 @@ struct OutboxArrays<'a> {
     order_id: Vec<&'a str>,
     event: Vec<&'a str>,
     lines: Vec<String>,
+    terms: Vec<String>,
 }
 
 #[derive(Default)]
@@ -700,6 +701,10 @@ struct ReservationArrays<'a> {
     allocations: Vec<String>,
     shipments: Vec<String>,
     refunds: Vec<String>,
+    currency: Vec<&'a str>,
+    customer_ref: Vec<&'a str>,
+    prices_include_tax: Vec<bool>,
+    unit_prices: Vec<String>,
 }
 
 #[derive(Default)]
@@ -805,6 +810,7 @@ impl<'a> Batch<'a> {
                     a.order_id.push(e.order_id.as_str());
                     a.event.push(e.event.as_str());
                     a.lines.push(to_json(&e.lines)?);
+                    a.terms.push(to_json(&e.terms)?);
                 }
                 Op::OutboxUpdate(u) => b.outbox_updates.push(u),
                 Op::Warehouse(_) | Op::Channel(_) | Op::PutRule(_) | Op::DeleteRule { .. } => {
@@ -828,6 +834,12 @@ impl<'a> Batch<'a> {
             a.allocations.push(to_json(&r.allocations)?);
             a.shipments.push(to_json(&r.shipments)?);
             a.refunds.push(to_json(&r.refunds)?);
+            a.currency
+                .push(r.terms.currency.as_ref().map_or("", |c| c.as_str()));
+            a.customer_ref
+                .push(r.terms.customer_ref.as_ref().map_or("", |c| c.as_str()));
+            a.prices_include_tax.push(r.terms.prices_include_tax);
+            a.unit_prices.push(to_json(&r.terms.unit_prices)?);
         }
         Ok(b)
     }
@@ -893,6 +905,10 @@ impl<'a> Batch<'a> {
                 .bind(&r.allocations)
                 .bind(&r.shipments)
                 .bind(&r.refunds)
+                .bind(&r.currency)
+                .bind(&r.customer_ref)
+                .bind(&r.prices_include_tax)
+                .bind(&r.unit_prices)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -938,6 +954,7 @@ impl<'a> Batch<'a> {
                 .bind(&o.order_id)
                 .bind(&o.event)
                 .bind(&o.lines)
+                .bind(&o.terms)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -1027,13 +1044,17 @@ const INSERT_LEDGER: &str = "\
 
 const UPSERT_RESERVATIONS: &str = "\
     INSERT INTO reservations AS r (channel, order_id, id, status, created_at_ms, expires_at_ms, \
-        lines_json, allocations_json, shipments_json, refunds_json) \
+        lines_json, allocations_json, shipments_json, refunds_json, \
+        currency, customer_ref, prices_include_tax, unit_prices_json) \
     SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
-        lines::jsonb, allocations::jsonb, shipments::jsonb, refunds::jsonb \
+        lines::jsonb, allocations::jsonb, shipments::jsonb, refunds::jsonb, \
+        currency, customer_ref, prices_include_tax, unit_prices::jsonb \
     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
-        $7::text[], $8::text[], $9::text[], $10::text[]) \
+        $7::text[], $8::text[], $9::text[], $10::text[], \
+        $11::text[], $12::text[], $13::bool[], $14::text[]) \
         AS t(channel, order_id, id, status, created_at_ms, expires_at_ms, \
-            lines, allocations, shipments, refunds) \
+            lines, allocations, shipments, refunds, \
+            currency, customer_ref, prices_include_tax, unit_prices) \
     ON CONFLICT ON CONSTRAINT reservations_pk DO UPDATE SET \
         id = excluded.id, \
         status = excluded.status, \
@@ -1042,7 +1063,11 @@ const UPSERT_RESERVATIONS: &str = "\
         lines_json = excluded.lines_json, \
         allocations_json = excluded.allocations_json, \
         shipments_json = excluded.shipments_json, \
-        refunds_json = excluded.refunds_json";
+        refunds_json = excluded.refunds_json, \
+        currency = excluded.currency, \
+        customer_ref = excluded.customer_ref, \
+        prices_include_tax = excluded.prices_include_tax, \
+        unit_prices_json = excluded.unit_prices_json";
 
 const INSERT_MOVEMENTS: &str = "\
     INSERT INTO movements (movement_id, fingerprint) \
@@ -1096,13 +1121,15 @@ const SELECT_POOLS: &str = "\
 const SELECT_RESERVATIONS: &str = "\
     SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
         lines_json::text AS lines_json, allocations_json::text AS allocations_json, \
-        shipments_json::text AS shipments_json, refunds_json::text AS refunds_json \
+        shipments_json::text AS shipments_json, refunds_json::text AS refunds_json, \
+        currency, customer_ref, prices_include_tax, unit_prices_json::text AS unit_prices_json \
     FROM reservations ORDER BY created_at_ms, channel, order_id";
 
 const SELECT_RESERVATION: &str = "\
     SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
         lines_json::text AS lines_json, allocations_json::text AS allocations_json, \
-        shipments_json::text AS shipments_json, refunds_json::text AS refunds_json \
+        shipments_json::text AS shipments_json, refunds_json::text AS refunds_json, \
+        currency, customer_ref, prices_include_tax, unit_prices_json::text AS unit_prices_json \
     FROM reservations WHERE channel = $1 AND order_id = $2";
 
 const SELECT_LEDGER: &str = "\
@@ -1118,10 +1145,12 @@ const SELECT_LEDGER_OF_SKU: &str = "\
 /// In array order (`ORDER BY ord`), so ids follow the order of the changes.
 const INSERT_OUTBOX: &str = "\
     INSERT INTO outbox (created_at_ms, reservation_id, channel, order_id, event, lines_json, \
-        next_attempt_at_ms, updated_at_ms) \
-    SELECT at_ms, reservation_id, channel, order_id, event, lines::jsonb, at_ms, at_ms \
-    FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-        WITH ORDINALITY AS u(at_ms, reservation_id, channel, order_id, event, lines, ord) \
+        next_attempt_at_ms, updated_at_ms, terms_json) \
+    SELECT at_ms, reservation_id, channel, order_id, event, lines::jsonb, at_ms, at_ms, \
+        terms::jsonb \
+    FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+        $7::text[]) \
+        WITH ORDINALITY AS u(at_ms, reservation_id, channel, order_id, event, lines, terms, ord) \
     ORDER BY ord";
 
 const UPDATE_OUTBOX: &str = "\
@@ -1134,7 +1163,7 @@ macro_rules! outbox_select {
     () => {
         "SELECT id, created_at_ms, reservation_id, channel, order_id, event, \
             lines_json::text AS lines_json, state, attempts, last_error, next_attempt_at_ms, \
-            updated_at_ms FROM outbox"
+            updated_at_ms, terms_json::text AS terms_json FROM outbox"
     };
 }
 
@@ -1319,6 +1348,7 @@ mod tests {
             expires_at_ms: 1,
             shipments: Vec::new(),
             refunds: Vec::new(),
+            terms: Default::default(),
         };
         let mut last = first.clone();
         last.expires_at_ms = 2;

@@ -27,8 +27,8 @@ use super::{
     Store, StoreError,
 };
 use crate::domain::{
-    Allocation, Channel, ChannelCode, InvalidInput, OrderId, Pool, Refund, Reservation, Rule, Sku,
-    Status, Warehouse, WarehouseCode,
+    Allocation, Channel, ChannelCode, Currency, CustomerRef, InvalidInput, OrderId, OrderTerms,
+    Pool, Refund, Reservation, Rule, Sku, Status, Warehouse, WarehouseCode,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -437,7 +437,11 @@ async fn apply(conn: &mut SqliteConnection, op: &Op, now_ms: i64) -> Result<(), 
             .bind(to_json(&r.lines)?)
             .bind(to_json(&r.allocations)?)
             .bind(to_json(&r.shipments)?)
-            .bind(to_json(&r.refunds)?),
+            .bind(to_json(&r.refunds)?)
+            .bind(r.terms.currency.as_ref().map_or("", |c| c.as_str()))
+            .bind(r.terms.customer_ref.as_ref().map_or("", |c| c.as_str()))
+            .bind(r.terms.prices_include_tax)
+            .bind(to_json(&r.terms.unit_prices)?),
         Op::Movement(m) => sqlx::query(INSERT_MOVEMENT)
             .bind(m.movement_id.as_str())
             .bind(m.fingerprint.as_str()),
@@ -474,7 +478,8 @@ async fn apply(conn: &mut SqliteConnection, op: &Op, now_ms: i64) -> Result<(), 
             .bind(e.channel.as_str())
             .bind(e.order_id.as_str())
             .bind(e.event.as_str())
-            .bind(to_json(&e.lines)?),
+            .bind(to_json(&e.lines)?)
+            .bind(to_json(&e.terms)?),
         Op::OutboxUpdate(u) => sqlx::query(UPDATE_OUTBOX)
             .bind(u.id)
             .bind(u.state.as_str())
@@ -505,8 +510,9 @@ const INSERT_LEDGER: &str = "\
 
 const UPSERT_RESERVATION: &str = "\
     INSERT INTO reservations (channel, order_id, id, status, created_at_ms, expires_at_ms, \
-        lines_json, allocations_json, shipments_json, refunds_json) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+        lines_json, allocations_json, shipments_json, refunds_json, \
+        currency, customer_ref, prices_include_tax, unit_prices_json) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
     ON CONFLICT (channel, order_id) DO UPDATE SET \
         id = excluded.id, \
         status = excluded.status, \
@@ -515,7 +521,11 @@ const UPSERT_RESERVATION: &str = "\
         lines_json = excluded.lines_json, \
         allocations_json = excluded.allocations_json, \
         shipments_json = excluded.shipments_json, \
-        refunds_json = excluded.refunds_json";
+        refunds_json = excluded.refunds_json, \
+        currency = excluded.currency, \
+        customer_ref = excluded.customer_ref, \
+        prices_include_tax = excluded.prices_include_tax, \
+        unit_prices_json = excluded.unit_prices_json";
 
 const INSERT_MOVEMENT: &str = "INSERT INTO movements (movement_id, fingerprint) VALUES (?1, ?2)";
 
@@ -553,12 +563,14 @@ const SELECT_POOLS: &str = "\
 
 const SELECT_RESERVATIONS: &str = "\
     SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
-        lines_json, allocations_json, shipments_json, refunds_json \
+        lines_json, allocations_json, shipments_json, refunds_json, \
+        currency, customer_ref, prices_include_tax, unit_prices_json \
     FROM reservations ORDER BY created_at_ms, channel, order_id";
 
 const SELECT_RESERVATION: &str = "\
     SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
-        lines_json, allocations_json, shipments_json, refunds_json \
+        lines_json, allocations_json, shipments_json, refunds_json, \
+        currency, customer_ref, prices_include_tax, unit_prices_json \
     FROM reservations WHERE channel = ?1 AND order_id = ?2";
 
 const SELECT_LEDGER: &str = "\
@@ -600,8 +612,8 @@ const SELECT_HISTORY_OF_CHANNEL: &str = "\
 
 const INSERT_OUTBOX: &str = "\
     INSERT INTO outbox (created_at_ms, reservation_id, channel, order_id, event, lines_json, \
-        next_attempt_at_ms, updated_at_ms) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?1, ?1)";
+        next_attempt_at_ms, updated_at_ms, terms_json) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?1, ?1, ?7)";
 
 const UPDATE_OUTBOX: &str = "\
     UPDATE outbox SET state = ?2, attempts = ?3, last_error = ?4, next_attempt_at_ms = ?5, \
@@ -612,7 +624,7 @@ const UPDATE_OUTBOX: &str = "\
 macro_rules! outbox_select {
     () => {
         "SELECT id, created_at_ms, reservation_id, channel, order_id, event, lines_json, state, \
-            attempts, last_error, next_attempt_at_ms, updated_at_ms FROM outbox"
+            attempts, last_error, next_attempt_at_ms, updated_at_ms, terms_json FROM outbox"
     };
 }
 
@@ -792,6 +804,10 @@ pub(super) struct ReservationRecord {
     allocations_json: String,
     shipments_json: String,
     refunds_json: String,
+    currency: String,
+    customer_ref: String,
+    prices_include_tax: bool,
+    unit_prices_json: String,
 }
 
 impl ReservationRecord {
@@ -804,6 +820,20 @@ impl ReservationRecord {
             from_json(&self.allocations_json, &key, "allocations_json")?;
         let shipments: Vec<String> = from_json(&self.shipments_json, &key, "shipments_json")?;
         let refunds: Vec<Refund> = from_json(&self.refunds_json, &key, "refunds_json")?;
+        let unit_prices = from_json(&self.unit_prices_json, &key, "unit_prices_json")?;
+        let currency = match self.currency.as_str() {
+            "" => None,
+            c => Some(Currency::parse("currency", c).map_err(|e| corrupt(&key, "currency", e))?),
+        };
+        let customer_ref = match self.customer_ref.as_str() {
+            "" => None,
+            c => Some(
+                CustomerRef::parse("customer_ref", c)
+                    .map_err(|e| corrupt(&key, "customer_ref", e))?,
+            ),
+        };
+        let terms = OrderTerms::new(currency, customer_ref, self.prices_include_tax, unit_prices)
+            .map_err(|e| corrupt(&key, "unit_prices_json", e))?;
         Ok(Reservation {
             id: self.id,
             channel: code_of(self.channel, &key)?,
@@ -815,6 +845,7 @@ impl ReservationRecord {
             expires_at_ms: self.expires_at_ms,
             shipments,
             refunds,
+            terms,
         })
     }
 }
@@ -871,6 +902,7 @@ pub(super) struct OutboxRecord {
     last_error: String,
     next_attempt_at_ms: i64,
     updated_at_ms: i64,
+    terms_json: String,
 }
 
 impl OutboxRecord {
@@ -881,6 +913,7 @@ impl OutboxRecord {
         let state = OutboxState::parse(&self.state)
             .ok_or_else(|| corrupt(&key, "state", format!("unknown state {:?}", self.state)))?;
         let lines: Vec<OutboxLine> = from_json(&self.lines_json, &key, "lines_json")?;
+        let terms: OrderTerms = from_json(&self.terms_json, &key, "terms_json")?;
         Ok(OutboxEntry {
             id: self.id,
             entry: NewOutboxEntry {
@@ -890,6 +923,7 @@ impl OutboxRecord {
                 order_id: code_of(self.order_id, &key)?,
                 event,
                 lines,
+                terms,
             },
             state,
             attempts: u32::try_from(self.attempts).map_err(|e| corrupt(&key, "attempts", e))?,
@@ -1003,7 +1037,9 @@ mod tests {
     async fn an_unreadable_reservation_is_reported_by_its_key() {
         let (_dir, store) = scratch().await;
         sqlx::query(
-            "INSERT INTO reservations VALUES ('shopify', 'ORD-1', 'r-1', 'HELD', 1, 2, '{}', '[]', '[]', '[]')",
+            "INSERT INTO reservations (channel, order_id, id, status, created_at_ms, expires_at_ms, \
+                lines_json, allocations_json, shipments_json, refunds_json) \
+             VALUES ('shopify', 'ORD-1', 'r-1', 'HELD', 1, 2, '{}', '[]', '[]', '[]')",
         )
         .execute(&store.writer)
         .await

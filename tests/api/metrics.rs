@@ -362,6 +362,7 @@ async fn grpc_health_is_not_serving_while_readyz_would_fail_and_serving_again_af
             order_id: OrderId::parse("h-1").unwrap(),
             lines: vec![(sku, Quantity::parse("quantity", 1).unwrap())],
             hold_seconds: 0,
+            terms: Default::default(),
         })
         .await
         .expect_err("the store is down");

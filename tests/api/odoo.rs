@@ -728,6 +728,7 @@ async fn a_reservation_whose_commit_fails_leaves_no_outbox_entry_and_its_retry_l
             Quantity::parse("quantity", 2).unwrap(),
         )],
         hold_seconds: 0,
+        terms: Default::default(),
     };
 
     store.fail_once.store(true, Ordering::SeqCst);

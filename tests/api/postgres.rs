@@ -60,6 +60,7 @@ fn order(id: &str, s: &str, q: i64) -> ReserveCmd {
         order_id: OrderId::parse(id).unwrap(),
         lines: vec![(sku(s), Quantity::parse("quantity", q).unwrap())],
         hold_seconds: 0,
+        terms: Default::default(),
     }
 }
 

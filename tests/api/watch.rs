@@ -220,6 +220,7 @@ async fn a_watcher_that_stops_reading_gets_the_latest_level_per_sku_and_blocks_n
             order_id: OrderId::parse(format!("o-{i}")).unwrap(),
             lines: vec![(sku("HOT"), Quantity::parse("q", 1).unwrap())],
             hold_seconds: 0,
+            terms: Default::default(),
         };
         engine
             .reserve(cmd)
