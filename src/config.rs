@@ -335,7 +335,11 @@ mod tests {
     fn an_odoo_section_maps_channels_to_partners_and_warehouses_by_id_or_code() {
         let odoo = odoo_of(ODOO).unwrap();
         assert_eq!(odoo.url, "https://shop.example.com");
-        assert_eq!(odoo.partners[&ChannelCode::parse("shopify").unwrap()], 7);
+        assert_eq!(
+            odoo.channel(&ChannelCode::parse("shopify").unwrap())
+                .partner,
+            Some(7)
+        );
         let wh = |c: &str| WarehouseCode::parse(c).unwrap();
         assert_eq!(
             odoo.warehouses[&wh("WH-EAST")],
@@ -393,7 +397,7 @@ mod tests {
             .join("\n");
         let file: FileConfig = toml::from_str(&section).unwrap();
         let odoo = OdooConfig::resolve(file.odoo.as_ref().unwrap(), Some("key".into())).unwrap();
-        assert_eq!(odoo.partners.len(), 3);
+        assert_eq!(odoo.channels.len(), 3);
         assert_eq!(odoo.max_attempts, 30);
         assert_eq!(
             odoo.reconcile_every,

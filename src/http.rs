@@ -1,19 +1,16 @@
 //! The HTTP side port: liveness, readiness and Prometheus metrics for
-//! orchestrators and scrapers, and the webhook Odoo calls when stock
-//! changes. Readiness is defined once here, served at `/readyz` and
-//! mirrored into gRPC health. Only the webhook changes state, through
-//! [`crate::sync`], once its shared secret is checked.
+//! orchestrators and scrapers, and the routes of the edges that are called
+//! over HTTP (the Odoo webhook, from [`crate::odoo::routes`]). Readiness is
+//! defined once here, served at `/readyz` and mirrored into gRPC health.
 
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use axum::{
     extract::State,
-    http::{header, HeaderMap, StatusCode, Uri},
+    http::{header, StatusCode},
     response::IntoResponse,
-    routing::{get, post},
-    Json, Router,
+    routing::get,
+    Router,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
@@ -21,7 +18,6 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::engine::Engine;
-use crate::sync::{OdooSync, SyncError};
 
 /// How often gRPC health re-reads readiness.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
@@ -33,97 +29,17 @@ struct HttpState {
     metrics: PrometheusHandle,
 }
 
-/// Health, readiness, metrics and, with an Odoo connection, the webhook at
-/// `POST /odoo/webhook`.
-pub fn router(engine: Engine, metrics: PrometheusHandle, odoo: Option<Arc<OdooSync>>) -> Router {
+/// Health, readiness, metrics and, with an Odoo connection, its webhook
+/// (`extra`, e.g. `POST /odoo/webhook`).
+pub fn router(engine: Engine, metrics: PrometheusHandle, extra: Option<Router>) -> Router {
     let base = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))
         .with_state(HttpState { engine, metrics });
-    match odoo {
-        Some(sync) => base.merge(
-            Router::new()
-                .route("/odoo/webhook", post(odoo_webhook))
-                .with_state(sync),
-        ),
+    match extra {
+        Some(routes) => base.merge(routes),
         None => base,
-    }
-}
-
-/// The webhook's shared secret: `?secret=` in the URL (Odoo's server action
-/// cannot add headers), or the `X-Stockpool-Secret` header.
-fn presented_secret(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    let from_query = uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(key, _)| key == "secret")
-            .map(|(_, value)| value.into_owned())
-    });
-    from_query.or_else(|| {
-        headers
-            .get("x-stockpool-secret")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    })
-}
-
-/// Odoo's "Send Webhook Notification" on `stock.quant`. Refused unless the
-/// secret matches; the answer says what was set, for Odoo's logs.
-async fn odoo_webhook(
-    State(sync): State<Arc<OdooSync>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> (StatusCode, Json<serde_json::Value>) {
-    let error = |status: StatusCode, outcome: &'static str, message: String| {
-        crate::telemetry::odoo_webhook(outcome);
-        (status, Json(serde_json::json!({ "error": message })))
-    };
-    if !sync.webhook_enabled() {
-        return error(
-            StatusCode::NOT_FOUND,
-            "refused",
-            "the Odoo webhook is off: set odoo.webhook_secret to turn it on".into(),
-        );
-    }
-    let presented = presented_secret(&uri, &headers);
-    if !presented.is_some_and(|p| sync.secret_matches(&p)) {
-        tracing::warn!("Odoo webhook call refused: missing or wrong secret");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "refused",
-            "missing or wrong secret: call /odoo/webhook?secret=<odoo.webhook_secret>".into(),
-        );
-    }
-    let body: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("the body is not JSON: {e}"),
-            )
-        }
-    };
-    match sync.quant_changed(&body).await {
-        Ok(outcome) => {
-            crate::telemetry::odoo_webhook("applied");
-            (StatusCode::OK, Json(serde_json::json!(outcome)))
-        }
-        Err(SyncError::BadRequest(m)) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
-        Err(e @ SyncError::Odoo(_)) => {
-            tracing::warn!(error = %crate::telemetry::chain(&e), "Odoo webhook: could not read Odoo");
-            error(StatusCode::BAD_GATEWAY, "failed", e.to_string())
-        }
-        Err(SyncError::Engine(e)) => {
-            let status = tonic::Status::from(e);
-            let code = if status.code() == tonic::Code::InvalidArgument {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            error(code, "failed", status.message().to_string())
-        }
     }
 }
 
@@ -218,47 +134,5 @@ pub async fn follow_readiness(
                 return;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn secret_of(uri: &str, header: Option<&str>) -> Option<String> {
-        let mut headers = HeaderMap::new();
-        if let Some(h) = header {
-            headers.insert("x-stockpool-secret", h.parse().unwrap());
-        }
-        presented_secret(&uri.parse().unwrap(), &headers)
-    }
-
-    #[test]
-    fn the_webhook_secret_is_read_from_the_query_then_the_header() {
-        assert_eq!(
-            secret_of("/odoo/webhook?a=1&secret=s3cr%2Fet+x", None).as_deref(),
-            Some("s3cr/et x")
-        );
-        assert_eq!(
-            secret_of("/odoo/webhook", Some("from-header")).as_deref(),
-            Some("from-header")
-        );
-        assert_eq!(
-            secret_of("/odoo/webhook?secret=q", Some("h")).as_deref(),
-            Some("q")
-        );
-        assert_eq!(secret_of("/odoo/webhook?other=1", None), None);
-    }
-
-    #[test]
-    fn a_malformed_escape_is_kept_as_written() {
-        assert_eq!(
-            secret_of("/odoo/webhook?secret=a%zzb%4", None).as_deref(),
-            Some("a%zzb%4")
-        );
-        assert_eq!(
-            secret_of("/odoo/webhook?secret=%41%e2%82%ac", None).as_deref(),
-            Some("A€")
-        );
     }
 }

@@ -30,5 +30,4 @@ pub mod odoo;
 pub mod publish;
 pub mod server;
 pub mod store;
-pub mod sync;
 pub mod telemetry;

@@ -14,11 +14,9 @@ use tokio::sync::watch;
 
 use crate::config::{Config, StoreConfig};
 use crate::engine::{Engine, SystemClock};
-use crate::odoo::{Dispatcher, OdooConfig, Pusher, StockReader};
 use crate::publish::redis::RedisMirror;
 use crate::publish::Publisher;
 use crate::store::{SqliteStore, Store};
-use crate::sync::OdooSync;
 
 /// A built service whose listeners are bound but not yet serving.
 pub struct Application {
@@ -28,6 +26,8 @@ pub struct Application {
     config: Config,
     /// Renders the process-wide Prometheus recorder at `/metrics`.
     metrics: PrometheusHandle,
+    /// The Odoo connection, checked, when configured.
+    odoo: Option<crate::odoo::Connector>,
 }
 
 impl Application {
@@ -55,9 +55,10 @@ impl Application {
         };
         let started = std::time::Instant::now();
         let engine = Engine::open(store, config.seed.clone(), Arc::new(SystemClock)).await?;
-        if config.odoo.is_some() {
-            engine.enable_outbox();
-        }
+        let odoo = match &config.odoo {
+            Some(odoo) => Some(crate::odoo::Connector::prepare(odoo, &engine).await?),
+            None => None,
+        };
         tracing::info!(
             skus = engine.skus().len(),
             reservations = engine.reservation_count(),
@@ -76,6 +77,7 @@ impl Application {
             engine,
             config,
             metrics,
+            odoo,
         })
     }
 
@@ -96,6 +98,12 @@ impl Application {
         self.engine.clone()
     }
 
+    /// The inbound side of the Odoo connection, when configured (tests wait
+    /// on it).
+    pub fn odoo_inbound(&self) -> Option<Arc<crate::odoo::Inbound>> {
+        self.odoo.as_ref().map(|o| o.inbound())
+    }
+
     /// Serves gRPC and HTTP and sweeps lapsed holds until `shutdown`
     /// resolves; requests in flight finish before it returns.
     pub async fn run(
@@ -108,6 +116,7 @@ impl Application {
             engine,
             config,
             metrics,
+            odoo,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -129,10 +138,10 @@ impl Application {
             )?),
             None => None,
         };
-        let (odoo_sync, odoo_tasks) = match &config.odoo {
+        let (odoo_routes, odoo_tasks) = match odoo {
             Some(odoo) => {
-                let (sync, tasks) = start_odoo(odoo, &engine, &stop_rx)?;
-                (Some(sync), tasks)
+                let (routes, tasks) = odoo.start(&engine, &stop_rx);
+                (Some(routes), tasks)
             }
             None => (None, Vec::new()),
         };
@@ -153,7 +162,7 @@ impl Application {
                 ),
         );
         let http_addr = http.local_addr()?;
-        let http_app = crate::http::router(engine.clone(), metrics, odoo_sync);
+        let http_app = crate::http::router(engine.clone(), metrics, odoo_routes);
         let http_stop = stopped(stop_rx.clone());
         let http_task = tokio::spawn(async move {
             axum::serve(http, http_app)
@@ -181,37 +190,6 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// Starts the outbox dispatcher and, when configured, the stock
-/// reconciliation; returns the inbound side for the webhook and the tasks.
-fn start_odoo(
-    config: &OdooConfig,
-    engine: &Engine,
-    stop: &watch::Receiver<bool>,
-) -> anyhow::Result<(Arc<OdooSync>, Vec<tokio::task::JoinHandle<()>>)> {
-    for channel in &engine.catalog().channels {
-        if !config.partners.contains_key(&channel.code) {
-            tracing::warn!(channel = %channel.code, "no Odoo partner configured for this channel: its reservations will be dead-lettered until odoo.partners has it");
-        }
-    }
-    let pusher = Arc::new(Pusher::new(config)?);
-    let mut tasks = vec![tokio::spawn(
-        Dispatcher::new(engine.clone(), pusher.clone(), config).run(stop.clone()),
-    )];
-    let sync = Arc::new(OdooSync::new(
-        engine.clone(),
-        StockReader::new(pusher),
-        config.webhook_secret.clone(),
-        config.reconcile_correct,
-    ));
-    if let Some(every) = config.reconcile_every {
-        tasks.push(tokio::spawn(
-            sync.clone().run_reconciliation(every, stop.clone()),
-        ));
-    }
-    tracing::info!(url = %config.url, database = %config.database, webhook = sync.webhook_enabled(), reconcile = ?config.reconcile_every, "pushing reservations to Odoo");
-    Ok((sync, tasks))
 }
 
 async fn sweep_holds(engine: Engine, every: Duration, mut stop: watch::Receiver<bool>) {

@@ -80,6 +80,11 @@ pub const ODOO_RECONCILIATIONS: &str = "stockpool_odoo_reconciliations_total";
 pub const ODOO_CORRECTIONS: &str = "stockpool_odoo_corrections_total";
 /// Counter by `outcome`: calls of the Odoo stock webhook.
 pub const ODOO_WEBHOOKS: &str = "stockpool_odoo_webhooks_total";
+/// Counter by `outcome` (applied, failed): reads of Odoo after its
+/// notifications; fed by the inbound side.
+pub const ODOO_SYNCS: &str = "stockpool_odoo_syncs_total";
+/// Counter: duplicate sale orders found in Odoo and cancelled.
+pub const ODOO_DUPLICATES: &str = "stockpool_odoo_duplicates_cancelled_total";
 /// Counter: failed writes, checks or pings of the Redis mirror; fed by it.
 pub const REDIS_MIRROR_ERRORS: &str = "stockpool_redis_mirror_errors_total";
 /// Counter: full rebuilds of the Redis mirror; fed by it.
@@ -88,9 +93,10 @@ pub const REDIS_RESYNCS: &str = "stockpool_redis_resyncs_total";
 /// The `outcome` label values of [`RESERVATIONS`].
 pub const RESERVE_OUTCOMES: [&str; 3] = ["accepted", "rejected", "replayed"];
 
-/// The `outcome` label values of [`ODOO_PUSHES`]: pushed, failed and to be
-/// retried, given up on (dead letter).
-const ODOO_PUSH_OUTCOMES: [&str; 3] = ["pushed", "retried", "dead_lettered"];
+/// The `outcome` label values of [`ODOO_PUSHES`]: pushed, pushed but to be
+/// looked at again for a duplicate, failed and to be retried, given up on
+/// (dead letter).
+const ODOO_PUSH_OUTCOMES: [&str; 4] = ["pushed", "checking", "retried", "dead_lettered"];
 
 /// Upper bounds for every `_seconds` histogram: 25 µs (an in-memory decision)
 /// to 10 s (a store that stalls), about three per decade.
@@ -232,7 +238,7 @@ fn describe_metrics() {
     describe_counter!(
         ODOO_PUSHES,
         Unit::Count,
-        "Pushes to Odoo by outcome: pushed, retried (failed, will retry), dead_lettered."
+        "Pushes to Odoo by outcome: pushed, checking (created on a retry; looked at again for a duplicate), retried (failed, will retry), dead_lettered (refused by Odoo, or too many attempts)."
     );
     describe_gauge!(
         ODOO_DRIFT_POOLS,
@@ -257,7 +263,17 @@ fn describe_metrics() {
     describe_counter!(
         ODOO_WEBHOOKS,
         Unit::Count,
-        "Calls of the Odoo stock webhook by outcome (applied, refused, invalid, failed)."
+        "Calls of the Odoo stock webhook by outcome (accepted, refused, invalid)."
+    );
+    describe_counter!(
+        ODOO_SYNCS,
+        Unit::Count,
+        "Reads of Odoo's stock after its notifications, by outcome (applied, failed)."
+    );
+    describe_counter!(
+        ODOO_DUPLICATES,
+        Unit::Count,
+        "Duplicate Odoo sale orders (a create committed after its answer was lost) found and cancelled."
     );
     describe_counter!(
         REDIS_MIRROR_ERRORS,
@@ -288,6 +304,10 @@ fn describe_metrics() {
         metrics::counter!(ODOO_RECONCILIATIONS, "outcome" => outcome).increment(0);
     }
     metrics::counter!(ODOO_CORRECTIONS).increment(0);
+    metrics::counter!(ODOO_DUPLICATES).increment(0);
+    for outcome in ["applied", "failed"] {
+        metrics::counter!(ODOO_SYNCS, "outcome" => outcome).increment(0);
+    }
     metrics::counter!(REDIS_MIRROR_ERRORS).increment(0);
     metrics::counter!(REDIS_RESYNCS).increment(0);
     for method in rpc_methods().values() {
@@ -546,6 +566,16 @@ pub fn odoo_reconcile_failed() {
 /// One call of the stock webhook by outcome.
 pub fn odoo_webhook(outcome: &'static str) {
     metrics::counter!(ODOO_WEBHOOKS, "outcome" => outcome).increment(1);
+}
+
+/// One read of Odoo after a notification, by outcome.
+pub fn odoo_sync(outcome: &'static str) {
+    metrics::counter!(ODOO_SYNCS, "outcome" => outcome).increment(1);
+}
+
+/// One duplicate sale order cancelled.
+pub fn odoo_duplicate_cancelled() {
+    metrics::counter!(ODOO_DUPLICATES).increment(1);
 }
 
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {

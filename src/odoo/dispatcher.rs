@@ -3,10 +3,14 @@
 //! before that reservation's next entry is taken, so Odoo sees one
 //! reservation's changes in the order they happened.
 //!
-//! A failed push is retried with exponential backoff and jitter; after
-//! `max_attempts`, or at once when no retry can help, the entry is
-//! dead-lettered for ops to list and retry. Reservations never wait for any
-//! of this: the outbox row was committed with the change.
+//! A failed push is retried with exponential backoff and jitter while Odoo
+//! is unreachable, slow or failing; after `max_attempts`, or at once when
+//! Odoo itself refused (a locked order, a validation error: no retry can
+//! change its answer), the entry is dead-lettered with Odoo's message for
+//! ops to list and retry. A sale order created on a retry is looked at
+//! again `duplicate_check` later: the attempt that got no answer may still
+//! have committed one, which that second look cancels. Reservations never
+//! wait for any of this: the outbox row was committed with the change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,14 +36,25 @@ pub struct Dispatcher {
     backoff_max: Duration,
     concurrency: usize,
     poll: Duration,
+    duplicate_check: Duration,
 }
 
 /// What one push came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
     Pushed,
-    Retry { error: String, after: Duration },
-    Dead { error: String },
+    /// Pushed, but the order was created on a retry: push again after
+    /// `after` to find a duplicate the unanswered attempt may have left.
+    Check {
+        after: Duration,
+    },
+    Retry {
+        error: String,
+        after: Duration,
+    },
+    Dead {
+        error: String,
+    },
 }
 
 impl Dispatcher {
@@ -52,6 +67,7 @@ impl Dispatcher {
             backoff_max: config.backoff_max,
             concurrency: config.concurrency,
             poll: config.poll,
+            duplicate_check: config.duplicate_check,
         }
     }
 
@@ -103,7 +119,10 @@ impl Dispatcher {
     async fn handle(&self, entry: OutboxEntry) {
         let attempts = entry.attempts.saturating_add(1);
         let outcome = match self.pusher.push(&entry).await {
-            Ok(()) => Outcome::Pushed,
+            Ok(p) if p.created && entry.attempts > 0 => Outcome::Check {
+                after: self.duplicate_check,
+            },
+            Ok(_) => Outcome::Pushed,
             Err(PushError::Permanent(error)) => Outcome::Dead { error },
             Err(PushError::Retry(e)) if attempts >= self.max_attempts => Outcome::Dead {
                 error: format!("gave up after {attempts} attempts: {e}"),
@@ -124,6 +143,20 @@ impl Dispatcher {
                     attempts,
                     last_error: String::new(),
                     next_attempt_at_ms: now,
+                    at_ms: now,
+                }
+            }
+            Outcome::Check { after } => {
+                tracing::info!(id = entry.id, channel = %e.channel, order_id = %e.order_id, attempts, check_in_s = after.as_secs(), "created the Odoo sale order on a retry; looking again later for a duplicate from the attempt that got no answer");
+                OutboxUpdate {
+                    id: entry.id,
+                    state: OutboxState::Pending,
+                    attempts,
+                    last_error: format!(
+                        "created the sale order after an attempt that got no answer; looking for a duplicate {} s later",
+                        after.as_secs()
+                    ),
+                    next_attempt_at_ms: now + i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2),
                     at_ms: now,
                 }
             }
@@ -158,6 +191,7 @@ impl Dispatcher {
         }
         telemetry::odoo_push(match outcome {
             Outcome::Pushed => "pushed",
+            Outcome::Check { .. } => "checking",
             Outcome::Retry { .. } => "retried",
             Outcome::Dead { .. } => "dead_lettered",
         });

@@ -41,6 +41,57 @@ pub enum RpcError {
     Protocol { call: String, detail: String },
 }
 
+/// Exception classes (the last part of `data.name`) with which Odoo refuses
+/// a request that no retry can change: its own refusals (a validation, a
+/// business rule such as a locked order, missing rights, a record that is
+/// gone) and a request it cannot run at all (an unknown field, a bad
+/// value).
+const PERMANENT: &[&str] = &[
+    "ValidationError",
+    "UserError",
+    "AccessError",
+    "MissingError",
+    "RedirectWarning",
+    "ValueError",
+    "KeyError",
+    "TypeError",
+    "AttributeError",
+    "IntegrityError",
+    "UniqueViolation",
+    "NotNullViolation",
+    "CheckViolation",
+    "ForeignKeyViolation",
+];
+
+impl RpcError {
+    /// Whether no retry can change the answer: Odoo itself refused, with a
+    /// class in [`PERMANENT`]. Transport failures, 5xx, timeouts, a login
+    /// refused (a key being rotated), a garbled answer and any other Odoo
+    /// exception (a serialization failure under load, a worker killed) may
+    /// pass: they are retried with backoff.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            RpcError::Odoo { name, .. } => {
+                let class = name.rsplit('.').next().unwrap_or(name);
+                PERMANENT.contains(&class)
+            }
+            RpcError::Transport(_) | RpcError::Login { .. } | RpcError::Protocol { .. } => false,
+        }
+    }
+
+    /// Odoo's own message, for a refusal (the exception class without its
+    /// module, then the message).
+    pub fn odoo_message(&self) -> Option<String> {
+        match self {
+            RpcError::Odoo { name, message, .. } => {
+                let class = name.rsplit('.').next().unwrap_or(name);
+                Some(format!("{class}: {message}"))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A JSON-RPC client for one Odoo database and user. Cheap to share: the
 /// HTTP connections are pooled and the uid is cached after the first login.
 pub struct OdooClient {
@@ -226,5 +277,48 @@ impl OdooClient {
                 call: call.to_string(),
                 detail: "neither result nor error".into(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn odoo(name: &str) -> RpcError {
+        RpcError::Odoo {
+            call: "sale.order.line.write".into(),
+            name: name.into(),
+            message: "It is forbidden to modify the following fields in a locked order:\nQuantity"
+                .into(),
+        }
+    }
+
+    #[test]
+    fn odoos_refusals_are_permanent_and_failures_to_answer_are_not() {
+        for name in [
+            "odoo.exceptions.ValidationError",
+            "odoo.exceptions.UserError",
+            "odoo.exceptions.AccessError",
+            "odoo.exceptions.MissingError",
+            "builtins.ValueError",
+        ] {
+            assert!(odoo(name).is_permanent(), "{name}");
+        }
+        for e in [
+            odoo("psycopg2.errors.SerializationFailure"),
+            odoo("odoo.exceptions.AccessDenied"),
+            RpcError::Transport("HTTP 502 Bad Gateway on sale.order.create".into()),
+            RpcError::Transport("no answer to sale.order.create within 10000 ms".into()),
+            RpcError::Protocol {
+                call: "login".into(),
+                detail: "not JSON".into(),
+            },
+        ] {
+            assert!(!e.is_permanent(), "{e}");
+        }
+        assert_eq!(
+            odoo("odoo.exceptions.UserError").odoo_message().unwrap(),
+            "UserError: It is forbidden to modify the following fields in a locked order:\nQuantity"
+        );
     }
 }

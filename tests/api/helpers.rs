@@ -67,6 +67,8 @@ pub struct TestApp {
     pub inventory: Inventory,
     pub admin: Admin,
     pub engine: Engine,
+    /// The inbound side of the Odoo connection, when configured.
+    pub odoo: Option<std::sync::Arc<stockpool::odoo::Inbound>>,
     pub grpc_url: String,
     pub http_addr: std::net::SocketAddr,
     /// Kept so the directory outlives the servers started on it.
@@ -76,21 +78,24 @@ pub struct TestApp {
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-async fn start(
-    config: Config,
-) -> (
-    Inventory,
-    Admin,
-    Engine,
-    String,
-    std::net::SocketAddr,
-    oneshot::Sender<()>,
-    JoinHandle<anyhow::Result<()>>,
-) {
+/// A started server's handles.
+struct Started {
+    inventory: Inventory,
+    admin: Admin,
+    engine: Engine,
+    odoo: Option<std::sync::Arc<stockpool::odoo::Inbound>>,
+    grpc_url: String,
+    http_addr: std::net::SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(config: Config) -> Started {
     let app = Application::build(config).await.expect("server builds");
     let grpc_url = format!("http://{}", app.grpc_addr());
     let http_addr = app.http_addr();
     let engine = app.engine();
+    let odoo = app.odoo_inbound();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async {
         let _ = stopped.await;
@@ -100,15 +105,16 @@ async fn start(
         .connect()
         .await
         .expect("server reachable");
-    (
-        InventoryClient::new(channel.clone()),
-        AdminClient::new(channel),
+    Started {
+        inventory: InventoryClient::new(channel.clone()),
+        admin: AdminClient::new(channel),
         engine,
+        odoo,
         grpc_url,
         http_addr,
         stop,
         task,
-    )
+    }
 }
 
 /// A fresh server on its own data directory with [`seed`].
@@ -122,17 +128,18 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_tests(dir.path());
     config.seed = seed();
     adjust(&mut config);
-    let (inventory, admin, engine, grpc_url, http_addr, stop, task) = start(config.clone()).await;
+    let s = start(config.clone()).await;
     TestApp {
-        inventory,
-        admin,
-        engine,
-        grpc_url,
-        http_addr,
+        inventory: s.inventory,
+        admin: s.admin,
+        engine: s.engine,
+        odoo: s.odoo,
+        grpc_url: s.grpc_url,
+        http_addr: s.http_addr,
         _dir: dir,
         config,
-        stop: Some(stop),
-        task: Some(task),
+        stop: Some(s.stop),
+        task: Some(s.task),
     }
 }
 
@@ -152,15 +159,15 @@ impl TestApp {
     /// Stops the server gracefully and starts a new one on the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (inventory, admin, engine, grpc_url, http_addr, stop, task) =
-            start(self.config.clone()).await;
-        self.inventory = inventory;
-        self.admin = admin;
-        self.engine = engine;
-        self.grpc_url = grpc_url;
-        self.http_addr = http_addr;
-        self.stop = Some(stop);
-        self.task = Some(task);
+        let s = start(self.config.clone()).await;
+        self.inventory = s.inventory;
+        self.admin = s.admin;
+        self.engine = s.engine;
+        self.odoo = s.odoo;
+        self.grpc_url = s.grpc_url;
+        self.http_addr = s.http_addr;
+        self.stop = Some(s.stop);
+        self.task = Some(s.task);
     }
 
     pub async fn stop(&mut self) {
