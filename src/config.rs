@@ -385,6 +385,69 @@ mod tests {
     }
 
     #[test]
+    fn odoo_channel_settings_name_the_books_records_of_each_channel() {
+        let odoo = odoo_of(&format!(
+            "{ODOO}\n[odoo.channels.amazon]\npartner = 43\nfiscal_position = 5\npricelists = {{ EUR = 1, USD = 2 }}\nteam = 3\ncompany = 1\n\n[odoo.channels.b2b]\ncustomers = {{ \"ACME-001\" = 77 }}\ncustomers_by_ref = false\n"
+        ))
+        .unwrap();
+        let amazon = odoo.channel(&ChannelCode::parse("amazon").unwrap());
+        assert_eq!(
+            (
+                amazon.partner,
+                amazon.fiscal_position,
+                amazon.team,
+                amazon.company
+            ),
+            (Some(43), Some(5), Some(3), Some(1))
+        );
+        let usd = crate::domain::Currency::parse("c", "USD").unwrap();
+        assert_eq!(amazon.pricelists[&usd], 2);
+        assert!(amazon.customers_by_ref, "by reference unless turned off");
+        let b2b = odoo.channel(&ChannelCode::parse("b2b").unwrap());
+        let acme = crate::domain::CustomerRef::parse("c", "ACME-001").unwrap();
+        assert_eq!((b2b.customers[&acme], b2b.customers_by_ref), (77, false));
+        assert_eq!(odoo.stock_master, crate::domain::StockMaster::Erp);
+        assert!(odoo.reconcile_correct, "Odoo is the master: correct to it");
+        let off =
+            odoo_of(&ODOO.replace("api_key = \"k\"", "api_key = \"k\"\nstock_master = false"))
+                .unwrap();
+        assert_eq!(off.stock_master, crate::domain::StockMaster::Stockpool);
+        assert!(!off.reconcile_correct);
+    }
+
+    #[test]
+    fn a_wrong_odoo_channel_setting_is_refused_with_the_setting_named() {
+        for (extra, field) in [
+            (
+                "[odoo.channels.shopify]\npartner = 8",
+                "odoo.channels.shopify.partner: 8 differs from odoo.partners.shopify",
+            ),
+            (
+                "[odoo.channels.amazon]\nfiscal_position = -1",
+                "odoo.channels.amazon.fiscal_position: -1 is not an Odoo record id",
+            ),
+            (
+                "[odoo.channels.amazon]\npricelists = { euro = 1 }",
+                "odoo.channels.amazon.pricelists.euro",
+            ),
+            (
+                "[odoo.channels.b2b]\ncustomers = { \" x\" = 1 }",
+                "starts or ends with a space",
+            ),
+            ("[odoo.channels.b2b]\nteams = 1", "teams"),
+        ] {
+            let err = format!("{:#}", odoo_of(&format!("{ODOO}\n{extra}\n")).unwrap_err());
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let long = ODOO.replace("WH-WEST = \"WEST\"", "WH-WEST = \"WESTERN\"");
+        let err = odoo_of(&long).unwrap_err().to_string();
+        assert!(
+            err.contains("odoo.warehouses.WH-WEST: \"WESTERN\" is longer than the 5 characters"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_commented_odoo_example_in_the_sample_config_is_valid_once_uncommented() {
         let sample = include_str!("../examples/stockpool.toml");
         let start = sample

@@ -138,13 +138,27 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
         Command::Reserve(a) => {
+            let mut lines = to_pb(&a.lines);
+            for p in &a.prices {
+                let line = lines.iter_mut().find(|l| l.sku == p.sku).ok_or_else(|| {
+                    anyhow!(
+                        "--price {}={}: the order has no --line for {}",
+                        p.sku,
+                        p.unit_price,
+                        p.sku
+                    )
+                })?;
+                line.unit_price = p.unit_price.clone();
+            }
             let resp = inv
                 .reserve(pb::ReserveRequest {
                     channel: a.order.channel,
                     order_id: a.order.order_id,
-                    lines: to_pb(&a.lines),
+                    lines,
                     hold_seconds: a.hold_seconds,
-                    ..Default::default()
+                    currency: a.currency,
+                    customer_ref: a.customer_ref,
+                    prices_include_tax: a.prices_include_tax,
                 })
                 .await
                 .map_err(refused)?

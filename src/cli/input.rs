@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::domain::{Quantity, Sku, WarehouseCode, MAX_QUANTITY};
+use crate::domain::{Quantity, Sku, UnitPrice, WarehouseCode, MAX_QUANTITY};
 
 /// One `--line` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,29 @@ pub struct LineArg {
     pub quantity: i64,
     /// Set by `@WAREHOUSE`; never on Reserve.
     pub warehouse: Option<String>,
+}
+
+/// One `--price` argument: the unit price of one SKU of the order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceArg {
+    pub sku: String,
+    /// As given, checked: a non-negative decimal with at most 6 decimals.
+    pub unit_price: String,
+}
+
+/// `SKU=PRICE`, e.g. `TEE-BLK-M=19.90`.
+pub fn parse_price(raw: &str) -> Result<PriceArg, String> {
+    let Some((sku, price)) = raw.split_once('=') else {
+        return Err(format!(
+            "{raw:?} is not SKU=PRICE (for example TEE-BLK-M=19.90)"
+        ));
+    };
+    let sku = Sku::parse(sku.trim()).map_err(|e| e.to_string())?;
+    let price = UnitPrice::parse("price", price.trim()).map_err(|e| e.to_string())?;
+    Ok(PriceArg {
+        sku: sku.to_string(),
+        unit_price: price.to_string(),
+    })
 }
 
 /// `SKU=QTY`, as Reserve takes it: stockpool picks the warehouses.
@@ -196,6 +219,21 @@ pub fn import_movement_id(file_hash: &str, line: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_price_is_sku_equals_a_plain_decimal() {
+        assert_eq!(
+            parse_price("TEE-BLK-M=19.90").unwrap(),
+            PriceArg {
+                sku: "TEE-BLK-M".into(),
+                unit_price: "19.90".into()
+            }
+        );
+        assert!(parse_price("TEE").unwrap_err().contains("SKU=PRICE"));
+        assert!(parse_price("TEE=19,90")
+            .unwrap_err()
+            .contains("is not a price"));
+    }
 
     fn line(sku: &str, quantity: i64, warehouse: Option<&str>) -> LineArg {
         LineArg {

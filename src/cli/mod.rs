@@ -123,6 +123,18 @@ pub struct ReserveArgs {
     /// Hold for this many seconds instead of confirming at once.
     #[arg(long = "hold", value_name = "SECONDS", default_value_t = 0)]
     pub hold_seconds: u32,
+    /// The price per unit the channel charged for a line's SKU; repeatable.
+    #[arg(long = "price", value_name = "SKU=PRICE", value_parser = input::parse_price)]
+    pub prices: Vec<input::PriceArg>,
+    /// ISO 4217 code of the prices (required with --price), e.g. EUR.
+    #[arg(long = "currency", value_name = "CODE", default_value = "")]
+    pub currency: String,
+    /// The channel's id of the customer (a B2B account number).
+    #[arg(long = "customer", value_name = "REF", default_value = "")]
+    pub customer_ref: String,
+    /// The prices include tax.
+    #[arg(long = "prices-include-tax")]
+    pub prices_include_tax: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -376,6 +388,37 @@ mod tests {
         assert_eq!(args.lines.len(), 2);
         assert_eq!(args.lines[1].sku, "MUG");
         assert_eq!(args.hold_seconds, 900);
+        assert!(args.prices.is_empty() && args.currency.is_empty());
+    }
+
+    #[test]
+    fn reserve_takes_prices_a_currency_and_a_customer() {
+        let cli = parse(&[
+            "reserve",
+            "--channel",
+            "b2b",
+            "--order",
+            "PO-1",
+            "--line",
+            "TEE=2",
+            "--price",
+            "TEE=19.90",
+            "--currency",
+            "EUR",
+            "--customer",
+            "ACME-001",
+            "--prices-include-tax",
+        ])
+        .unwrap();
+        let Command::Reserve(args) = cli.command else {
+            panic!("not reserve")
+        };
+        assert_eq!(args.prices[0].unit_price, "19.90");
+        assert_eq!(
+            (args.currency.as_str(), args.customer_ref.as_str()),
+            ("EUR", "ACME-001")
+        );
+        assert!(args.prices_include_tax);
     }
 
     #[test]

@@ -138,7 +138,8 @@ pub fn status_name(status: i32) -> &'static str {
 /// What a reservation holds, one row per SKU and warehouse.
 pub fn allocations_table(allocations: &[pb::Allocation]) -> Table {
     use Align::*;
-    let mut t = Table::new(&[
+    let priced = allocations.iter().any(|a| !a.unit_price.is_empty());
+    let mut columns = vec![
         ("SKU", Left),
         ("WAREHOUSE", Left),
         ("QUANTITY", Right),
@@ -146,9 +147,13 @@ pub fn allocations_table(allocations: &[pb::Allocation]) -> Table {
         ("FULFILLED", Right),
         ("RELEASED", Right),
         ("RESTOCKED", Right),
-    ]);
+    ];
+    if priced {
+        columns.push(("UNIT PRICE", Right));
+    }
+    let mut t = Table::new(&columns);
     for a in allocations {
-        t.row(vec![
+        let mut row = vec![
             a.sku.clone(),
             a.warehouse.clone(),
             a.quantity.to_string(),
@@ -156,7 +161,11 @@ pub fn allocations_table(allocations: &[pb::Allocation]) -> Table {
             a.fulfilled.to_string(),
             a.released.to_string(),
             a.restocked.to_string(),
-        ]);
+        ];
+        if priced {
+            row.push(a.unit_price.clone());
+        }
+        t.row(row);
     }
     t
 }
@@ -181,6 +190,17 @@ pub fn reservation_lines(r: &pb::Reservation, replayed: Option<bool>, now_ms: i6
             "expires      {} ({when})",
             fmt_utc(r.expires_at_ms)
         ));
+    }
+    if !r.currency.is_empty() {
+        let tax = if r.prices_include_tax {
+            "prices include tax"
+        } else {
+            "prices before tax"
+        };
+        out.push(format!("currency     {} ({tax})", r.currency));
+    }
+    if !r.customer_ref.is_empty() {
+        out.push(format!("customer     {}", r.customer_ref));
     }
     if let Some(replayed) = replayed {
         out.push(format!(

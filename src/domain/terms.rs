@@ -324,7 +324,7 @@ impl OrderTerms {
             parts.push("prices including tax".to_string());
         }
         if let Some(c) = &self.customer_ref {
-            parts.push(format!("customer {c:?}"));
+            parts.push(format!("customer {:?}", c.as_str()));
         }
         if parts.is_empty() {
             "no prices and no customer".to_string()

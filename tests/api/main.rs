@@ -12,4 +12,5 @@ mod odoo;
 mod postgres;
 mod redis;
 mod service;
+mod terms;
 mod watch;
