@@ -307,7 +307,17 @@ impl Inbound {
                 }
             },
             Job::Picking(id) => {
-                let Some(picking) = self.reader.picking(id).await? else {
+                let picking = match self.reader.picking(id).await {
+                    Ok(p) => p,
+                    // An Odoo that cannot say which order a picking is of:
+                    // every SKU the ERP may be delivering is read.
+                    Err(PushError::Permanent(reason)) => {
+                        tracing::warn!(picking = id, %reason, "could not read the picking's sale order; reading every SKU awaiting delivery");
+                        return self.sync_awaiting("odoo stock.picking webhook").await;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let Some(picking) = picking else {
                     tracing::debug!(picking = id, "Odoo has no such picking (yet)");
                     return Ok(Vec::new());
                 };
@@ -323,6 +333,19 @@ impl Inbound {
                 Ok(out)
             }
         }
+    }
+
+    /// Syncs every SKU some reservation the ERP may deliver holds.
+    async fn sync_awaiting(&self, reason: &str) -> Result<Vec<Correction>, SyncError> {
+        let skus = self.engine.skus_awaiting_delivery();
+        let products = self.reader.products_of(&skus).await?;
+        let mut out = Vec::new();
+        for sku in &skus {
+            if let Some(p) = products.get(sku) {
+                out.extend(self.sync_product(*p, reason).await?);
+            }
+        }
+        Ok(out)
     }
 
     fn lock_for(&self, sku: &Sku) -> Arc<AsyncMutex<()>> {

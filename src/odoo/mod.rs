@@ -28,6 +28,7 @@ pub use dispatcher::Dispatcher;
 pub use inbound::{Correction, Drift, Inbound, Notice, SyncError};
 pub use push::{many2one_id, order_ref, PushError, Pushed, Pusher};
 pub use rpc::{OdooClient, RpcError};
+pub use setup::OdooWarehouse;
 pub use setup::{Setup, SetupError, MAX_WAREHOUSE_CODE};
 pub use stock::{whole_units, QuantTotals, StockReader};
 pub use webhook::routes;
@@ -82,9 +83,9 @@ pub struct OdooSection {
     /// Shared secret of the stock webhook; none: the webhook is off.
     pub webhook_secret: Option<String>,
     /// Odoo calls the webhook before it commits: read Odoo this long after a
-    /// notification [default: 2000].
+    /// notification [default: 1000].
     pub webhook_delay_ms: Option<u64>,
-    /// ...and once more this long after it, for a slow commit [default: 30000].
+    /// ...and once more this long after it, for a slow commit [default: 10000].
     pub webhook_recheck_ms: Option<u64>,
     /// Seconds between stock reconciliations; 0 or none: off.
     pub reconcile_interval_s: Option<u64>,
@@ -327,8 +328,8 @@ impl OdooConfig {
         if backoff_max < backoff_initial {
             anyhow::bail!("odoo.backoff_max_ms must not be below odoo.backoff_initial_ms");
         }
-        let webhook_delay = Duration::from_millis(s.webhook_delay_ms.unwrap_or(2000));
-        let webhook_recheck = Duration::from_millis(s.webhook_recheck_ms.unwrap_or(30_000));
+        let webhook_delay = Duration::from_millis(s.webhook_delay_ms.unwrap_or(1000));
+        let webhook_recheck = Duration::from_millis(s.webhook_recheck_ms.unwrap_or(10_000));
         if webhook_recheck < webhook_delay {
             anyhow::bail!("odoo.webhook_recheck_ms must not be below odoo.webhook_delay_ms");
         }

@@ -438,7 +438,7 @@ impl Pusher {
                 "res.partner",
                 "search_read",
                 json!([domain]),
-                json!({"fields": ["id", "name", "commercial_partner_id", "property_account_position_id"], "order": "id"}),
+                json!({"fields": ["id", "name", "parent_id", "property_account_position_id"], "order": "id"}),
             )
             .await?;
         let rows: Vec<&Value> = found.as_array().into_iter().flatten().collect();
@@ -459,14 +459,11 @@ impl Pusher {
             }
             ([row], _) => as_customer(row),
             (many, _) => {
-                // A company and its contacts: the company (its own
-                // commercial partner) is the customer.
+                // A company and its contact persons: the company (the one
+                // without a parent) is the customer.
                 let companies: Vec<&&Value> = many
                     .iter()
-                    .filter(|r| {
-                        many2one_id(r.get("commercial_partner_id"))
-                            == r.get("id").and_then(Value::as_i64)
-                    })
+                    .filter(|r| many2one_id(r.get("parent_id")).is_none())
                     .collect();
                 match companies[..] {
                     [row] => as_customer(row),
@@ -585,23 +582,10 @@ impl Pusher {
         if unknown.is_empty() {
             return Ok(found);
         }
-        let archived = self
-            .client
-            .execute_kw(
-                "product.product",
-                "search_read",
-                json!([[["default_code", "in", unknown], ["active", "=", false]]]),
-                json!({"fields": ["id", "default_code"], "context": {"active_test": false}}),
-            )
-            .await?;
-        let archived: Vec<&str> = archived
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.get("default_code").and_then(Value::as_str))
-            .collect();
-        let (archived, missing): (Vec<&str>, Vec<&str>) =
-            unknown.iter().partition(|s| archived.contains(s));
+        let archived = self.archived_products(&unknown).await;
+        let (archived, missing): (Vec<&str>, Vec<&str>) = unknown
+            .iter()
+            .partition(|s| archived.iter().any(|a| a == *s));
         let mut reasons = Vec::new();
         if !missing.is_empty() {
             reasons.push(format!(
@@ -616,6 +600,34 @@ impl Pusher {
             ));
         }
         Err(PushError::Permanent(reasons.join("; ")))
+    }
+
+    /// Of these internal references, those of archived products. Only to
+    /// say why a SKU was not found: an Odoo that cannot tell (a refusal, no
+    /// answer) tells nothing.
+    async fn archived_products(&self, codes: &[&str]) -> Vec<String> {
+        let found = self
+            .client
+            .execute_kw(
+                "product.product",
+                "search_read",
+                json!([[["default_code", "in", codes], ["active", "=", false]]]),
+                json!({"fields": ["id", "default_code"]}),
+            )
+            .await;
+        match found {
+            Ok(rows) => rows
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get("default_code").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not look for archived products");
+                Vec::new()
+            }
+        }
     }
 
     /// The Odoo product ids of those of `skus` that Odoo knows (active

@@ -1,7 +1,7 @@
 //! What the configuration names in Odoo, checked once Odoo answers: each
 //! stockpool warehouse's Odoo warehouse, and the partners, fiscal
 //! positions, pricelists (with their currencies), sales teams and companies
-//! of the channels. A record Odoo does not have, or has archived, is named
+//! of the channels. A record Odoo does not have (or has archived) is named
 //! with the setting that names it: at start it stops the server; later
 //! (when Odoo was down at start) it dead-letters the pushes that need it.
 //! Nothing falls back to a silent default.
@@ -37,7 +37,6 @@ pub struct OdooWarehouse {
     pub id: i64,
     pub code: String,
     pub name: String,
-    pub company: Option<i64>,
 }
 
 /// What Odoo holds for the configuration, checked.
@@ -89,7 +88,7 @@ pub fn check_codes(config: &OdooConfig, declared: &[WarehouseCode]) -> Result<()
     }
 }
 
-/// Rows of `model` with these ids, archived ones included, by id.
+/// Active rows of `model` with these ids, by id.
 async fn read(
     client: &OdooClient,
     model: &str,
@@ -104,7 +103,7 @@ async fn read(
             model,
             "search_read",
             json!([[["id", "in", ids]]]),
-            json!({"fields": fields, "context": {"active_test": false}}),
+            json!({"fields": fields}),
         )
         .await?;
     Ok(rows
@@ -129,12 +128,11 @@ async fn warehouses(
     declared: &[WarehouseCode],
     problems: &mut Vec<String>,
 ) -> Result<(BTreeMap<WarehouseCode, OdooWarehouse>, Vec<WarehouseCode>), RpcError> {
-    let fields = ["id", "code", "name", "company_id", "active"];
+    let fields = ["id", "code", "name"];
     let as_warehouse = |row: &Value| OdooWarehouse {
         id: row.get("id").and_then(Value::as_i64).unwrap_or(0),
         code: text(row, "code"),
         name: text(row, "name"),
-        company: many2one_id(row.get("company_id")),
     };
     let mut ids = Vec::new();
     let mut codes = Vec::new();
@@ -169,11 +167,8 @@ async fn warehouses(
         match reference {
             WarehouseRef::Id(id) => match by_id.get(&id) {
                 None => problems.push(format!(
-                    "{setting}: Odoo has no warehouse with id {id}; use an id from Inventory > Configuration > Warehouses"
+                    "{setting}: Odoo has no warehouse with id {id} (or it is archived); use an id from Inventory > Configuration > Warehouses"
                 )),
-                Some(row) if row.get("active") == Some(&Value::Bool(false)) => {
-                    problems.push(format!("{setting}: Odoo warehouse {id} is archived"))
-                }
                 Some(row) => {
                     found.insert(w.clone(), as_warehouse(row));
                 }
@@ -219,18 +214,16 @@ async fn warehouses(
     Ok((found, absent))
 }
 
-/// One record the configuration names: the setting, the model, the id,
-/// and the company it must belong to (or belong to none).
+/// One record the configuration names: the setting, the model, the id.
 struct Named {
     setting: String,
     model: &'static str,
     what: &'static str,
     id: i64,
-    company: Option<i64>,
 }
 
-/// Checks every record the configuration names; returns the pricelists'
-/// currencies.
+/// Checks every record the configuration names (it must exist and be
+/// active); returns the pricelists' currencies.
 async fn records(
     client: &OdooClient,
     config: &OdooConfig,
@@ -241,18 +234,17 @@ async fn records(
     channels.sort_by(|a, b| a.0.cmp(b.0));
     for (code, c) in &channels {
         let at = |f: &str| format!("odoo.channels.{code}.{f}");
-        let mut add = |setting: String, model, what, id: Option<i64>, company: Option<i64>| {
+        let mut add = |setting: String, model, what, id: Option<i64>| {
             if let Some(id) = id {
                 named.push(Named {
                     setting,
                     model,
                     what,
                     id,
-                    company,
                 });
             }
         };
-        add(at("partner"), "res.partner", "contact", c.partner, None);
+        add(at("partner"), "res.partner", "contact", c.partner);
         let mut customers: Vec<_> = c.customers.iter().collect();
         customers.sort();
         for (customer, id) in customers {
@@ -261,7 +253,6 @@ async fn records(
                 "res.partner",
                 "contact",
                 Some(*id),
-                None,
             );
         }
         add(
@@ -269,14 +260,12 @@ async fn records(
             "account.fiscal.position",
             "fiscal position",
             c.fiscal_position,
-            c.company,
         );
         add(
             at("pricelist"),
             "product.pricelist",
             "pricelist",
             c.pricelist,
-            c.company,
         );
         let mut pricelists: Vec<_> = c.pricelists.iter().collect();
         pricelists.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
@@ -286,11 +275,10 @@ async fn records(
                 "product.pricelist",
                 "pricelist",
                 Some(*id),
-                c.company,
             );
         }
-        add(at("team"), "crm.team", "sales team", c.team, c.company);
-        add(at("company"), "res.company", "company", c.company, None);
+        add(at("team"), "crm.team", "sales team", c.team);
+        add(at("company"), "res.company", "company", c.company);
     }
     let mut rows: HashMap<&str, HashMap<i64, Value>> = HashMap::new();
     for model in [
@@ -308,38 +296,17 @@ async fn records(
         ids.sort_unstable();
         ids.dedup();
         let fields: &[&str] = match model {
-            "res.company" => &["id", "name"],
-            "product.pricelist" => &["id", "name", "active", "company_id", "currency_id"],
-            "res.partner" => &["id", "name", "active"],
-            _ => &["id", "name", "active", "company_id"],
+            "product.pricelist" => &["id", "name", "currency_id"],
+            _ => &["id", "name"],
         };
         rows.insert(model, read(client, model, &ids, fields).await?);
     }
     for n in &named {
-        let Some(row) = rows.get(n.model).and_then(|r| r.get(&n.id)) else {
+        if !rows.get(n.model).is_some_and(|r| r.contains_key(&n.id)) {
             problems.push(format!(
-                "{}: Odoo has no {} with id {}",
+                "{}: Odoo has no active {} with id {}",
                 n.setting, n.what, n.id
             ));
-            continue;
-        };
-        if row.get("active") == Some(&Value::Bool(false)) {
-            problems.push(format!(
-                "{}: Odoo's {} {} ({}) is archived",
-                n.setting,
-                n.what,
-                n.id,
-                text(row, "name")
-            ));
-        }
-        let owner = many2one_id(row.get("company_id"));
-        if let (Some(want), Some(has)) = (n.company, owner) {
-            if want != has {
-                problems.push(format!(
-                    "{}: Odoo's {} {} belongs to company {has}, not to the channel's company {want}",
-                    n.setting, n.what, n.id
-                ));
-            }
         }
     }
     // The pricelists' currencies, by ISO code.

@@ -13,6 +13,10 @@ use serde_json::{json, Value};
 use super::push::{many2one_id, PushError, Pusher};
 use crate::domain::{Sku, WarehouseCode, MAX_QUANTITY};
 
+/// The rounding used when a product's unit of measure is not known: Odoo's
+/// default precision for quantities (2 digits).
+const DEFAULT_ROUNDING: f64 = 0.01;
+
 /// Odoo's counts of some products in some warehouses, in whole units.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QuantTotals {
@@ -58,7 +62,7 @@ pub fn whole_units(quantity: f64, rounding: f64) -> i64 {
     let rounding = if rounding.is_finite() && rounding > 0.0 {
         rounding
     } else {
-        0.01
+        DEFAULT_ROUNDING
     };
     let rounded = (quantity / rounding).round() * rounding;
     // What is left of float error after rounding is far below any unit.
@@ -122,44 +126,57 @@ impl StockReader {
                 .collect()
         };
         if !missing.is_empty() {
-            let rows = self
-                .pusher
-                .client()
-                .execute_kw(
-                    "product.product",
-                    "search_read",
-                    json!([[["id", "in", missing]]]),
-                    json!({"fields": ["id", "uom_id"], "context": {"active_test": false}}),
-                )
-                .await?;
-            let uom_of: HashMap<i64, i64> = rows
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| Some((p.get("id")?.as_i64()?, many2one_id(p.get("uom_id"))?)))
-                .collect();
-            let mut uoms: Vec<i64> = uom_of.values().copied().collect();
-            uoms.sort_unstable();
-            uoms.dedup();
-            let uoms: HashMap<i64, f64> = if uoms.is_empty() {
-                HashMap::new()
-            } else {
-                self.search_read("uom.uom", json!([["id", "in", uoms]]), &["id", "rounding"])
-                    .await?
-                    .iter()
-                    .filter_map(|u| Some((u.get("id")?.as_i64()?, u.get("rounding")?.as_f64()?)))
-                    .collect()
+            let read = self.read_roundings(&missing).await;
+            let found = match read {
+                Ok(found) => found,
+                // Only a refinement: an Odoo that refuses the read (no unit
+                // of measure on its products) gets the default rounding.
+                Err(PushError::Permanent(reason)) => {
+                    tracing::warn!(%reason, "could not read the products' units of measure; rounding quantities to 0.01");
+                    HashMap::new()
+                }
+                Err(e) => return Err(e),
             };
             let mut cache = self.rounding.lock().unwrap_or_else(|p| p.into_inner());
             for p in missing {
-                let rounding = uom_of.get(&p).and_then(|u| uoms.get(u)).copied();
-                cache.insert(p, rounding.unwrap_or(0.01));
+                cache.insert(p, found.get(&p).copied().unwrap_or(DEFAULT_ROUNDING));
             }
         }
         let cache = self.rounding.lock().unwrap_or_else(|p| p.into_inner());
         Ok(products
             .iter()
             .filter_map(|p| Some((*p, *cache.get(p)?)))
+            .collect())
+    }
+
+    /// The rounding of these products' units of measure, those Odoo has.
+    async fn read_roundings(&self, products: &[i64]) -> Result<HashMap<i64, f64>, PushError> {
+        let rows = self
+            .search_read(
+                "product.product",
+                json!([["id", "in", products]]),
+                &["id", "uom_id"],
+            )
+            .await?;
+        let uom_of: HashMap<i64, i64> = rows
+            .iter()
+            .filter_map(|p| Some((p.get("id")?.as_i64()?, many2one_id(p.get("uom_id"))?)))
+            .collect();
+        let mut uoms: Vec<i64> = uom_of.values().copied().collect();
+        uoms.sort_unstable();
+        uoms.dedup();
+        if uoms.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rounding: HashMap<i64, f64> = self
+            .search_read("uom.uom", json!([["id", "in", uoms]]), &["id", "rounding"])
+            .await?
+            .iter()
+            .filter_map(|u| Some((u.get("id")?.as_i64()?, u.get("rounding")?.as_f64()?)))
+            .collect();
+        Ok(uom_of
+            .into_iter()
+            .filter_map(|(p, u)| Some((p, *rounding.get(&u)?)))
             .collect())
     }
 
@@ -208,7 +225,7 @@ impl StockReader {
             let (Some(sku), Some(warehouse)) = (names.get(&p), warehouses.get(&w)) else {
                 continue;
             };
-            let rounding = roundings.get(&p).copied().unwrap_or(0.01);
+            let rounding = roundings.get(&p).copied().unwrap_or(DEFAULT_ROUNDING);
             totals.counts.insert(
                 (sku.clone(), warehouse.clone()),
                 whole_units(quantity, rounding),
@@ -288,7 +305,8 @@ impl StockReader {
                     .get("qty_delivered")
                     .and_then(Value::as_f64)
                     .unwrap_or(0.0);
-                let units = whole_units(qty, roundings.get(&p).copied().unwrap_or(0.01));
+                let units =
+                    whole_units(qty, roundings.get(&p).copied().unwrap_or(DEFAULT_ROUNDING));
                 if units > 0 {
                     out.push(Delivered {
                         reference: reference.clone(),
@@ -365,7 +383,7 @@ impl StockReader {
                 "product.product",
                 "search_read",
                 json!([[["id", "in", products]]]),
-                json!({"fields": ["id", "default_code"], "context": {"active_test": false}}),
+                json!({"fields": ["id", "default_code"]}),
             )
             .await?;
         Ok(found

@@ -37,8 +37,8 @@ fn presented_secret(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// A `stock.quant` or `stock.picking` notification. 202 with when Odoo
-/// will be read; 401 on a wrong secret, 400 when the body is not JSON, 422
+/// A `stock.quant` or `stock.picking` notification. 200 with when Odoo
+/// will be read (the notification is taken, not yet applied); 401 on a wrong secret, 400 when the body is not JSON, 422
 /// when it is not a notification stockpool takes. Nothing is read from
 /// Odoo before answering.
 async fn odoo_webhook(
@@ -80,7 +80,7 @@ async fn odoo_webhook(
     match inbound.notice(&body) {
         Ok(notice) => {
             crate::telemetry::odoo_webhook("accepted");
-            (StatusCode::ACCEPTED, Json(serde_json::json!(notice)))
+            (StatusCode::OK, Json(serde_json::json!(notice)))
         }
         Err(SyncError::BadRequest(m)) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
         Err(e) => {

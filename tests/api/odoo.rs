@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use stockpool::api::pb;
 use stockpool::domain::{ChannelCode, Currency, CustomerRef, StockMaster, WarehouseCode};
 use stockpool::engine::{Engine, SetCmd, SystemClock};
-use stockpool::odoo::{Inbound, OdooConfig, Pusher, StockReader, WarehouseRef};
+use stockpool::odoo::{Connector, Inbound, OdooConfig, WarehouseRef};
 use stockpool::store::SqliteStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -261,7 +261,7 @@ async fn level(app: &mut TestApp, sku: &str, warehouse: &str) -> pb::StockLevel 
 /// Sends a notification as Odoo does, then waits until stockpool has read
 /// Odoo for it.
 async fn notify(world: &World, app: &TestApp, n: &Notification) {
-    assert_eq!(world.odoo.send(n).await, Some(202), "{n:?}");
+    assert_eq!(world.odoo.send(n).await, Some(200), "{n:?}");
     app.odoo.as_ref().expect("Odoo configured").idle().await;
 }
 
@@ -600,7 +600,7 @@ async fn a_notification_sent_before_odoos_commit_ends_with_the_committed_count()
         .await;
     assert_eq!(
         world.odoo.webhook_answers(),
-        [Some(202), Some(202)],
+        [Some(200), Some(200)],
         "answered within Odoo's 1 s, without reading Odoo"
     );
     app.odoo.as_ref().unwrap().idle().await;
@@ -1098,12 +1098,13 @@ async fn start_up_refuses_a_partner_fiscal_position_pricelist_or_team_odoo_does_
         .insert(CustomerRef::parse("c", "VIP-1").unwrap(), 999_003);
     let e = start_error(config).await;
     for wanted in [
-        "odoo.channels.b2b.partner: Odoo has no contact with id 999001".to_string(),
-        "odoo.channels.amazon.fiscal_position: Odoo has no fiscal position with id 999002"
+        "odoo.channels.b2b.partner: Odoo has no active contact with id 999001".to_string(),
+        "odoo.channels.amazon.fiscal_position: Odoo has no active fiscal position with id 999002"
             .to_string(),
         format!("odoo.channels.amazon.pricelists.USD: Odoo's pricelist {eur} is in EUR, not USD"),
-        format!("odoo.channels.shopify.team: Odoo's sales team {old_team} (Old team) is archived"),
-        "odoo.channels.shopify.customers.\"VIP-1\": Odoo has no contact with id 999003".to_string(),
+        format!("odoo.channels.shopify.team: Odoo has no active sales team with id {old_team}"),
+        "odoo.channels.shopify.customers.\"VIP-1\": Odoo has no active contact with id 999003"
+            .to_string(),
     ] {
         assert!(e.contains(&wanted), "{wanted}\nnot in\n{e}");
     }
@@ -1202,7 +1203,7 @@ async fn a_quant_notification_sets_each_warehouse_to_odoos_count_rounded_to_the_
     let path = format!("/odoo/webhook?secret={SECRET}");
     let body = world.odoo.quant_notification(tee, east).0.to_string();
     let (status, answer) = post(&app, &path, &[], &body).await;
-    assert_eq!(status, 202, "{answer}");
+    assert_eq!(status, 200, "{answer}");
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["model"], "stock.quant");
     assert_eq!(answer["product_id"], tee);
@@ -1233,7 +1234,7 @@ async fn a_quant_notification_sets_each_warehouse_to_odoos_count_rounded_to_the_
         &body,
     )
     .await;
-    assert_eq!(status, 202);
+    assert_eq!(status, 200);
     app.odoo.as_ref().unwrap().idle().await;
     assert_eq!(app.fingerprint().await, before);
 
@@ -1289,16 +1290,11 @@ async fn engine_over(
 }
 
 /// The inbound side over `engine`, as the server builds it.
-fn inbound(engine: &Engine, config: &OdooConfig) -> Inbound {
-    let declared: Vec<WarehouseCode> = engine
-        .catalog()
-        .warehouses
-        .iter()
-        .map(|w| w.code.clone())
-        .collect();
-    let pusher = Arc::new(Pusher::new(config, declared).unwrap());
-    engine.set_stock_master(config.stock_master);
-    Inbound::new(engine.clone(), StockReader::new(pusher), config)
+async fn inbound(engine: &Engine, config: &OdooConfig) -> Arc<Inbound> {
+    Connector::prepare(config, engine)
+        .await
+        .expect("the configuration matches the fake")
+        .inbound()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1321,7 +1317,7 @@ async fn reconciliation_reports_drift_and_corrects_on_hand_only_when_configured(
         config.reconcile_correct = correct;
         let dir = tempfile::tempdir().unwrap();
         let engine = engine_with(dir.path(), &stock).await;
-        let sync = inbound(&engine, &config);
+        let sync = inbound(&engine, &config).await;
 
         let drift = sync.reconcile().await.unwrap();
         let mut differing: Vec<(String, String, i64, i64)> = drift
@@ -1379,7 +1375,7 @@ async fn the_reconciliation_books_a_delivery_whose_notifications_were_lost() {
         .deliver("shopify:6001:WH-EAST", &[(tee, 3.0)], Commit::Held)
         .await;
 
-    let sync = inbound(&app.engine, &world.config());
+    let sync = inbound(&app.engine, &world.config()).await;
     let drift = sync.reconcile().await.unwrap();
     assert_eq!(drift.undelivered, vec!["TEE".to_string()]);
     let end = level(&mut app, "TEE", "WH-EAST").await;
