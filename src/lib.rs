@@ -17,6 +17,9 @@
 //!   numbered per channel, stored, then streamed to watchers.
 //! - [`api`]: the gRPC services, validation at the boundary, auth, and the
 //!   one error mapping to `Status`.
+//! - [`odoo`]: the ERP, both ways: priced sale orders pushed from the
+//!   outbox, and Odoo's deliveries and counts followed through the
+//!   engine's public API.
 //! - [`http`]: health endpoints. [`server`] wires everything and runs it;
 //!   [`config`] resolves flags and the TOML file; [`cli`] is the client.
 

@@ -92,7 +92,8 @@ impl Engine {
         }
     }
 
-    /// Notes the SKUs of which `r` holds units, for [`Self::awaiting_delivery`].
+    /// Notes the SKUs of which `r` holds units, for [`Self::awaiting_delivery`]
+    /// (with the ERP as master; at start every stored reservation is noted).
     pub(super) fn track_held_units(&self, r: &Reservation) {
         for a in r.allocations.iter().filter(|a| a.held() > 0) {
             self.inner

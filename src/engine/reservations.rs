@@ -228,7 +228,9 @@ impl Engine {
         if reservation.status == Status::Held {
             self.track_hold(&reservation);
         }
-        self.track_held_units(&reservation);
+        if self.stock_master() == StockMaster::Erp {
+            self.track_held_units(&reservation);
+        }
         crate::telemetry::reservation_outcome(&cmd.channel, "accepted");
         Ok((reservation, false))
     }

@@ -619,12 +619,14 @@ async fn a_create_that_odoo_commits_after_the_clients_timeout_ends_with_exactly_
     let mut app = world
         .app(|c| {
             c.timeout = Duration::from_millis(300);
-            c.duplicate_check = Duration::from_millis(1500);
+            c.duplicate_check = Duration::from_millis(2500);
         })
         .await;
+    // The first create commits 2 s after it was sent, long after the client
+    // gave up at 300 ms and created the order again.
     world
         .odoo
-        .delay_before_commit("sale.order", "create", Duration::from_millis(1000));
+        .delay_before_commit("sale.order", "create", Duration::from_secs(2));
 
     app.reserve("shopify", "2002", &[("TEE", 4)], 0)
         .await
