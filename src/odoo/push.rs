@@ -438,10 +438,33 @@ impl Pusher {
                 "res.partner",
                 "search_read",
                 json!([domain]),
-                json!({"fields": ["id", "name", "parent_id", "property_account_position_id"], "order": "id"}),
+                json!({"fields": ["id", "name", "property_account_position_id"], "order": "id"}),
             )
             .await?;
         let rows: Vec<&Value> = found.as_array().into_iter().flatten().collect();
+        // Only when the reference is shared: which of them are companies.
+        let companies: Vec<i64> = if rows.len() > 1 {
+            let ids: Vec<i64> = rows
+                .iter()
+                .filter_map(|r| r.get("id").and_then(Value::as_i64))
+                .collect();
+            self.client
+                .execute_kw(
+                    "res.partner",
+                    "search_read",
+                    json!([[["id", "in", ids]]]),
+                    json!({"fields": ["id", "parent_id"]}),
+                )
+                .await?
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| many2one_id(r.get("parent_id")).is_none())
+                .filter_map(|r| r.get("id").and_then(Value::as_i64))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let as_customer = |row: &Value| Customer {
             id: row.get("id").and_then(Value::as_i64).unwrap_or(0),
             fiscal_position: many2one_id(row.get("property_account_position_id")),
@@ -463,7 +486,11 @@ impl Pusher {
                 // without a parent) is the customer.
                 let companies: Vec<&&Value> = many
                     .iter()
-                    .filter(|r| many2one_id(r.get("parent_id")).is_none())
+                    .filter(|r| {
+                        r.get("id")
+                            .and_then(Value::as_i64)
+                            .is_some_and(|id| companies.contains(&id))
+                    })
                     .collect();
                 match companies[..] {
                     [row] => as_customer(row),
