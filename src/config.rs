@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::api::{Role, Tokens};
-use crate::domain::{Channel, ChannelCode, Rule, Warehouse, WarehouseCode};
+use crate::domain::{check_text, Channel, ChannelCode, Rule, TextKind, Warehouse, WarehouseCode};
 use crate::engine::Seed;
 use crate::odoo::OdooConfig;
 use crate::publish::redis::RedisConfig;
@@ -94,6 +94,10 @@ struct NamedCode {
 struct TokenEntry {
     token: String,
     role: String,
+    /// For a `channel:<code>` token: read every channel's reservations,
+    /// streams, figures and rules, not only its own [default: false].
+    #[serde(default)]
+    read_all_channels: bool,
 }
 
 /// Where state is kept.
@@ -194,6 +198,8 @@ impl Config {
         for (i, w) in file.warehouses.iter().enumerate() {
             let code = WarehouseCode::parse(w.code.as_str())
                 .with_context(|| format!("warehouses[{i}]"))?;
+            check_text("name", &w.name, TextKind::Line)
+                .with_context(|| format!("warehouses[{i}]"))?;
             let name = if w.name.is_empty() {
                 w.code.clone()
             } else {
@@ -204,6 +210,8 @@ impl Config {
         for (i, c) in file.channels.iter().enumerate() {
             let code =
                 ChannelCode::parse(c.code.as_str()).with_context(|| format!("channels[{i}]"))?;
+            check_text("name", &c.name, TextKind::Line)
+                .with_context(|| format!("channels[{i}]"))?;
             let name = if c.name.is_empty() {
                 c.code.clone()
             } else {
@@ -218,15 +226,31 @@ impl Config {
             seed.rules.push(r.clone());
         }
         let mut tokens = HashMap::new();
+        let mut read_all = Vec::new();
         for (i, t) in file.tokens.iter().enumerate() {
             if t.token.len() < 16 {
                 anyhow::bail!("tokens[{i}]: a token must be at least 16 characters long");
             }
             let role =
                 Role::parse(&t.role).map_err(|e| anyhow::anyhow!("tokens[{i}].role: {e}"))?;
-            tokens.insert(t.token.clone(), role);
+            if t.read_all_channels {
+                if !matches!(role, Role::Channel(_)) {
+                    anyhow::bail!(
+                        "tokens[{i}].read_all_channels: only a channel:<code> token reads one channel; \
+                         role {} already reads every channel",
+                        t.role
+                    );
+                }
+                read_all.push(t.token.clone());
+            }
+            if tokens.insert(t.token.clone(), role).is_some() {
+                anyhow::bail!("tokens[{i}]: this token is configured twice");
+            }
         }
-        let tokens = Tokens::new(tokens);
+        let mut tokens = Tokens::new(tokens);
+        for token in &read_all {
+            tokens.let_read_all_channels(token);
+        }
 
         let grpc_addr = args
             .grpc_addr

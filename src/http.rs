@@ -2,7 +2,9 @@
 //! orchestrators and scrapers, and the webhook Odoo calls when stock
 //! changes. Readiness is defined once here, served at `/readyz` and
 //! mirrored into gRPC health. Only the webhook changes state, through
-//! [`crate::sync`], once its shared secret is checked.
+//! [`crate::sync`], once its shared secret is checked. With tokens
+//! configured, `/metrics` (stock and channel figures) answers only a bearer
+//! token of any role; `/healthz` and `/readyz` stay open for probes.
 
 use std::time::Duration;
 
@@ -20,27 +22,39 @@ use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::api::auth::{Need, Tokens};
 use crate::engine::Engine;
 use crate::sync::{OdooSync, SyncError};
 
 /// How often gRPC health re-reads readiness.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
 
-/// What the handlers need: the engine to observe and the recorder to render.
+/// What the handlers need: the engine to observe, the recorder to render,
+/// the tokens a scrape must present.
 #[derive(Clone)]
 struct HttpState {
     engine: Engine,
     metrics: PrometheusHandle,
+    tokens: Tokens,
 }
 
 /// Health, readiness, metrics and, with an Odoo connection, the webhook at
 /// `POST /odoo/webhook`.
-pub fn router(engine: Engine, metrics: PrometheusHandle, odoo: Option<Arc<OdooSync>>) -> Router {
+pub fn router(
+    engine: Engine,
+    metrics: PrometheusHandle,
+    tokens: Tokens,
+    odoo: Option<Arc<OdooSync>>,
+) -> Router {
     let base = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))
-        .with_state(HttpState { engine, metrics });
+        .with_state(HttpState {
+            engine,
+            metrics,
+            tokens,
+        });
     match odoo {
         Some(sync) => base.merge(
             Router::new()
@@ -147,8 +161,21 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 /// The Prometheus text format, after refreshing the levels computed at
 /// scrape time. That pass walks every SKU, so it runs on a blocking thread
 /// rather than on an async worker that RPCs need.
-async fn scrape(State(state): State<HttpState>) -> impl IntoResponse {
-    let HttpState { engine, metrics } = state;
+async fn scrape(State(state): State<HttpState>, headers: HeaderMap) -> axum::response::Response {
+    let HttpState {
+        engine,
+        metrics,
+        tokens,
+    } = state;
+    let metadata = tonic::metadata::MetadataMap::from_headers(headers);
+    if let Err(refused) = tokens.check(&metadata, Need::Read) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            format!("{}\n", refused.message()),
+        )
+            .into_response();
+    }
     let body = tokio::task::spawn_blocking(move || {
         crate::telemetry::observe_engine(&engine);
         metrics.render()
@@ -172,6 +199,7 @@ async fn scrape(State(state): State<HttpState>) -> impl IntoResponse {
             )
         }
     }
+    .into_response()
 }
 
 /// Keeps gRPC health in step with `/readyz` until `stop` fires, then reports

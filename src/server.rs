@@ -153,7 +153,8 @@ impl Application {
                 ),
         );
         let http_addr = http.local_addr()?;
-        let http_app = crate::http::router(engine.clone(), metrics, odoo_sync);
+        let http_app =
+            crate::http::router(engine.clone(), metrics, config.tokens.clone(), odoo_sync);
         let http_stop = stopped(stop_rx.clone());
         let http_task = tokio::spawn(async move {
             axum::serve(http, http_app)

@@ -276,6 +276,12 @@ impl Engine {
         }
     }
 
+    /// Whether the SKU has a cell (it held stock, or a movement on it is
+    /// under way).
+    fn is_known(&self, sku: &Sku) -> bool {
+        self.inner.skus.contains_key(sku)
+    }
+
     /// Copies of one SKU's pools (empty when it never held stock).
     fn pools_of(&self, sku: &Sku) -> Vec<Pool> {
         self.inner
@@ -285,9 +291,16 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Every SKU that ever held stock, sorted.
+    /// Every SKU that ever held stock, sorted. A SKU whose only movement
+    /// failed to commit has no pools and is left out.
     pub fn skus(&self) -> Vec<Sku> {
-        let mut v: Vec<Sku> = self.inner.skus.iter().map(|e| e.key().clone()).collect();
+        let mut v: Vec<Sku> = self
+            .inner
+            .skus
+            .iter()
+            .filter(|e| !e.value().lock().pools.is_empty())
+            .map(|e| e.key().clone())
+            .collect();
         v.sort();
         v
     }

@@ -85,6 +85,26 @@ impl Engine {
         })
     }
 
+    /// Refuses lines that name a warehouse which is not declared: malformed
+    /// input, whatever the reservation holds.
+    fn check_line_warehouses(&self, lines: &[LineRequest]) -> Result<(), EngineError> {
+        let catalog = self.catalog();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(w) = &line.warehouse {
+                self.check_warehouse(&catalog, w).map_err(|_| {
+                    EngineError::from(InvalidInput::new(
+                        format!("lines[{i}].warehouse"),
+                        format!(
+                            "\"{w}\" is not a declared warehouse ({})",
+                            catalog.warehouse_list()
+                        ),
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reserves an order whole or not at all. Idempotent on
     /// `(channel, order_id)`: the same lines again return the reservation as
     /// it stands with `replayed = true`; other lines are a conflict.
@@ -264,6 +284,7 @@ impl Engine {
 
     /// Releases the named lines (or every open unit) back to free stock.
     pub async fn release(&self, cmd: ReleaseCmd) -> Result<Reservation, EngineError> {
+        self.check_line_warehouses(&cmd.lines)?;
         let refer = reference(&cmd.channel, &cmd.order_id);
         self.change(
             &cmd.channel,
@@ -291,6 +312,7 @@ impl Engine {
     /// Ships the named lines (or every open unit): `on_hand` and `reserved`
     /// both drop. A repeated `shipment_id` changes nothing.
     pub async fn fulfill(&self, cmd: FulfillCmd) -> Result<Reservation, EngineError> {
+        self.check_line_warehouses(&cmd.lines)?;
         let refer = cmd.shipment_id.clone().map_or_else(
             || reference(&cmd.channel, &cmd.order_id),
             |s| format!("{}/{} shipment {s}", cmd.channel, cmd.order_id),
@@ -321,6 +343,7 @@ impl Engine {
     /// Puts returned units back on hand, never more per allocation than was
     /// shipped and not yet restocked. Idempotent on `refund_id`.
     pub async fn restock(&self, cmd: RestockCmd) -> Result<Restocked, EngineError> {
+        self.check_line_warehouses(&cmd.lines)?;
         let refer = format!("{}/{} refund {}", cmd.channel, cmd.order_id, cmd.refund_id);
         let (r, (takes, replayed)) = self
             .change(&cmd.channel, &cmd.order_id, None, |r, catalog| {

@@ -383,3 +383,47 @@ pub async fn assert_store_holds_exactly(
     );
     stored
 }
+
+/// One gRPC call sent as raw bytes (a message frame around `message`, with
+/// an optional bearer token): what a hostile or broken client sends. Returns
+/// the call's status: from the headers of a trailers-only answer, else from
+/// the trailers; OK when it succeeded.
+pub async fn raw_grpc(url: &str, path: &str, message: &[u8], token: Option<&str>) -> tonic::Status {
+    use http_body_util::BodyExt;
+    use tonic::codegen::{http, Service};
+
+    let mut channel = GrpcChannel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .expect("server reachable");
+    let mut frame = Vec::with_capacity(message.len() + 5);
+    frame.push(0);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    let mut request = http::Request::post(format!("{url}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from(frame),
+        )))
+        .unwrap();
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .expect("channel ready");
+    let response = channel.call(request).await.expect("an HTTP answer");
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let collected = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the whole body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    tonic::Status::from_header_map(&trailers).unwrap_or_else(|| tonic::Status::unknown("no status"))
+}

@@ -1,10 +1,12 @@
 //! Integration tests: gRPC against a real server on loopback, over its own
 //! embedded store.
 
+mod access;
 mod errors;
 mod fake_odoo;
 mod faults;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod load;
 mod metrics;
