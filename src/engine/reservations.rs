@@ -2,15 +2,16 @@
 //! reservation lifecycle applied to memory and handed to the store.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::{Engine, EngineError, PoolChange, ResKey, SkuCell};
 use crate::domain::{
     Allocation, Catalog, ChannelCode, InvalidInput, LineRequest, OrderId, OrderLine, Quantity,
     Reservation, Sku, Status, Take, MAX_HOLD_SECONDS,
 };
-use crate::store::{MovementKind, Op, OutboxEvent};
+use crate::store::{Failure, MovementKind, Op, OutboxEvent};
 
 /// A Reserve request after boundary validation.
 #[derive(Debug, Clone)]
@@ -133,7 +134,7 @@ impl Engine {
             .entry(key.clone())
             .or_insert_with(|| Arc::new(AsyncMutex::new(None)))
             .clone();
-        let mut current = slot.lock().await;
+        let mut current = self.lock_slot(&key, &slot).await?;
         if let Some(existing) = current.as_ref() {
             if existing.same_lines(&lines) {
                 crate::telemetry::reservation_outcome(&cmd.channel, "replayed");
@@ -227,7 +228,9 @@ impl Engine {
         };
         *current = Some(reservation.clone());
         if let Err(e) = self.settle(&skus, &cells, ticket).await {
-            *current = self.stored_reservation(&key, None).await;
+            if self.restore_slot(&key, current, None, &e) {
+                self.forget_empty_slot(&key, &slot);
+            }
             return Err(e);
         }
         if reservation.status == Status::Held {
@@ -263,7 +266,7 @@ impl Engine {
         let Some(slot) = self.slot(&key) else {
             return Err(not_found(&key));
         };
-        let guard = slot.lock().await;
+        let guard = self.lock_slot(&key, &slot).await?;
         guard.clone().ok_or_else(|| not_found(&key))
     }
 
@@ -448,7 +451,7 @@ impl Engine {
     ) -> Result<(Reservation, T), EngineError> {
         let key = (channel.clone(), order_id.clone());
         let slot = self.slot(&key).ok_or_else(|| not_found(&key))?;
-        let mut guard = slot.lock().await;
+        let mut guard = self.lock_slot(&key, &slot).await?;
         let before = guard.clone().ok_or_else(|| not_found(&key))?;
         let catalog = self.catalog();
         let mut after = before.clone();
@@ -470,36 +473,82 @@ impl Engine {
         };
         *guard = Some(after.clone());
         if let Err(e) = self.settle(&skus, &cells, ticket).await {
-            *guard = self.stored_reservation(&key, Some(before)).await;
+            self.restore_slot(&key, guard, Some(before), &e);
             return Err(e);
         }
         Ok((after, out))
     }
 }
 
+/// How long a call waits for another call on the same order (a commit in
+/// flight, or the read-back of a commit whose outcome is unknown) before it
+/// is refused as UNAVAILABLE.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+
+/// The slot's lock, owned so that a background read-back can keep it.
+type SlotGuard = OwnedMutexGuard<Option<Reservation>>;
+
 impl Engine {
-    /// A reservation as the store has it, after a commit that failed: usually
-    /// the state before it, but a commit whose outcome was in doubt may have
-    /// landed. When the store cannot answer, `fallback` (the state before).
-    async fn stored_reservation(
+    /// Locks an order's slot, waiting at most [`SLOT_WAIT`].
+    async fn lock_slot(&self, key: &ResKey, slot: &super::Slot) -> Result<SlotGuard, EngineError> {
+        tokio::time::timeout(SLOT_WAIT, slot.clone().lock_owned())
+            .await
+            .map_err(|_| EngineError::OrderBusy {
+                channel: key.0.clone(),
+                order_id: key.1.clone(),
+            })
+    }
+
+    /// Puts an order's slot right after its commit failed. When nothing was
+    /// written, it goes back to `before` at once (true is returned). When
+    /// the commit may have landed (its COMMIT was lost), what the store
+    /// holds is read back in the background, retrying until the store
+    /// answers, while the slot stays locked: calls on this order are
+    /// refused as UNAVAILABLE meanwhile rather than decided on a guess, and
+    /// the caller is answered now.
+    fn restore_slot(
         &self,
         key: &ResKey,
-        fallback: Option<Reservation>,
-    ) -> Option<Reservation> {
-        match self.inner.store.load_reservation(&key.0, &key.1).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                tracing::warn!(
-                    error = %crate::telemetry::chain(&e),
-                    channel = %key.0,
-                    order_id = %key.1,
-                    "could not read back a reservation after a failed commit; keeping its previous state"
-                );
-                fallback
-            }
+        mut guard: SlotGuard,
+        before: Option<Reservation>,
+        error: &EngineError,
+    ) -> bool {
+        let in_doubt =
+            matches!(error, EngineError::Unavailable(e) if e.failure() == Failure::InDoubt);
+        if !in_doubt {
+            *guard = before;
+            return true;
         }
+        let engine = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(5);
+            loop {
+                match engine.inner.store.load_reservation(&key.0, &key.1).await {
+                    Ok(stored) => {
+                        *guard = stored;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %crate::telemetry::chain(&e),
+                            channel = %key.0,
+                            order_id = %key.1,
+                            "cannot yet read back a reservation whose commit may have landed; retrying"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
+                }
+            }
+        });
+        false
     }
 }
+
+/// Longest pause between two read-backs (or reloads) while the store does
+/// not answer; each attempt itself waits up to the store's own timeout.
+pub(super) const RETRY_MAX: Duration = Duration::from_millis(250);
 
 fn not_found(key: &ResKey) -> EngineError {
     EngineError::ReservationNotFound {

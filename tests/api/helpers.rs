@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use stockpool::api::pb::{self, admin_client::AdminClient, inventory_client::InventoryClient};
 use stockpool::api::{Role, Tokens};
 use stockpool::config::Config;
@@ -258,14 +258,19 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 }
 
 /// A store that fails on demand: commits while `failing` (or once, with
-/// `fail_once`), reloads while `reads_failing`; commits wait while a test
-/// holds `gate`.
+/// `fail_once`), reloads while `reads_failing`; with `lose_answer_once` a
+/// commit applies and then reports its outcome unknown, as a COMMIT whose
+/// answer was lost. Commits wait while a test holds `gate`; `commits`
+/// counts commit attempts and `read_backs` reservation reads.
 pub struct Flaky {
     pub inner: SqliteStore,
     pub failing: AtomicBool,
     pub fail_once: AtomicBool,
+    pub lose_answer_once: AtomicBool,
     pub reads_failing: AtomicBool,
     pub gate: tokio::sync::Mutex<()>,
+    pub commits: AtomicUsize,
+    pub read_backs: AtomicUsize,
 }
 
 impl Flaky {
@@ -274,8 +279,11 @@ impl Flaky {
             inner,
             failing: AtomicBool::new(false),
             fail_once: AtomicBool::new(false),
+            lose_answer_once: AtomicBool::new(false),
             reads_failing: AtomicBool::new(false),
             gate: Default::default(),
+            commits: AtomicUsize::new(0),
+            read_backs: AtomicUsize::new(0),
         }
     }
 
@@ -290,11 +298,16 @@ impl Store for Flaky {
         self.inner.load().await
     }
     async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
         drop(self.gate.lock().await);
         if self.failing.load(Ordering::SeqCst) || self.fail_once.swap(false, Ordering::SeqCst) {
             return Err(Self::unreachable());
         }
-        self.inner.commit(ops).await
+        self.inner.commit(ops).await?;
+        if self.lose_answer_once.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::InDoubt("the answer to COMMIT was lost".into()));
+        }
+        Ok(())
     }
     async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
         if self.reads_failing.load(Ordering::SeqCst) {
@@ -307,6 +320,10 @@ impl Store for Flaky {
         c: &ChannelCode,
         o: &OrderId,
     ) -> Result<Option<Reservation>, StoreError> {
+        self.read_backs.fetch_add(1, Ordering::SeqCst);
+        if self.reads_failing.load(Ordering::SeqCst) {
+            return Err(Self::unreachable());
+        }
         self.inner.load_reservation(c, o).await
     }
     async fn rule_history(
