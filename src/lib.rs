@@ -17,7 +17,8 @@
 //!   numbered per channel, stored, then streamed to watchers.
 //! - [`api`]: the gRPC services, validation at the boundary, auth, and the
 //!   one error mapping to `Status`.
-//! - [`http`]: health endpoints. [`server`] wires everything and runs it;
+//! - [`http`]: health endpoints. [`listen`]: the listeners (connection
+//!   limits, timeouts, TLS, shutdown). [`server`] wires everything and runs it;
 //!   [`config`] resolves flags and the TOML file; [`cli`] is the client.
 
 pub mod api;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod listen;
 pub mod odoo;
 pub mod publish;
 pub mod server;

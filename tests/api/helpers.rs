@@ -69,6 +69,8 @@ pub struct TestApp {
     pub engine: Engine,
     pub grpc_url: String,
     pub http_addr: std::net::SocketAddr,
+    /// The certificate the server serves, when it has TLS.
+    pub tls: Option<std::sync::Arc<stockpool::listen::Tls>>,
     /// Kept so the directory outlives the servers started on it.
     _dir: TempDir,
     config: Config,
@@ -76,39 +78,46 @@ pub struct TestApp {
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-async fn start(
-    config: Config,
-) -> (
-    Inventory,
-    Admin,
-    Engine,
-    String,
-    std::net::SocketAddr,
-    oneshot::Sender<()>,
-    JoinHandle<anyhow::Result<()>>,
-) {
+/// A started server and the handles a test holds on it.
+struct Started {
+    inventory: Inventory,
+    admin: Admin,
+    engine: Engine,
+    grpc_url: String,
+    http_addr: std::net::SocketAddr,
+    tls: Option<std::sync::Arc<stockpool::listen::Tls>>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(config: Config) -> Started {
     let app = Application::build(config).await.expect("server builds");
-    let grpc_url = format!("http://{}", app.grpc_addr());
+    let tls = app.tls();
+    let grpc_addr = app.grpc_addr();
     let http_addr = app.http_addr();
     let engine = app.engine();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async {
         let _ = stopped.await;
     }));
-    let channel = GrpcChannel::from_shared(grpc_url.clone())
+    // Over TLS the clients are the test's own business; these stay plain.
+    let grpc_url = match &tls {
+        Some(_) => format!("https://localhost:{}", grpc_addr.port()),
+        None => format!("http://{grpc_addr}"),
+    };
+    let channel = GrpcChannel::from_shared(format!("http://{grpc_addr}"))
         .unwrap()
-        .connect()
-        .await
-        .expect("server reachable");
-    (
-        InventoryClient::new(channel.clone()),
-        AdminClient::new(channel),
+        .connect_lazy();
+    Started {
+        inventory: InventoryClient::new(channel.clone()),
+        admin: AdminClient::new(channel),
         engine,
         grpc_url,
         http_addr,
+        tls,
         stop,
         task,
-    )
+    }
 }
 
 /// A fresh server on its own data directory with [`seed`].
@@ -122,17 +131,18 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_tests(dir.path());
     config.seed = seed();
     adjust(&mut config);
-    let (inventory, admin, engine, grpc_url, http_addr, stop, task) = start(config.clone()).await;
+    let started = start(config.clone()).await;
     TestApp {
-        inventory,
-        admin,
-        engine,
-        grpc_url,
-        http_addr,
+        inventory: started.inventory,
+        admin: started.admin,
+        engine: started.engine,
+        grpc_url: started.grpc_url,
+        http_addr: started.http_addr,
+        tls: started.tls,
         _dir: dir,
         config,
-        stop: Some(stop),
-        task: Some(task),
+        stop: Some(started.stop),
+        task: Some(started.task),
     }
 }
 
@@ -152,15 +162,15 @@ impl TestApp {
     /// Stops the server gracefully and starts a new one on the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (inventory, admin, engine, grpc_url, http_addr, stop, task) =
-            start(self.config.clone()).await;
-        self.inventory = inventory;
-        self.admin = admin;
-        self.engine = engine;
-        self.grpc_url = grpc_url;
-        self.http_addr = http_addr;
-        self.stop = Some(stop);
-        self.task = Some(task);
+        let started = start(self.config.clone()).await;
+        self.inventory = started.inventory;
+        self.admin = started.admin;
+        self.engine = started.engine;
+        self.grpc_url = started.grpc_url;
+        self.http_addr = started.http_addr;
+        self.tls = started.tls;
+        self.stop = Some(started.stop);
+        self.task = Some(started.task);
     }
 
     pub async fn stop(&mut self) {

@@ -8,6 +8,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod lifecycle;
+mod listeners;
 mod load;
 mod metrics;
 mod odoo;
