@@ -16,6 +16,7 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -188,13 +189,26 @@ async fn connection(
     let service = TowerToHyperService::new(router);
     let ended = match protocol {
         Protocol::Grpc => {
-            let io = TokioIo::new(Preface::new(stream, limits.handshake_timeout));
+            let preface = Preface::new(stream, limits.handshake_timeout);
+            let greeted = preface.arrived.clone();
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
                 .keep_alive_interval(limits.keepalive_interval)
                 .keep_alive_timeout(limits.keepalive_timeout);
-            watcher.watch(builder.serve_connection(io, service)).await
+            let served = watcher.watch(builder.serve_connection(TokioIo::new(preface), service));
+            // A connection still short of its preface at shutdown has no
+            // call in flight: it is closed at once, not at the grace.
+            let silent_at_shutdown = async {
+                stopped(&mut stop).await;
+                if greeted.load(Ordering::Acquire) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                ended = served => ended,
+                _ = silent_at_shutdown => return,
+            }
         }
         Protocol::Http => {
             let io = TokioIo::new(stream);
@@ -285,6 +299,8 @@ struct Preface<S> {
     /// Preface bytes still to come.
     left: usize,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Set once the whole preface has arrived.
+    arrived: Arc<AtomicBool>,
 }
 
 impl<S> Preface<S> {
@@ -293,6 +309,7 @@ impl<S> Preface<S> {
             inner,
             left: PREFACE_LEN,
             deadline: Box::pin(tokio::time::sleep(within)),
+            arrived: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -312,7 +329,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Preface<S> {
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        this.left = this.left.saturating_sub(buf.filled().len() - before);
+        if this.left > 0 {
+            this.left = this.left.saturating_sub(buf.filled().len() - before);
+            if this.left == 0 {
+                this.arrived.store(true, Ordering::Release);
+            }
+        }
         Poll::Ready(Ok(()))
     }
 }

@@ -71,7 +71,7 @@ async fn app_with_tokens() -> TestApp {
 }
 
 /// The code each read ends with for `token`.
-async fn reads(app: &mut TestApp, token: &str) -> Vec<(&'static str, Code)> {
+async fn reads(app: &mut TestApp, token: &str) -> Vec<(String, Code)> {
     let code = |r: Result<tonic::Code, tonic::Status>| r.unwrap_or_else(|e| e.code());
     let mut out = Vec::new();
     for channel in ["shopify", "amazon"] {
@@ -86,14 +86,7 @@ async fn reads(app: &mut TestApp, token: &str) -> Vec<(&'static str, Code)> {
             ))
             .await
             .map(|_| Code::Ok);
-        out.push((
-            if channel == "shopify" {
-                "shopify reservation"
-            } else {
-                "amazon reservation"
-            },
-            code(reservation),
-        ));
+        out.push((format!("{channel} reservation"), code(reservation)));
         let watch = app
             .inventory
             .watch_channel_stock(with_token(
@@ -105,27 +98,23 @@ async fn reads(app: &mut TestApp, token: &str) -> Vec<(&'static str, Code)> {
             ))
             .await
             .map(|_| Code::Ok);
-        out.push((
-            if channel == "shopify" {
-                "shopify stream"
-            } else {
-                "amazon stream"
-            },
-            code(watch),
-        ));
+        out.push((format!("{channel} stream"), code(watch)));
     }
     let every_channel = app
         .inventory
         .get_availability(with_token(pb::GetAvailabilityRequest::default(), token))
         .await
         .map(|_| Code::Ok);
-    out.push(("every channel's availability", code(every_channel)));
+    out.push((
+        "every channel's availability".to_string(),
+        code(every_channel),
+    ));
     let outbox = app
         .admin
         .list_outbox(with_token(pb::ListOutboxRequest::default(), token))
         .await
         .map(|_| Code::Ok);
-    out.push(("the Odoo outbox", code(outbox)));
+    out.push(("the Odoo outbox".to_string(), code(outbox)));
     let rules = app
         .admin
         .list_rules(with_token(
@@ -136,13 +125,13 @@ async fn reads(app: &mut TestApp, token: &str) -> Vec<(&'static str, Code)> {
         ))
         .await
         .map(|_| Code::Ok);
-    out.push(("amazon's rules", code(rules)));
+    out.push(("amazon's rules".to_string(), code(rules)));
     let stock = app
         .inventory
         .get_stock(with_token(pb::GetStockRequest::default(), token))
         .await
         .map(|_| Code::Ok);
-    out.push(("physical stock", code(stock)));
+    out.push(("physical stock".to_string(), code(stock)));
     out
 }
 
@@ -150,19 +139,18 @@ async fn reads(app: &mut TestApp, token: &str) -> Vec<(&'static str, Code)> {
 async fn a_channel_token_reads_only_its_own_channel_unless_configured_to_read_all() {
     let mut app = app_with_tokens().await;
     let denied = Code::PermissionDenied;
-    assert_eq!(
-        reads(&mut app, SHOPIFY).await,
-        [
-            ("shopify reservation", Code::Ok),
-            ("shopify stream", Code::Ok),
-            ("amazon reservation", denied),
-            ("amazon stream", denied),
-            ("every channel's availability", denied),
-            ("the Odoo outbox", denied),
-            ("amazon's rules", denied),
-            ("physical stock", Code::Ok),
-        ]
-    );
+    let expected = [
+        ("shopify reservation", Code::Ok),
+        ("shopify stream", Code::Ok),
+        ("amazon reservation", denied),
+        ("amazon stream", denied),
+        ("every channel's availability", denied),
+        ("the Odoo outbox", denied),
+        ("amazon's rules", denied),
+        ("physical stock", Code::Ok),
+    ]
+    .map(|(label, code)| (label.to_string(), code));
+    assert_eq!(reads(&mut app, SHOPIFY).await, expected);
     for token in [READ, OPS, AMAZON_READS_ALL] {
         assert!(
             reads(&mut app, token)

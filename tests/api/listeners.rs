@@ -182,6 +182,27 @@ async fn shutdown_completes_while_clients_hold_half_open_connections_and_streams
     assert!(ended.is_ok(), "the watch stream ended");
 }
 
+#[tokio::test]
+async fn connections_that_never_sent_a_request_do_not_hold_shutdown_up_to_the_grace() {
+    let mut app = spawn_app_with(|c| {
+        c.listen.handshake_timeout = Duration::from_secs(3600);
+        c.listen.shutdown_grace = Duration::from_secs(3600);
+    })
+    .await;
+    let grpc = grpc_addr(&app);
+    let mut held = vec![
+        half_open(grpc, b"").await,
+        half_open(grpc, &PREFACE[..10]).await,
+        half_open(app.http_addr, b"").await,
+    ];
+    tokio::time::timeout(NEVER, app.stop())
+        .await
+        .expect("shutdown did not wait the grace for connections with no call in flight");
+    for s in &mut held {
+        until_closed(s).await;
+    }
+}
+
 /// A test CA and the files of a certificate it signed for localhost and
 /// 127.0.0.1.
 struct Certs {
