@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
 
 use crate::api::{Role, Tokens};
-use crate::domain::{Channel, ChannelCode, Rule, Warehouse, WarehouseCode};
+use crate::domain::{check_text, Channel, ChannelCode, Rule, TextKind, Warehouse, WarehouseCode};
 use crate::engine::Seed;
+use crate::listen::{Limits, TlsFiles};
 use crate::odoo::OdooConfig;
 use crate::publish::redis::RedisConfig;
 
@@ -36,6 +38,17 @@ pub struct ServeArgs {
     /// Where the embedded SQLite file lives [default: ./data].
     #[arg(long, env = "STOCKPOOL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC and HTTP over TLS (with --tls-key;
+    /// both files are read again on SIGHUP).
+    #[arg(long, env = "STOCKPOOL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "STOCKPOOL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds shutdown waits for requests in flight before it closes the
+    /// connections still open [default: 10].
+    #[arg(long, env = "STOCKPOOL_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    pub shutdown_grace: Option<u64>,
     /// Log format: text or json.
     #[arg(long, env = "STOCKPOOL_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -79,6 +92,19 @@ struct ServerSection {
     redis_stream_maxlen: Option<u64>,
     data_dir: Option<PathBuf>,
     hold_sweep_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    shutdown_grace_s: Option<u64>,
+    /// Connections open at once per listener [default: 1024].
+    max_connections: Option<usize>,
+    /// Seconds a connection has for its TLS handshake and HTTP/2 preface or
+    /// HTTP request headers [default: 10].
+    handshake_timeout_s: Option<u64>,
+    /// Seconds between HTTP/2 keepalive pings [default: 30].
+    keepalive_interval_s: Option<u64>,
+    /// Seconds a ping may go unanswered before the connection is closed
+    /// [default: 20].
+    keepalive_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +120,10 @@ struct NamedCode {
 struct TokenEntry {
     token: String,
     role: String,
+    /// For a `channel:<code>` token: read every channel's reservations,
+    /// streams, figures and rules, not only its own [default: false].
+    #[serde(default)]
+    read_all_channels: bool,
 }
 
 /// Where state is kept.
@@ -138,6 +168,10 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// The Odoo connection, when the file has an `[odoo]` section.
     pub odoo: Option<OdooConfig>,
+    /// Connection limits, timeouts and the shutdown grace of both listeners.
+    pub listen: Limits,
+    /// Serve both listeners over TLS with these files.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -194,6 +228,8 @@ impl Config {
         for (i, w) in file.warehouses.iter().enumerate() {
             let code = WarehouseCode::parse(w.code.as_str())
                 .with_context(|| format!("warehouses[{i}]"))?;
+            check_text("name", &w.name, TextKind::Line)
+                .with_context(|| format!("warehouses[{i}]"))?;
             let name = if w.name.is_empty() {
                 w.code.clone()
             } else {
@@ -204,6 +240,8 @@ impl Config {
         for (i, c) in file.channels.iter().enumerate() {
             let code =
                 ChannelCode::parse(c.code.as_str()).with_context(|| format!("channels[{i}]"))?;
+            check_text("name", &c.name, TextKind::Line)
+                .with_context(|| format!("channels[{i}]"))?;
             let name = if c.name.is_empty() {
                 c.code.clone()
             } else {
@@ -218,15 +256,31 @@ impl Config {
             seed.rules.push(r.clone());
         }
         let mut tokens = HashMap::new();
+        let mut read_all = Vec::new();
         for (i, t) in file.tokens.iter().enumerate() {
             if t.token.len() < 16 {
                 anyhow::bail!("tokens[{i}]: a token must be at least 16 characters long");
             }
             let role =
                 Role::parse(&t.role).map_err(|e| anyhow::anyhow!("tokens[{i}].role: {e}"))?;
-            tokens.insert(t.token.clone(), role);
+            if t.read_all_channels {
+                if !matches!(role, Role::Channel(_)) {
+                    anyhow::bail!(
+                        "tokens[{i}].read_all_channels: only a channel:<code> token reads one channel; \
+                         role {} already reads every channel",
+                        t.role
+                    );
+                }
+                read_all.push(t.token.clone());
+            }
+            if tokens.insert(t.token.clone(), role).is_some() {
+                anyhow::bail!("tokens[{i}]: this token is configured twice");
+            }
         }
-        let tokens = Tokens::new(tokens);
+        let mut tokens = Tokens::new(tokens);
+        for token in &read_all {
+            tokens.let_read_all_channels(token);
+        }
 
         let grpc_addr = args
             .grpc_addr
@@ -247,6 +301,49 @@ impl Config {
                 }
             }
         }
+        let tls = match (
+            args.tls_cert.clone().or_else(|| s.tls_cert.clone()),
+            args.tls_key.clone().or_else(|| s.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key (server.tls_key)"),
+            (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert (server.tls_cert)"),
+        };
+        let defaults = Limits::default();
+        let seconds = |name: &str, v: Option<u64>, default: Duration| -> anyhow::Result<Duration> {
+            match v {
+                Some(0) => anyhow::bail!("server.{name}: must be at least 1 second"),
+                Some(v) => Ok(Duration::from_secs(v)),
+                None => Ok(default),
+            }
+        };
+        let listen = Limits {
+            max_connections: match s.max_connections {
+                Some(0) => anyhow::bail!("server.max_connections: must be at least 1"),
+                Some(n) => n,
+                None => defaults.max_connections,
+            },
+            handshake_timeout: seconds(
+                "handshake_timeout_s",
+                s.handshake_timeout_s,
+                defaults.handshake_timeout,
+            )?,
+            keepalive_interval: seconds(
+                "keepalive_interval_s",
+                s.keepalive_interval_s,
+                defaults.keepalive_interval,
+            )?,
+            keepalive_timeout: seconds(
+                "keepalive_timeout_s",
+                s.keepalive_timeout_s,
+                defaults.keepalive_timeout,
+            )?,
+            shutdown_grace: args
+                .shutdown_grace
+                .or(s.shutdown_grace_s)
+                .map_or(defaults.shutdown_grace, Duration::from_secs),
+        };
         Ok(Config {
             grpc_addr,
             http_addr,
@@ -256,6 +353,8 @@ impl Config {
             hold_sweep_ms: s.hold_sweep_ms.unwrap_or(500).max(10),
             redis,
             odoo,
+            listen,
+            tls,
         })
     }
 
@@ -273,6 +372,8 @@ impl Config {
             hold_sweep_ms: 50,
             redis: None,
             odoo: None,
+            listen: Limits::default(),
+            tls: None,
         }
     }
 }

@@ -2,12 +2,15 @@
 //! orchestrators and scrapers, and the routes of the edges that are called
 //! over HTTP (the Odoo webhook, from [`crate::odoo::routes`]). Readiness is
 //! defined once here, served at `/readyz` and mirrored into gRPC health.
+//! With tokens configured, `/metrics` (stock and channel figures) answers
+//! only a bearer token of any role; `/healthz` and `/readyz` stay open for
+//! probes.
 
 use std::time::Duration;
 
 use axum::{
     extract::State,
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::IntoResponse,
     routing::get,
     Router,
@@ -17,26 +20,38 @@ use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::api::auth::{Need, Tokens};
 use crate::engine::Engine;
 
 /// How often gRPC health re-reads readiness.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
 
-/// What the handlers need: the engine to observe and the recorder to render.
+/// What the handlers need: the engine to observe, the recorder to render,
+/// the tokens a scrape must present.
 #[derive(Clone)]
 struct HttpState {
     engine: Engine,
     metrics: PrometheusHandle,
+    tokens: Tokens,
 }
 
 /// Health, readiness, metrics and, with an Odoo connection, its webhook
 /// (`extra`, e.g. `POST /odoo/webhook`).
-pub fn router(engine: Engine, metrics: PrometheusHandle, extra: Option<Router>) -> Router {
+pub fn router(
+    engine: Engine,
+    metrics: PrometheusHandle,
+    tokens: Tokens,
+    extra: Option<Router>,
+) -> Router {
     let base = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))
-        .with_state(HttpState { engine, metrics });
+        .with_state(HttpState {
+            engine,
+            metrics,
+            tokens,
+        });
     match extra {
         Some(routes) => base.merge(routes),
         None => base,
@@ -63,8 +78,21 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 /// The Prometheus text format, after refreshing the levels computed at
 /// scrape time. That pass walks every SKU, so it runs on a blocking thread
 /// rather than on an async worker that RPCs need.
-async fn scrape(State(state): State<HttpState>) -> impl IntoResponse {
-    let HttpState { engine, metrics } = state;
+async fn scrape(State(state): State<HttpState>, headers: HeaderMap) -> axum::response::Response {
+    let HttpState {
+        engine,
+        metrics,
+        tokens,
+    } = state;
+    let metadata = tonic::metadata::MetadataMap::from_headers(headers);
+    if let Err(refused) = tokens.check(&metadata, Need::Read) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            format!("{}\n", refused.message()),
+        )
+            .into_response();
+    }
     let body = tokio::task::spawn_blocking(move || {
         crate::telemetry::observe_engine(&engine);
         metrics.render()
@@ -88,6 +116,7 @@ async fn scrape(State(state): State<HttpState>) -> impl IntoResponse {
             )
         }
     }
+    .into_response()
 }
 
 /// Keeps gRPC health in step with `/readyz` until `stop` fires, then reports

@@ -20,7 +20,8 @@
 //! - [`odoo`]: the ERP, both ways: priced sale orders pushed from the
 //!   outbox, and Odoo's deliveries and counts followed through the
 //!   engine's public API.
-//! - [`http`]: health endpoints. [`server`] wires everything and runs it;
+//! - [`http`]: health endpoints. [`listen`]: the listeners (connection
+//!   limits, timeouts, TLS, shutdown). [`server`] wires everything and runs it;
 //!   [`config`] resolves flags and the TOML file; [`cli`] is the client.
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod listen;
 pub mod odoo;
 pub mod publish;
 pub mod server;

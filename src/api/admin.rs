@@ -68,7 +68,7 @@ impl Admin for AdminService {
             .rule
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("rule must be set"))?;
-        let changed_by = cv::text("changed_by", &r.changed_by)?;
+        let changed_by = cv::line_text("changed_by", &r.changed_by)?;
         let comment = cv::text("comment", &r.comment)?;
         let stored = self
             .engine
@@ -87,7 +87,7 @@ impl Admin for AdminService {
         } else {
             Some(cv::sku(&r.sku)?)
         };
-        let changed_by = cv::text("changed_by", &r.changed_by)?;
+        let changed_by = cv::line_text("changed_by", &r.changed_by)?;
         let comment = cv::text("comment", &r.comment)?;
         self.engine
             .delete_rule(&channel, sku.as_ref(), &changed_by, &comment)
@@ -96,13 +96,16 @@ impl Admin for AdminService {
     }
 
     async fn list_rules(&self, req: Request<pb::ListRulesRequest>) -> Reply<pb::ListRulesResponse> {
-        self.tokens.check(req.metadata(), Need::Read)?;
         let r = req.get_ref();
         let channel = if r.channel.is_empty() {
             None
         } else {
             Some(cv::channel(&r.channel)?)
         };
+        let need = channel
+            .as_ref()
+            .map_or(Need::ReadAllChannels, Need::ReadChannel);
+        self.tokens.check(req.metadata(), need)?;
         let rules = self.engine.list_rules(channel.as_ref())?;
         Ok(Response::new(pb::ListRulesResponse {
             rules: rules.iter().map(cv::rule_to_pb).collect(),
@@ -113,9 +116,10 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::RuleHistoryRequest>,
     ) -> Reply<pb::RuleHistoryResponse> {
-        self.tokens.check(req.metadata(), Need::Read)?;
         let r = req.get_ref();
         let channel = cv::channel(&r.channel)?;
+        self.tokens
+            .check(req.metadata(), Need::ReadChannel(&channel))?;
         let sku = if r.sku.is_empty() {
             None
         } else {
@@ -143,7 +147,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::SimulateRulesRequest>,
     ) -> Reply<pb::SimulateRulesResponse> {
-        self.tokens.check(req.metadata(), Need::Read)?;
+        self.tokens.check(req.metadata(), Need::ReadAllChannels)?;
         let r = req.get_ref();
         let proposed = r
             .proposed
@@ -175,7 +179,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListOutboxRequest>,
     ) -> Reply<pb::ListOutboxResponse> {
-        self.tokens.check(req.metadata(), Need::Read)?;
+        self.tokens.check(req.metadata(), Need::ReadAllChannels)?;
         let r = req.get_ref();
         let state = cv::outbox_state(r.state)?;
         let limit = match r.limit {

@@ -1,9 +1,17 @@
 //! Bearer tokens and what each role may call. With no tokens configured
 //! every call is allowed (the server then only listens on loopback).
+//!
+//! A channel token reads only its own channel (its reservations, its stream,
+//! its figures and rules) unless it is configured to read every channel;
+//! physical stock and the lists of warehouses and channels are open to
+//! every token.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
@@ -44,19 +52,54 @@ impl Role {
 /// What a call needs.
 #[derive(Debug, Clone, Copy)]
 pub enum Need<'a> {
+    /// A read that belongs to no channel: physical stock, the catalog lists.
     Read,
+    /// A read of one channel's own data: its reservations, its stream, its
+    /// figures and rules.
+    ReadChannel(&'a ChannelCode),
+    /// A read across every channel (all channels' figures or rules, the
+    /// Odoo outbox, a simulation of any rule).
+    ReadAllChannels,
     Stock,
     Channel(&'a ChannelCode),
     Ops,
 }
 
+/// What one token was given.
+#[derive(Debug, Clone)]
+struct Grant {
+    role: Role,
+    /// For a channel token: whether it may read other channels too.
+    reads_all_channels: bool,
+}
+
 /// Configured tokens by secret.
 #[derive(Debug, Clone, Default)]
-pub struct Tokens(Arc<HashMap<String, Role>>);
+pub struct Tokens(Arc<HashMap<String, Grant>>);
 
 impl Tokens {
+    /// Channel tokens among `tokens` read their own channel only.
     pub fn new(tokens: HashMap<String, Role>) -> Self {
-        Tokens(Arc::new(tokens))
+        Tokens(Arc::new(
+            tokens
+                .into_iter()
+                .map(|(token, role)| {
+                    let grant = Grant {
+                        role,
+                        reads_all_channels: false,
+                    };
+                    (token, grant)
+                })
+                .collect(),
+        ))
+    }
+
+    /// Lets the channel token `token` read every channel's reservations,
+    /// streams, figures and rules, as the `read` role does.
+    pub fn let_read_all_channels(&mut self, token: &str) {
+        if let Some(grant) = Arc::make_mut(&mut self.0).get_mut(token) {
+            grant.reads_all_channels = true;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,26 +119,61 @@ impl Tokens {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
-        let role = self
+        let grant = self
             .0
             .get(token.trim())
             .ok_or_else(|| Status::unauthenticated("unknown token"))?;
-        let allowed = match (role, need) {
+        let allowed = match (&grant.role, need) {
             (Role::Ops, _) => true,
             (_, Need::Read) => true,
+            (Role::Channel(_), Need::ReadChannel(_) | Need::ReadAllChannels)
+                if grant.reads_all_channels =>
+            {
+                true
+            }
+            (Role::Channel(mine), Need::ReadChannel(asked)) => mine == asked,
+            (Role::Channel(_), Need::ReadAllChannels) => false,
+            (_, Need::ReadChannel(_) | Need::ReadAllChannels) => true,
             (Role::Erp, Need::Stock) => true,
             (Role::Channel(mine), Need::Channel(asked)) => mine == asked,
             _ => false,
         };
         if allowed {
-            Ok(())
-        } else {
-            Err(Status::permission_denied(match need {
-                Need::Channel(c) => format!("this token may not act for channel {c}"),
-                Need::Stock => "this token may not move stock (needs role erp or ops)".to_string(),
-                Need::Ops => "this token may not call Admin (needs role ops)".to_string(),
-                Need::Read => unreachable!("every role may read"),
-            }))
+            return Ok(());
+        }
+        let mine = match &grant.role {
+            Role::Channel(c) => Some(c),
+            _ => None,
+        };
+        Err(Status::permission_denied(match (need, mine) {
+            (Need::Channel(c), _) => format!("this token may not act for channel {c}"),
+            (Need::ReadChannel(c), Some(mine)) => {
+                format!("this token may not read channel {c}: it reads channel {mine} only")
+            }
+            (Need::ReadAllChannels, Some(mine)) => format!(
+                "this token reads channel {mine} only: name that channel in the request \
+                 (reading every channel needs role read, erp or ops)"
+            ),
+            (Need::Stock, _) => "this token may not move stock (needs role erp or ops)".to_string(),
+            (Need::Ops, _) => "this token may not call Admin (needs role ops)".to_string(),
+            _ => unreachable!("only channel tokens are refused reads"),
+        }))
+    }
+}
+
+/// With tokens configured, server reflection (which lists every method and
+/// message) answers only callers with a valid token, of any role. Health
+/// stays open: load balancers probe it without one.
+pub async fn reflection_needs_token(
+    State(tokens): State<Tokens>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path().starts_with("/grpc.reflection.") {
+        let metadata = MetadataMap::from_headers(request.headers().clone());
+        if let Err(status) = tokens.check(&metadata, Need::Read) {
+            return status.into_http();
         }
     }
+    next.run(request).await
 }

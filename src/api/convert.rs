@@ -8,15 +8,12 @@ use tonic::Status;
 use super::error::invalid;
 use super::pb;
 use crate::domain::{
-    self, Allocation, ChannelCode, Currency, CustomerRef, InvalidInput, LineRequest, OrderId,
-    OrderTerms, Quantity, Reservation, Rule, Sku, Status as ResStatus, UnitPrice, WarehouseCode,
-    MAX_LINES,
+    self, check_text, Allocation, ChannelCode, Currency, CustomerRef, InvalidInput, LineRequest,
+    OrderId, OrderTerms, Quantity, Reservation, Rule, Sku, Status as ResStatus, TextKind,
+    UnitPrice, WarehouseCode, MAX_LINES,
 };
 use crate::engine::{ChannelAvailability, StockLevel};
 use crate::store::{OutboxEntry, OutboxState};
-
-/// Longest free-text field (reasons, ids of shipments, refunds, movements).
-const MAX_TEXT: usize = 200;
 
 pub fn channel(raw: &str) -> Result<ChannelCode, Status> {
     ChannelCode::parse(raw).map_err(invalid)
@@ -44,20 +41,24 @@ pub fn skus(raw: &[String]) -> Result<Vec<Sku>, Status> {
         .collect()
 }
 
-/// Free text: at most [`MAX_TEXT`] characters.
+/// A note a person wrote (a reason, a comment): tabs and line breaks
+/// allowed, no other control character, at most
+/// [`domain::MAX_TEXT_LEN`] characters.
 pub fn text(field: &str, raw: &str) -> Result<String, Status> {
-    if raw.chars().count() > MAX_TEXT {
-        return Err(invalid(InvalidInput::new(
-            field,
-            format!("is longer than {MAX_TEXT} characters"),
-        )));
-    }
+    check_text(field, raw, TextKind::Note).map_err(invalid)?;
     Ok(raw.to_string())
 }
 
-/// An optional idempotency key: empty means none.
+/// One line of free text (a name, who made a change): no control
+/// character at all.
+pub fn line_text(field: &str, raw: &str) -> Result<String, Status> {
+    check_text(field, raw, TextKind::Line).map_err(invalid)?;
+    Ok(raw.to_string())
+}
+
+/// An optional idempotency key (one line): empty means none.
 pub fn key(field: &str, raw: &str) -> Result<Option<String>, Status> {
-    let raw = text(field, raw)?;
+    let raw = line_text(field, raw)?;
     Ok((!raw.is_empty()).then_some(raw))
 }
 
@@ -295,7 +296,7 @@ pub fn rule_to_pb(r: &Rule) -> pb::Rule {
 
 /// A display name: free text, defaulting to the code.
 pub fn name(raw: &str, code: &str) -> Result<String, Status> {
-    let n = text("name", raw)?;
+    let n = line_text("name", raw)?;
     Ok(if n.is_empty() { code.to_string() } else { n })
 }
 

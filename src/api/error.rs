@@ -6,6 +6,7 @@ use tonic::{Code, Status};
 
 use crate::domain::{DomainError, InvalidInput};
 use crate::engine::EngineError;
+use crate::store::Failure;
 
 /// The canonical name of a gRPC status code (`FAILED_PRECONDITION`), as
 /// clients, logs and metric labels spell it.
@@ -48,7 +49,12 @@ impl From<EngineError> for Status {
             }
             EngineError::Conflict(_) => Code::AlreadyExists,
             EngineError::StaleVersion { .. } => Code::Aborted,
-            EngineError::Unavailable(_) | EngineError::Reloading(_) => Code::Unavailable,
+            // A commit the database refused for its content will be refused
+            // again: not a reason to retry, and a bug to look into.
+            EngineError::Unavailable(c) if c.failure() == Failure::Rejected => Code::Internal,
+            EngineError::Unavailable(_)
+            | EngineError::Reloading(_)
+            | EngineError::OrderBusy { .. } => Code::Unavailable,
             EngineError::Load(_) => Code::Internal,
         };
         match code {

@@ -151,11 +151,13 @@ impl Inventory for InventoryService {
         &self,
         req: Request<pb::GetReservationRequest>,
     ) -> Reply<pb::Reservation> {
-        self.tokens.check(req.metadata(), Need::Read)?;
         let r = req.get_ref();
+        let channel = cv::channel(&r.channel)?;
+        self.tokens
+            .check(req.metadata(), Need::ReadChannel(&channel))?;
         let r = self
             .engine
-            .get_reservation(&cv::channel(&r.channel)?, &cv::order_id(&r.order_id)?)
+            .get_reservation(&channel, &cv::order_id(&r.order_id)?)
             .await?;
         Ok(Response::new(cv::reservation(&r)))
     }
@@ -173,7 +175,6 @@ impl Inventory for InventoryService {
         &self,
         req: Request<pb::GetAvailabilityRequest>,
     ) -> Reply<pb::GetAvailabilityResponse> {
-        self.tokens.check(req.metadata(), Need::Read)?;
         let r = req.get_ref();
         let skus = cv::skus(&r.skus)?;
         let channel = if r.channel.is_empty() {
@@ -181,6 +182,10 @@ impl Inventory for InventoryService {
         } else {
             Some(cv::channel(&r.channel)?)
         };
+        let need = channel
+            .as_ref()
+            .map_or(Need::ReadAllChannels, Need::ReadChannel);
+        self.tokens.check(req.metadata(), need)?;
         let items = self.engine.availability(&skus, channel.as_ref())?;
         Ok(Response::new(pb::GetAvailabilityResponse {
             items: items.iter().map(cv::channel_availability).collect(),
@@ -195,8 +200,9 @@ impl Inventory for InventoryService {
         &self,
         req: Request<pb::WatchChannelStockRequest>,
     ) -> Reply<Self::WatchChannelStockStream> {
-        self.tokens.check(req.metadata(), Need::Read)?;
         let channel = cv::channel(&req.get_ref().channel)?;
+        self.tokens
+            .check(req.metadata(), Need::ReadChannel(&channel))?;
         let mut watch = self
             .publisher
             .watch(&channel, req.get_ref().after_seq)

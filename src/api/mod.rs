@@ -7,6 +7,7 @@ pub mod auth;
 pub mod convert;
 pub mod error;
 mod inventory;
+pub mod protocol;
 
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
@@ -28,8 +29,10 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/stockpool_descriptor.bin"));
 }
 
-/// Every gRPC service: Inventory, Admin, health and reflection, each call
-/// counted and timed by [`crate::telemetry::track_rpc`]. Health reports
+/// Every gRPC service: Inventory, Admin, health and reflection (behind a
+/// token when tokens are configured), each call counted and timed by
+/// [`crate::telemetry::track_rpc`], tonic's own refusals rewritten by
+/// [`protocol::protocol_errors`]. Health reports
 /// SERVING once built (the engine has loaded its state by then); the
 /// reporter is returned so the server can keep it in step with readiness.
 pub async fn routes(
@@ -50,20 +53,29 @@ pub async fn routes(
     let mut routes = Routes::new(health);
     routes = routes
         .add_service(reflection)
-        .add_service(pb::inventory_server::InventoryServer::new(
-            InventoryService {
+        .add_service(
+            pb::inventory_server::InventoryServer::new(InventoryService {
                 engine: engine.clone(),
                 publisher,
                 tokens: tokens.clone(),
-            },
-        ))
-        .add_service(pb::admin_server::AdminServer::new(AdminService {
-            engine,
-            tokens,
-        }));
+            })
+            .max_decoding_message_size(protocol::MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::admin_server::AdminServer::new(AdminService {
+                engine,
+                tokens: tokens.clone(),
+            })
+            .max_decoding_message_size(protocol::MAX_MESSAGE_BYTES),
+        );
     let routes = Routes::from(
         routes
             .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                tokens,
+                auth::reflection_needs_token,
+            ))
+            .layer(axum::middleware::from_fn(protocol::protocol_errors))
             .layer(axum::middleware::from_fn(crate::telemetry::track_rpc)),
     );
     Ok((routes, reporter))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use tonic::codegen::InterceptedService;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 use super::input::{self, LineArg};
@@ -21,7 +21,7 @@ use crate::api::pb::inventory_client::InventoryClient;
 
 /// Adds `authorization: Bearer <token>` to every call when a token is set.
 #[derive(Debug, Clone)]
-struct Auth(Option<MetadataValue<Ascii>>);
+pub struct Auth(Option<MetadataValue<Ascii>>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
@@ -32,16 +32,28 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-type Inventory = InventoryClient<InterceptedService<Channel, Auth>>;
-type Admin = AdminClient<InterceptedService<Channel, Auth>>;
+/// The Inventory client every call goes through.
+pub type Inventory = InventoryClient<InterceptedService<Channel, Auth>>;
+/// The Admin client every call goes through.
+pub type Admin = AdminClient<InterceptedService<Channel, Auth>>;
 
-struct Conn {
+/// One connection to a server, and the token sent with every call. Every
+/// client of the public contract (the subcommands, the channel adapters)
+/// connects through [`Conn::open`].
+pub struct Conn {
     channel: Channel,
     auth: Auth,
 }
 
 impl Conn {
-    async fn open(server: &str, token: Option<&str>) -> anyhow::Result<Conn> {
+    /// Connects to `server` (`http://` or `https://`; a bare `host:port` is
+    /// `http://`). Over https the server's certificate is checked against
+    /// the CAs in `ca_file` when given, else against the public roots.
+    pub async fn open(
+        server: &str,
+        token: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<Conn> {
         let auth = match token {
             None | Some("") => Auth(None),
             Some(t) => Auth(Some(
@@ -55,9 +67,41 @@ impl Conn {
         } else {
             format!("http://{server}")
         };
-        let endpoint = Endpoint::from_shared(url.clone())
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| anyhow!("--server {server:?} is not a valid address: {e}"))?
             .connect_timeout(Duration::from_secs(5));
+        match endpoint.uri().scheme_str() {
+            Some("https") => {
+                let tls = match ca_file {
+                    Some(path) => {
+                        let pem = std::fs::read(path)
+                            .with_context(|| format!("reading --ca-file {}", path.display()))?;
+                        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+                    }
+                    None => ClientTlsConfig::new().with_webpki_roots(),
+                };
+                endpoint = endpoint
+                    .tls_config(tls)
+                    .map_err(|e| anyhow!("TLS for {url}: {}", causes(&e)))?;
+            }
+            Some("http") => {
+                if ca_file.is_some() {
+                    bail!("--ca-file is for an https:// server; {url} is plain http");
+                }
+                let local = endpoint.uri().host().is_some_and(|h| {
+                    h == "localhost"
+                        || h.trim_matches(|c| c == '[' || c == ']')
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                });
+                if auth.0.is_some() && !local {
+                    eprintln!(
+                        "warning: {url} is plain http: the token crosses the network unencrypted; use https://"
+                    );
+                }
+            }
+            _ => bail!("--server {server:?}: use http:// or https://"),
+        }
         let channel = endpoint.connect().await.map_err(|e| {
             anyhow!(
                 "cannot reach stockpool at {url} ({}). Start the server with \
@@ -69,11 +113,13 @@ impl Conn {
         Ok(Conn { channel, auth })
     }
 
-    fn inventory(&self) -> Inventory {
+    /// The Inventory service, sending the token with every call.
+    pub fn inventory(&self) -> Inventory {
         InventoryClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
-    fn admin(&self) -> Admin {
+    /// The Admin service, sending the token with every call.
+    pub fn admin(&self) -> Admin {
         AdminClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 }
@@ -133,7 +179,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(_) = &cli.command {
         bail!("serve is not a client subcommand: run it from main");
     }
-    let conn = Conn::open(&cli.server, cli.token.as_deref()).await?;
+    let conn = Conn::open(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref()).await?;
     let mut inv = conn.inventory();
     match cli.command {
         Command::Serve(_) => unreachable!("serve is handled by main"),

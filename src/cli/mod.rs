@@ -4,8 +4,8 @@
 //!
 //! - [`input`]: pure parsing of `--line SKU=QTY[@WAREHOUSE]` and stock files.
 //! - [`output`]: tables and formatting.
-//! - `client`: the connection, the bearer token, and one function per
-//!   subcommand.
+//! - `client`: the connection ([`Conn`]: TLS, the bearer token), and one
+//!   function per subcommand.
 
 mod client;
 pub mod input;
@@ -14,6 +14,7 @@ pub mod output;
 use std::path::PathBuf;
 
 use crate::config::ServeArgs;
+pub use client::Conn;
 use input::LineArg;
 
 /// stockpool: multi-channel inventory allocation.
@@ -31,6 +32,11 @@ pub struct Cli {
     /// Bearer token sent with every call (client subcommands).
     #[arg(long, global = true, env = "STOCKPOOL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM file of the certificate authorities to trust for an https://
+    /// --server, instead of the public ones (a private CA, a self-signed
+    /// certificate).
+    #[arg(long, global = true, env = "STOCKPOOL_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -7,8 +7,56 @@ use super::InvalidInput;
 
 /// Longest accepted code (SKU, warehouse, channel, order id).
 pub const MAX_CODE_LEN: usize = 64;
-/// Largest quantity accepted on one line or one stock movement.
+/// Largest quantity accepted on one line or one stock movement, and the
+/// most one pool may hold on hand.
 pub const MAX_QUANTITY: i64 = 1_000_000_000;
+/// Longest accepted free text (reasons, comments, names, and the ids of
+/// shipments, refunds and movements), in characters.
+pub const MAX_TEXT_LEN: usize = 200;
+
+/// What a free-text field may hold besides printable characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// One line: names, authors and idempotency keys. No control character.
+    Line,
+    /// A note a person wrote (a reason, a comment): tabs and line breaks are
+    /// kept, no other control character.
+    Note,
+}
+
+/// Checks free text before it reaches a store: at most [`MAX_TEXT_LEN`]
+/// characters and no control character (NUL, escape sequences, DEL, C1)
+/// beyond what `kind` allows. Both stores then accept exactly the same
+/// input (Postgres cannot store NUL at all).
+pub fn check_text(field: &str, raw: &str, kind: TextKind) -> Result<(), InvalidInput> {
+    let chars = raw.chars().count();
+    if chars > MAX_TEXT_LEN {
+        return Err(InvalidInput::new(
+            field,
+            format!("is {chars} characters long; at most {MAX_TEXT_LEN} are allowed"),
+        ));
+    }
+    let allowed = |c: char| kind == TextKind::Note && matches!(c, '\t' | '\n' | '\r');
+    if let Some((at, bad)) = raw
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !allowed(*c))
+    {
+        let what = match kind {
+            TextKind::Line => "control characters",
+            TextKind::Note => "control characters other than tabs and line breaks",
+        };
+        return Err(InvalidInput::new(
+            field,
+            format!(
+                "contains the control character U+{:04X} at character {}; {what} are not allowed",
+                bad as u32,
+                at + 1
+            ),
+        ));
+    }
+    Ok(())
+}
 
 fn check_code(field: &str, raw: &str, extra: &[char]) -> Result<(), InvalidInput> {
     if raw.is_empty() {
@@ -223,6 +271,48 @@ mod tests {
     fn an_error_can_be_located_inside_a_larger_request() {
         let err = Sku::parse("").unwrap_err().at("lines[2]");
         assert_eq!(err.to_string(), "lines[2].sku must not be empty");
+    }
+
+    #[test]
+    fn free_text_refuses_nul_and_other_control_characters_naming_the_field() {
+        let err = check_text("reason", "dam\0age", TextKind::Note).unwrap_err();
+        assert_eq!(err.field, "reason");
+        assert_eq!(
+            err.problem,
+            "contains the control character U+0000 at character 4; control characters other than tabs and line breaks are not allowed"
+        );
+        for bad in ["\u{1b}[31m", "a\u{7f}", "\u{85}", "x\u{9b}y"] {
+            assert!(
+                check_text("comment", bad, TextKind::Note).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(check_text("movement_id", "a\tb", TextKind::Line).is_err());
+        assert!(check_text("name", "a\nb", TextKind::Line).is_err());
+    }
+
+    #[test]
+    fn free_text_keeps_tabs_line_breaks_and_any_printable_character() {
+        for ok in [
+            "",
+            "receipt PO-1",
+            "Lieferung für Köln ✓",
+            "line 1\r\nline 2\tend",
+        ] {
+            assert!(check_text("comment", ok, TextKind::Note).is_ok(), "{ok:?}");
+        }
+        assert!(check_text("shipment_id", "1Z999AA1 #2/3", TextKind::Line).is_ok());
+    }
+
+    #[test]
+    fn free_text_is_at_most_the_maximum_length_in_characters() {
+        assert!(check_text("reason", &"é".repeat(MAX_TEXT_LEN), TextKind::Note).is_ok());
+        assert_eq!(
+            check_text("reason", &"é".repeat(MAX_TEXT_LEN + 1), TextKind::Note)
+                .unwrap_err()
+                .to_string(),
+            "reason is 201 characters long; at most 200 are allowed"
+        );
     }
 
     #[test]

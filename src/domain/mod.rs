@@ -27,7 +27,10 @@ pub use allocation::{
     Laid, OrderLine, Placement,
 };
 pub use catalog::{Catalog, Channel, Effective, FieldSource, Rule, Warehouse, BUILTIN_CHANNELS};
-pub use codes::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode, MAX_CODE_LEN, MAX_QUANTITY};
+pub use codes::{
+    check_text, ChannelCode, OrderId, Quantity, Sku, TextKind, WarehouseCode, MAX_CODE_LEN,
+    MAX_QUANTITY, MAX_TEXT_LEN,
+};
 pub use error::{DomainError, InvalidInput, Shortfall};
 pub use reservation::{
     canonical_lines, Allocation, LineRequest, Refund, Reservation, Status, StockMaster, Take,

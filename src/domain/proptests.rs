@@ -1,7 +1,9 @@
 //! Property tests: random catalogs, pools and order sequences checked
 //! against the invariants of DESIGN.md's formula and sourcing, and random
 //! Fulfill/Release/Restock/expiry sequences against the reservation
-//! state machine's bookkeeping.
+//! state machine's bookkeeping. Each runs twice: on small numbers, where
+//! fences, shares and buffers bite, and on the largest numbers the boundary
+//! accepts (a debug build panics on any overflow, so these find it).
 
 use proptest::collection::vec;
 use proptest::option;
@@ -13,6 +15,30 @@ use super::*;
 const SKUS: [&str; 2] = ["TEE", "MUG"];
 const WAREHOUSES: [&str; 4] = ["WH-0", "WH-1", "WH-2", "WH-3"];
 const CHANNELS: [&str; 4] = ["ch-0", "ch-1", "ch-2", "ch-3"];
+
+/// Which numbers a strategy draws.
+#[derive(Debug, Clone, Copy)]
+enum Scale {
+    /// Up to a few dozen.
+    Small,
+    /// Small ones, and ones at and just below [`MAX_QUANTITY`], the largest
+    /// quantity, count or rule value a client may send.
+    Extreme,
+}
+
+/// A count of units from 0 (or `min`) to `small`, or at the top of the
+/// accepted range.
+fn units(scale: Scale, min: i64, small: i64) -> BoxedStrategy<i64> {
+    match scale {
+        Scale::Small => (min..=small).boxed(),
+        Scale::Extreme => prop_oneof![
+            min..=small,
+            (MAX_QUANTITY - small)..=MAX_QUANTITY,
+            Just(MAX_QUANTITY),
+        ]
+        .boxed(),
+    }
+}
 
 /// A random catalog of 1-4 warehouses and 2-4 channels with random default
 /// and SKU rules, and the pools of every SKU (reserved ≤ on_hand).
@@ -44,7 +70,7 @@ impl World {
 
 /// A rule's fields, warehouses as a random subset (possibly empty) of the
 /// declared ones in random priority order.
-fn rule_fields(warehouses: usize) -> impl Strategy<Value = Rule> {
+fn rule_fields(warehouses: usize, scale: Scale) -> impl Strategy<Value = Rule> {
     let subset = (
         Just((0..warehouses).collect::<Vec<_>>()).prop_shuffle(),
         0..=warehouses,
@@ -52,11 +78,11 @@ fn rule_fields(warehouses: usize) -> impl Strategy<Value = Rule> {
         .prop_map(|(order, k)| order[..k].iter().map(|&w| wh(WAREHOUSES[w])).collect());
     (
         subset,
-        option::of(0..=25i64),
+        option::of(units(scale, 0, 25)),
         option::of(1..=100u32),
-        option::of(0..=8i64),
-        option::of(0..=40i64),
-        option::of(0..=10i64),
+        option::of(units(scale, 0, 8)),
+        option::of(units(scale, 0, 40)),
+        option::of(units(scale, 0, 10)),
     )
         .prop_map(
             |(warehouses, fence, share_percent, buffer, max_published, min_published)| Rule {
@@ -71,8 +97,8 @@ fn rule_fields(warehouses: usize) -> impl Strategy<Value = Rule> {
         )
 }
 
-fn pool() -> impl Strategy<Value = Pool> {
-    (0..=40i64).prop_flat_map(|on_hand| {
+fn pool(scale: Scale) -> impl Strategy<Value = Pool> {
+    units(scale, 0, 40).prop_flat_map(|on_hand| {
         (0..=on_hand).prop_map(move |reserved| Pool {
             on_hand,
             reserved,
@@ -81,14 +107,14 @@ fn pool() -> impl Strategy<Value = Pool> {
     })
 }
 
-fn world() -> impl Strategy<Value = World> {
+fn world(scale: Scale) -> impl Strategy<Value = World> {
     (1..=4usize, 2..=4usize)
-        .prop_flat_map(|(n_w, n_c)| {
+        .prop_flat_map(move |(n_w, n_c)| {
             (
                 Just((n_w, n_c)),
-                vec(option::of(rule_fields(n_w)), n_c),
-                vec(option::of(rule_fields(n_w)), n_c * SKUS.len()),
-                vec(vec(pool(), n_w), SKUS.len()),
+                vec(option::of(rule_fields(n_w, scale)), n_c),
+                vec(option::of(rule_fields(n_w, scale)), n_c * SKUS.len()),
+                vec(vec(pool(scale), n_w), SKUS.len()),
             )
         })
         .prop_map(|((n_w, n_c), defaults, sku_rules, pools)| {
@@ -121,8 +147,13 @@ fn world() -> impl Strategy<Value = World> {
 
 /// An order: a channel (taken modulo the channel count) and, per SKU, an
 /// optional quantity; each SKU appears at most once.
-fn orders() -> impl Strategy<Value = Vec<(usize, Vec<Option<i64>>)>> {
-    vec((0..4usize, vec(option::of(1..=25i64), SKUS.len())), 1..=8)
+fn orders(scale: Scale) -> impl Strategy<Value = Vec<(usize, Vec<Option<i64>>)>> {
+    vec((0..4usize, wanted_quantities(scale)), 1..=8)
+}
+
+/// Per SKU, an optional quantity to order.
+fn wanted_quantities(scale: Scale) -> impl Strategy<Value = Vec<Option<i64>>> {
+    vec(option::of(units(scale, 1, 25)), SKUS.len())
 }
 
 /// The order's lines as (SKU index, quantity).
@@ -159,137 +190,214 @@ fn unprotected(world: &World, rules: &[Effective], s: usize, channel: usize, w: 
     world.pools[s][w].free() - laid.protected[w]
 }
 
+type Checked = Result<(), TestCaseError>;
+
+fn admitted_orders_fit_atp_place_every_unit_and_never_cross_a_fence(
+    mut world: World,
+    orders: Vec<(usize, Vec<Option<i64>>)>,
+) -> Checked {
+    let rules = world.rules();
+    let n_w = world.warehouses();
+    for (c, wanted) in orders {
+        let c = c % world.channels();
+        let lines = lines_of(&wanted);
+        let atps: Vec<i64> = lines
+            .iter()
+            .map(|&(s, _)| atp(&rules[s], &world.pools[s], c, n_w))
+            .collect();
+        let laid_before: Vec<Laid> = lines
+            .iter()
+            .map(|&(s, _)| lay_fences(&rules[s], &world.pools[s], c, n_w))
+            .collect();
+
+        match source(&world, &rules, c, &lines) {
+            Ok(placements) => {
+                for (i, &(s, quantity)) in lines.iter().enumerate() {
+                    prop_assert!(
+                        quantity <= atps[i],
+                        "admitted {quantity} of SKU {s} over ATP {}",
+                        atps[i]
+                    );
+                    let mine: Vec<&Placement> = placements.iter().filter(|p| p.line == i).collect();
+                    prop_assert_eq!(mine.iter().map(|p| p.quantity).sum::<i64>(), quantity);
+                    for p in mine {
+                        prop_assert!(p.quantity > 0);
+                        prop_assert!(rules[s][c].warehouses.contains(&p.warehouse));
+                    }
+                }
+                let before = world.pools.clone();
+                for p in &placements {
+                    world.pools[lines[p.line].0][p.warehouse].reserved += p.quantity;
+                }
+                for (i, &(s, _)) in lines.iter().enumerate() {
+                    for (w, (after, before)) in world.pools[s].iter().zip(&before[s]).enumerate() {
+                        let placed: i64 = placements
+                            .iter()
+                            .filter(|p| p.line == i && p.warehouse == w)
+                            .map(|p| p.quantity)
+                            .sum();
+                        prop_assert_eq!(after.reserved - before.reserved, placed);
+                        prop_assert!(after.reserved <= after.on_hand);
+                    }
+                    let laid_after = lay_fences(&rules[s], &world.pools[s], c, n_w);
+                    prop_assert_eq!(&laid_after.by_channel, &laid_before[i].by_channel);
+                }
+            }
+            Err(DomainError::Insufficient { channel, shorts }) => {
+                prop_assert_eq!(&channel, &world.catalog.channels[c].code);
+                let expected: Vec<Shortfall> = lines
+                    .iter()
+                    .zip(&atps)
+                    .filter(|(&(_, quantity), &available)| quantity > available)
+                    .map(|(&(s, wanted), &available)| Shortfall {
+                        sku: world.skus[s].clone(),
+                        wanted,
+                        available,
+                    })
+                    .collect();
+                prop_assert!(
+                    !expected.is_empty(),
+                    "refused an order whose every line fits ATP"
+                );
+                prop_assert_eq!(shorts, expected);
+            }
+            Err(other) => prop_assert!(false, "unexpected refusal: {other}"),
+        }
+    }
+    Ok(())
+}
+
+fn an_order_ships_from_the_first_warehouse_that_can_ship_it_whole_else_splits_in_priority_order(
+    world: World,
+    channel: usize,
+    wanted: Vec<Option<i64>>,
+) -> Checked {
+    let c = channel % world.channels();
+    let rules = world.rules();
+    let lines = lines_of(&wanted);
+    let Ok(placements) = source(&world, &rules, c, &lines) else {
+        return Ok(());
+    };
+    let room = |s: usize, w: usize| {
+        if rules[s][c].warehouses.contains(&w) {
+            unprotected(&world, &rules[s], s, c, w)
+        } else {
+            0
+        }
+    };
+    let single = world
+        .catalog
+        .default_warehouse_order(c)
+        .into_iter()
+        .find(|&w| lines.iter().all(|&(s, quantity)| room(s, w) >= quantity));
+    let expected: Vec<Placement> = match single {
+        Some(warehouse) => (0..lines.len())
+            .map(|line| Placement {
+                line,
+                warehouse,
+                quantity: lines[line].1,
+            })
+            .collect(),
+        None => {
+            let mut out = Vec::new();
+            for (line, &(s, quantity)) in lines.iter().enumerate() {
+                let mut left = quantity;
+                for &warehouse in &rules[s][c].warehouses {
+                    let take = room(s, warehouse).min(left);
+                    if take > 0 {
+                        out.push(Placement {
+                            line,
+                            warehouse,
+                            quantity: take,
+                        });
+                        left -= take;
+                    }
+                }
+            }
+            out
+        }
+    };
+    prop_assert_eq!(placements, expected);
+    Ok(())
+}
+
+fn published_lies_between_zero_and_atp_and_respects_the_rule_limits(world: World) -> Checked {
+    let rules = world.rules();
+    for (s, sku) in world.skus.iter().enumerate() {
+        for c in 0..world.channels() {
+            let a = availability(&world.catalog, sku, &rules[s], &world.pools[s], c);
+            let rule = &rules[s][c];
+            prop_assert_eq!(
+                a.atp,
+                atp(&rules[s], &world.pools[s], c, world.warehouses())
+            );
+            prop_assert!(a.published >= 0);
+            prop_assert!(a.published <= a.atp);
+            if rule.max_published > 0 {
+                prop_assert!(a.published <= rule.max_published);
+            }
+            if a.published > 0 {
+                prop_assert!(a.published >= rule.min_published);
+            }
+            let last = a.explain.last().expect("explain has steps");
+            prop_assert_eq!((last.step, last.value), ("published", a.published));
+            let free_less_protected: i64 = a
+                .explain
+                .iter()
+                .filter(|e| matches!(e.step, "free" | "protected"))
+                .map(|e| e.value)
+                .sum();
+            prop_assert_eq!(free_less_protected, a.atp);
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn admitted_orders_fit_atp_place_every_unit_and_never_cross_a_fence(
-        mut world in world(),
-        orders in orders(),
+    fn admitted_orders_fit_atp_place_every_unit_and_never_cross_a_fence_on_small_numbers(
+        world in world(Scale::Small),
+        orders in orders(Scale::Small),
     ) {
-        let rules = world.rules();
-        let n_w = world.warehouses();
-        for (c, wanted) in orders {
-            let c = c % world.channels();
-            let lines = lines_of(&wanted);
-            let atps: Vec<i64> = lines.iter().map(|&(s, _)| atp(&rules[s], &world.pools[s], c, n_w)).collect();
-            let laid_before: Vec<Laid> =
-                lines.iter().map(|&(s, _)| lay_fences(&rules[s], &world.pools[s], c, n_w)).collect();
-
-            match source(&world, &rules, c, &lines) {
-                Ok(placements) => {
-                    for (i, &(s, quantity)) in lines.iter().enumerate() {
-                        prop_assert!(quantity <= atps[i], "admitted {quantity} of SKU {s} over ATP {}", atps[i]);
-                        let mine: Vec<&Placement> = placements.iter().filter(|p| p.line == i).collect();
-                        prop_assert_eq!(mine.iter().map(|p| p.quantity).sum::<i64>(), quantity);
-                        for p in mine {
-                            prop_assert!(p.quantity > 0);
-                            prop_assert!(rules[s][c].warehouses.contains(&p.warehouse));
-                        }
-                    }
-                    let before = world.pools.clone();
-                    for p in &placements {
-                        world.pools[lines[p.line].0][p.warehouse].reserved += p.quantity;
-                    }
-                    for (i, &(s, _)) in lines.iter().enumerate() {
-                        for (w, (after, before)) in world.pools[s].iter().zip(&before[s]).enumerate() {
-                            let placed: i64 = placements
-                                .iter()
-                                .filter(|p| p.line == i && p.warehouse == w)
-                                .map(|p| p.quantity)
-                                .sum();
-                            prop_assert_eq!(after.reserved - before.reserved, placed);
-                            prop_assert!(after.reserved <= after.on_hand);
-                        }
-                        let laid_after = lay_fences(&rules[s], &world.pools[s], c, n_w);
-                        prop_assert_eq!(&laid_after.by_channel, &laid_before[i].by_channel);
-                    }
-                }
-                Err(DomainError::Insufficient { channel, shorts }) => {
-                    prop_assert_eq!(&channel, &world.catalog.channels[c].code);
-                    let expected: Vec<Shortfall> = lines
-                        .iter()
-                        .zip(&atps)
-                        .filter(|(&(_, quantity), &available)| quantity > available)
-                        .map(|(&(s, wanted), &available)| Shortfall { sku: world.skus[s].clone(), wanted, available })
-                        .collect();
-                    prop_assert!(!expected.is_empty(), "refused an order whose every line fits ATP");
-                    prop_assert_eq!(shorts, expected);
-                }
-                Err(other) => prop_assert!(false, "unexpected refusal: {other}"),
-            }
-        }
+        admitted_orders_fit_atp_place_every_unit_and_never_cross_a_fence(world, orders)?;
     }
 
     #[test]
-    fn an_order_ships_from_the_first_warehouse_that_can_ship_it_whole_else_splits_in_priority_order(
-        world in world(),
+    fn admitted_orders_fit_atp_place_every_unit_and_never_cross_a_fence_at_the_largest_accepted_numbers(
+        world in world(Scale::Extreme),
+        orders in orders(Scale::Extreme),
+    ) {
+        admitted_orders_fit_atp_place_every_unit_and_never_cross_a_fence(world, orders)?;
+    }
+
+    #[test]
+    fn sourcing_prefers_one_warehouse_then_splits_in_priority_order_on_small_numbers(
+        world in world(Scale::Small),
         channel in 0..4usize,
-        wanted in vec(option::of(1..=25i64), SKUS.len()),
+        wanted in wanted_quantities(Scale::Small),
     ) {
-        let c = channel % world.channels();
-        let rules = world.rules();
-        let lines = lines_of(&wanted);
-        let Ok(placements) = source(&world, &rules, c, &lines) else {
-            return Ok(());
-        };
-        let room = |s: usize, w: usize| {
-            if rules[s][c].warehouses.contains(&w) { unprotected(&world, &rules[s], s, c, w) } else { 0 }
-        };
-        let single = world
-            .catalog
-            .default_warehouse_order(c)
-            .into_iter()
-            .find(|&w| lines.iter().all(|&(s, quantity)| room(s, w) >= quantity));
-        let expected: Vec<Placement> = match single {
-            Some(warehouse) => (0..lines.len())
-                .map(|line| Placement { line, warehouse, quantity: lines[line].1 })
-                .collect(),
-            None => {
-                let mut out = Vec::new();
-                for (line, &(s, quantity)) in lines.iter().enumerate() {
-                    let mut left = quantity;
-                    for &warehouse in &rules[s][c].warehouses {
-                        let take = room(s, warehouse).min(left);
-                        if take > 0 {
-                            out.push(Placement { line, warehouse, quantity: take });
-                            left -= take;
-                        }
-                    }
-                }
-                out
-            }
-        };
-        prop_assert_eq!(placements, expected);
+        an_order_ships_from_the_first_warehouse_that_can_ship_it_whole_else_splits_in_priority_order(world, channel, wanted)?;
     }
 
     #[test]
-    fn published_lies_between_zero_and_atp_and_respects_the_rule_limits(world in world()) {
-        let rules = world.rules();
-        for (s, sku) in world.skus.iter().enumerate() {
-            for c in 0..world.channels() {
-                let a = availability(&world.catalog, sku, &rules[s], &world.pools[s], c);
-                let rule = &rules[s][c];
-                prop_assert_eq!(a.atp, atp(&rules[s], &world.pools[s], c, world.warehouses()));
-                prop_assert!(a.published >= 0);
-                prop_assert!(a.published <= a.atp);
-                if rule.max_published > 0 {
-                    prop_assert!(a.published <= rule.max_published);
-                }
-                if a.published > 0 {
-                    prop_assert!(a.published >= rule.min_published);
-                }
-                let last = a.explain.last().expect("explain has steps");
-                prop_assert_eq!((last.step, last.value), ("published", a.published));
-                let free_less_protected: i64 = a
-                    .explain
-                    .iter()
-                    .filter(|e| matches!(e.step, "free" | "protected"))
-                    .map(|e| e.value)
-                    .sum();
-                prop_assert_eq!(free_less_protected, a.atp);
-            }
-        }
+    fn sourcing_prefers_one_warehouse_then_splits_in_priority_order_at_the_largest_accepted_numbers(
+        world in world(Scale::Extreme),
+        channel in 0..4usize,
+        wanted in wanted_quantities(Scale::Extreme),
+    ) {
+        an_order_ships_from_the_first_warehouse_that_can_ship_it_whole_else_splits_in_priority_order(world, channel, wanted)?;
+    }
+
+    #[test]
+    fn published_lies_between_zero_and_atp_on_small_numbers(world in world(Scale::Small)) {
+        published_lies_between_zero_and_atp_and_respects_the_rule_limits(world)?;
+    }
+
+    #[test]
+    fn published_lies_between_zero_and_atp_at_the_largest_accepted_numbers(world in world(Scale::Extreme)) {
+        published_lies_between_zero_and_atp_and_respects_the_rule_limits(world)?;
     }
 }
 
@@ -307,28 +415,29 @@ enum Op {
 
 /// Lines over TEE, MUG and CAP (which no allocation holds), sometimes
 /// naming a warehouse.
-fn line_requests() -> impl Strategy<Value = Vec<LineRequest>> {
-    let line = (0..3usize, 1..=12i64, option::of(0..2usize)).prop_map(|(s, q, w)| LineRequest {
-        sku: sku(["TEE", "MUG", "CAP"][s]),
-        quantity: Quantity::parse("quantity", q).expect("generated quantity is positive"),
-        warehouse: w.map(|w| wh(WAREHOUSES[w])),
-    });
+fn line_requests(scale: Scale) -> impl Strategy<Value = Vec<LineRequest>> {
+    let line =
+        (0..3usize, units(scale, 1, 12), option::of(0..2usize)).prop_map(|(s, q, w)| LineRequest {
+            sku: sku(["TEE", "MUG", "CAP"][s]),
+            quantity: Quantity::parse("quantity", q).expect("generated quantity is positive"),
+            warehouse: w.map(|w| wh(WAREHOUSES[w])),
+        });
     vec(line, 0..=3)
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op(scale: Scale) -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => Just(Op::Confirm),
-        3 => line_requests().prop_map(Op::Fulfill),
-        3 => line_requests().prop_map(Op::Release),
-        3 => line_requests().prop_map(Op::Restock),
+        3 => line_requests(scale).prop_map(Op::Fulfill),
+        3 => line_requests(scale).prop_map(Op::Release),
+        3 => line_requests(scale).prop_map(Op::Restock),
         1 => Just(Op::Expire),
-        2 => (0..5usize, 0..=12i64).prop_map(|(a, n)| Op::ErpDelivered(a, n)),
+        2 => (0..5usize, units(scale, 0, 12)).prop_map(|(a, n)| Op::ErpDelivered(a, n)),
     ]
 }
 
-fn allocations() -> impl Strategy<Value = Vec<Allocation>> {
-    vec((0..2usize, 0..2usize, 1..=10i64), 1..=5).prop_map(|v| {
+fn allocations(scale: Scale) -> impl Strategy<Value = Vec<Allocation>> {
+    vec((0..2usize, 0..2usize, units(scale, 1, 10)), 1..=5).prop_map(|v| {
         v.into_iter()
             .map(|(s, w, quantity)| Allocation::new(sku(SKUS[s]), wh(WAREHOUSES[w]), quantity))
             .collect()
@@ -343,82 +452,127 @@ fn total(takes: &[Take]) -> i64 {
     takes.iter().map(|t| t.quantity).sum()
 }
 
+fn any_sequence_of_requests_keeps_every_allocations_counts_consistent(
+    allocations: Vec<Allocation>,
+    hold_seconds: u32,
+    master: StockMaster,
+    ops: Vec<Op>,
+) -> Checked {
+    let now = 1_000_000;
+    let mut r = Reservation::new(
+        "r".into(),
+        ch("shopify"),
+        order("#1"),
+        &[],
+        allocations,
+        now,
+        hold_seconds,
+    );
+    for (i, op) in ops.into_iter().enumerate() {
+        let open_before = r.open_units();
+        let held_before = r.held_units();
+        match op {
+            Op::Confirm => {
+                let _ = r.confirm(now);
+            }
+            Op::Fulfill(lines) => {
+                if let Ok(takes) = r.plan_fulfill(&lines, master) {
+                    if master == StockMaster::Stockpool {
+                        let expected = if lines.is_empty() {
+                            open_before
+                        } else {
+                            wanted(&lines)
+                        };
+                        prop_assert_eq!(total(&takes), expected);
+                    }
+                    r.fulfill(&takes, Some(format!("ship-{i}")), master);
+                    let booked = held_before - r.held_units();
+                    let expected = if master == StockMaster::Stockpool {
+                        total(&takes)
+                    } else {
+                        0
+                    };
+                    prop_assert_eq!(
+                        booked,
+                        expected,
+                        "a Fulfill books on the pool only when stockpool is master"
+                    );
+                }
+            }
+            Op::Release(lines) => {
+                if let Ok(takes) = r.plan_takes("release", &lines) {
+                    let expected = if lines.is_empty() {
+                        open_before
+                    } else {
+                        wanted(&lines)
+                    };
+                    prop_assert_eq!(total(&takes), expected);
+                    r.release(&takes);
+                    prop_assert_eq!(held_before - r.held_units(), total(&takes));
+                }
+            }
+            Op::Restock(lines) => {
+                if let Ok(takes) = r.plan_restock(&lines) {
+                    if !lines.is_empty() {
+                        prop_assert!(total(&takes) <= wanted(&lines));
+                    }
+                    r.restock(format!("refund-{i}"), takes);
+                }
+            }
+            Op::Expire => {
+                let was_held = r.status == Status::Held;
+                let takes = r.expire();
+                prop_assert_eq!(total(&takes), if was_held { open_before } else { 0 });
+            }
+            Op::ErpDelivered(a, n) => {
+                if a < r.allocations.len() {
+                    let newly = r.erp_delivered(a, n);
+                    prop_assert!(newly >= 0);
+                    prop_assert_eq!(held_before - r.held_units(), newly);
+                }
+            }
+        }
+        for a in &r.allocations {
+            prop_assert!(a.fulfilled >= 0 && a.released >= 0, "{a:?}");
+            prop_assert!(a.fulfilled + a.released <= a.quantity, "{a:?}");
+            prop_assert!(0 <= a.restocked && a.restocked <= a.fulfilled, "{a:?}");
+            prop_assert_eq!(a.fulfilled, a.shipped.max(a.delivered), "{:?}", a);
+            prop_assert!(0 <= a.open() && a.open() <= a.held(), "{a:?}");
+            if master == StockMaster::Stockpool {
+                prop_assert_eq!(a.open(), a.held(), "{:?}", a);
+            }
+        }
+        let shipped = r.allocations.iter().any(|a| a.fulfilled > 0);
+        prop_assert_eq!(r.status.is_open(), r.open_units() > 0, "{:?}", r.status);
+        prop_assert_eq!(
+            r.status == Status::Fulfilled,
+            !r.status.is_open() && shipped
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn any_sequence_of_requests_keeps_every_allocations_counts_consistent(
-        allocations in allocations(),
+    fn any_sequence_of_requests_keeps_every_allocations_counts_consistent_on_small_numbers(
+        allocations in allocations(Scale::Small),
         hold_seconds in prop_oneof![Just(0u32), Just(60u32)],
         master in prop_oneof![Just(StockMaster::Stockpool), Just(StockMaster::Erp)],
-        ops in vec(op(), 0..=12),
+        ops in vec(op(Scale::Small), 0..=12),
     ) {
-        let now = 1_000_000;
-        let mut r = Reservation::new(
-            "r".into(), ch("shopify"), order("#1"), &[], allocations, now, hold_seconds,
-        );
-        for (i, op) in ops.into_iter().enumerate() {
-            let open_before = r.open_units();
-            let held_before = r.held_units();
-            match op {
-                Op::Confirm => {
-                    let _ = r.confirm(now);
-                }
-                Op::Fulfill(lines) => {
-                    if let Ok(takes) = r.plan_fulfill(&lines, master) {
-                        if master == StockMaster::Stockpool {
-                            let expected = if lines.is_empty() { open_before } else { wanted(&lines) };
-                            prop_assert_eq!(total(&takes), expected);
-                        }
-                        r.fulfill(&takes, Some(format!("ship-{i}")), master);
-                        let booked = held_before - r.held_units();
-                        let expected = if master == StockMaster::Stockpool { total(&takes) } else { 0 };
-                        prop_assert_eq!(booked, expected, "a Fulfill books on the pool only when stockpool is master");
-                    }
-                }
-                Op::Release(lines) => {
-                    if let Ok(takes) = r.plan_takes("release", &lines) {
-                        let expected = if lines.is_empty() { open_before } else { wanted(&lines) };
-                        prop_assert_eq!(total(&takes), expected);
-                        r.release(&takes);
-                        prop_assert_eq!(held_before - r.held_units(), total(&takes));
-                    }
-                }
-                Op::Restock(lines) => {
-                    if let Ok(takes) = r.plan_restock(&lines) {
-                        if !lines.is_empty() {
-                            prop_assert!(total(&takes) <= wanted(&lines));
-                        }
-                        r.restock(format!("refund-{i}"), takes);
-                    }
-                }
-                Op::Expire => {
-                    let was_held = r.status == Status::Held;
-                    let takes = r.expire();
-                    prop_assert_eq!(total(&takes), if was_held { open_before } else { 0 });
-                }
-                Op::ErpDelivered(a, n) => {
-                    if a < r.allocations.len() {
-                        let newly = r.erp_delivered(a, n);
-                        prop_assert!(newly >= 0);
-                        prop_assert_eq!(held_before - r.held_units(), newly);
-                    }
-                }
-            }
-            for a in &r.allocations {
-                prop_assert!(a.fulfilled >= 0 && a.released >= 0, "{a:?}");
-                prop_assert!(a.fulfilled + a.released <= a.quantity, "{a:?}");
-                prop_assert!(0 <= a.restocked && a.restocked <= a.fulfilled, "{a:?}");
-                prop_assert_eq!(a.fulfilled, a.shipped.max(a.delivered), "{:?}", a);
-                prop_assert!(0 <= a.open() && a.open() <= a.held(), "{a:?}");
-                if master == StockMaster::Stockpool {
-                    prop_assert_eq!(a.open(), a.held(), "{:?}", a);
-                }
-            }
-            let shipped = r.allocations.iter().any(|a| a.fulfilled > 0);
-            prop_assert_eq!(r.status.is_open(), r.open_units() > 0, "{:?}", r.status);
-            prop_assert_eq!(r.status == Status::Fulfilled, !r.status.is_open() && shipped);
-        }
+        any_sequence_of_requests_keeps_every_allocations_counts_consistent(allocations, hold_seconds, master, ops)?;
+    }
+
+    #[test]
+    fn any_sequence_of_requests_keeps_every_allocations_counts_consistent_at_the_largest_accepted_numbers(
+        allocations in allocations(Scale::Extreme),
+        hold_seconds in prop_oneof![Just(0u32), Just(60u32), Just(MAX_HOLD_SECONDS)],
+        master in prop_oneof![Just(StockMaster::Stockpool), Just(StockMaster::Erp)],
+        ops in vec(op(Scale::Extreme), 0..=12),
+    ) {
+        any_sequence_of_requests_keeps_every_allocations_counts_consistent(allocations, hold_seconds, master, ops)?;
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl Engine {
     ) -> Result<Rule, EngineError> {
         let _admin = self.inner.admin.lock().await;
         let mut next = (*self.catalog()).clone();
+        self.check_channel(&next, channel)?;
         let Some(old) = next.delete_rule(channel, sku) else {
             return Err(EngineError::NotFound {
                 what: "rule",

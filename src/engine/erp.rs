@@ -121,7 +121,11 @@ impl Engine {
                 done.push(key);
                 continue;
             };
-            let guard = slot.lock().await;
+            // An order whose last change is still settling is left out
+            // this time; the next sync sees it.
+            let Ok(guard) = self.lock_slot(&key, &slot).await else {
+                continue;
+            };
             let Some(r) = guard.as_ref() else {
                 done.push(key);
                 continue;
@@ -204,13 +208,13 @@ impl Engine {
             }
         }
         let mut guards = Vec::with_capacity(slots.len());
-        for (_, slot, _) in &slots {
-            guards.push(slot.lock().await);
+        for (key, slot, _) in &slots {
+            guards.push(Some(self.lock_slot(key, slot).await?));
         }
         let mut newly: BTreeMap<usize, (i64, BTreeSet<String>)> = BTreeMap::new();
         let mut changed: Vec<(usize, Reservation, Reservation)> = Vec::new();
         for (i, ((_, _, deliveries), guard)) in slots.iter().zip(&guards).enumerate() {
-            let Some(before) = guard.as_ref() else {
+            let Some(before) = guard.as_ref().and_then(|g| g.as_ref()) else {
                 continue;
             };
             let mut after = before.clone();
@@ -295,12 +299,16 @@ impl Engine {
             (followed, self.enqueue_locked(&cells, &mut sku_guards, ops))
         };
         for (i, _, after) in &changed {
-            *guards[*i] = Some(after.clone());
+            if let Some(g) = guards[*i].as_mut() {
+                **g = Some(after.clone());
+            }
         }
         if let Err(e) = self.settle(&skus, &cells, ticket).await {
             for (i, before, _) in changed {
                 let key = (before.channel.clone(), before.order_id.clone());
-                *guards[i] = self.stored_reservation(&key, Some(before)).await;
+                if let Some(guard) = guards[i].take() {
+                    self.restore_slot(&key, guard, Some(before), &e);
+                }
             }
             return Err(e);
         }

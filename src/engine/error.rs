@@ -41,6 +41,14 @@ pub enum EngineError {
     )]
     Unavailable(#[source] CommitError),
 
+    /// Another call on this order has held it for too long: a commit in
+    /// flight, or the read-back of one whose outcome is not yet known.
+    #[error("reservation {channel}/{order_id} is busy: its last change is not settled yet; retry shortly")]
+    OrderBusy {
+        channel: ChannelCode,
+        order_id: OrderId,
+    },
+
     /// Memory for these SKUs is being reloaded after a failed commit.
     #[error("{0} is being reloaded after a failed write; retry shortly")]
     Reloading(Sku),

@@ -292,6 +292,12 @@ impl Engine {
         }
     }
 
+    /// Whether the SKU has a cell (it held stock, or a movement on it is
+    /// under way).
+    fn is_known(&self, sku: &Sku) -> bool {
+        self.inner.skus.contains_key(sku)
+    }
+
     /// Copies of one SKU's pools (empty when it never held stock).
     fn pools_of(&self, sku: &Sku) -> Vec<Pool> {
         self.inner
@@ -301,9 +307,16 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Every SKU that ever held stock, sorted.
+    /// Every SKU that ever held stock, sorted. A SKU whose only movement
+    /// failed to commit has no pools and is left out.
     pub fn skus(&self) -> Vec<Sku> {
-        let mut v: Vec<Sku> = self.inner.skus.iter().map(|e| e.key().clone()).collect();
+        let mut v: Vec<Sku> = self
+            .inner
+            .skus
+            .iter()
+            .filter(|e| !e.value().lock().pools.is_empty())
+            .map(|e| e.key().clone())
+            .collect();
         v.sort();
         v
     }
@@ -418,31 +431,53 @@ impl Engine {
         }
     }
 
-    /// Replaces the memory of `skus` with what the store holds, once no
-    /// commit on them is in flight. Retries while the store is unreachable.
+    /// Replaces the memory of those of `skus` that wait for a reload with
+    /// what the store holds, once no commit on them is in flight. Retries
+    /// while the store is unreachable. Several reloads of one SKU may run
+    /// (one per failed commit): the first replaces memory, and a reload
+    /// whose read predates a later failure on the SKU reads again, so no
+    /// reload ever writes back rows older than memory.
     async fn reload(&self, skus: Vec<Sku>) {
         let cells: Vec<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, true)).collect();
         let mut backoff = Duration::from_millis(5);
         loop {
-            if cells.iter().any(|c| c.lock().pending > 0) {
+            // The epoch of each SKU still waiting; none left: done.
+            let epochs: Option<Vec<Option<u64>>> = {
+                let guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
+                (!guards.iter().any(|g| g.pending > 0)).then(|| {
+                    guards
+                        .iter()
+                        .map(|g| g.needs_reload.then_some(g.epoch))
+                        .collect()
+                })
+            };
+            let Some(epochs) = epochs else {
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 continue;
+            };
+            if epochs.iter().all(Option::is_none) {
+                return;
             }
             let rows = match self.inner.store.load_pools(&skus).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(error = %crate::telemetry::chain(&e), "reload failed; retrying");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff = (backoff * 2).min(reservations::RETRY_MAX);
                     continue;
                 }
             };
             let catalog = self.catalog();
             let mut guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
-            if guards.iter().any(|g| g.pending > 0) {
+            let unchanged = guards
+                .iter()
+                .zip(&epochs)
+                .all(|(g, e)| g.pending == 0 && e.is_none_or(|e| g.needs_reload && g.epoch == e));
+            if !unchanged {
                 continue;
             }
-            for g in guards.iter_mut() {
+            let reloading: Vec<bool> = epochs.iter().map(Option::is_some).collect();
+            for (g, _) in guards.iter_mut().zip(&reloading).filter(|(_, r)| **r) {
                 g.pools.clear();
             }
             for row in rows {
@@ -452,9 +487,11 @@ impl Engine {
                 ) else {
                     continue;
                 };
-                *guards[i].pool_mut(w) = row.pool;
+                if reloading[i] {
+                    *guards[i].pool_mut(w) = row.pool;
+                }
             }
-            for g in guards.iter_mut() {
+            for (g, _) in guards.iter_mut().zip(&reloading).filter(|(_, r)| **r) {
                 g.needs_reload = false;
             }
             drop(guards);

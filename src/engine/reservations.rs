@@ -2,15 +2,16 @@
 //! reservation lifecycle applied to memory and handed to the store.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::{Engine, EngineError, PoolChange, ResKey, SkuCell};
 use crate::domain::{
     Allocation, Catalog, ChannelCode, InvalidInput, LineRequest, OrderId, OrderLine, OrderTerms,
     Quantity, Reservation, Sku, Status, StockMaster, Take, MAX_HOLD_SECONDS,
 };
-use crate::store::{MovementKind, Op, OutboxEvent};
+use crate::store::{Failure, MovementKind, Op, OutboxEvent};
 
 /// A Reserve request after boundary validation.
 #[derive(Debug, Clone)]
@@ -90,6 +91,26 @@ impl Engine {
         })
     }
 
+    /// Refuses lines that name a warehouse which is not declared: malformed
+    /// input, whatever the reservation holds.
+    fn check_line_warehouses(&self, lines: &[LineRequest]) -> Result<(), EngineError> {
+        let catalog = self.catalog();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(w) = &line.warehouse {
+                self.check_warehouse(&catalog, w).map_err(|_| {
+                    EngineError::from(InvalidInput::new(
+                        format!("lines[{i}].warehouse"),
+                        format!(
+                            "\"{w}\" is not a declared warehouse ({})",
+                            catalog.warehouse_list()
+                        ),
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reserves an order whole or not at all. Idempotent on
     /// `(channel, order_id)`: the same lines and terms again return the
     /// reservation as it stands with `replayed = true`; other lines or
@@ -119,7 +140,7 @@ impl Engine {
             .entry(key.clone())
             .or_insert_with(|| Arc::new(AsyncMutex::new(None)))
             .clone();
-        let mut current = slot.lock().await;
+        let mut current = self.lock_slot(&key, &slot).await?;
         if let Some(existing) = current.as_ref() {
             if existing.same_order(&lines, &cmd.terms) {
                 crate::telemetry::reservation_outcome(&cmd.channel, "replayed");
@@ -222,7 +243,9 @@ impl Engine {
         };
         *current = Some(reservation.clone());
         if let Err(e) = self.settle(&skus, &cells, ticket).await {
-            *current = self.stored_reservation(&key, None).await;
+            if self.restore_slot(&key, current, None, &e) {
+                self.forget_empty_slot(&key, &slot);
+            }
             return Err(e);
         }
         if reservation.status == Status::Held {
@@ -261,7 +284,7 @@ impl Engine {
         let Some(slot) = self.slot(&key) else {
             return Err(not_found(&key));
         };
-        let guard = slot.lock().await;
+        let guard = self.lock_slot(&key, &slot).await?;
         guard.clone().ok_or_else(|| not_found(&key))
     }
 
@@ -282,6 +305,7 @@ impl Engine {
 
     /// Releases the named lines (or every open unit) back to free stock.
     pub async fn release(&self, cmd: ReleaseCmd) -> Result<Reservation, EngineError> {
+        self.check_line_warehouses(&cmd.lines)?;
         let refer = reference(&cmd.channel, &cmd.order_id);
         self.change(
             &cmd.channel,
@@ -314,6 +338,7 @@ impl Engine {
     /// on-hand still counts them.
     pub async fn fulfill(&self, cmd: FulfillCmd) -> Result<Reservation, EngineError> {
         let master = self.stock_master();
+        self.check_line_warehouses(&cmd.lines)?;
         let refer = cmd.shipment_id.clone().map_or_else(
             || reference(&cmd.channel, &cmd.order_id),
             |s| format!("{}/{} shipment {s}", cmd.channel, cmd.order_id),
@@ -352,6 +377,7 @@ impl Engine {
     /// them, once, however many refunds report the return.
     pub async fn restock(&self, cmd: RestockCmd) -> Result<Restocked, EngineError> {
         let master = self.stock_master();
+        self.check_line_warehouses(&cmd.lines)?;
         let refer = format!("{}/{} refund {}", cmd.channel, cmd.order_id, cmd.refund_id);
         let (r, (takes, replayed)) = self
             .change(&cmd.channel, &cmd.order_id, None, |r, catalog| {
@@ -456,7 +482,7 @@ impl Engine {
     ) -> Result<(Reservation, T), EngineError> {
         let key = (channel.clone(), order_id.clone());
         let slot = self.slot(&key).ok_or_else(|| not_found(&key))?;
-        let mut guard = slot.lock().await;
+        let mut guard = self.lock_slot(&key, &slot).await?;
         let before = guard.clone().ok_or_else(|| not_found(&key))?;
         let catalog = self.catalog();
         let mut after = before.clone();
@@ -478,36 +504,86 @@ impl Engine {
         };
         *guard = Some(after.clone());
         if let Err(e) = self.settle(&skus, &cells, ticket).await {
-            *guard = self.stored_reservation(&key, Some(before)).await;
+            self.restore_slot(&key, guard, Some(before), &e);
             return Err(e);
         }
         Ok((after, out))
     }
 }
 
+/// How long a call waits for another call on the same order (a commit in
+/// flight, or the read-back of a commit whose outcome is unknown) before it
+/// is refused as UNAVAILABLE.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+
+/// The slot's lock, owned so that a background read-back can keep it.
+type SlotGuard = OwnedMutexGuard<Option<Reservation>>;
+
 impl Engine {
-    /// A reservation as the store has it, after a commit that failed: usually
-    /// the state before it, but a commit whose outcome was in doubt may have
-    /// landed. When the store cannot answer, `fallback` (the state before).
-    pub(super) async fn stored_reservation(
+    /// Locks an order's slot, waiting at most [`SLOT_WAIT`].
+    pub(super) async fn lock_slot(
         &self,
         key: &ResKey,
-        fallback: Option<Reservation>,
-    ) -> Option<Reservation> {
-        match self.inner.store.load_reservation(&key.0, &key.1).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                tracing::warn!(
-                    error = %crate::telemetry::chain(&e),
-                    channel = %key.0,
-                    order_id = %key.1,
-                    "could not read back a reservation after a failed commit; keeping its previous state"
-                );
-                fallback
-            }
+        slot: &super::Slot,
+    ) -> Result<SlotGuard, EngineError> {
+        tokio::time::timeout(SLOT_WAIT, slot.clone().lock_owned())
+            .await
+            .map_err(|_| EngineError::OrderBusy {
+                channel: key.0.clone(),
+                order_id: key.1.clone(),
+            })
+    }
+
+    /// Puts an order's slot right after its commit failed. When nothing was
+    /// written, it goes back to `before` at once (true is returned). When
+    /// the commit may have landed (its COMMIT was lost), what the store
+    /// holds is read back in the background, retrying until the store
+    /// answers, while the slot stays locked: calls on this order are
+    /// refused as UNAVAILABLE meanwhile rather than decided on a guess, and
+    /// the caller is answered now.
+    pub(super) fn restore_slot(
+        &self,
+        key: &ResKey,
+        mut guard: SlotGuard,
+        before: Option<Reservation>,
+        error: &EngineError,
+    ) -> bool {
+        let in_doubt =
+            matches!(error, EngineError::Unavailable(e) if e.failure() == Failure::InDoubt);
+        if !in_doubt {
+            *guard = before;
+            return true;
         }
+        let engine = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(5);
+            loop {
+                match engine.inner.store.load_reservation(&key.0, &key.1).await {
+                    Ok(stored) => {
+                        *guard = stored;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %crate::telemetry::chain(&e),
+                            channel = %key.0,
+                            order_id = %key.1,
+                            "cannot yet read back a reservation whose commit may have landed; retrying"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
+                }
+            }
+        });
+        false
     }
 }
+
+/// Longest pause between two read-backs (or reloads) while the store does
+/// not answer; each attempt itself waits up to the store's own timeout.
+pub(super) const RETRY_MAX: Duration = Duration::from_millis(250);
 
 fn not_found(key: &ResKey) -> EngineError {
     EngineError::ReservationNotFound {

@@ -58,9 +58,57 @@ pub struct SetCmd {
     pub movement_id: Option<String>,
 }
 
+/// A movement decided and enqueued: its level, its ticket, the locked cell.
+type Prepared = (StockLevel, crate::store::Ticket, Vec<Arc<SkuCell>>);
+
 /// What a movement was: a reuse of its id with other content is refused.
 fn fingerprint(kind: &str, sku: &Sku, warehouse: &WarehouseCode, value: i64) -> String {
     format!("{kind} {sku} {warehouse} {value}")
+}
+
+/// Refuses a zero change and one beyond [`MAX_QUANTITY`] either way
+/// (`i64::MIN` included: no absolute value is taken).
+fn check_delta(delta: i64) -> Result<(), EngineError> {
+    if delta == 0 || !(-MAX_QUANTITY..=MAX_QUANTITY).contains(&delta) {
+        return Err(InvalidInput::new(
+            "delta",
+            format!("must be a non-zero change of at most {MAX_QUANTITY} units, got {delta}"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The on-hand an adjustment leaves, refused below 0 and above
+/// [`MAX_QUANTITY`] (checked: `delta` comes from a client).
+fn adjusted(pool: &Pool, cmd: &AdjustCmd) -> Result<i64, EngineError> {
+    match pool.on_hand.checked_add(cmd.delta) {
+        Some(on_hand) if on_hand < 0 => Err(DomainError::NegativeStock {
+            sku: cmd.sku.clone(),
+            warehouse: cmd.warehouse.clone(),
+            on_hand: pool.on_hand,
+            delta: cmd.delta,
+        }
+        .into()),
+        Some(on_hand) if on_hand <= MAX_QUANTITY => Ok(on_hand),
+        _ => Err(EngineError::Refused(format!(
+            "{} in {} has {} on hand: a change of {} would take it above the {MAX_QUANTITY} a pool may hold",
+            cmd.sku, cmd.warehouse, pool.on_hand, cmd.delta
+        ))),
+    }
+}
+
+/// Refuses a count whose expected version is not the pool's.
+fn check_version(pool: &Pool, cmd: &SetCmd) -> Result<(), EngineError> {
+    match cmd.expected_version {
+        Some(expected) if expected != pool.version => Err(EngineError::StaleVersion {
+            sku: cmd.sku.clone(),
+            warehouse: cmd.warehouse.clone(),
+            expected,
+            actual: pool.version,
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl Engine {
@@ -122,34 +170,22 @@ impl Engine {
     pub async fn adjust_stock(&self, cmd: AdjustCmd) -> Result<StockLevel, EngineError> {
         let catalog = self.catalog();
         let w = self.check_warehouse(&catalog, &cmd.warehouse)?;
-        if cmd.delta == 0 || cmd.delta.abs() > MAX_QUANTITY {
-            return Err(InvalidInput::new(
-                "delta",
-                format!(
-                    "must be a non-zero change of at most {MAX_QUANTITY} units, got {}",
-                    cmd.delta
-                ),
-            )
-            .into());
-        }
+        check_delta(cmd.delta)?;
         let print = fingerprint("adjust", &cmd.sku, &cmd.warehouse, cmd.delta);
         if self.claim_movement(&cmd.movement_id, &print)? {
             return Ok(self.level(&cmd.sku, &catalog, w));
         }
         let skus = [cmd.sku.clone()];
-        let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
-        let prepared = (|| -> Result<(StockLevel, crate::store::Ticket), EngineError> {
+        let prepared = (|| -> Result<Prepared, EngineError> {
+            // A SKU seen for the first time gets its cell only once the
+            // movement fits, so a refused one leaves nothing behind.
+            if !self.is_known(&cmd.sku) {
+                adjusted(&Pool::default(), &cmd)?;
+            }
+            let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
             let mut guards = Self::lock_all(&skus, &cells)?;
             let pool = guards[0].pools.get(w).copied().unwrap_or_default();
-            if pool.on_hand + cmd.delta < 0 {
-                return Err(DomainError::NegativeStock {
-                    sku: cmd.sku.clone(),
-                    warehouse: cmd.warehouse.clone(),
-                    on_hand: pool.on_hand,
-                    delta: cmd.delta,
-                }
-                .into());
-            }
+            adjusted(&pool, &cmd)?;
             let change = PoolChange {
                 sku: cmd.sku.clone(),
                 warehouse: w,
@@ -172,9 +208,13 @@ impl Engine {
                 warehouse: cmd.warehouse.clone(),
                 pool: guards[0].pools[w],
             };
-            Ok((level, self.enqueue_locked(&cells, &mut guards, ops)))
+            Ok((
+                level,
+                self.enqueue_locked(&cells, &mut guards, ops),
+                cells.clone(),
+            ))
         })();
-        let (level, ticket) = prepared.inspect_err(|_| self.unclaim(&cmd.movement_id))?;
+        let (level, ticket, cells) = prepared.inspect_err(|_| self.unclaim(&cmd.movement_id))?;
         self.settle(&skus, &cells, ticket)
             .await
             .inspect_err(|_| self.unclaim(&cmd.movement_id))?;
@@ -198,20 +238,14 @@ impl Engine {
             return Ok(self.level(&cmd.sku, &catalog, w));
         }
         let skus = [cmd.sku.clone()];
-        let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
-        let prepared = (|| -> Result<(StockLevel, crate::store::Ticket), EngineError> {
-            let mut guards = Self::lock_all(&skus, &cells)?;
-            let pool = guards[0].pool_mut(w);
-            if let Some(expected) = cmd.expected_version {
-                if expected != pool.version {
-                    return Err(EngineError::StaleVersion {
-                        sku: cmd.sku.clone(),
-                        warehouse: cmd.warehouse.clone(),
-                        expected,
-                        actual: pool.version,
-                    });
-                }
+        let prepared = (|| -> Result<Prepared, EngineError> {
+            if !self.is_known(&cmd.sku) {
+                check_version(&Pool::default(), &cmd)?;
             }
+            let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
+            let mut guards = Self::lock_all(&skus, &cells)?;
+            check_version(&guards[0].pools.get(w).copied().unwrap_or_default(), &cmd)?;
+            let pool = guards[0].pool_mut(w);
             let delta = cmd.on_hand - pool.on_hand;
             pool.on_hand = cmd.on_hand;
             pool.version += 1;
@@ -250,9 +284,13 @@ impl Engine {
                 warehouse: cmd.warehouse.clone(),
                 pool,
             };
-            Ok((level, self.enqueue_locked(&cells, &mut guards, ops)))
+            Ok((
+                level,
+                self.enqueue_locked(&cells, &mut guards, ops),
+                cells.clone(),
+            ))
         })();
-        let (level, ticket) = prepared.inspect_err(|_| self.unclaim(&cmd.movement_id))?;
+        let (level, ticket, cells) = prepared.inspect_err(|_| self.unclaim(&cmd.movement_id))?;
         self.settle(&skus, &cells, ticket)
             .await
             .inspect_err(|_| self.unclaim(&cmd.movement_id))?;
@@ -355,5 +393,60 @@ impl Engine {
             .ledger(sku, after_id, limit)
             .await
             .map_err(EngineError::Load)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn adjust(delta: i64) -> AdjustCmd {
+        AdjustCmd {
+            sku: Sku::parse("TEE").unwrap(),
+            warehouse: WarehouseCode::parse("WH-EAST").unwrap(),
+            delta,
+            reason: String::new(),
+            movement_id: None,
+        }
+    }
+
+    #[test]
+    fn the_most_negative_delta_is_invalid_not_a_wrapped_absolute_value() {
+        let err = check_delta(i64::MIN).unwrap_err();
+        assert!(
+            matches!(&err, EngineError::Domain(d) if matches!(**d, DomainError::Invalid(_))),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("-9223372036854775808"), "{err}");
+    }
+
+    #[test]
+    fn an_adjustment_past_what_a_pool_may_hold_is_refused() {
+        let full = Pool {
+            on_hand: MAX_QUANTITY,
+            ..Pool::default()
+        };
+        let err = adjusted(&full, &adjust(1)).unwrap_err();
+        assert!(matches!(err, EngineError::Refused(_)), "{err:?}");
+        assert!(err.to_string().contains("above the 1000000000"), "{err}");
+        assert_eq!(adjusted(&full, &adjust(-MAX_QUANTITY)).unwrap(), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn any_delta_on_any_pool_is_refused_or_leaves_on_hand_within_bounds(
+            delta in prop_oneof![any::<i64>(), Just(i64::MIN), Just(i64::MAX), -3..=3i64],
+            on_hand in prop_oneof![0..=MAX_QUANTITY, Just(MAX_QUANTITY), Just(i64::MAX)],
+        ) {
+            let pool = Pool { on_hand, ..Pool::default() };
+            if check_delta(delta).is_ok() {
+                if let Ok(after) = adjusted(&pool, &adjust(delta)) {
+                    prop_assert_eq!(i128::from(after), i128::from(on_hand) + i128::from(delta));
+                    prop_assert!((0..=MAX_QUANTITY).contains(&after));
+                }
+            }
+        }
     }
 }

@@ -33,6 +33,65 @@ pub enum StoreError {
     /// be asked whether it went through (Postgres).
     #[error("commit outcome unknown: {0}")]
     InDoubt(String),
+    /// Nothing was attempted: an earlier commit's outcome is still unknown,
+    /// and nothing is written or reloaded until the database answers
+    /// (Postgres).
+    #[error("{0}")]
+    Blocked(String),
+}
+
+/// What a failed commit tells about the store, and about the writes in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The store could not be reached or could not commit now (a lost
+    /// connection, no connection in time, a server shutting down, a full
+    /// disk): nothing was written, and a retry may succeed.
+    Unavailable,
+    /// The connection was lost during COMMIT and the outcome is not known:
+    /// the writes may have landed.
+    InDoubt,
+    /// The database refused the data itself (a constraint, a value it
+    /// cannot store): nothing was written, and the same writes will be
+    /// refused again. A bug: validation at the boundary should have caught
+    /// it.
+    Rejected,
+}
+
+impl StoreError {
+    /// How this error bears on the commit that failed with it.
+    pub fn failure(&self) -> Failure {
+        match self {
+            StoreError::InDoubt(_) => Failure::InDoubt,
+            StoreError::Blocked(_) | StoreError::Migrate(_) => Failure::Unavailable,
+            StoreError::Corrupt(_) => Failure::Rejected,
+            StoreError::Database(e) => match e {
+                sqlx::Error::Database(db) if refuses_the_data(db.as_ref()) => Failure::Rejected,
+                sqlx::Error::Encode(_) | sqlx::Error::TypeNotFound { .. } => Failure::Rejected,
+                _ => Failure::Unavailable,
+            },
+        }
+    }
+}
+
+/// Whether the database refused the statement for what it holds rather
+/// than for its own state. Postgres: SQLSTATE classes 22 (data exception,
+/// e.g. a NUL in text), 23 (integrity constraint) and 42 (a statement it
+/// cannot run). SQLite: TOOBIG, CONSTRAINT, MISMATCH, RANGE and their
+/// extended codes.
+fn refuses_the_data(e: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = e.code() else {
+        return false;
+    };
+    if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return ["22", "23", "42"]
+            .iter()
+            .any(|class| code.starts_with(class));
+    }
+    // SQLite's result codes: the primary code is the low byte.
+    code.parse::<u32>()
+        .is_ok_and(|n| matches!(n & 0xff, 18 | 19 | 20 | 25))
 }
 
 /// A pool as stored.

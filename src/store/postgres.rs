@@ -61,8 +61,11 @@ const STATEMENT_TIMEOUT: &str = "5s";
 /// longer than [`STATEMENT_TIMEOUT`], so its transaction raises the limit.
 const LOAD_STATEMENT_TIMEOUT: &str = "10min";
 /// How long a commit whose `COMMIT` failed keeps asking whether it went
-/// through before it reports the outcome as unknown.
-const OUTCOME_BUDGET: Duration = Duration::from_secs(2);
+/// through before it reports the outcome as unknown. A reachable server
+/// answers in milliseconds; the budget stays under a second so that its
+/// callers, too, learn of an outage within about a second (an unknown
+/// outcome is then settled by the next commit or reload).
+const OUTCOME_BUDGET: Duration = Duration::from_millis(800);
 /// How long a later call spends asking again about a commit whose outcome
 /// is still unknown, before it gives up for this call.
 const RECHECK_BUDGET: Duration = Duration::from_secs(1);
@@ -181,7 +184,7 @@ impl PostgresStore {
                 self.in_doubt.store(false, Ordering::SeqCst);
                 Ok(())
             }
-            Outcome::Unknown(why) => Err(StoreError::InDoubt(format!(
+            Outcome::Unknown(why) => Err(StoreError::Blocked(format!(
                 "an earlier commit's outcome is still unknown ({why}); nothing is written or reloaded until the database answers"
             ))),
         }
@@ -487,6 +490,8 @@ impl Store for PostgresStore {
         channel: &ChannelCode,
         order_id: &OrderId,
     ) -> Result<Option<Reservation>, StoreError> {
+        // Read back after a failed commit: never before its outcome is known.
+        self.settle_before_read().await?;
         sqlx::query_as::<_, ReservationRecord>(SELECT_RESERVATION)
             .bind(channel.as_str())
             .bind(order_id.as_str())

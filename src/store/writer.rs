@@ -5,32 +5,66 @@
 //! SKU locks, so the queue order is the order memory changed in) and await
 //! their [`Ticket`] after letting the locks go: a hot SKU costs one commit
 //! per batch, not per order.
+//!
+//! When the store cannot be reached, the writer fails fast: the failed
+//! batch's jobs and every job queued behind it are answered at once, the next
+//! batch probes the store, and whatever arrives while that probe is under
+//! way is refused without waiting for it. The first commit that succeeds
+//! ends this.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Op, Store};
+use super::{Failure, Op, Store, StoreError};
 
 /// Most ops written in one transaction.
 const MAX_BATCH_OPS: usize = 4096;
 
-/// A commit that did not happen. Cloneable: one failure answers a whole batch.
+/// A commit that did not happen (or, [`Failure::InDoubt`], may have).
+/// Cloneable: one failure answers a whole batch.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct CommitError(Arc<str>);
+#[error("{text}")]
+pub struct CommitError {
+    text: Arc<str>,
+    failure: Failure,
+}
 
 impl CommitError {
-    fn new(e: &(dyn std::error::Error + 'static)) -> Self {
+    fn new(e: &StoreError) -> Self {
         let mut text = e.to_string();
-        let mut cause = e.source();
+        let mut cause = std::error::Error::source(e);
         while let Some(c) = cause {
             text.push_str(": ");
             text.push_str(&c.to_string());
             cause = c.source();
         }
-        CommitError(text.into())
+        CommitError {
+            text: text.into(),
+            failure: e.failure(),
+        }
+    }
+
+    /// Nothing was written, and a retry may succeed.
+    fn unavailable(text: impl Into<Arc<str>>) -> Self {
+        CommitError {
+            text: text.into(),
+            failure: Failure::Unavailable,
+        }
+    }
+
+    /// What the failure says about the writes.
+    pub fn failure(&self) -> Failure {
+        self.failure
+    }
+
+    /// This job was not attempted: the store failed with `self` a moment ago.
+    fn not_attempted(&self) -> Self {
+        CommitError::unavailable(format!(
+            "not attempted: the store could not commit a moment ago ({})",
+            self.text
+        ))
     }
 }
 
@@ -69,9 +103,8 @@ impl Job {
 }
 
 fn stale() -> CommitError {
-    CommitError(
-        "an earlier write on the same stock failed; this one was decided on it and is not saved"
-            .into(),
+    CommitError::unavailable(
+        "an earlier write on the same stock failed; this one was decided on it and is not saved",
     )
 }
 
@@ -85,7 +118,7 @@ impl Ticket {
     pub async fn wait(self) -> Result<(), CommitError> {
         self.0
             .await
-            .unwrap_or_else(|_| Err(CommitError("the store writer has stopped".into())))
+            .unwrap_or_else(|_| Err(CommitError::unavailable("the store writer has stopped")))
     }
 }
 
@@ -122,7 +155,9 @@ impl GroupCommit {
             done,
         };
         if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
-            job.finish(Err(CommitError("the store writer has stopped".into())));
+            job.finish(Err(CommitError::unavailable(
+                "the store writer has stopped",
+            )));
         }
         Ticket(rx)
     }
@@ -131,6 +166,8 @@ impl GroupCommit {
 async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut ops: Vec<Op> = Vec::new();
     let mut waiting: Vec<Job> = Vec::new();
+    // Set while the store cannot be reached: the failure that said so.
+    let mut down: Option<CommitError> = None;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(mut job) = next.take() {
@@ -144,59 +181,126 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
                 next = rx.try_recv().ok();
             }
         }
-        if !waiting.is_empty() {
-            commit_batch(store.as_ref(), &mut ops, &mut waiting).await;
+        if waiting.is_empty() {
+            continue;
+        }
+        let outcome = match &down {
+            None => commit_batch(store.as_ref(), &mut ops, &mut waiting).await,
+            Some(failed) => {
+                // This batch probes the store; what arrives meanwhile is
+                // answered at once rather than queued behind the probe.
+                let probe = commit_batch(store.as_ref(), &mut ops, &mut waiting);
+                tokio::pin!(probe);
+                loop {
+                    tokio::select! {
+                        biased;
+                        outcome = &mut probe => break outcome,
+                        Some(job) = rx.recv() => job.finish(Err(failed.not_attempted())),
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                if down.take().is_some() {
+                    tracing::info!("the store commits again");
+                }
+            }
+            Err(failed) => {
+                // Everything queued while the failing commit was tried would
+                // only wait for the same failure.
+                let mut refused = 0usize;
+                while let Ok(job) = rx.try_recv() {
+                    job.finish(Err(failed.not_attempted()));
+                    refused += 1;
+                }
+                if down.is_none() {
+                    tracing::warn!(error = %failed, refused, "the store cannot commit: refusing writes at once until a commit succeeds");
+                }
+                down = Some(failed);
+            }
         }
     }
 }
 
-/// Commits the batch; on failure, retries job by job (a rolled-back batch
-/// wrote nothing) so one bad job cannot fail its neighbours, skipping jobs
-/// that the failure made stale.
-async fn commit_batch(store: &dyn Store, ops: &mut Vec<Op>, waiting: &mut Vec<Job>) {
+/// Commits the batch and answers its jobs. When the database refused the
+/// batch for its content, the jobs are retried one by one (a rolled-back
+/// batch wrote nothing), so one bad job cannot fail its neighbours; when
+/// the store could not commit at all, every job fails at once, without a
+/// retry that would only wait for the same outage. Err: the store could
+/// not commit (or may not have), and the writer should fail fast.
+async fn commit_batch(
+    store: &dyn Store,
+    ops: &mut Vec<Op>,
+    waiting: &mut Vec<Job>,
+) -> Result<(), CommitError> {
     let jobs = waiting.len();
     let started = std::time::Instant::now();
     let result = store.commit(ops).await;
     crate::telemetry::record_commit(jobs, started.elapsed(), result.is_ok());
-    match result {
+    let outcome = match result {
         Ok(()) => {
             for job in waiting.drain(..) {
                 job.finish(Ok(()));
             }
+            Ok(())
         }
         Err(e) => {
             let err = CommitError::new(&e);
-            if jobs == 1 {
-                tracing::error!(error = %err, "commit failed");
+            if jobs == 1 || err.failure() != Failure::Rejected {
+                tracing::error!(error = %err, jobs, "commit failed");
                 for job in waiting.drain(..) {
                     job.finish(Err(err.clone()));
                 }
+                match err.failure() {
+                    Failure::Rejected => Ok(()),
+                    Failure::Unavailable | Failure::InDoubt => Err(err),
+                }
             } else {
-                tracing::warn!(error = %err, jobs, "batch commit failed; retrying job by job");
-                // The ops were moved out of the jobs into `ops`; give each
-                // job its own slice back, in order.
-                let mut rest = ops.drain(..);
-                let mut mine = Vec::with_capacity(jobs);
-                for job in waiting.iter() {
-                    mine.push(rest.by_ref().take(job.len).collect::<Vec<Op>>());
-                }
-                drop(rest);
-                for (job, job_ops) in waiting.drain(..).zip(mine) {
-                    if !job.valid() {
-                        job.finish(Err(stale()));
-                        continue;
-                    }
-                    let result = store
-                        .commit(&job_ops)
-                        .await
-                        .map_err(|e| CommitError::new(&e));
-                    if let Err(err) = &result {
-                        tracing::error!(error = %err, "commit failed");
-                    }
-                    job.finish(result);
-                }
+                tracing::warn!(error = %err, jobs, "the database refused a batch; retrying job by job");
+                retry_one_by_one(store, ops, waiting).await
             }
         }
-    }
+    };
     ops.clear();
+    outcome
+}
+
+/// The jobs of a refused batch, each in a transaction of its own, in order.
+async fn retry_one_by_one(
+    store: &dyn Store,
+    ops: &mut Vec<Op>,
+    waiting: &mut Vec<Job>,
+) -> Result<(), CommitError> {
+    // The ops were moved out of the jobs into `ops`; give each job its own
+    // slice back, in order.
+    let mut rest = ops.drain(..);
+    let mut mine = Vec::with_capacity(waiting.len());
+    for job in waiting.iter() {
+        mine.push(rest.by_ref().take(job.len).collect::<Vec<Op>>());
+    }
+    drop(rest);
+    let mut down: Option<CommitError> = None;
+    for (job, job_ops) in waiting.drain(..).zip(mine) {
+        if !job.valid() {
+            job.finish(Err(stale()));
+            continue;
+        }
+        if let Some(failed) = &down {
+            job.finish(Err(failed.not_attempted()));
+            continue;
+        }
+        let result = store
+            .commit(&job_ops)
+            .await
+            .map_err(|e| CommitError::new(&e));
+        if let Err(err) = &result {
+            tracing::error!(error = %err, "commit failed");
+            if err.failure() != Failure::Rejected {
+                down = Some(err.clone());
+            }
+        }
+        job.finish(result);
+    }
+    down.map_or(Ok(()), Err)
 }

@@ -7,7 +7,7 @@ use tonic::{Code, Request, Status};
 use crate::helpers::{line, line_at, spawn_app, spawn_app_with, tokens, TestApp};
 
 /// Runs a refused call and checks code, message and that nothing changed.
-async fn refused<T: std::fmt::Debug>(
+pub(crate) async fn refused<T: std::fmt::Debug>(
     app: &mut TestApp,
     code: Code,
     fragment: &str,
@@ -28,7 +28,8 @@ async fn refused<T: std::fmt::Debug>(
     );
 }
 
-async fn app_with_stock() -> TestApp {
+/// 150 TEE in WH-EAST and one confirmed shopify order, `open-1`, of 2.
+pub(crate) async fn app_with_stock() -> TestApp {
     let mut app = spawn_app().await;
     app.set_stock("TEE", "WH-EAST", 150).await;
     app.reserve("shopify", "open-1", &[("TEE", 2)], 0)
@@ -421,15 +422,20 @@ async fn malformed_rules_are_invalid_argument() {
         .await
         .unwrap()
         .into_inner();
-    refused(&mut app, Code::NotFound, "no rule", async |app| {
-        app.admin
-            .delete_rule(pb::DeleteRuleRequest {
-                channel: "shopify".into(),
-                sku: "TEE".into(),
-                ..Default::default()
-            })
-            .await
-    })
+    refused(
+        &mut app,
+        Code::NotFound,
+        "no rule \"shopify/TEE\"",
+        async |app| {
+            app.admin
+                .delete_rule(pb::DeleteRuleRequest {
+                    channel: "shopify".into(),
+                    sku: "TEE".into(),
+                    ..Default::default()
+                })
+                .await
+        },
+    )
     .await;
     assert_eq!(
         app.admin

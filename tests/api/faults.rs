@@ -240,3 +240,167 @@ async fn count_result(engine: &Engine, s: &str, w: &str, on_hand: i64) -> Result
         .await
         .map(|_| ())
 }
+
+/// One pool delta of `s` in WH-WEST: a job for the writer alone.
+fn delta(s: &str) -> stockpool::store::Op {
+    stockpool::store::Op::PoolDelta {
+        sku: sku(s),
+        warehouse: WarehouseCode::parse("WH-WEST").unwrap(),
+        on_hand: 1,
+        reserved: 0,
+    }
+}
+
+async fn wait_for_attempts(store: &Flaky, n: usize) {
+    for _ in 0..1000 {
+        if store.commits.load(Ordering::SeqCst) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("the writer never tried commit {n}");
+}
+
+#[tokio::test]
+async fn while_the_store_cannot_commit_every_waiting_write_is_refused_after_one_attempt_and_writes_resume_with_the_first_that_succeeds(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Flaky::new(SqliteStore::open(dir.path()).await.unwrap()));
+    let (writer, _task) = stockpool::store::GroupCommit::spawn(store.clone());
+    store.failing.store(true, Ordering::SeqCst);
+
+    // One commit is under way (held at the gate) when the store goes away;
+    // eight writers queue behind it.
+    let gate = store.gate.lock().await;
+    let first = writer.enqueue(vec![delta("SKU-0")]);
+    wait_for_attempts(&store, 1).await;
+    let queued: Vec<_> = (1..=8)
+        .map(|i| writer.enqueue(vec![delta(&format!("SKU-{i}"))]))
+        .collect();
+    drop(gate);
+    assert!(first.wait().await.is_err());
+    for ticket in queued {
+        let err = ticket.wait().await.expect_err("refused");
+        assert!(err.to_string().contains("not attempted"), "{err}");
+    }
+    assert_eq!(
+        store.commits.load(Ordering::SeqCst),
+        1,
+        "the queued writes were refused without a commit attempt each"
+    );
+
+    // Still down: the next write probes the store; one that arrives while
+    // the probe is under way is refused without waiting for it.
+    let gate = store.gate.lock().await;
+    let probe = writer.enqueue(vec![delta("SKU-9")]);
+    wait_for_attempts(&store, 2).await;
+    let meanwhile = writer.enqueue(vec![delta("SKU-10")]);
+    let err = meanwhile
+        .wait()
+        .await
+        .expect_err("refused while the probe is held");
+    assert!(err.to_string().contains("not attempted"), "{err}");
+
+    // The store is back while the probe is under way: it succeeds, and so
+    // does the very next write, each with one attempt.
+    store.failing.store(false, Ordering::SeqCst);
+    drop(gate);
+    probe.wait().await.expect("the probe commits");
+    writer
+        .enqueue(vec![delta("SKU-11")])
+        .wait()
+        .await
+        .expect("writes resume at once");
+    assert_eq!(store.commits.load(Ordering::SeqCst), 3);
+    let stored: Vec<String> = store
+        .load()
+        .await
+        .unwrap()
+        .pools
+        .into_iter()
+        .map(|p| p.sku.to_string())
+        .collect();
+    assert_eq!(stored, ["SKU-11", "SKU-9"]);
+}
+
+#[tokio::test]
+async fn a_reserve_whose_commit_surely_failed_is_answered_without_reading_the_store_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine_on(dir.path()).await;
+    count(&engine, "TEE", "WH-WEST", 10).await;
+    store.failing.store(true, Ordering::SeqCst);
+    store.reads_failing.store(true, Ordering::SeqCst);
+
+    let err = engine
+        .reserve(order("shopify", "o-1", "TEE", 4))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
+    assert_eq!(
+        store.read_backs.load(Ordering::SeqCst),
+        0,
+        "nothing was written, so there is nothing to read back"
+    );
+    assert!(matches!(
+        engine
+            .get_reservation(
+                &ChannelCode::parse("shopify").unwrap(),
+                &OrderId::parse("o-1").unwrap()
+            )
+            .await,
+        Err(EngineError::ReservationNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_reserve_whose_commit_answer_was_lost_is_read_back_once_the_store_answers_and_its_retry_is_a_replay(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine_on(dir.path()).await;
+    count(&engine, "TEE", "WH-WEST", 10).await;
+    let shopify = ChannelCode::parse("shopify").unwrap();
+    let o1 = OrderId::parse("o-1").unwrap();
+
+    // The reservation commits, the answer is lost, and the store cannot be
+    // read for now: the caller is told at once.
+    store.lose_answer_once.store(true, Ordering::SeqCst);
+    store.reads_failing.store(true, Ordering::SeqCst);
+    let err = engine
+        .reserve(order("shopify", "o-1", "TEE", 4))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
+
+    // Until the store answers, the order is neither guessed absent nor
+    // decided again: calls on it are refused as busy.
+    let busy = engine.reserve(order("shopify", "o-1", "TEE", 4)).await;
+    assert!(
+        matches!(busy, Err(EngineError::OrderBusy { .. })),
+        "{busy:?}"
+    );
+
+    store.reads_failing.store(false, Ordering::SeqCst);
+    wait_consistent(&engine).await;
+    let mut replay = None;
+    for _ in 0..200 {
+        match engine.reserve(order("shopify", "o-1", "TEE", 4)).await {
+            Err(EngineError::OrderBusy { .. }) => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            other => {
+                replay = Some(other.unwrap());
+                break;
+            }
+        }
+    }
+    let (r, replayed) = replay.expect("the order settles");
+    assert!(replayed, "the landed reservation is found, not made twice");
+    assert_eq!(engine.get_reservation(&shopify, &o1).await.unwrap(), r);
+    assert_eq!(
+        engine.get_stock(&[sku("TEE")])[1].pool.reserved,
+        4,
+        "its units are reserved once"
+    );
+    let stored = store.load().await.unwrap();
+    assert_eq!(stored.reservations.len(), 1);
+}

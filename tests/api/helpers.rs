@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use stockpool::api::pb::{self, admin_client::AdminClient, inventory_client::InventoryClient};
 use stockpool::api::{Role, Tokens};
 use stockpool::config::Config;
@@ -71,6 +71,8 @@ pub struct TestApp {
     pub odoo: Option<std::sync::Arc<stockpool::odoo::Inbound>>,
     pub grpc_url: String,
     pub http_addr: std::net::SocketAddr,
+    /// The certificate the server serves, when it has TLS.
+    pub tls: Option<std::sync::Arc<stockpool::listen::Tls>>,
     /// Kept so the directory outlives the servers started on it.
     _dir: TempDir,
     config: Config,
@@ -78,7 +80,7 @@ pub struct TestApp {
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-/// A started server's handles.
+/// A started server and the handles a test holds on it.
 struct Started {
     inventory: Inventory,
     admin: Admin,
@@ -86,13 +88,15 @@ struct Started {
     odoo: Option<std::sync::Arc<stockpool::odoo::Inbound>>,
     grpc_url: String,
     http_addr: std::net::SocketAddr,
+    tls: Option<std::sync::Arc<stockpool::listen::Tls>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 async fn start(config: Config) -> Started {
     let app = Application::build(config).await.expect("server builds");
-    let grpc_url = format!("http://{}", app.grpc_addr());
+    let tls = app.tls();
+    let grpc_addr = app.grpc_addr();
     let http_addr = app.http_addr();
     let engine = app.engine();
     let odoo = app.odoo_inbound();
@@ -100,11 +104,14 @@ async fn start(config: Config) -> Started {
     let task = tokio::spawn(app.run(async {
         let _ = stopped.await;
     }));
-    let channel = GrpcChannel::from_shared(grpc_url.clone())
+    // Over TLS the clients are the test's own business; these stay plain.
+    let grpc_url = match &tls {
+        Some(_) => format!("https://localhost:{}", grpc_addr.port()),
+        None => format!("http://{grpc_addr}"),
+    };
+    let channel = GrpcChannel::from_shared(format!("http://{grpc_addr}"))
         .unwrap()
-        .connect()
-        .await
-        .expect("server reachable");
+        .connect_lazy();
     Started {
         inventory: InventoryClient::new(channel.clone()),
         admin: AdminClient::new(channel),
@@ -112,6 +119,7 @@ async fn start(config: Config) -> Started {
         odoo,
         grpc_url,
         http_addr,
+        tls,
         stop,
         task,
     }
@@ -128,18 +136,19 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_tests(dir.path());
     config.seed = seed();
     adjust(&mut config);
-    let s = start(config.clone()).await;
+    let started = start(config.clone()).await;
     TestApp {
-        inventory: s.inventory,
-        admin: s.admin,
-        engine: s.engine,
-        odoo: s.odoo,
-        grpc_url: s.grpc_url,
-        http_addr: s.http_addr,
+        inventory: started.inventory,
+        admin: started.admin,
+        engine: started.engine,
+        odoo: started.odoo,
+        grpc_url: started.grpc_url,
+        http_addr: started.http_addr,
+        tls: started.tls,
         _dir: dir,
         config,
-        stop: Some(s.stop),
-        task: Some(s.task),
+        stop: Some(started.stop),
+        task: Some(started.task),
     }
 }
 
@@ -159,15 +168,16 @@ impl TestApp {
     /// Stops the server gracefully and starts a new one on the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let s = start(self.config.clone()).await;
-        self.inventory = s.inventory;
-        self.admin = s.admin;
-        self.engine = s.engine;
-        self.odoo = s.odoo;
-        self.grpc_url = s.grpc_url;
-        self.http_addr = s.http_addr;
-        self.stop = Some(s.stop);
-        self.task = Some(s.task);
+        let started = start(self.config.clone()).await;
+        self.inventory = started.inventory;
+        self.admin = started.admin;
+        self.engine = started.engine;
+        self.odoo = started.odoo;
+        self.grpc_url = started.grpc_url;
+        self.http_addr = started.http_addr;
+        self.tls = started.tls;
+        self.stop = Some(started.stop);
+        self.task = Some(started.task);
     }
 
     pub async fn stop(&mut self) {
@@ -265,14 +275,19 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 }
 
 /// A store that fails on demand: commits while `failing` (or once, with
-/// `fail_once`), reloads while `reads_failing`; commits wait while a test
-/// holds `gate`.
+/// `fail_once`), reloads while `reads_failing`; with `lose_answer_once` a
+/// commit applies and then reports its outcome unknown, as a COMMIT whose
+/// answer was lost. Commits wait while a test holds `gate`; `commits`
+/// counts commit attempts and `read_backs` reservation reads.
 pub struct Flaky {
     pub inner: SqliteStore,
     pub failing: AtomicBool,
     pub fail_once: AtomicBool,
+    pub lose_answer_once: AtomicBool,
     pub reads_failing: AtomicBool,
     pub gate: tokio::sync::Mutex<()>,
+    pub commits: AtomicUsize,
+    pub read_backs: AtomicUsize,
 }
 
 impl Flaky {
@@ -281,8 +296,11 @@ impl Flaky {
             inner,
             failing: AtomicBool::new(false),
             fail_once: AtomicBool::new(false),
+            lose_answer_once: AtomicBool::new(false),
             reads_failing: AtomicBool::new(false),
             gate: Default::default(),
+            commits: AtomicUsize::new(0),
+            read_backs: AtomicUsize::new(0),
         }
     }
 
@@ -297,11 +315,16 @@ impl Store for Flaky {
         self.inner.load().await
     }
     async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
         drop(self.gate.lock().await);
         if self.failing.load(Ordering::SeqCst) || self.fail_once.swap(false, Ordering::SeqCst) {
             return Err(Self::unreachable());
         }
-        self.inner.commit(ops).await
+        self.inner.commit(ops).await?;
+        if self.lose_answer_once.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::InDoubt("the answer to COMMIT was lost".into()));
+        }
+        Ok(())
     }
     async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
         if self.reads_failing.load(Ordering::SeqCst) {
@@ -314,6 +337,10 @@ impl Store for Flaky {
         c: &ChannelCode,
         o: &OrderId,
     ) -> Result<Option<Reservation>, StoreError> {
+        self.read_backs.fetch_add(1, Ordering::SeqCst);
+        if self.reads_failing.load(Ordering::SeqCst) {
+            return Err(Self::unreachable());
+        }
         self.inner.load_reservation(c, o).await
     }
     async fn rule_history(
@@ -389,4 +416,48 @@ pub async fn assert_store_holds_exactly(
         "the store holds exactly the acknowledged units"
     );
     stored
+}
+
+/// One gRPC call sent as raw bytes (a message frame around `message`, with
+/// an optional bearer token): what a hostile or broken client sends. Returns
+/// the call's status: from the headers of a trailers-only answer, else from
+/// the trailers; OK when it succeeded.
+pub async fn raw_grpc(url: &str, path: &str, message: &[u8], token: Option<&str>) -> tonic::Status {
+    use http_body_util::BodyExt;
+    use tonic::codegen::{http, Service};
+
+    let mut channel = GrpcChannel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .expect("server reachable");
+    let mut frame = Vec::with_capacity(message.len() + 5);
+    frame.push(0);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    let mut request = http::Request::post(format!("{url}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from(frame),
+        )))
+        .unwrap();
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .expect("channel ready");
+    let response = channel.call(request).await.expect("an HTTP answer");
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let collected = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the whole body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    tonic::Status::from_header_map(&trailers).unwrap_or_else(|| tonic::Status::unknown("no status"))
 }

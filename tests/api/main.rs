@@ -1,11 +1,14 @@
 //! Integration tests: gRPC against a real server on loopback, over its own
 //! embedded store.
 
+mod access;
 mod errors;
 mod fake_odoo;
 mod faults;
 mod helpers;
+mod hostile;
 mod lifecycle;
+mod listeners;
 mod load;
 mod metrics;
 mod odoo;

@@ -132,6 +132,8 @@ struct Proxy {
     /// While set, new connections are accepted and never answered, as
     /// behind a network cut.
     silent: Arc<AtomicBool>,
+    /// Connections accepted while `silent`: each is one attempt to connect.
+    silent_accepts: Arc<AtomicUsize>,
     cut: watch::Sender<u64>,
     accept: JoinHandle<()>,
 }
@@ -149,11 +151,13 @@ impl Proxy {
         let next_commit = Arc::new(AtomicU8::new(PASS));
         let refusing = Arc::new(AtomicBool::new(false));
         let silent = Arc::new(AtomicBool::new(false));
+        let silent_accepts = Arc::new(AtomicUsize::new(0));
         let (cut, _) = watch::channel(0u64);
         let accept = tokio::spawn({
             let next_commit = next_commit.clone();
             let refusing = refusing.clone();
             let silent = silent.clone();
+            let silent_accepts = silent_accepts.clone();
             let cut = cut.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
@@ -162,6 +166,7 @@ impl Proxy {
                         continue;
                     }
                     if silent.load(Ordering::SeqCst) {
+                        silent_accepts.fetch_add(1, Ordering::SeqCst);
                         let mut cut = cut.subscribe();
                         tokio::spawn(async move {
                             let _ = cut.changed().await;
@@ -183,6 +188,7 @@ impl Proxy {
             next_commit,
             refusing,
             silent,
+            silent_accepts,
             cut,
             accept,
         }
@@ -415,6 +421,55 @@ async fn commits_fail_within_about_a_second_while_postgres_is_unreachable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_network_cut_every_waiting_write_is_refused_after_one_connection_attempt_and_writes_resume_when_it_heals(
+) {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let proxy = Proxy::start().await;
+    let store = Arc::new(PostgresStore::connect(&proxy.url(&db)).await.unwrap());
+    let (writer, _task) = GroupCommit::spawn(store.clone());
+    writer
+        .enqueue(vec![delta("TEE", 1, 0)])
+        .wait()
+        .await
+        .unwrap();
+
+    // The network is cut: open connections drop, new ones are never
+    // answered. Eight writers wait on the writer.
+    proxy.silent.store(true, Ordering::SeqCst);
+    proxy.cut_connections();
+    let tickets: Vec<_> = (0..8)
+        .map(|i| writer.enqueue(vec![delta(&format!("SKU-{i}"), 1, 0)]))
+        .collect();
+    for ticket in tickets {
+        let err = ticket.wait().await.expect_err("refused");
+        assert_eq!(
+            err.failure(),
+            stockpool::store::Failure::Unavailable,
+            "nothing was sent, so nothing is in doubt: {err}"
+        );
+    }
+    assert_eq!(
+        proxy.silent_accepts.load(Ordering::SeqCst),
+        1,
+        "every waiting write was refused after one attempt to connect, not one attempt each"
+    );
+
+    // The cut heals: the next write commits on its first attempt.
+    proxy.silent.store(false, Ordering::SeqCst);
+    writer
+        .enqueue(vec![delta("TEE", 1, 0)])
+        .wait()
+        .await
+        .expect("writes resume as soon as the server answers");
+    assert_eq!(proxy.silent_accepts.load(Ordering::SeqCst), 1);
+    let direct = PostgresStore::connect(&db.url).await.unwrap();
+    assert_eq!(stored_pool(&direct, "TEE").await, Some((2, 0, 2)));
+    assert_eq!(stored_pool(&direct, "SKU-0").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_commit_answer_is_lost_is_acknowledged_and_applied_once() {
     let Some(db) = TestDb::create().await else {
         return;
@@ -498,15 +553,25 @@ async fn while_a_commit_outcome_is_unknown_nothing_is_written_and_its_retried_jo
         started.elapsed()
     );
 
-    // Still unreachable: the writer's retry of a job, a new commit and a
-    // reload are all refused rather than guessed.
+    // Still unreachable: the writer's retry of a job, a new commit, a
+    // reload and a read-back are all refused rather than guessed, and none
+    // of them is itself in doubt (nothing was sent).
     for ops in [&job_a[..], &[delta("C", 1, 0)][..]] {
         let err = store.commit(ops).await.unwrap_err();
-        assert!(matches!(err, StoreError::InDoubt(_)), "{err:?}");
+        assert!(matches!(err, StoreError::Blocked(_)), "{err:?}");
     }
     assert!(matches!(
         store.load_pools(&[sku("A")]).await,
-        Err(StoreError::InDoubt(_))
+        Err(StoreError::Blocked(_))
+    ));
+    assert!(matches!(
+        store
+            .load_reservation(
+                &ChannelCode::parse("shopify").unwrap(),
+                &OrderId::parse("o-1").unwrap()
+            )
+            .await,
+        Err(StoreError::Blocked(_))
     ));
 
     // The server answers again: the batch had committed, so the retried
