@@ -238,13 +238,13 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(refused)?
                 .into_inner();
             println!(
-                "{:>10}  {:<24}  {:>10}  {:>10}",
-                "SEQ", "SKU", "PUBLISHED", "ATP"
+                "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
+                "SEQ", "SKU", "PUBLISHED", "ATP", "OPEN"
             );
             while let Some(u) = stream.message().await.map_err(refused)? {
                 println!(
-                    "{:>10}  {:<24}  {:>10}  {:>10}",
-                    u.seq, u.sku, u.published, u.atp
+                    "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
+                    u.seq, u.sku, u.published, u.atp, u.open
                 );
             }
         }

@@ -56,6 +56,11 @@ struct SkuState {
     /// under an older epoch was decided on the failed change and is not
     /// written.
     epoch: u64,
+    /// Units in each channel's open reservations (by channel index; shorter
+    /// when later channels hold none): `ChannelStockUpdate.open`. Kept with
+    /// the pools, under the same lock, so a level and its open figure are
+    /// read together.
+    open: Vec<i64>,
 }
 
 impl SkuState {
@@ -64,6 +69,13 @@ impl SkuState {
             self.pools.resize(warehouse + 1, Pool::default());
         }
         &mut self.pools[warehouse]
+    }
+
+    fn add_open(&mut self, channel: usize, units: i64) {
+        if self.open.len() <= channel {
+            self.open.resize(channel + 1, 0);
+        }
+        self.open[channel] += units;
     }
 }
 
@@ -182,6 +194,17 @@ impl Engine {
 
         let reservations = DashMap::new();
         let mut holds = BTreeSet::new();
+        for r in &snapshot.reservations {
+            let Some(c) = catalog.channel_index(&r.channel) else {
+                continue;
+            };
+            for a in r.allocations.iter().filter(|a| a.open() > 0) {
+                skus.entry(a.sku.clone())
+                    .or_default()
+                    .lock()
+                    .add_open(c, a.open());
+            }
+        }
         for r in snapshot.reservations {
             let key = (r.channel.clone(), r.order_id.clone());
             if r.status == crate::domain::Status::Held {
@@ -283,6 +306,64 @@ impl Engine {
             .get(sku)
             .map(|c| c.lock().pools.clone())
             .unwrap_or_default()
+    }
+
+    /// Copies of one SKU's pools and its open units per channel index.
+    fn pools_and_open(&self, sku: &Sku) -> (Vec<Pool>, Vec<i64>) {
+        self.inner
+            .skus
+            .get(sku)
+            .map(|c| {
+                let g = c.lock();
+                (g.pools.clone(), g.open.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Counts the reserved deltas of `changes` (a reservation of `channel`)
+    /// in that channel's open units of each locked SKU.
+    fn track_open(
+        skus: &[Sku],
+        guards: &mut [MutexGuard<'_, SkuState>],
+        channel: usize,
+        changes: &[PoolChange],
+    ) {
+        for ch in changes.iter().filter(|c| c.reserved != 0) {
+            let i = skus.binary_search(&ch.sku).expect("change on a locked SKU");
+            guards[i].add_open(channel, ch.reserved);
+        }
+    }
+
+    /// Open units per channel index of `skus`, counted from the reservations
+    /// in memory (after a reload: the counters may hold a failed change).
+    /// Each reservation's lock is taken, so a reservation being restored
+    /// after a failed commit is read once restored.
+    async fn open_from_reservations(&self, skus: &[Sku]) -> Vec<Vec<i64>> {
+        let catalog = self.catalog();
+        let slots: Vec<Slot> = self
+            .inner
+            .reservations
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
+        let mut out = vec![Vec::new(); skus.len()];
+        for slot in slots {
+            let guard = slot.lock().await;
+            let Some(r) = guard.as_ref() else { continue };
+            let Some(c) = catalog.channel_index(&r.channel) else {
+                continue;
+            };
+            for a in r.allocations.iter().filter(|a| a.open() > 0) {
+                if let Ok(i) = skus.binary_search(&a.sku) {
+                    let open: &mut Vec<i64> = &mut out[i];
+                    if open.len() <= c {
+                        open.resize(c + 1, 0);
+                    }
+                    open[c] += a.open();
+                }
+            }
+        }
+        out
     }
 
     /// Every SKU that ever held stock, sorted.
@@ -421,13 +502,15 @@ impl Engine {
                     continue;
                 }
             };
+            let open = self.open_from_reservations(&skus).await;
             let catalog = self.catalog();
             let mut guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
             if guards.iter().any(|g| g.pending > 0) {
                 continue;
             }
-            for g in guards.iter_mut() {
+            for (g, open) in guards.iter_mut().zip(open) {
                 g.pools.clear();
+                g.open = open;
             }
             for row in rows {
                 let (Ok(i), Some(w)) = (

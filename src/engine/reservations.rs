@@ -200,6 +200,7 @@ impl Engine {
             );
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
+            Self::track_open(&skus, &mut guards, channel, &changes);
             ops.push(Op::Reservation(Box::new(reservation.clone())));
             ops.extend(self.outbox_op(None, &reservation, Some(OutboxEvent::Confirmed)));
             let ticket = self.enqueue_locked(&cells, &mut guards, ops);
@@ -441,6 +442,9 @@ impl Engine {
             let mut guards = Self::lock_all(&skus, &cells)?;
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
+            if let Some(c) = catalog.channel_index(channel) {
+                Self::track_open(&skus, &mut guards, c, &changes);
+            }
             ops.push(Op::Reservation(Box::new(after.clone())));
             ops.extend(self.outbox_op(Some(&before), &after, event));
             self.enqueue_locked(&cells, &mut guards, ops)
