@@ -19,7 +19,12 @@
 //!   one error mapping to `Status`.
 //! - [`http`]: health endpoints. [`server`] wires everything and runs it;
 //!   [`config`] resolves flags and the TOML file; [`cli`] is the client.
+//! - [`odoo`]: the ERP, both directions. [`outbound`]: the JSON-over-HTTP
+//!   client it and the adapters share.
+//! - [`adapters`]: channel adapters (`stockpool adapter shopify`), clients
+//!   of the public gRPC contract only, run as their own process.
 
+pub mod adapters;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -27,6 +32,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod odoo;
+pub mod outbound;
 pub mod publish;
 pub mod server;
 pub mod store;

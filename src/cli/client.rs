@@ -21,7 +21,7 @@ use crate::api::pb::inventory_client::InventoryClient;
 
 /// Adds `authorization: Bearer <token>` to every call when a token is set.
 #[derive(Debug, Clone)]
-struct Auth(Option<MetadataValue<Ascii>>);
+pub struct Auth(Option<MetadataValue<Ascii>>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
@@ -32,16 +32,18 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-type Inventory = InventoryClient<InterceptedService<Channel, Auth>>;
+pub type Inventory = InventoryClient<InterceptedService<Channel, Auth>>;
 type Admin = AdminClient<InterceptedService<Channel, Auth>>;
 
-struct Conn {
+/// One connection to the server, with the token; the adapters use it too.
+#[derive(Clone)]
+pub struct Conn {
     channel: Channel,
     auth: Auth,
 }
 
 impl Conn {
-    async fn open(server: &str, token: Option<&str>) -> anyhow::Result<Conn> {
+    pub async fn open(server: &str, token: Option<&str>) -> anyhow::Result<Conn> {
         let auth = match token {
             None | Some("") => Auth(None),
             Some(t) => Auth(Some(
@@ -69,7 +71,7 @@ impl Conn {
         Ok(Conn { channel, auth })
     }
 
-    fn inventory(&self) -> Inventory {
+    pub fn inventory(&self) -> Inventory {
         InventoryClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
@@ -133,10 +135,16 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(_) = &cli.command {
         bail!("serve is not a client subcommand: run it from main");
     }
+    if let Command::Adapter(super::AdapterCommand::Shopify { config, log_format }) = &cli.command {
+        crate::telemetry::init_logging(*log_format);
+        let config = crate::adapters::shopify::ShopifyConfig::load(config)?;
+        return crate::adapters::shopify::run(config, &cli.server, cli.token.as_deref()).await;
+    }
     let conn = Conn::open(&cli.server, cli.token.as_deref()).await?;
     let mut inv = conn.inventory();
     match cli.command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Adapter(_) => unreachable!("adapters are run above"),
         Command::Reserve(a) => {
             let resp = inv
                 .reserve(pb::ReserveRequest {
