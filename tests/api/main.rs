@@ -4,6 +4,8 @@
 mod errors;
 mod fake_odoo;
 mod faults;
+#[path = "../support/fake_shopify.rs"]
+mod fake_shopify;
 mod helpers;
 mod lifecycle;
 mod load;
@@ -12,4 +14,5 @@ mod odoo;
 mod postgres;
 mod redis;
 mod service;
+mod shopify;
 mod watch;
