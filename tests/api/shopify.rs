@@ -14,7 +14,7 @@ use stockpool::adapters::Upstream;
 use stockpool::api::pb;
 use tempfile::TempDir;
 
-use crate::fake_shopify::{deliver, post_raw, FakeShopify, Level, LOCATION, SECRET, TOKEN};
+use crate::fake_shopify::{deliver, post_raw, FakeShopify, LOCATION, SECRET, TOKEN};
 use crate::helpers::{spawn_app, TestApp};
 
 /// The server, the fake shop, and the adapter between them.
@@ -342,4 +342,314 @@ async fn wait_for(what: &str, cond: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+fn order_json(id: u64, lines: &[(u64, &str, i64)]) -> Value {
+    json!({
+        "id": id, "name": format!("#{id}"), "currency": "EUR", "taxes_included": false,
+        "financial_status": "paid", "cancelled_at": null, "customer": { "id": 42 },
+        "line_items": lines.iter().map(|(lid, sku, q)| json!({
+            "id": lid, "sku": sku, "quantity": q, "price": "10.00"
+        })).collect::<Vec<_>>(),
+        "refunds": [],
+    })
+}
+
+#[tokio::test]
+async fn a_forged_webhook_is_refused_and_changes_nothing() {
+    let mut rig = Rig::start(&[("TEE", 10)], 0, FakeShopify::standard().await).await;
+    let order = order_json(9001, &[(1, "TEE", 2)]);
+    let body = order.to_string();
+    let forged = stockpool::adapters::shopify::webhook::sign("not-the-secret", body.as_bytes());
+    assert_eq!(post_raw(rig.hooks(), "orders/create", &body, Some(&forged), "f-1").await, 401);
+    assert_eq!(post_raw(rig.hooks(), "orders/create", &body, None, "f-2").await, 401);
+    // A valid signature over another body does not verify this one.
+    let other = stockpool::adapters::shopify::webhook::sign(SECRET, b"{}");
+    assert_eq!(post_raw(rig.hooks(), "orders/create", &body, Some(&other), "f-3").await, 401);
+    assert!(rig.reservation("9001").await.is_none(), "nothing reserved");
+    let metrics = crate::helpers::http_get(rig.metrics(), "/metrics").await;
+    assert!(
+        metrics.contains("stockpool_adapter_webhooks_total{channel=\"shopify\",topic=\"unknown\",outcome=\"unauthorized\"} 3"),
+        "{metrics}"
+    );
+    // The genuine delivery goes through.
+    assert_eq!(rig.send("orders/create", &order).await, 200);
+    assert!(rig.reservation("9001").await.is_some());
+}
+
+#[tokio::test]
+async fn duplicated_and_reordered_deliveries_change_nothing() {
+    let mut rig = Rig::start(&[("TEE", 20), ("CAP", 20)], 0, FakeShopify::standard().await).await;
+
+    // orders/updated before its orders/create, then the create twice.
+    let a = order_json(100, &[(1, "TEE", 3), (2, "CAP", 1)]);
+    assert_eq!(rig.send("orders/updated", &a).await, 200);
+    assert_eq!(rig.send("orders/create", &a).await, 200);
+    assert_eq!(rig.send_as("orders/create", &a, "same-id").await, 200);
+    assert_eq!(rig.send_as("orders/create", &a, "same-id").await, 200);
+    let r = rig.reservation("100").await.unwrap();
+    assert_eq!(sum(&r, |a| a.quantity), 4, "reserved once: {r:?}");
+
+    // A cancel delivered before the create: never reserved.
+    let b = order_json(200, &[(3, "TEE", 2)]);
+    let mut b_cancelled = b.clone();
+    b_cancelled["cancelled_at"] = json!("2026-11-27T09:00:00Z");
+    assert_eq!(rig.send("orders/cancelled", &b_cancelled).await, 200);
+    assert_eq!(rig.send("orders/create", &b).await, 200);
+    assert!(rig.reservation("200").await.is_none(), "a cancelled order is not reserved late");
+
+    // An edit removing one TEE, delivered twice (new ids), plus the
+    // orders/updated that follows it: one unit released.
+    let edit = json!({ "order_edit": { "id": 555, "order_id": 100, "line_items": {
+        "additions": [], "removals": [{ "id": 1, "delta": 1 }] } } });
+    assert_eq!(rig.send("orders/edited", &edit).await, 200);
+    assert_eq!(rig.send("orders/edited", &edit).await, 200);
+    assert_eq!(rig.send("orders/updated", &a).await, 200);
+    let r = rig.reservation("100").await.unwrap();
+    assert_eq!(sum(&r, |a| a.released), 1, "{r:?}");
+
+    // An edit of an order never seen: 503 until the order arrives.
+    let early = json!({ "order_edit": { "id": 556, "order_id": 300, "line_items": {
+        "additions": [], "removals": [{ "id": 9, "delta": 1 }] } } });
+    assert_eq!(rig.send("orders/edited", &early).await, 503);
+    let c = order_json(300, &[(9, "CAP", 2)]);
+    assert_eq!(rig.send("orders/create", &c).await, 200);
+    assert_eq!(rig.send("orders/edited", &early).await, 200);
+    let r = rig.reservation("300").await.unwrap();
+    assert_eq!((sum(&r, |a| a.quantity), sum(&r, |a| a.released)), (2, 1));
+
+    // A return refunded before its shipment reached stockpool waits; the
+    // shipment delivered twice ships once; the refund twice restocks once.
+    let refund = json!({ "id": 777, "order_id": 100, "refund_line_items": [
+        { "id": 1, "line_item_id": 2, "quantity": 1, "restock_type": "return",
+          "line_item": { "id": 2, "sku": "CAP", "quantity": 1, "price": "10.00" } }
+    ]});
+    assert_eq!(rig.send("refunds/create", &refund).await, 503);
+    let fulfillment = json!({ "id": 888, "order_id": 100, "status": "success", "line_items": [
+        { "id": 1, "sku": "TEE", "quantity": 2, "price": "10.00" },
+        { "id": 2, "sku": "CAP", "quantity": 1, "price": "10.00" } ] });
+    assert_eq!(rig.send("fulfillments/create", &fulfillment).await, 200);
+    assert_eq!(rig.send("fulfillments/create", &fulfillment).await, 200);
+    assert_eq!(rig.send("refunds/create", &refund).await, 200);
+    assert_eq!(rig.send("refunds/create", &refund).await, 200);
+    let r = rig.reservation("100").await.unwrap();
+    assert_eq!(
+        (sum(&r, |a| a.fulfilled), sum(&r, |a| a.restocked), sum(&r, |a| a.released)),
+        (3, 1, 1),
+        "{r:?}"
+    );
+    // A refund that cancels the other CAP of order 300, twice; and a
+    // no_restock refund: nothing.
+    let cancel = json!({ "id": 778, "order_id": 300, "refund_line_items": [
+        { "id": 2, "line_item_id": 9, "quantity": 1, "restock_type": "cancel" } ] });
+    assert_eq!(rig.send("refunds/create", &cancel).await, 200);
+    assert_eq!(rig.send("refunds/create", &cancel).await, 200);
+    let keep = json!({ "id": 779, "order_id": 300, "refund_line_items": [
+        { "id": 3, "line_item_id": 9, "quantity": 1, "restock_type": "no_restock" } ] });
+    assert_eq!(rig.send("refunds/create", &keep).await, 200);
+    let r = rig.reservation("300").await.unwrap();
+    assert_eq!((sum(&r, |a| a.released), sum(&r, |a| a.restocked)), (2, 0), "{r:?}");
+
+    // A line without a SKU is listed for ops; the rest is reserved.
+    let d = order_json(400, &[(11, "", 1), (12, "TEE", 1)]);
+    assert_eq!(rig.send("orders/create", &d).await, 200);
+    assert_eq!(sum(&rig.reservation("400").await.unwrap(), |a| a.quantity), 1);
+    let listed = rig.unapplied().await;
+    assert!(
+        listed.iter().any(|u| u["reference"] == "400" && u["reason"].as_str().unwrap().contains("no SKU")),
+        "{listed:?}"
+    );
+    // An order stockpool refuses for stock: 200, listed, nothing changes.
+    let e = order_json(500, &[(13, "TEE", 500)]);
+    assert_eq!(rig.send("orders/create", &e).await, 200);
+    assert!(rig.reservation("500").await.is_none());
+    assert!(rig.unapplied().await.iter().any(|u| u["reference"] == "500"));
+}
+
+#[tokio::test]
+async fn stockpool_unreachable_is_503_and_the_retry_applies_it() {
+    let mut rig = Rig::start(&[("TEE", 10)], 0, FakeShopify::standard().await).await;
+    rig.adapter.take().unwrap().stop().await;
+    // The same adapter state, its stockpool out of reach.
+    let text = config_text(&rig.fake, rig.dir.path(), "");
+    let config = ShopifyConfig::parse(&text, Some(SECRET.into()), Some(TOKEN.into())).unwrap();
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    rig.adapter = Some(shopify::start(config, Upstream::new(&nowhere, None)).await.unwrap());
+    let order = order_json(600, &[(1, "TEE", 1)]);
+    assert_eq!(rig.send("orders/create", &order).await, 503, "not applied: Shopify must retry");
+    let ready = crate::helpers::http_get(rig.metrics(), "/readyz").await;
+    assert!(ready.contains("503") && ready.contains("stream"), "{ready}");
+    rig.adapter.take().unwrap().stop().await;
+    rig.start_adapter().await;
+    rig.send_until_ok("orders/create", &order).await;
+    assert!(rig.reservation("600").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_shop_still_converges_without_a_call_over_budget_after_the_first_throttle() {
+    let fake = FakeShopify::start(50.0, 5.0).await;
+    fake.drain();
+    let skus: Vec<String> = ["A", "B", "C"].iter().map(|s| s.to_string()).collect();
+    let mut rig = Rig::start(&[("A", 10), ("B", 10), ("C", 10)], 0, fake).await;
+    rig.converged(&skus, Duration::from_secs(30)).await;
+    for (i, sku) in skus.iter().enumerate() {
+        rig.app.reserve("amazon", &format!("t-{i}"), &[(sku, 2)], 0).await.unwrap();
+    }
+    rig.converged(&skus, Duration::from_secs(30)).await;
+    let calls = rig.fake.calls();
+    let first = calls.iter().position(|c| c.over_budget).expect("the drained bucket throttled a call");
+    let later: Vec<_> = calls[first + 1..].iter().filter(|c| c.over_budget).collect();
+    assert!(later.is_empty(), "calls over budget after the first THROTTLED: {later:?} of {calls:?}");
+    let metrics = crate::helpers::http_get(rig.metrics(), "/metrics").await;
+    assert!(metrics.contains("stockpool_adapter_throttles_total{channel=\"shopify\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopify_down_for_30_seconds_slows_no_reservation_and_every_sku_is_right_within_10_seconds_of_its_return() {
+    let skus: Vec<String> = (0..10).map(|i| format!("D-{i}")).collect();
+    let stock: Vec<(&str, i64)> = skus.iter().map(|s| (s.as_str(), 50)).collect();
+    let mut rig = Rig::start(&stock, 0, FakeShopify::standard().await).await;
+    rig.converged(&skus, Duration::from_secs(10)).await;
+    rig.fake.set_down(true);
+    let down_at = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut n = 0;
+    while down_at.elapsed() < Duration::from_secs(30) {
+        let sku = skus[n % skus.len()].clone();
+        let started = Instant::now();
+        rig.app.reserve("amazon", &format!("down-{n}"), &[(&sku, 1)], 0).await.unwrap();
+        slowest = slowest.max(started.elapsed());
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.fake.set_down(false);
+    let back = Instant::now();
+    rig.converged(&skus, Duration::from_secs(10)).await;
+    eprintln!("{n} reservations while Shopify was down, slowest {slowest:?}; converged {:?} after its return", back.elapsed());
+    assert!(slowest < Duration::from_secs(2), "a reservation waited on Shopify: {slowest:?}");
+    let metrics = crate::helpers::http_get(rig.metrics(), "/metrics").await;
+    assert!(!metrics.contains("stockpool_adapter_channel_errors_total{channel=\"shopify\"} 0"), "the outage was seen");
+}
+
+/// A free loopback port (bound, then released for the adapter).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Process {
+    child: std::process::Child,
+}
+
+impl Process {
+    fn kill(&mut self) {
+        // SIGKILL: no shutdown, no flush.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_adapter(grpc: &str, config: &std::path::Path) -> Process {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockpool"))
+        .args(["--server", grpc, "adapter", "shopify", "--config"])
+        .arg(config)
+        .env("STOCKPOOL_SHOPIFY_CLIENT_SECRET", SECRET)
+        .env("STOCKPOOL_SHOPIFY_ACCESS_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the stockpool binary runs");
+    Process { child }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adapter_killed_with_sigkill_and_restarted_misses_nothing_and_applies_nothing_twice() {
+    let skus: Vec<String> = (0..5).map(|i| format!("K-{i}")).collect();
+    let stock: Vec<(&str, i64)> = skus.iter().map(|s| (s.as_str(), 40)).collect();
+    let fake = FakeShopify::standard().await;
+    let mut app = spawn_app().await;
+    put_rule(&mut app, "shopify", vec!["WH-WEST"], 0).await;
+    for (sku, n) in &stock {
+        app.set_stock(sku, "WH-WEST", *n).await;
+        fake.add_variant(sku);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hooks: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let text = config_text(&fake, dir.path(), "")
+        .replace("webhook_addr = \"127.0.0.1:0\"", &format!("webhook_addr = \"{hooks}\""))
+        .replace("metrics_addr = \"127.0.0.1:0\"", &format!("metrics_addr = \"127.0.0.1:{}\"", free_port()));
+    let path = dir.path().join("shopify.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut adapter = spawn_adapter(&app.grpc_url, &path);
+    {
+        let fake = fake.clone();
+        let skus = skus.clone();
+        wait_for("the first levels written", move || skus.iter().all(|s| fake.level(s).available == 40)).await;
+    }
+
+    let mut orders = Vec::new();
+    for i in 0..30 {
+        let sku = &skus[i % skus.len()];
+        orders.push(fake.place_order(&[(sku.as_str(), 1 + (i % 2) as i64)], "5.00").unwrap());
+    }
+    // Shopify's delivery: each webhook sent until answered 200 (it
+    // retries for hours); the adapter is killed half way through.
+    let deliver_all = |orders: Vec<Value>, topic: &'static str| async move {
+        for (i, o) in orders.iter().enumerate() {
+            let id = format!("{topic}-{i}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while deliver(hooks, topic, o, &id).await != 200 {
+                assert!(Instant::now() < deadline, "{topic} {i} never accepted");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    deliver_all(orders[..15].to_vec(), "orders/create").await;
+    let fulfilled: Vec<Value> = orders[..5].iter().map(|o| fake.fulfill(o)).collect();
+    deliver_all(fulfilled.clone(), "fulfillments/create").await;
+    adapter.kill();
+    // While it is dead: Shopify goes on selling (webhooks fail), and
+    // other channels change levels.
+    for (i, sku) in skus.iter().enumerate() {
+        app.reserve("amazon", &format!("dead-{i}"), &[(sku, 3)], 0).await.unwrap();
+    }
+    assert_eq!(deliver(hooks, "orders/create", &orders[15], "orders/create-15").await, 0, "dead");
+    let mut adapter = spawn_adapter(&app.grpc_url, &path);
+    // Shopify delivers everything again (it cannot know what got through).
+    deliver_all(orders.clone(), "orders/create").await;
+    deliver_all(fulfilled, "fulfillments/create").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let items = app
+            .inventory
+            .get_availability(pb::GetAvailabilityRequest { skus: skus.clone(), channel: "shopify".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        let right = items.iter().all(|i| fake.level(&i.sku).available == i.published);
+        if right {
+            break;
+        }
+        assert!(Instant::now() < deadline, "levels not right after the restart: {items:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (i, o) in orders.iter().enumerate() {
+        let r = app
+            .inventory
+            .get_reservation(pb::GetReservationRequest { channel: "shopify".into(), order_id: o["id"].to_string() })
+            .await
+            .unwrap()
+            .into_inner();
+        let q = 1 + (i % 2) as i64;
+        assert_eq!(sum(&r, |a| a.quantity), q, "order {i} reserved once");
+        assert_eq!(sum(&r, |a| a.fulfilled), if i < 5 { q } else { 0 }, "order {i} shipped once");
+    }
+    adapter.kill();
 }

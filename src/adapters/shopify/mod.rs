@@ -104,8 +104,12 @@ pub async fn start(config: ShopifyConfig, upstream: Upstream) -> anyhow::Result<
     // Connect to stockpool in the background: until then webhooks get 503.
     {
         let upstream = upstream.clone();
+        let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            upstream.get().await;
+            tokio::select! {
+                _ = upstream.get() => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
         }));
     }
     tasks.push(tokio::spawn(super::stream::follow(
