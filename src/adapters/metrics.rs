@@ -22,19 +22,43 @@ pub const CHANNEL_ERRORS: &str = "stockpool_adapter_channel_errors_total";
 pub fn describe(channel: &str) {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(WEBHOOKS, "Channel webhooks received, by topic and outcome (applied, duplicate, skipped, unapplied, retry, unauthorized, malformed).");
-    describe_histogram!(RPC_DURATION, "Time of the adapter's calls to stockpool, by RPC.");
-    describe_histogram!(LAG, "From a change committed in stockpool to its level written to the channel.");
-    describe_counter!(WRITES, "Levels written to the channel, by outcome (written, unchanged, unmapped, failed).");
-    describe_counter!(THROTTLES, "Calls the channel's API refused for its rate limit.");
+    describe_histogram!(
+        RPC_DURATION,
+        "Time of the adapter's calls to stockpool, by RPC."
+    );
+    describe_histogram!(
+        LAG,
+        "From a change committed in stockpool to its level written to the channel."
+    );
+    describe_counter!(
+        WRITES,
+        "Levels written to the channel, by outcome (written, unchanged, unmapped, failed)."
+    );
+    describe_counter!(
+        THROTTLES,
+        "Calls the channel's API refused for its rate limit."
+    );
     describe_counter!(STALE_RETRIES, "Writes refused because the channel's quantity changed since it was read, read again and retried.");
     describe_gauge!(UNMAPPED, "SKUs with a level that no channel item carries.");
-    describe_counter!(UNAPPLIED, "Events that can never apply (listed at /unapplied), by reason.");
-    describe_counter!(DRIFT_ITEMS, "Items whose channel level differed from stockpool's at a reconciliation, corrected.");
+    describe_counter!(
+        UNAPPLIED,
+        "Events that can never apply (listed at /unapplied), by reason."
+    );
+    describe_counter!(
+        DRIFT_ITEMS,
+        "Items whose channel level differed from stockpool's at a reconciliation, corrected."
+    );
     describe_counter!(DRIFT_UNITS, "Units of those differences.");
     describe_counter!(RECONCILIATIONS, "Reconciliation passes started.");
-    describe_gauge!(PENDING, "SKUs whose newest level waits to be written to the channel.");
+    describe_gauge!(
+        PENDING,
+        "SKUs whose newest level waits to be written to the channel."
+    );
     describe_gauge!(CURSOR, "The last stream seq stored.");
-    describe_counter!(CHANNEL_ERRORS, "Failed calls to the channel's API (outage, server error), retried with backoff.");
+    describe_counter!(
+        CHANNEL_ERRORS,
+        "Failed calls to the channel's API (outage, server error), retried with backoff."
+    );
     let c = channel.to_string();
     for outcome in ["written", "unchanged", "unmapped", "failed"] {
         metrics::counter!(WRITES, "channel" => c.clone(), "outcome" => outcome).absolute(0);
@@ -82,7 +106,8 @@ pub fn unapplied(channel: &str, reason: &'static str) {
 
 pub fn drift(channel: &str, units: i64) {
     metrics::counter!(DRIFT_ITEMS, "channel" => channel.to_string()).increment(1);
-    metrics::counter!(DRIFT_UNITS, "channel" => channel.to_string()).increment(units.unsigned_abs());
+    metrics::counter!(DRIFT_UNITS, "channel" => channel.to_string())
+        .increment(units.unsigned_abs());
 }
 
 pub fn reconciliation(channel: &str) {

@@ -88,9 +88,8 @@ impl CostBucket {
 
     /// The estimated budget now.
     pub fn available(&self) -> Option<f64> {
-        self.reported.map(|(max, avail, rate, at)| {
-            (avail + rate * at.elapsed().as_secs_f64()).min(max)
-        })
+        self.reported
+            .map(|(max, avail, rate, at)| (avail + rate * at.elapsed().as_secs_f64()).min(max))
     }
 
     /// How long to wait before a call of `kind` and `size` fits the budget
@@ -124,7 +123,10 @@ mod tests {
         let waits: Vec<u128> = (0..4).map(|_| b.next_wait().as_millis()).collect();
         assert!((80..=100).contains(&waits[0]), "{waits:?}");
         assert!((160..=200).contains(&waits[1]), "{waits:?}");
-        assert!((280..=350).contains(&waits[2]) && (280..=350).contains(&waits[3]), "{waits:?}");
+        assert!(
+            (280..=350).contains(&waits[2]) && (280..=350).contains(&waits[3]),
+            "{waits:?}"
+        );
         b.reset();
         assert!(b.next_wait() <= Duration::from_millis(100));
     }
@@ -132,11 +134,18 @@ mod tests {
     #[test]
     fn a_call_waits_until_the_reported_bucket_has_restored_its_learned_cost() {
         let mut bucket = CostBucket::default();
-        assert_eq!(bucket.wait_for("read", 10), Duration::ZERO, "nothing known yet");
+        assert_eq!(
+            bucket.wait_for("read", 10),
+            Duration::ZERO,
+            "nothing known yet"
+        );
         bucket.report(50.0, 10.0, 5.0);
         bucket.learn("read", 10, 30.0);
         let wait = bucket.wait_for("read", 10);
-        assert!(wait >= Duration::from_secs(4) && wait < Duration::from_millis(4100), "{wait:?}");
+        assert!(
+            wait >= Duration::from_secs(4) && wait < Duration::from_millis(4100),
+            "{wait:?}"
+        );
         assert_eq!(bucket.expected("read", 5), Some(15.0));
         assert_eq!(bucket.max_size("read"), Some(16));
         // Unknown kinds go at once before any throttle, then wait for a full bucket.

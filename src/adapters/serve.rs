@@ -31,6 +31,11 @@ impl Readiness {
         self.lock().insert(name, Some(reason));
     }
 
+    /// Whether the check `name` passes now.
+    pub fn passes(&self, name: &'static str) -> bool {
+        matches!(self.lock().get(name), Some(None))
+    }
+
     /// None when every check passes, else what fails.
     pub fn failing(&self) -> Option<String> {
         let checks = self.lock();
@@ -69,7 +74,10 @@ pub fn router(metrics: PrometheusHandle, ready: Readiness, state: StateDb) -> Ro
 async fn readyz(State(s): State<Served>) -> (StatusCode, String) {
     match s.ready.failing() {
         None => (StatusCode::OK, "ready\n".into()),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 
@@ -79,12 +87,17 @@ async fn scrape(State(s): State<Served>) -> String {
 
 async fn unapplied(State(s): State<Served>) -> (StatusCode, Json<serde_json::Value>) {
     match s.state.list_unapplied(1000).await {
-        Ok(list) => (StatusCode::OK, Json(serde_json::json!({ "unapplied": list }))),
+        Ok(list) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "unapplied": list })),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "reading the unapplied list");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                Json(serde_json::json!({ "error": "could not read the list; see the adapter's log" })),
+                Json(
+                    serde_json::json!({ "error": "could not read the list; see the adapter's log" }),
+                ),
             )
         }
     }

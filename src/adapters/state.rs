@@ -205,14 +205,15 @@ impl StateDb {
     }
 
     /// Marks each (sku, seq) written; a SKU whose level moved on since
-    /// stays due for its newer level.
+    /// stays due for its newer level, and one whose numbering was reset
+    /// meanwhile ([`Self::reset_stream`]) is left as the reset made it.
     pub async fn written(&self, done: &[(String, u64)]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         for (sku, seq) in done {
             sqlx::query(
                 "UPDATE levels SET written_seq = MAX(written_seq, ?2),
                     reconcile = CASE WHEN seq <= ?2 THEN 0 ELSE reconcile END
-                 WHERE sku = ?1",
+                 WHERE sku = ?1 AND seq >= ?2",
             )
             .bind(sku)
             .bind(*seq as i64)
@@ -233,7 +234,12 @@ impl StateDb {
 
     /// Records an event that can never apply; the same (source, reference,
     /// reason) is listed once. Returns whether it was new.
-    pub async fn unapplied(&self, source: &str, reference: &str, reason: &str) -> anyhow::Result<bool> {
+    pub async fn unapplied(
+        &self,
+        source: &str,
+        reference: &str,
+        reason: &str,
+    ) -> anyhow::Result<bool> {
         let done = sqlx::query(
             "INSERT INTO unapplied (at_ms, source, reference, reason) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT DO NOTHING",
@@ -288,14 +294,20 @@ mod tests {
         db.store_levels("s", 3, &[up("A", 9, 1)]).await.unwrap();
         let due = db.due(10).await.unwrap();
         assert_eq!(
-            due.iter().map(|r| (r.sku.as_str(), r.published, r.seq)).collect::<Vec<_>>(),
+            due.iter()
+                .map(|r| (r.sku.as_str(), r.published, r.seq))
+                .collect::<Vec<_>>(),
             vec![("B", 2, 2), ("A", 4, 3)]
         );
         db.written(&[("A".into(), 3)]).await.unwrap();
         db.store_levels("s", 4, &[up("B", 1, 4)]).await.unwrap();
         db.written(&[("B".into(), 2)]).await.unwrap();
         let due = db.due(10).await.unwrap();
-        assert_eq!(due.len(), 1, "B moved on after the write: still due at seq 4");
+        assert_eq!(
+            due.len(),
+            1,
+            "B moved on after the write: still due at seq 4"
+        );
         assert_eq!((due[0].sku.as_str(), due[0].seq), ("B", 4));
         drop(db);
         let db = StateDb::open(dir.path(), "t").await.unwrap();

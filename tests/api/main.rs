@@ -3,9 +3,9 @@
 
 mod errors;
 mod fake_odoo;
-mod faults;
 #[path = "../support/fake_shopify.rs"]
 mod fake_shopify;
+mod faults;
 mod helpers;
 mod lifecycle;
 mod load;

@@ -95,7 +95,10 @@ impl Rig {
             if code == 200 {
                 return;
             }
-            assert!(Instant::now() < deadline, "{topic} never accepted (last {code})");
+            assert!(
+                Instant::now() < deadline,
+                "{topic} never accepted (last {code})"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -112,7 +115,10 @@ impl Rig {
             .unwrap()
             .into_inner()
             .items;
-        items.into_iter().map(|i| (i.sku, (i.published, i.atp))).collect()
+        items
+            .into_iter()
+            .map(|i| (i.sku, (i.published, i.atp)))
+            .collect()
     }
 
     /// Waits (at most `within`) until Shopify's available equals
@@ -124,12 +130,21 @@ impl Rig {
             let wrong: Vec<String> = skus
                 .iter()
                 .filter(|s| self.fake.level(s).available != published[*s].0)
-                .map(|s| format!("{s}: shopify {:?}, published {}", self.fake.level(s), published[s].0))
+                .map(|s| {
+                    format!(
+                        "{s}: shopify {:?}, published {}",
+                        self.fake.level(s),
+                        published[s].0
+                    )
+                })
                 .collect();
             if wrong.is_empty() {
                 return;
             }
-            assert!(Instant::now() < deadline, "not converged within {within:?}: {wrong:?}");
+            assert!(
+                Instant::now() < deadline,
+                "not converged within {within:?}: {wrong:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -179,13 +194,17 @@ fn sum(r: &pb::Reservation, f: impl Fn(&pb::Allocation) -> i64) -> i64 {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_shopify_orders_while_other_channels_reserve_never_oversell_and_end_at_published() {
+async fn two_hundred_shopify_orders_while_other_channels_reserve_never_oversell_and_end_at_published(
+) {
     let skus: Vec<String> = (0..20).map(|i| format!("SKU-{i:02}")).collect();
     let stock: Vec<(&str, i64)> = skus.iter().map(|s| (s.as_str(), 25)).collect();
     // Shopify is shown ATP minus 5: more than the other channels take of
@@ -205,10 +224,16 @@ async fn two_hundred_shopify_orders_while_other_channels_reserve_never_oversell_
         let grpc = grpc.clone();
         let skus = skus.clone();
         tokio::spawn(async move {
-            let mut inv = pb::inventory_client::InventoryClient::connect(grpc).await.unwrap();
+            let mut inv = pb::inventory_client::InventoryClient::connect(grpc)
+                .await
+                .unwrap();
             for round in 0..2 {
                 for (i, sku) in skus.iter().enumerate() {
-                    let channel = if (i + round) % 2 == 0 { "amazon" } else { "b2b" };
+                    let channel = if (i + round) % 2 == 0 {
+                        "amazon"
+                    } else {
+                        "b2b"
+                    };
                     inv.reserve(pb::ReserveRequest {
                         channel: channel.into(),
                         order_id: format!("{channel}-{round}-{sku}"),
@@ -230,7 +255,9 @@ async fn two_hundred_shopify_orders_while_other_channels_reserve_never_oversell_
         let fake = fake.clone();
         let done = done.clone();
         tokio::spawn(async move {
-            let mut inv = pb::inventory_client::InventoryClient::connect(grpc).await.unwrap();
+            let mut inv = pb::inventory_client::InventoryClient::connect(grpc)
+                .await
+                .unwrap();
             let mut samples = 0;
             while !done.load(Ordering::SeqCst) {
                 let shown: Vec<i64> = skus.iter().map(|s| fake.level(s).available).collect();
@@ -245,7 +272,10 @@ async fn two_hundred_shopify_orders_while_other_channels_reserve_never_oversell_
                     .items;
                 for (sku, shown) in skus.iter().zip(shown) {
                     let atp = items.iter().find(|i| &i.sku == sku).unwrap().atp;
-                    assert!(shown <= atp, "{sku}: Shopify shows {shown}, stockpool would admit {atp}");
+                    assert!(
+                        shown <= atp,
+                        "{sku}: Shopify shows {shown}, stockpool would admit {atp}"
+                    );
                 }
                 samples += 1;
                 tokio::time::sleep(Duration::from_millis(3)).await;
@@ -279,7 +309,10 @@ async fn two_hundred_shopify_orders_while_other_channels_reserve_never_oversell_
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             if twice {
-                assert_eq!(deliver(hooks, "orders/create", &order, &format!("{id}-again")).await, 200);
+                assert_eq!(
+                    deliver(hooks, "orders/create", &order, &format!("{id}-again")).await,
+                    200
+                );
             }
         }));
         tokio::time::sleep(Duration::from_millis(rng.next(4))).await;
@@ -295,18 +328,34 @@ async fn two_hundred_shopify_orders_while_other_channels_reserve_never_oversell_
     assert!(samples > 10, "the sampler ran ({samples} rounds)");
     assert!(placed.len() > 150, "most orders sold: {}", placed.len());
     for (id, sku, q) in &placed {
-        let r = rig.reservation(id).await.expect("every Shopify order reserved");
-        assert_eq!((r.allocations[0].sku.as_str(), sum(&r, |a| a.quantity)), (sku.as_str(), *q));
-        assert_eq!(r.currency, "", "prices go out; the echo is issue 10's (not asserted)");
+        let r = rig
+            .reservation(id)
+            .await
+            .expect("every Shopify order reserved");
+        assert_eq!(
+            (r.allocations[0].sku.as_str(), sum(&r, |a| a.quantity)),
+            (sku.as_str(), *q)
+        );
+        assert_eq!(
+            r.currency, "",
+            "prices go out; the echo is issue 10's (not asserted)"
+        );
     }
-    assert!(rig.unapplied().await.is_empty(), "no order refused by stockpool");
+    assert!(
+        rig.unapplied().await.is_empty(),
+        "no order refused by stockpool"
+    );
     for level in rig.app.stock(&[]).await {
-        assert!(level.reserved <= level.on_hand, "no oversell in stockpool: {level:?}");
+        assert!(
+            level.reserved <= level.on_hand,
+            "no oversell in stockpool: {level:?}"
+        );
     }
 }
 
 #[tokio::test]
-async fn an_order_whose_webhook_is_delayed_while_another_channel_drains_the_sku_is_never_given_back() {
+async fn an_order_whose_webhook_is_delayed_while_another_channel_drains_the_sku_is_never_given_back(
+) {
     let mut rig = Rig::start(&[("MUG", 5)], 0, FakeShopify::standard().await).await;
     let skus = vec!["MUG".to_string()];
     rig.converged(&skus, Duration::from_secs(10)).await;
@@ -315,16 +364,25 @@ async fn an_order_whose_webhook_is_delayed_while_another_channel_drains_the_sku_
     let sold_at = Instant::now();
     assert_eq!(rig.fake.level("MUG").available, 3);
     // Amazon takes the 3 others in stockpool: published for shopify is 2.
-    rig.app.reserve("amazon", "amz-1", &[("MUG", 3)], 0).await.unwrap();
+    rig.app
+        .reserve("amazon", "amz-1", &[("MUG", 3)], 0)
+        .await
+        .unwrap();
     let fake = rig.fake.clone();
-    wait_for("the drained level written", || fake.level("MUG").on_hand() == 2).await;
+    wait_for("the drained level written", || {
+        fake.level("MUG").on_hand() == 2
+    })
+    .await;
     let after_drain = rig.fake.level("MUG");
     assert_eq!(
         after_drain.available, 0,
         "the 2 sold on Shopify stay subtracted: {after_drain:?}"
     );
     for w in rig.fake.writes().iter().filter(|w| w.at > sold_at) {
-        assert!(w.available <= 0, "no write after the sale gave the 2 back: {w:?}");
+        assert!(
+            w.available <= 0,
+            "no write after the sale gave the 2 back: {w:?}"
+        );
     }
     // The webhook arrives: stockpool admits it, Shopify still shows 0.
     rig.send_until_ok("orders/create", &order).await;
@@ -361,11 +419,20 @@ async fn a_forged_webhook_is_refused_and_changes_nothing() {
     let order = order_json(9001, &[(1, "TEE", 2)]);
     let body = order.to_string();
     let forged = stockpool::adapters::shopify::webhook::sign("not-the-secret", body.as_bytes());
-    assert_eq!(post_raw(rig.hooks(), "orders/create", &body, Some(&forged), "f-1").await, 401);
-    assert_eq!(post_raw(rig.hooks(), "orders/create", &body, None, "f-2").await, 401);
+    assert_eq!(
+        post_raw(rig.hooks(), "orders/create", &body, Some(&forged), "f-1").await,
+        401
+    );
+    assert_eq!(
+        post_raw(rig.hooks(), "orders/create", &body, None, "f-2").await,
+        401
+    );
     // A valid signature over another body does not verify this one.
     let other = stockpool::adapters::shopify::webhook::sign(SECRET, b"{}");
-    assert_eq!(post_raw(rig.hooks(), "orders/create", &body, Some(&other), "f-3").await, 401);
+    assert_eq!(
+        post_raw(rig.hooks(), "orders/create", &body, Some(&other), "f-3").await,
+        401
+    );
     assert!(rig.reservation("9001").await.is_none(), "nothing reserved");
     let metrics = crate::helpers::http_get(rig.metrics(), "/metrics").await;
     assert!(
@@ -379,7 +446,12 @@ async fn a_forged_webhook_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn duplicated_and_reordered_deliveries_change_nothing() {
-    let mut rig = Rig::start(&[("TEE", 20), ("CAP", 20)], 0, FakeShopify::standard().await).await;
+    let mut rig = Rig::start(
+        &[("TEE", 20), ("CAP", 20)],
+        0,
+        FakeShopify::standard().await,
+    )
+    .await;
 
     // orders/updated before its orders/create, then the create twice.
     let a = order_json(100, &[(1, "TEE", 3), (2, "CAP", 1)]);
@@ -396,7 +468,10 @@ async fn duplicated_and_reordered_deliveries_change_nothing() {
     b_cancelled["cancelled_at"] = json!("2026-11-27T09:00:00Z");
     assert_eq!(rig.send("orders/cancelled", &b_cancelled).await, 200);
     assert_eq!(rig.send("orders/create", &b).await, 200);
-    assert!(rig.reservation("200").await.is_none(), "a cancelled order is not reserved late");
+    assert!(
+        rig.reservation("200").await.is_none(),
+        "a cancelled order is not reserved late"
+    );
 
     // An edit removing one TEE, delivered twice (new ids), plus the
     // orders/updated that follows it: one unit released.
@@ -434,7 +509,11 @@ async fn duplicated_and_reordered_deliveries_change_nothing() {
     assert_eq!(rig.send("refunds/create", &refund).await, 200);
     let r = rig.reservation("100").await.unwrap();
     assert_eq!(
-        (sum(&r, |a| a.fulfilled), sum(&r, |a| a.restocked), sum(&r, |a| a.released)),
+        (
+            sum(&r, |a| a.fulfilled),
+            sum(&r, |a| a.restocked),
+            sum(&r, |a| a.released)
+        ),
         (3, 1, 1),
         "{r:?}"
     );
@@ -448,22 +527,35 @@ async fn duplicated_and_reordered_deliveries_change_nothing() {
         { "id": 3, "line_item_id": 9, "quantity": 1, "restock_type": "no_restock" } ] });
     assert_eq!(rig.send("refunds/create", &keep).await, 200);
     let r = rig.reservation("300").await.unwrap();
-    assert_eq!((sum(&r, |a| a.released), sum(&r, |a| a.restocked)), (2, 0), "{r:?}");
+    assert_eq!(
+        (sum(&r, |a| a.released), sum(&r, |a| a.restocked)),
+        (2, 0),
+        "{r:?}"
+    );
 
     // A line without a SKU is listed for ops; the rest is reserved.
     let d = order_json(400, &[(11, "", 1), (12, "TEE", 1)]);
     assert_eq!(rig.send("orders/create", &d).await, 200);
-    assert_eq!(sum(&rig.reservation("400").await.unwrap(), |a| a.quantity), 1);
+    assert_eq!(
+        sum(&rig.reservation("400").await.unwrap(), |a| a.quantity),
+        1
+    );
     let listed = rig.unapplied().await;
     assert!(
-        listed.iter().any(|u| u["reference"] == "400" && u["reason"].as_str().unwrap().contains("no SKU")),
+        listed
+            .iter()
+            .any(|u| u["reference"] == "400" && u["reason"].as_str().unwrap().contains("no SKU")),
         "{listed:?}"
     );
     // An order stockpool refuses for stock: 200, listed, nothing changes.
     let e = order_json(500, &[(13, "TEE", 500)]);
     assert_eq!(rig.send("orders/create", &e).await, 200);
     assert!(rig.reservation("500").await.is_none());
-    assert!(rig.unapplied().await.iter().any(|u| u["reference"] == "500"));
+    assert!(rig
+        .unapplied()
+        .await
+        .iter()
+        .any(|u| u["reference"] == "500"));
 }
 
 #[tokio::test]
@@ -474,9 +566,17 @@ async fn stockpool_unreachable_is_503_and_the_retry_applies_it() {
     let text = config_text(&rig.fake, rig.dir.path(), "");
     let config = ShopifyConfig::parse(&text, Some(SECRET.into()), Some(TOKEN.into())).unwrap();
     let nowhere = format!("http://127.0.0.1:{}", free_port());
-    rig.adapter = Some(shopify::start(config, Upstream::new(&nowhere, None)).await.unwrap());
+    rig.adapter = Some(
+        shopify::start(config, Upstream::new(&nowhere, None))
+            .await
+            .unwrap(),
+    );
     let order = order_json(600, &[(1, "TEE", 1)]);
-    assert_eq!(rig.send("orders/create", &order).await, 503, "not applied: Shopify must retry");
+    assert_eq!(
+        rig.send("orders/create", &order).await,
+        503,
+        "not applied: Shopify must retry"
+    );
     let ready = crate::helpers::http_get(rig.metrics(), "/readyz").await;
     assert!(ready.contains("503") && ready.contains("stream"), "{ready}");
     rig.adapter.take().unwrap().stop().await;
@@ -493,19 +593,35 @@ async fn a_throttled_shop_still_converges_without_a_call_over_budget_after_the_f
     let mut rig = Rig::start(&[("A", 10), ("B", 10), ("C", 10)], 0, fake).await;
     rig.converged(&skus, Duration::from_secs(30)).await;
     for (i, sku) in skus.iter().enumerate() {
-        rig.app.reserve("amazon", &format!("t-{i}"), &[(sku, 2)], 0).await.unwrap();
+        rig.app
+            .reserve("amazon", &format!("t-{i}"), &[(sku, 2)], 0)
+            .await
+            .unwrap();
     }
     rig.converged(&skus, Duration::from_secs(30)).await;
     let calls = rig.fake.calls();
-    let first = calls.iter().position(|c| c.over_budget).expect("the drained bucket throttled a call");
-    let later: Vec<_> = calls[first + 1..].iter().filter(|c| c.over_budget).collect();
-    assert!(later.is_empty(), "calls over budget after the first THROTTLED: {later:?} of {calls:?}");
+    let first = calls
+        .iter()
+        .position(|c| c.over_budget)
+        .expect("the drained bucket throttled a call");
+    let later: Vec<_> = calls[first + 1..]
+        .iter()
+        .filter(|c| c.over_budget)
+        .collect();
+    assert!(
+        later.is_empty(),
+        "calls over budget after the first THROTTLED: {later:?} of {calls:?}"
+    );
     let metrics = crate::helpers::http_get(rig.metrics(), "/metrics").await;
-    assert!(metrics.contains("stockpool_adapter_throttles_total{channel=\"shopify\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("stockpool_adapter_throttles_total{channel=\"shopify\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shopify_down_for_30_seconds_slows_no_reservation_and_every_sku_is_right_within_10_seconds_of_its_return() {
+async fn shopify_down_for_30_seconds_slows_no_reservation_and_every_sku_is_right_within_10_seconds_of_its_return(
+) {
     let skus: Vec<String> = (0..10).map(|i| format!("D-{i}")).collect();
     let stock: Vec<(&str, i64)> = skus.iter().map(|s| (s.as_str(), 50)).collect();
     let mut rig = Rig::start(&stock, 0, FakeShopify::standard().await).await;
@@ -517,7 +633,10 @@ async fn shopify_down_for_30_seconds_slows_no_reservation_and_every_sku_is_right
     while down_at.elapsed() < Duration::from_secs(30) {
         let sku = skus[n % skus.len()].clone();
         let started = Instant::now();
-        rig.app.reserve("amazon", &format!("down-{n}"), &[(&sku, 1)], 0).await.unwrap();
+        rig.app
+            .reserve("amazon", &format!("down-{n}"), &[(&sku, 1)], 0)
+            .await
+            .unwrap();
         slowest = slowest.max(started.elapsed());
         n += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -526,14 +645,24 @@ async fn shopify_down_for_30_seconds_slows_no_reservation_and_every_sku_is_right
     let back = Instant::now();
     rig.converged(&skus, Duration::from_secs(10)).await;
     eprintln!("{n} reservations while Shopify was down, slowest {slowest:?}; converged {:?} after its return", back.elapsed());
-    assert!(slowest < Duration::from_secs(2), "a reservation waited on Shopify: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a reservation waited on Shopify: {slowest:?}"
+    );
     let metrics = crate::helpers::http_get(rig.metrics(), "/metrics").await;
-    assert!(!metrics.contains("stockpool_adapter_channel_errors_total{channel=\"shopify\"} 0"), "the outage was seen");
+    assert!(
+        !metrics.contains("stockpool_adapter_channel_errors_total{channel=\"shopify\"} 0"),
+        "the outage was seen"
+    );
 }
 
 /// A free loopback port (bound, then released for the adapter).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Process {
@@ -582,21 +711,33 @@ async fn the_adapter_killed_with_sigkill_and_restarted_misses_nothing_and_applie
     let dir = tempfile::tempdir().unwrap();
     let hooks: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let text = config_text(&fake, dir.path(), "")
-        .replace("webhook_addr = \"127.0.0.1:0\"", &format!("webhook_addr = \"{hooks}\""))
-        .replace("metrics_addr = \"127.0.0.1:0\"", &format!("metrics_addr = \"127.0.0.1:{}\"", free_port()));
+        .replace(
+            "webhook_addr = \"127.0.0.1:0\"",
+            &format!("webhook_addr = \"{hooks}\""),
+        )
+        .replace(
+            "metrics_addr = \"127.0.0.1:0\"",
+            &format!("metrics_addr = \"127.0.0.1:{}\"", free_port()),
+        );
     let path = dir.path().join("shopify.toml");
     std::fs::write(&path, text).unwrap();
     let mut adapter = spawn_adapter(&app.grpc_url, &path);
     {
         let fake = fake.clone();
         let skus = skus.clone();
-        wait_for("the first levels written", move || skus.iter().all(|s| fake.level(s).available == 40)).await;
+        wait_for("the first levels written", move || {
+            skus.iter().all(|s| fake.level(s).available == 40)
+        })
+        .await;
     }
 
     let mut orders = Vec::new();
     for i in 0..30 {
         let sku = &skus[i % skus.len()];
-        orders.push(fake.place_order(&[(sku.as_str(), 1 + (i % 2) as i64)], "5.00").unwrap());
+        orders.push(
+            fake.place_order(&[(sku.as_str(), 1 + (i % 2) as i64)], "5.00")
+                .unwrap(),
+        );
     }
     // Shopify's delivery: each webhook sent until answered 200 (it
     // retries for hours); the adapter is killed half way through.
@@ -617,9 +758,15 @@ async fn the_adapter_killed_with_sigkill_and_restarted_misses_nothing_and_applie
     // While it is dead: Shopify goes on selling (webhooks fail), and
     // other channels change levels.
     for (i, sku) in skus.iter().enumerate() {
-        app.reserve("amazon", &format!("dead-{i}"), &[(sku, 3)], 0).await.unwrap();
+        app.reserve("amazon", &format!("dead-{i}"), &[(sku, 3)], 0)
+            .await
+            .unwrap();
     }
-    assert_eq!(deliver(hooks, "orders/create", &orders[15], "orders/create-15").await, 0, "dead");
+    assert_eq!(
+        deliver(hooks, "orders/create", &orders[15], "orders/create-15").await,
+        0,
+        "dead"
+    );
     let mut adapter = spawn_adapter(&app.grpc_url, &path);
     // Shopify delivers everything again (it cannot know what got through).
     deliver_all(orders.clone(), "orders/create").await;
@@ -628,28 +775,77 @@ async fn the_adapter_killed_with_sigkill_and_restarted_misses_nothing_and_applie
     loop {
         let items = app
             .inventory
-            .get_availability(pb::GetAvailabilityRequest { skus: skus.clone(), channel: "shopify".into() })
+            .get_availability(pb::GetAvailabilityRequest {
+                skus: skus.clone(),
+                channel: "shopify".into(),
+            })
             .await
             .unwrap()
             .into_inner()
             .items;
-        let right = items.iter().all(|i| fake.level(&i.sku).available == i.published);
+        let right = items
+            .iter()
+            .all(|i| fake.level(&i.sku).available == i.published);
         if right {
             break;
         }
-        assert!(Instant::now() < deadline, "levels not right after the restart: {items:?}");
+        assert!(
+            Instant::now() < deadline,
+            "levels not right after the restart: {items:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for (i, o) in orders.iter().enumerate() {
         let r = app
             .inventory
-            .get_reservation(pb::GetReservationRequest { channel: "shopify".into(), order_id: o["id"].to_string() })
+            .get_reservation(pb::GetReservationRequest {
+                channel: "shopify".into(),
+                order_id: o["id"].to_string(),
+            })
             .await
             .unwrap()
             .into_inner();
         let q = 1 + (i % 2) as i64;
         assert_eq!(sum(&r, |a| a.quantity), q, "order {i} reserved once");
-        assert_eq!(sum(&r, |a| a.fulfilled), if i < 5 { q } else { 0 }, "order {i} shipped once");
+        assert_eq!(
+            sum(&r, |a| a.fulfilled),
+            if i < 5 { q } else { 0 },
+            "order {i} shipped once"
+        );
     }
     adapter.kill();
+}
+
+#[tokio::test]
+async fn a_cursor_stockpool_refuses_starts_again_from_a_snapshot() {
+    let fake = FakeShopify::standard().await;
+    let mut app = spawn_app().await;
+    put_rule(&mut app, "shopify", vec!["WH-WEST"], 0).await;
+    app.set_stock("HAT", "WH-WEST", 7).await;
+    fake.add_variant("HAT");
+    let dir = tempfile::tempdir().unwrap();
+    // A cursor from another server's log, far ahead of this one's.
+    let state = stockpool::adapters::state::StateDb::open(&dir.path().join("adapter"), "shopify")
+        .await
+        .unwrap();
+    state
+        .store_levels(
+            "stock:shopify",
+            1_000_000,
+            &[("HAT".into(), 99, 0, 999_999, 1)],
+        )
+        .await
+        .unwrap();
+    drop(state);
+    let mut rig = Rig {
+        app,
+        fake,
+        adapter: None,
+        dir,
+        hook_ids: AtomicU64::new(1),
+    };
+    rig.start_adapter().await;
+    rig.converged(&["HAT".to_string()], Duration::from_secs(10))
+        .await;
+    assert_eq!(rig.fake.level("HAT").available, 7);
 }

@@ -530,7 +530,9 @@ async fn the_channels_open_units_go_out_when_they_change_alone_and_survive_a_res
     let mut stream = watch(&mut app, "shopify", 0).await;
     read_until(&mut stream, |u| latest_open(u, "TEE") == Some((5, 0))).await;
 
-    app.reserve("shopify", "o-1", &[("TEE", 2)], 0).await.unwrap();
+    app.reserve("shopify", "o-1", &[("TEE", 2)], 0)
+        .await
+        .unwrap();
     let got = read_until(&mut stream, |u| !u.is_empty()).await;
     assert_eq!(
         (got[0].published, got[0].open, got[0].atp),
@@ -541,7 +543,9 @@ async fn the_channels_open_units_go_out_when_they_change_alone_and_survive_a_res
 
     // Another channel's reservation changes neither shopify's figure nor
     // its open units: nothing is sent.
-    app.reserve("amazon", "a-1", &[("TEE", 1)], 0).await.unwrap();
+    app.reserve("amazon", "a-1", &[("TEE", 1)], 0)
+        .await
+        .unwrap();
     quiet(&mut stream).await;
 
     app.inventory
@@ -561,10 +565,18 @@ async fn the_channels_open_units_go_out_when_they_change_alone_and_survive_a_res
     app.restart().await;
     let mut snapshot = watch(&mut app, "shopify", 0).await;
     let all = read_until(&mut snapshot, |u| latest_open(u, "TEE").is_some()).await;
-    assert_eq!(latest_open(&all, "TEE"), Some((5, 1)), "a snapshot carries open");
+    assert_eq!(
+        latest_open(&all, "TEE"),
+        Some((5, 1)),
+        "a snapshot carries open"
+    );
     let mut resumed = watch(&mut app, "shopify", last_seq - 1).await;
     let again = read_until(&mut resumed, |u| !u.is_empty()).await;
-    assert_eq!((again[0].seq, again[0].open), (last_seq, 1), "a resume carries open");
+    assert_eq!(
+        (again[0].seq, again[0].open),
+        (last_seq, 1),
+        "a resume carries open"
+    );
 
     app.inventory
         .release(pb::ReleaseRequest {

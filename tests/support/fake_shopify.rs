@@ -150,8 +150,10 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
                                 'b' => s.push('\u{8}'),
                                 'f' => s.push('\u{c}'),
                                 'u' => {
-                                    let hex: String = chars[i..(i + 4).min(chars.len())].iter().collect();
-                                    let code = u32::from_str_radix(&hex, 16).map_err(|_| "Parse error: bad \\u")?;
+                                    let hex: String =
+                                        chars[i..(i + 4).min(chars.len())].iter().collect();
+                                    let code = u32::from_str_radix(&hex, 16)
+                                        .map_err(|_| "Parse error: bad \\u")?;
                                     s.push(char::from_u32(code).ok_or("Parse error: bad \\u")?);
                                     i += 4;
                                 }
@@ -166,14 +168,20 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
             c if c == '-' || c.is_ascii_digit() => {
                 let start = i;
                 i += 1;
-                while i < chars.len() && (chars[i].is_ascii_digit() || matches!(chars[i], '.' | 'e' | 'E' | '+' | '-')) {
+                while i < chars.len()
+                    && (chars[i].is_ascii_digit()
+                        || matches!(chars[i], '.' | 'e' | 'E' | '+' | '-'))
+                {
                     i += 1;
                 }
                 let text: String = chars[start..i].iter().collect();
                 if let Ok(n) = text.parse::<i64>() {
                     out.push(Tok::Int(n));
                 } else {
-                    out.push(Tok::Float(text.parse().map_err(|_| format!("Parse error on {text:?}"))?));
+                    out.push(Tok::Float(
+                        text.parse()
+                            .map_err(|_| format!("Parse error on {text:?}"))?,
+                    ));
                 }
             }
             c if c == '_' || c.is_ascii_alphabetic() => {
@@ -200,7 +208,11 @@ impl Parser<'_> {
         self.toks.get(self.pos)
     }
     fn next(&mut self) -> Result<Tok, String> {
-        let t = self.toks.get(self.pos).cloned().ok_or("Parse error: unexpected end of document")?;
+        let t = self
+            .toks
+            .get(self.pos)
+            .cloned()
+            .ok_or("Parse error: unexpected end of document")?;
         self.pos += 1;
         Ok(t)
     }
@@ -216,7 +228,10 @@ impl Parser<'_> {
         if self.eat(c) {
             Ok(())
         } else {
-            Err(format!("Parse error: expected {c:?}, got {:?}", self.peek()))
+            Err(format!(
+                "Parse error: expected {c:?}, got {:?}",
+                self.peek()
+            ))
         }
     }
     fn name(&mut self) -> Result<String, String> {
@@ -233,7 +248,9 @@ impl Parser<'_> {
             _ => self.name()?,
         };
         if kind != "query" && kind != "mutation" {
-            return Err(format!("Parse error: {kind} is not an operation this API serves"));
+            return Err(format!(
+                "Parse error: {kind} is not an operation this API serves"
+            ));
         }
         if let Some(Tok::Name(_)) = self.peek() {
             self.name()?;
@@ -252,7 +269,9 @@ impl Parser<'_> {
         self.directives()?;
         let selection = self.selection_set()?;
         if self.pos != self.toks.len() {
-            return Err("This API takes one operation per document, and no fragment definitions".into());
+            return Err(
+                "This API takes one operation per document, and no fragment definitions".into(),
+            );
         }
         Ok((kind, selection))
     }
@@ -278,7 +297,9 @@ impl Parser<'_> {
                     self.pos += 1;
                     Some(self.name()?)
                 } else if let Some(Tok::Name(n)) = self.peek() {
-                    return Err(format!("Fragment {n} is not defined (named fragments are not used here)"));
+                    return Err(format!(
+                        "Fragment {n} is not defined (named fragments are not used here)"
+                    ));
                 } else {
                     None
                 };
@@ -387,10 +408,17 @@ fn parse(query: &str, vars: &Map<String, Value>) -> Result<(String, Vec<Selectio
 }
 
 /// `value` with only the fields `selection` asks for (under their aliases).
-fn project(value: &Value, selection: &[Selection], resolve: &dyn Fn(&Value, &Field) -> Result<Value, String>) -> Result<Value, String> {
+fn project(
+    value: &Value,
+    selection: &[Selection],
+    resolve: &dyn Fn(&Value, &Field) -> Result<Value, String>,
+) -> Result<Value, String> {
     match value {
         Value::Array(items) => Ok(Value::Array(
-            items.iter().map(|v| project(v, selection, resolve)).collect::<Result<_, _>>()?,
+            items
+                .iter()
+                .map(|v| project(v, selection, resolve))
+                .collect::<Result<_, _>>()?,
         )),
         Value::Object(obj) if !selection.is_empty() => {
             let mut out = Map::new();
@@ -420,8 +448,14 @@ fn project_into(
                     json!(typename)
                 } else {
                     let v = resolve(&Value::Object(obj.clone()), f)?;
-                    if v.is_null() && !obj.contains_key(&f.name) && !matches!(f.name.as_str(), "inventoryLevel") {
-                        return Err(format!("Field '{}' doesn't exist on type '{typename}'", f.name));
+                    if v.is_null()
+                        && !obj.contains_key(&f.name)
+                        && !matches!(f.name.as_str(), "inventoryLevel")
+                    {
+                        return Err(format!(
+                            "Field '{}' doesn't exist on type '{typename}'",
+                            f.name
+                        ));
                     }
                     v
                 };
@@ -609,7 +643,12 @@ impl FakeShopify {
         let id = self.id();
         let mut shop = self.lock();
         for (sku, q) in lines {
-            let level = shop.items.values().find(|i| i.sku == *sku)?.levels.get(LOCATION)?;
+            let level = shop
+                .items
+                .values()
+                .find(|i| i.sku == *sku)?
+                .levels
+                .get(LOCATION)?;
             if level.available < *q {
                 return None;
             }
@@ -702,7 +741,13 @@ pub async fn deliver(adapter: SocketAddr, topic: &str, body: &Value, webhook_id:
 }
 
 /// Posts a webhook with the signature given (None: without one).
-pub async fn post_raw(adapter: SocketAddr, topic: &str, body: &str, signature: Option<&str>, webhook_id: &str) -> u16 {
+pub async fn post_raw(
+    adapter: SocketAddr,
+    topic: &str,
+    body: &str,
+    signature: Option<&str>,
+    webhook_id: &str,
+) -> u16 {
     let mut req = format!(
         "POST /webhooks HTTP/1.1\r\nHost: {adapter}\r\nContent-Type: application/json\r\n\
          X-Shopify-Topic: {topic}\r\nX-Shopify-Shop-Domain: demo.myshopify.com\r\n\
@@ -728,7 +773,10 @@ pub async fn post_raw(adapter: SocketAddr, topic: &str, body: &str, signature: O
         return 0;
     }
     let text = String::from_utf8_lossy(&out);
-    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 fn gql_error(message: impl Into<String>, code: &str) -> Value {
@@ -747,7 +795,11 @@ async fn graphql(
     if version != "2026-04" {
         return (StatusCode::NOT_FOUND, Json(json!({"errors": "Not Found"}))).into_response();
     }
-    if headers.get("x-shopify-access-token").and_then(|v| v.to_str().ok()) != Some(TOKEN) {
+    if headers
+        .get("x-shopify-access-token")
+        .and_then(|v| v.to_str().ok())
+        != Some(TOKEN)
+    {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"})),
@@ -755,10 +807,17 @@ async fn graphql(
             .into_response();
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, Json(json!({"errors": "Bad Request"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"errors": "Bad Request"})),
+        )
+            .into_response();
     };
     let query = request["query"].as_str().unwrap_or("").to_string();
-    let vars = request["variables"].as_object().cloned().unwrap_or_default();
+    let vars = request["variables"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let (kind, selection) = match parse(&query, &vars) {
         Ok(p) => p,
         Err(e) => return Json(gql_error(e, "BAD_REQUEST")).into_response(),
@@ -775,8 +834,16 @@ async fn graphql(
     let mut cost = 0.0;
     for f in &fields {
         cost += match (kind.as_str(), f.name.as_str()) {
-            ("query", "productVariants") => 2.0 + 2.0 * f.args.get("first").and_then(Value::as_f64).unwrap_or(0.0),
-            ("query", "nodes") => 3.0 * f.args.get("ids").and_then(Value::as_array).map_or(0, Vec::len) as f64,
+            ("query", "productVariants") => {
+                2.0 + 2.0 * f.args.get("first").and_then(Value::as_f64).unwrap_or(0.0)
+            }
+            ("query", "nodes") => {
+                3.0 * f
+                    .args
+                    .get("ids")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len) as f64
+            }
             ("mutation", _) => 10.0,
             _ => 1.0,
         };
@@ -792,10 +859,15 @@ async fn graphql(
         return Json(answer).into_response();
     }
     let over = cost > shop.bucket;
-    shop.calls.push(Call { at: Instant::now(), cost, over_budget: over });
+    shop.calls.push(Call {
+        at: Instant::now(),
+        cost,
+        over_budget: over,
+    });
     if over {
         let mut answer = gql_error("Throttled", "THROTTLED");
-        answer["errors"][0]["extensions"]["documentation"] = json!("https://shopify.dev/api/usage/rate-limits");
+        answer["errors"][0]["extensions"]["documentation"] =
+            json!("https://shopify.dev/api/usage/rate-limits");
         let mut c = FakeShopify::cost(&shop, cost);
         c["actualQueryCost"] = Value::Null;
         answer["extensions"] = json!({ "cost": c });
@@ -808,7 +880,14 @@ async fn graphql(
             ("query", "productVariants") => variants(&shop, f),
             ("query", "nodes") => nodes(&shop, f),
             ("mutation", "inventorySetQuantities") => set_quantities(&mut shop, f),
-            (k, n) => Err(format!("Field '{n}' doesn't exist on type '{}'", if k == "query" { "QueryRoot" } else { "Mutation" })),
+            (k, n) => Err(format!(
+                "Field '{n}' doesn't exist on type '{}'",
+                if k == "query" {
+                    "QueryRoot"
+                } else {
+                    "Mutation"
+                }
+            )),
         };
         match result {
             Ok(v) => {
@@ -821,7 +900,8 @@ async fn graphql(
             }
         }
     }
-    Json(json!({ "data": data, "extensions": { "cost": FakeShopify::cost(&shop, cost) } })).into_response()
+    Json(json!({ "data": data, "extensions": { "cost": FakeShopify::cost(&shop, cost) } }))
+        .into_response()
 }
 
 fn item_value(id: &str, item: &Item) -> Value {
@@ -843,18 +923,28 @@ fn item_value(id: &str, item: &Item) -> Value {
 fn resolve(obj: &Value, f: &Field) -> Result<Value, String> {
     match f.name.as_str() {
         "inventoryLevel" => {
-            let loc = f.args.get("locationId").and_then(Value::as_str).ok_or("inventoryLevel needs locationId")?;
+            let loc = f
+                .args
+                .get("locationId")
+                .and_then(Value::as_str)
+                .ok_or("inventoryLevel needs locationId")?;
             Ok(obj["levels"].get(loc).cloned().unwrap_or(Value::Null))
         }
         "quantities" => {
-            let names = f.args.get("names").and_then(Value::as_array).ok_or("quantities needs names")?;
+            let names = f
+                .args
+                .get("names")
+                .and_then(Value::as_array)
+                .ok_or("quantities needs names")?;
             let mut out = Vec::new();
             for n in names {
                 let n = n.as_str().unwrap_or("");
                 let q = match n {
                     "available" | "committed" | "on_hand" => obj[n].as_i64().unwrap_or(0),
                     "reserved" | "damaged" | "safety_stock" | "quality_control" | "incoming" => 0,
-                    other => return Err(format!("'{other}' is not a valid inventory quantity name")),
+                    other => {
+                        return Err(format!("'{other}' is not a valid inventory quantity name"))
+                    }
                 };
                 out.push(json!({ "__typename": "InventoryQuantity", "name": n, "quantity": q }));
             }
@@ -865,16 +955,24 @@ fn resolve(obj: &Value, f: &Field) -> Result<Value, String> {
 }
 
 fn variants(shop: &Shop, f: &Field) -> Result<Value, String> {
-    let first = f.args.get("first").and_then(Value::as_i64).ok_or("productVariants needs first")?;
+    let first = f
+        .args
+        .get("first")
+        .and_then(Value::as_i64)
+        .ok_or("productVariants needs first")?;
     if !(1..=250).contains(&first) {
-        return Err(format!("The first argument must be between 1 and 250, got {first}"));
+        return Err(format!(
+            "The first argument must be between 1 and 250, got {first}"
+        ));
     }
     let query = f.args.get("query").and_then(Value::as_str).unwrap_or("");
     let mut wanted = Vec::new();
     for term in query.split(" OR ") {
         let term = term.trim();
         let Some(v) = term.strip_prefix("sku:") else {
-            return Err(format!("the fake understands sku:... terms joined by OR, got {term:?}"));
+            return Err(format!(
+                "the fake understands sku:... terms joined by OR, got {term:?}"
+            ));
         };
         let v = if let Some(q) = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
             q.replace("\\\"", "\"").replace("\\\\", "\\")
@@ -899,15 +997,25 @@ fn variants(shop: &Shop, f: &Field) -> Result<Value, String> {
 }
 
 fn nodes(shop: &Shop, f: &Field) -> Result<Value, String> {
-    let ids = f.args.get("ids").and_then(Value::as_array).ok_or("nodes needs ids")?;
+    let ids = f
+        .args
+        .get("ids")
+        .and_then(Value::as_array)
+        .ok_or("nodes needs ids")?;
     if ids.len() > 250 {
-        return Err(format!("The ids argument has {} ids, more than the 250 allowed", ids.len()));
+        return Err(format!(
+            "The ids argument has {} ids, more than the 250 allowed",
+            ids.len()
+        ));
     }
     let list: Vec<Value> = ids
         .iter()
         .map(|id| {
             let id = id.as_str().unwrap_or("");
-            shop.items.get(id).map(|i| item_value(id, i)).unwrap_or(Value::Null)
+            shop.items
+                .get(id)
+                .map(|i| item_value(id, i))
+                .unwrap_or(Value::Null)
         })
         .collect();
     project(&Value::Array(list), &f.selection, &resolve)
@@ -923,13 +1031,23 @@ fn set_quantities(shop: &mut Shop, f: &Field) -> Result<Value, String> {
         .filter(|k| !k.is_empty())
         .ok_or("inventorySetQuantities requires the @idempotent(key:) directive as of 2026-04")?
         .to_string();
-    let input = f.args.get("input").and_then(Value::as_object).ok_or("inventorySetQuantities needs input")?;
+    let input = f
+        .args
+        .get("input")
+        .and_then(Value::as_object)
+        .ok_or("inventorySetQuantities needs input")?;
     if input.contains_key("ignoreCompareQuantity") {
         return Err("InventorySetQuantitiesInput has no argument 'ignoreCompareQuantity' in 2026-04: pass changeFromQuantity".into());
     }
-    let quantities = input.get("quantities").and_then(Value::as_array).ok_or("input.quantities is required")?;
+    let quantities = input
+        .get("quantities")
+        .and_then(Value::as_array)
+        .ok_or("input.quantities is required")?;
     if quantities.len() > 250 {
-        return Err(format!("The input array size of {} is greater than the maximum allowed of 250.", quantities.len()));
+        return Err(format!(
+            "The input array size of {} is greater than the maximum allowed of 250.",
+            quantities.len()
+        ));
     }
     for (i, q) in quantities.iter().enumerate() {
         if q.get("changeFromQuantity").is_none() {
@@ -945,57 +1063,114 @@ fn set_quantities(shop: &mut Shop, f: &Field) -> Result<Value, String> {
         if *seen == fingerprint {
             return respond(answer.clone());
         }
-        return respond(json!({ "__typename": "InventorySetQuantitiesPayload", "inventoryAdjustmentGroup": null,
+        return respond(
+            json!({ "__typename": "InventorySetQuantitiesPayload", "inventoryAdjustmentGroup": null,
             "userErrors": [{ "code": "IDEMPOTENCY_KEY_PARAMETER_MISMATCH", "field": ["input"],
-                             "message": "The same idempotency key cannot be used with different operation parameters." }] }));
+                             "message": "The same idempotency key cannot be used with different operation parameters." }] }),
+        );
     }
     let name = input.get("name").and_then(Value::as_str).unwrap_or("");
     let reason = input.get("reason").and_then(Value::as_str).unwrap_or("");
-    let reference = input.get("referenceDocumentUri").and_then(Value::as_str).unwrap_or("").to_string();
+    let reference = input
+        .get("referenceDocumentUri")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let mut errors = Vec::new();
     let err = |code: &str, field: Vec<Value>, message: &str| json!({ "code": code, "field": field, "message": message });
     if name != "available" && name != "on_hand" {
-        errors.push(err("INVALID_NAME", vec![json!("input"), json!("name")], "The quantity name must be either 'available' or 'on_hand'."));
+        errors.push(err(
+            "INVALID_NAME",
+            vec![json!("input"), json!("name")],
+            "The quantity name must be either 'available' or 'on_hand'.",
+        ));
     }
     if !REASONS.contains(&reason) {
-        errors.push(err("INVALID_REASON", vec![json!("input"), json!("reason")], "The specified reason is invalid."));
+        errors.push(err(
+            "INVALID_REASON",
+            vec![json!("input"), json!("reason")],
+            "The specified reason is invalid.",
+        ));
     }
     if !reference.is_empty() && !reference.contains(':') {
-        errors.push(err("INVALID_REFERENCE_DOCUMENT", vec![json!("input"), json!("referenceDocumentUri")], "The specified reference document is invalid."));
+        errors.push(err(
+            "INVALID_REFERENCE_DOCUMENT",
+            vec![json!("input"), json!("referenceDocumentUri")],
+            "The specified reference document is invalid.",
+        ));
     }
     let mut planned = Vec::new();
     for (i, q) in quantities.iter().enumerate() {
-        let at = |leaf: &str| vec![json!("input"), json!("quantities"), json!(i.to_string()), json!(leaf)];
+        let at = |leaf: &str| {
+            vec![
+                json!("input"),
+                json!("quantities"),
+                json!(i.to_string()),
+                json!(leaf),
+            ]
+        };
         let item = q["inventoryItemId"].as_str().unwrap_or("");
         let loc = q["locationId"].as_str().unwrap_or("");
         let Some(quantity) = q["quantity"].as_i64() else {
-            errors.push(err("INVALID_QUANTITY_NEGATIVE", at("quantity"), "The quantity is required."));
+            errors.push(err(
+                "INVALID_QUANTITY_NEGATIVE",
+                at("quantity"),
+                "The quantity is required.",
+            ));
             continue;
         };
         let Some(it) = shop.items.get(item) else {
-            errors.push(err("INVALID_INVENTORY_ITEM", at("inventoryItemId"), "The specified inventory item could not be found."));
+            errors.push(err(
+                "INVALID_INVENTORY_ITEM",
+                at("inventoryItemId"),
+                "The specified inventory item could not be found.",
+            ));
             continue;
         };
         if loc != LOCATION {
-            errors.push(err("INVALID_LOCATION", at("locationId"), "The specified location could not be found."));
+            errors.push(err(
+                "INVALID_LOCATION",
+                at("locationId"),
+                "The specified location could not be found.",
+            ));
             continue;
         }
         let Some(level) = it.levels.get(loc) else {
-            errors.push(err("ITEM_NOT_STOCKED_AT_LOCATION", at("inventoryItemId"), "The specified inventory item is not stocked at the location."));
+            errors.push(err(
+                "ITEM_NOT_STOCKED_AT_LOCATION",
+                at("inventoryItemId"),
+                "The specified inventory item is not stocked at the location.",
+            ));
             continue;
         };
         if name == "on_hand" && quantity < 0 {
-            errors.push(err("INVALID_QUANTITY_NEGATIVE", at("quantity"), "The quantity can't be negative."));
+            errors.push(err(
+                "INVALID_QUANTITY_NEGATIVE",
+                at("quantity"),
+                "The quantity can't be negative.",
+            ));
             continue;
         }
         if quantity > 1_000_000_000 {
-            errors.push(err("INVALID_QUANTITY_TOO_HIGH", at("quantity"), "The total quantity can't be higher than 1,000,000,000."));
+            errors.push(err(
+                "INVALID_QUANTITY_TOO_HIGH",
+                at("quantity"),
+                "The total quantity can't be higher than 1,000,000,000.",
+            ));
             continue;
         }
-        let persisted = if name == "on_hand" { level.on_hand() } else { level.available };
+        let persisted = if name == "on_hand" {
+            level.on_hand()
+        } else {
+            level.available
+        };
         if let Some(from) = q["changeFromQuantity"].as_i64() {
             if from != persisted {
-                errors.push(err("CHANGE_FROM_QUANTITY_STALE", at("changeFromQuantity"), "The changeFromQuantity value does not match persisted value."));
+                errors.push(err(
+                    "CHANGE_FROM_QUANTITY_STALE",
+                    at("changeFromQuantity"),
+                    "The changeFromQuantity value does not match persisted value.",
+                ));
                 continue;
             }
         }
@@ -1006,12 +1181,22 @@ fn set_quantities(shop: &mut Shop, f: &Field) -> Result<Value, String> {
         for (item, quantity) in planned {
             let it = shop.items.get_mut(&item).unwrap();
             let level = it.levels.get_mut(LOCATION).unwrap();
-            let before = if name == "on_hand" { level.on_hand() } else { level.available };
+            let before = if name == "on_hand" {
+                level.on_hand()
+            } else {
+                level.available
+            };
             // Setting on_hand moves the difference into available.
             level.available += quantity - before;
             let (sku, after) = (it.sku.clone(), *level);
             changes.push(json!({ "__typename": "InventoryChange", "name": name, "delta": quantity - before, "quantityAfterChange": quantity }));
-            shop.writes.push(Write { at: Instant::now(), sku, on_hand: after.on_hand(), available: after.available, reference: reference.clone() });
+            shop.writes.push(Write {
+                at: Instant::now(),
+                sku,
+                on_hand: after.on_hand(),
+                available: after.available,
+                reference: reference.clone(),
+            });
         }
         json!({ "__typename": "InventorySetQuantitiesPayload",
                 "inventoryAdjustmentGroup": { "__typename": "InventoryAdjustmentGroup", "reason": reason,
@@ -1023,4 +1208,3 @@ fn set_quantities(shop: &mut Shop, f: &Field) -> Result<Value, String> {
     shop.idempotency.insert(key, (fingerprint, payload.clone()));
     respond(payload)
 }
-

@@ -102,7 +102,9 @@ impl ShopifyConfig {
         let f: File = toml::from_str(text)?;
         let shop = f.shop.trim().to_string();
         if shop.is_empty() || shop.contains('/') || !shop.contains('.') {
-            anyhow::bail!("shop = {shop:?}: expected the shop's domain, like your-shop.myshopify.com");
+            anyhow::bail!(
+                "shop = {shop:?}: expected the shop's domain, like your-shop.myshopify.com"
+            );
         }
         let location_id = match f.location_id.trim() {
             id if id.starts_with("gid://shopify/Location/") => id.to_string(),
@@ -131,7 +133,9 @@ impl ShopifyConfig {
             .ok_or_else(|| anyhow::anyhow!("the Admin API access token is missing: set STOCKPOOL_SHOPIFY_ACCESS_TOKEN (or access_token)"))?;
         let batch_size = f.batch_size.unwrap_or(MAX_BATCH);
         if !(1..=MAX_BATCH).contains(&batch_size) {
-            anyhow::bail!("batch_size = {batch_size}: must be 1..=250 (Shopify's limit per mutation)");
+            anyhow::bail!(
+                "batch_size = {batch_size}: must be 1..=250 (Shopify's limit per mutation)"
+            );
         }
         Ok(ShopifyConfig {
             shop,
@@ -141,7 +145,9 @@ impl ShopifyConfig {
             reserve_on: f.reserve_on.unwrap_or(ReserveOn::Create),
             webhook_addr: addr("webhook_addr", f.webhook_addr, "127.0.0.1:8081")?,
             metrics_addr: addr("metrics_addr", f.metrics_addr, "127.0.0.1:9465")?,
-            state_dir: f.state_dir.unwrap_or_else(|| PathBuf::from("./data/shopify")),
+            state_dir: f
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from("./data/shopify")),
             reconcile_interval: Duration::from_secs(f.reconcile_interval_s.unwrap_or(600)),
             batch_size,
             timeout: Duration::from_millis(f.timeout_ms.unwrap_or(10_000).max(1)),
@@ -170,8 +176,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.location_id, "gid://shopify/Location/655441491");
-        assert_eq!(c.graphql_url(), "https://demo.myshopify.com/admin/api/2026-04/graphql.json");
-        assert_eq!((c.channel.as_str(), c.reserve_on, c.batch_size), ("shopify", ReserveOn::Create, 250));
+        assert_eq!(
+            c.graphql_url(),
+            "https://demo.myshopify.com/admin/api/2026-04/graphql.json"
+        );
+        assert_eq!(
+            (c.channel.as_str(), c.reserve_on, c.batch_size),
+            ("shopify", ReserveOn::Create, 250)
+        );
         assert_eq!(c.reconcile_interval, Duration::from_secs(600));
     }
 
@@ -184,11 +196,21 @@ mod tests {
         };
         assert!(err("shop = \"demo\"\nlocation_id = \"1\"").contains("shop ="));
         assert!(err("shop = \"a.myshopify.com\"\nlocation_id = \"x1\"").contains("location_id"));
-        assert!(err("shop = \"a.myshopify.com\"\nlocation_id = \"1\"\nbatch_size = 300").contains("batch_size"));
-        assert!(err("shop = \"a.myshopify.com\"\nlocation_id = \"1\"\nreserve_on = \"orders/fulfilled\"").contains("reserve_on"));
-        assert!(ShopifyConfig::parse("shop = \"a.myshopify.com\"\nlocation_id = \"1\"", None, Some("t".into()))
-            .unwrap_err()
-            .to_string()
-            .contains("STOCKPOOL_SHOPIFY_CLIENT_SECRET"));
+        assert!(
+            err("shop = \"a.myshopify.com\"\nlocation_id = \"1\"\nbatch_size = 300")
+                .contains("batch_size")
+        );
+        assert!(err(
+            "shop = \"a.myshopify.com\"\nlocation_id = \"1\"\nreserve_on = \"orders/fulfilled\""
+        )
+        .contains("reserve_on"));
+        assert!(ShopifyConfig::parse(
+            "shop = \"a.myshopify.com\"\nlocation_id = \"1\"",
+            None,
+            Some("t".into())
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("STOCKPOOL_SHOPIFY_CLIENT_SECRET"));
     }
 }

@@ -128,9 +128,8 @@ impl Admin {
             if status.is_server_error() {
                 return Err(GqlError::Unavailable(format!("HTTP {status}")));
             }
-            let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                GqlError::Unavailable(format!("HTTP {status}, not JSON ({e})"))
-            })?;
+            let answer: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| GqlError::Unavailable(format!("HTTP {status}, not JSON ({e})")))?;
             let codes = codes(&answer);
             if let Some((requested, max, available, restore)) = cost_of(&answer) {
                 let mut bucket = self.bucket();
@@ -140,9 +139,18 @@ impl Admin {
                     bucket.note_throttled();
                     drop(bucket);
                     crate::adapters::metrics::throttled(&self.channel);
-                    tracing::info!(kind, requested, available, restore, "Shopify throttled a call; waiting for its budget");
+                    tracing::info!(
+                        kind,
+                        requested,
+                        available,
+                        restore,
+                        "Shopify throttled a call; waiting for its budget"
+                    );
                     if requested > max {
-                        return Err(GqlError::TooCostly { cost: requested, max });
+                        return Err(GqlError::TooCostly {
+                            cost: requested,
+                            max,
+                        });
                     }
                     continue;
                 }

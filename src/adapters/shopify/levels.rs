@@ -50,7 +50,8 @@ const LEVELS: &str = "query StockpoolLevels($ids: [ID!]!, $location: ID!) { \
   nodes(ids: $ids) { ... on InventoryItem { id inventoryLevel(locationId: $location) { \
   quantities(names: [\"available\", \"committed\", \"on_hand\"]) { name quantity } } } } }";
 
-const SET_ON_HAND: &str = "mutation StockpoolSetOnHand($input: InventorySetQuantitiesInput!, $key: String!) { \
+const SET_ON_HAND: &str =
+    "mutation StockpoolSetOnHand($input: InventorySetQuantitiesInput!, $key: String!) { \
   inventorySetQuantities(input: $input) @idempotent(key: $key) { \
   inventoryAdjustmentGroup { reason } userErrors { code field message } } }";
 
@@ -130,8 +131,22 @@ impl Writer {
     }
 
     /// Writes due levels until `stop`; woken by the stream, else every second.
-    pub async fn run(mut self, wake: Arc<Notify>, ready: Readiness, mut stop: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        wake: Arc<Notify>,
+        ready: Readiness,
+        mut stop: watch::Receiver<bool>,
+    ) {
         ready.add("shopify", "no call to Shopify yet");
+        // Nothing is written before the stream is followed once: a cursor
+        // stockpool refuses resets the levels stored under it first.
+        while !ready.passes("stream") {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stop.changed() => return,
+            }
+        }
         loop {
             if *stop.borrow() {
                 return;
@@ -246,16 +261,29 @@ impl Writer {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let mut chunk = self.admin.max_size("variants").unwrap_or(FIRST_CHUNK).clamp(1, 250);
+        let mut chunk = self
+            .admin
+            .max_size("variants")
+            .unwrap_or(FIRST_CHUNK)
+            .clamp(1, 250);
         let mut rest: &[String] = &wanted;
         while !rest.is_empty() {
             let part = &rest[..chunk.min(rest.len())];
-            let query = part.iter().map(|s| sku_term(s)).collect::<Vec<_>>().join(" OR ");
+            let query = part
+                .iter()
+                .map(|s| sku_term(s))
+                .collect::<Vec<_>>()
+                .join(" OR ");
             // A SKU may sit on a few variants: ask for room to see that.
             let first = (part.len() * 2).min(250);
             let data = match self
                 .admin
-                .run("variants", first, VARIANTS, json!({ "first": first, "query": query }))
+                .run(
+                    "variants",
+                    first,
+                    VARIANTS,
+                    json!({ "first": first, "query": query }),
+                )
                 .await
             {
                 Err(GqlError::TooCostly { .. }) if chunk > 1 => {
@@ -302,17 +330,32 @@ impl Writer {
     }
 
     /// Reads Shopify's quantities of `items`.
-    async fn read(&self, items: &[String]) -> Result<HashMap<String, Option<Quantities>>, GqlError> {
+    async fn read(
+        &self,
+        items: &[String],
+    ) -> Result<HashMap<String, Option<Quantities>>, GqlError> {
         let data = self
             .admin
-            .run("levels", items.len(), LEVELS, json!({ "ids": items, "location": self.location }))
+            .run(
+                "levels",
+                items.len(),
+                LEVELS,
+                json!({ "ids": items, "location": self.location }),
+            )
             .await?;
         let mut out = HashMap::new();
-        for node in data.get("nodes").and_then(Value::as_array).into_iter().flatten() {
+        for node in data
+            .get("nodes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let Some(id) = node.get("id").and_then(Value::as_str) else {
                 continue;
             };
-            let quantities = node.pointer("/inventoryLevel/quantities").and_then(Value::as_array);
+            let quantities = node
+                .pointer("/inventoryLevel/quantities")
+                .and_then(Value::as_array);
             let q = quantities.map(|list| {
                 let get = |name: &str| {
                     list.iter()
@@ -403,7 +446,11 @@ impl Writer {
                 return Ok(());
             }
             metrics::stale_retry(&self.channel, part.len() as u64);
-            tracing::debug!(attempt, items = part.len(), "quantities changed on Shopify since read; reading again");
+            tracing::debug!(
+                attempt,
+                items = part.len(),
+                "quantities changed on Shopify since read; reading again"
+            );
         }
         // Still stale after several tries: left due for the next round.
         Ok(())
@@ -433,7 +480,12 @@ impl Writer {
         let data = loop {
             match self
                 .admin
-                .run("set", changes.len(), SET_ON_HAND, json!({ "input": input, "key": key }))
+                .run(
+                    "set",
+                    changes.len(),
+                    SET_ON_HAND,
+                    json!({ "input": input, "key": key }),
+                )
                 .await
             {
                 Ok(d) => break d,
@@ -451,7 +503,9 @@ impl Writer {
         }
         let index_of = |e: &Value| -> Option<usize> {
             let field = e.get("field")?.as_array()?;
-            let pos = field.iter().position(|f| f.as_str() == Some("quantities"))?;
+            let pos = field
+                .iter()
+                .position(|f| f.as_str() == Some("quantities"))?;
             field.get(pos + 1)?.as_str()?.parse().ok()
         };
         let mut refused = HashSet::new();
@@ -485,7 +539,9 @@ impl Writer {
             let c = &changes[*i];
             self.mark(&[(c.sku.clone(), c.seq)]).await?;
         }
-        Ok((0..changes.len()).filter(|i| !refused.contains(i)).collect())
+        Ok((0..changes.len())
+            .filter(|i| !refused.contains(i))
+            .collect())
     }
 }
 
@@ -494,7 +550,11 @@ mod tests {
     use super::*;
 
     fn q(available: i64, committed: i64, on_hand: i64) -> Quantities {
-        Quantities { available, committed, on_hand }
+        Quantities {
+            available,
+            committed,
+            on_hand,
+        }
     }
 
     #[test]

@@ -79,21 +79,27 @@ pub async fn start(config: ShopifyConfig, upstream: Upstream) -> anyhow::Result<
     let admin = Arc::new(graphql::Admin::new(&config)?);
     let mut tasks = Vec::new();
 
-    let serve_on = |listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>| {
-        tokio::spawn(async move {
-            let result = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "an adapter listener stopped");
-            }
-        })
-    };
+    let serve_on =
+        |listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>| {
+            tokio::spawn(async move {
+                let result = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "an adapter listener stopped");
+                }
+            })
+        };
     tasks.push(serve_on(
         hooks_listener,
-        webhook::router(config.client_secret.clone(), config.channel.clone(), orders, db.clone()),
+        webhook::router(
+            config.client_secret.clone(),
+            config.channel.clone(),
+            orders,
+            db.clone(),
+        ),
         stop.clone(),
     ));
     tasks.push(serve_on(
@@ -121,7 +127,11 @@ pub async fn start(config: ShopifyConfig, upstream: Upstream) -> anyhow::Result<
         stop.clone(),
     )));
     let writer = levels::Writer::new(&config, admin, db.clone());
-    tasks.push(tokio::spawn(writer.run(wake.clone(), ready.clone(), stop.clone())));
+    tasks.push(tokio::spawn(writer.run(
+        wake.clone(),
+        ready.clone(),
+        stop.clone(),
+    )));
     tasks.push(tokio::spawn(reconcile(
         db,
         config.channel.clone(),

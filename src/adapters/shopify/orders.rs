@@ -109,7 +109,11 @@ pub fn valid_sku(sku: &str) -> bool {
 /// A decimal price in millionths, or None when it is not one.
 fn micros(price: &str) -> Option<i64> {
     let (whole, frac) = price.trim().split_once('.').unwrap_or((price.trim(), ""));
-    if whole.is_empty() || frac.len() > 6 || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || frac.len() > 6
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let whole: i64 = whole.parse().ok()?;
@@ -189,7 +193,13 @@ impl Orders {
         Ok(())
     }
 
-    async fn unapplied(&self, topic: &str, order: &str, reason: &'static str, detail: String) -> Outcome {
+    async fn unapplied(
+        &self,
+        topic: &str,
+        order: &str,
+        reason: &'static str,
+        detail: String,
+    ) -> Outcome {
         match self.db.unapplied(topic, order, &detail).await {
             Ok(true) => {
                 metrics::unapplied(&self.channel, reason);
@@ -361,7 +371,10 @@ impl Orders {
         let id = f.order_id.clone();
         self.with_order(&id.clone(), |mut state| async move {
             if matches!(f.status.as_str(), "cancelled" | "failure" | "error") {
-                return (state, Outcome::Skipped(format!("fulfillment {} is {}", f.id, f.status)));
+                return (
+                    state,
+                    Outcome::Skipped(format!("fulfillment {} is {}", f.id, f.status)),
+                );
             }
             let outcome = self.converge(topic, &id, &mut state).await;
             if outcome != Outcome::Applied {
@@ -397,8 +410,17 @@ impl Orders {
             metrics::rpc(&self.channel, "Fulfill", started.elapsed());
             let outcome = match result {
                 Ok(_) => Outcome::Applied,
-                Err(s) if s.code() == Code::FailedPrecondition || s.code() == Code::InvalidArgument => {
-                    self.unapplied(topic, &id, "fulfill_refused", format!("fulfillment {}: {}: {}", f.id, code_name(&s), s.message())).await
+                Err(s)
+                    if s.code() == Code::FailedPrecondition
+                        || s.code() == Code::InvalidArgument =>
+                {
+                    self.unapplied(
+                        topic,
+                        &id,
+                        "fulfill_refused",
+                        format!("fulfillment {}: {}: {}", f.id, code_name(&s), s.message()),
+                    )
+                    .await
                 }
                 Err(s) => Outcome::Retry(format!("Fulfill: {}: {}", code_name(&s), s.message())),
             };
@@ -458,7 +480,13 @@ impl Orders {
         self.release_removed(id, state, &mut inv).await
     }
 
-    async fn reserve(&self, topic: &str, id: &str, state: &mut OrderState, inv: &mut crate::adapters::Inventory) -> Outcome {
+    async fn reserve(
+        &self,
+        topic: &str,
+        id: &str,
+        state: &mut OrderState,
+        inv: &mut crate::adapters::Inventory,
+    ) -> Outcome {
         let mut per_sku: BTreeMap<String, Vec<(&str, i64)>> = BTreeMap::new();
         let mut without: Vec<String> = Vec::new();
         for (line_id, l) in &state.lines {
@@ -466,7 +494,10 @@ impl Orders {
                 continue;
             }
             if valid_sku(&l.sku) {
-                per_sku.entry(l.sku.clone()).or_default().push((l.price.as_str(), l.quantity));
+                per_sku
+                    .entry(l.sku.clone())
+                    .or_default()
+                    .push((l.price.as_str(), l.quantity));
             } else {
                 without.push(if l.sku.is_empty() {
                     format!("line {line_id} has no SKU")
@@ -496,7 +527,11 @@ impl Orders {
             order_id: id.to_string(),
             lines,
             hold_seconds: 0,
-            currency: if any_price { state.currency.clone() } else { String::new() },
+            currency: if any_price {
+                state.currency.clone()
+            } else {
+                String::new()
+            },
             customer_ref: state.customer_ref.clone(),
             prices_include_tax: state.taxes_included,
         };
@@ -508,11 +543,23 @@ impl Orders {
             Err(s) if s.code() == Code::AlreadyExists => {
                 // Reserved before with other lines (an edit added some):
                 // the reservation stands; what it lacks is listed.
-                self.unapplied(topic, id, "lines_differ", format!("stockpool holds this order with other lines: {}", s.message())).await;
+                self.unapplied(
+                    topic,
+                    id,
+                    "lines_differ",
+                    format!(
+                        "stockpool holds this order with other lines: {}",
+                        s.message()
+                    ),
+                )
+                .await;
                 Outcome::Applied
             }
             Err(s) if s.code() == Code::FailedPrecondition => {
-                let why = format!("not enough stock in stockpool (an oversell on Shopify): {}", s.message());
+                let why = format!(
+                    "not enough stock in stockpool (an oversell on Shopify): {}",
+                    s.message()
+                );
                 state.refused = Some(why.clone());
                 self.unapplied(topic, id, "refused_for_stock", why).await
             }
@@ -527,7 +574,12 @@ impl Orders {
 
     /// Releases what edits and cancel-refunds removed and stockpool still
     /// holds: the record's total removed per SKU minus what is released.
-    async fn release_removed(&self, id: &str, state: &OrderState, inv: &mut crate::adapters::Inventory) -> Outcome {
+    async fn release_removed(
+        &self,
+        id: &str,
+        state: &OrderState,
+        inv: &mut crate::adapters::Inventory,
+    ) -> Outcome {
         let mut removed: BTreeMap<&str, i64> = BTreeMap::new();
         for l in state.lines.values().filter(|l| valid_sku(&l.sku)) {
             let gone = (l.removed + l.cancelled).min(l.quantity.max(0));
@@ -546,7 +598,10 @@ impl Orders {
         for (sku, gone) in removed {
             let allocs = r.allocations.iter().filter(|a| a.sku == sku);
             let (released, open) = allocs.fold((0, 0), |(rel, open), a| {
-                (rel + a.released, open + a.quantity - a.fulfilled - a.released)
+                (
+                    rel + a.released,
+                    open + a.quantity - a.fulfilled - a.released,
+                )
             });
             let more = (gone - released).min(open);
             if more > 0 {
@@ -572,7 +627,11 @@ impl Orders {
         }
     }
 
-    async fn get(&self, id: &str, inv: &mut crate::adapters::Inventory) -> Result<pb::Reservation, Outcome> {
+    async fn get(
+        &self,
+        id: &str,
+        inv: &mut crate::adapters::Inventory,
+    ) -> Result<pb::Reservation, Outcome> {
         let started = Instant::now();
         let result = inv
             .get_reservation(pb::GetReservationRequest {
@@ -581,12 +640,22 @@ impl Orders {
             })
             .await;
         metrics::rpc(&self.channel, "GetReservation", started.elapsed());
-        result
-            .map(|r| r.into_inner())
-            .map_err(|s| Outcome::Retry(format!("GetReservation: {}: {}", code_name(&s), s.message())))
+        result.map(|r| r.into_inner()).map_err(|s| {
+            Outcome::Retry(format!(
+                "GetReservation: {}: {}",
+                code_name(&s),
+                s.message()
+            ))
+        })
     }
 
-    async fn restock(&self, id: &str, state: &OrderState, refund_id: &str, returns: BTreeMap<String, i64>) -> Outcome {
+    async fn restock(
+        &self,
+        id: &str,
+        state: &OrderState,
+        refund_id: &str,
+        returns: BTreeMap<String, i64>,
+    ) -> Outcome {
         if !state.reserved {
             return if state.seen {
                 Outcome::Skipped(format!("order {id} is not reserved in stockpool"))
@@ -601,9 +670,16 @@ impl Orders {
             Err(o) => return o,
         };
         for (sku, want) in &returns {
-            let (shipped, open) = r.allocations.iter().filter(|a| &a.sku == sku).fold((0, 0), |(s, o), a| {
-                (s + a.fulfilled - a.restocked, o + a.quantity - a.fulfilled - a.released)
-            });
+            let (shipped, open) =
+                r.allocations
+                    .iter()
+                    .filter(|a| &a.sku == sku)
+                    .fold((0, 0), |(s, o), a| {
+                        (
+                            s + a.fulfilled - a.restocked,
+                            o + a.quantity - a.fulfilled - a.released,
+                        )
+                    });
             if shipped < *want && open > 0 {
                 return Outcome::Retry(format!("refund {refund_id} returns {want} of {sku} but stockpool has {shipped} shipped: waiting for the shipment"));
             }
@@ -621,7 +697,13 @@ impl Orders {
         match result {
             Ok(_) => Outcome::Applied,
             Err(s) if s.code() == Code::FailedPrecondition || s.code() == Code::InvalidArgument => {
-                self.unapplied("refunds/create", id, "restock_refused", format!("refund {refund_id}: {}: {}", code_name(&s), s.message())).await
+                self.unapplied(
+                    "refunds/create",
+                    id,
+                    "restock_refused",
+                    format!("refund {refund_id}: {}: {}", code_name(&s), s.message()),
+                )
+                .await
             }
             Err(s) => Outcome::Retry(format!("Restock: {}: {}", code_name(&s), s.message())),
         }

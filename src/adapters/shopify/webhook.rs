@@ -121,32 +121,51 @@ async fn remember(db: &StateDb, id: &str, topic: &str) {
 }
 
 async fn receive(State(h): State<Hooks>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
-    let topic = header(&headers, "x-shopify-topic").unwrap_or("").to_string();
-    let signed = header(&headers, "x-shopify-hmac-sha256")
-        .is_some_and(|sig| verify(&h.secret, &body, sig));
+    let topic = header(&headers, "x-shopify-topic")
+        .unwrap_or("")
+        .to_string();
+    let signed =
+        header(&headers, "x-shopify-hmac-sha256").is_some_and(|sig| verify(&h.secret, &body, sig));
     if !signed {
         metrics::webhook(&h.channel, "unknown", "unauthorized");
         tracing::warn!(topic = %topic, "webhook refused: bad or missing X-Shopify-Hmac-Sha256");
         return (StatusCode::UNAUTHORIZED, "invalid signature\n".into());
     }
-    let label = if TOPICS.contains(&topic.as_str()) { topic.as_str() } else { "other" };
+    let label = if TOPICS.contains(&topic.as_str()) {
+        topic.as_str()
+    } else {
+        "other"
+    };
     let webhook_id = header(&headers, "x-shopify-webhook-id").map(str::to_string);
     if let Some(id) = &webhook_id {
         if seen(&h.db, id).await {
             metrics::webhook(&h.channel, label, "duplicate");
-            return (StatusCode::OK, "duplicate delivery: already applied\n".into());
+            return (
+                StatusCode::OK,
+                "duplicate delivery: already applied\n".into(),
+            );
         }
     }
     let outcome = dispatch(&h, &topic, &body).await;
     let (status, text, name) = match &outcome {
         Outcome::Applied => (StatusCode::OK, "applied".to_string(), "applied"),
         Outcome::Skipped(why) => (StatusCode::OK, format!("skipped: {why}"), "skipped"),
-        Outcome::Unapplied(_, why) => (StatusCode::OK, format!("can never apply: {why}"), "unapplied"),
-        Outcome::Retry(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not applied, send again: {why}"), "retry"),
+        Outcome::Unapplied(_, why) => (
+            StatusCode::OK,
+            format!("can never apply: {why}"),
+            "unapplied",
+        ),
+        Outcome::Retry(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not applied, send again: {why}"),
+            "retry",
+        ),
     };
     metrics::webhook(&h.channel, label, name);
     match &outcome {
-        Outcome::Retry(why) => tracing::info!(topic = %topic, why = %why, "webhook not applied yet; answered 503 so Shopify sends it again"),
+        Outcome::Retry(why) => {
+            tracing::info!(topic = %topic, why = %why, "webhook not applied yet; answered 503 so Shopify sends it again")
+        }
         Outcome::Skipped(why) => tracing::debug!(topic = %topic, why = %why, "webhook skipped"),
         _ => {}
     }
@@ -160,7 +179,8 @@ async fn receive(State(h): State<Hooks>, headers: HeaderMap, body: Bytes) -> (St
 
 async fn dispatch(h: &Hooks, topic: &str, body: &[u8]) -> Outcome {
     fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-        serde_json::from_slice(body).map_err(|e| format!("the payload is not what Shopify sends: {e}"))
+        serde_json::from_slice(body)
+            .map_err(|e| format!("the payload is not what Shopify sends: {e}"))
     }
     let malformed = |why: String| async move {
         let _ = h.db.unapplied(topic, "", &why).await;
