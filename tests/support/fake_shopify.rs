@@ -77,12 +77,15 @@ enum Selection {
     },
 }
 
+/// A directive and its arguments.
+type Directive = (String, Map<String, Value>);
+
 #[derive(Debug, Clone)]
 struct Field {
     alias: Option<String>,
     name: String,
     args: Map<String, Value>,
-    directives: Vec<(String, Map<String, Value>)>,
+    directives: Vec<Directive>,
     selection: Vec<Selection>,
 }
 
@@ -350,7 +353,7 @@ impl Parser<'_> {
         Ok(out)
     }
 
-    fn directives(&mut self) -> Result<Vec<(String, Map<String, Value>)>, String> {
+    fn directives(&mut self) -> Result<Vec<Directive>, String> {
         let mut out = Vec::new();
         while self.eat('@') {
             let name = self.name()?;

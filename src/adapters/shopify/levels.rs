@@ -477,21 +477,17 @@ impl Writer {
             _ => uuid::Uuid::new_v4().to_string(),
         };
         self.last_key = Some((input_text, key.clone()));
-        let data = loop {
-            match self
-                .admin
-                .run(
-                    "set",
-                    changes.len(),
-                    SET_ON_HAND,
-                    json!({ "input": input, "key": key }),
-                )
-                .await
-            {
-                Ok(d) => break d,
-                Err(e) => return Err(e),
-            }
-        };
+        // A failed exchange comes back to the next round, which sends the
+        // very same mutation with the same key if nothing moved since.
+        let data = self
+            .admin
+            .run(
+                "set",
+                changes.len(),
+                SET_ON_HAND,
+                json!({ "input": input, "key": key }),
+            )
+            .await?;
         let errors = data
             .pointer("/inventorySetQuantities/userErrors")
             .and_then(Value::as_array)
