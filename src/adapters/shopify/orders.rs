@@ -228,10 +228,16 @@ impl Orders {
             Err(e) => return Outcome::Retry(format!("the adapter's state: {e}")),
         };
         let (state, outcome) = f(state).await;
-        if let Err(e) = self.save(order_id, &state).await {
-            return Outcome::Retry(format!("the adapter's state: {e}"));
+        let saved = self.save(order_id, &state).await;
+        drop(_held);
+        drop(lock);
+        // Forget the lock unless another delivery of this order holds it.
+        self.locks
+            .remove_if(order_id, |_, l| Arc::strong_count(l) == 1);
+        match saved {
+            Ok(()) => outcome,
+            Err(e) => Outcome::Retry(format!("the adapter's state: {e}")),
         }
-        outcome
     }
 
     fn merge(state: &mut OrderState, order: &Order) {
@@ -487,53 +493,12 @@ impl Orders {
         state: &mut OrderState,
         inv: &mut crate::adapters::Inventory,
     ) -> Outcome {
-        let mut per_sku: BTreeMap<String, Vec<(&str, i64)>> = BTreeMap::new();
-        let mut without: Vec<String> = Vec::new();
-        for (line_id, l) in &state.lines {
-            if l.quantity <= 0 {
-                continue;
-            }
-            if valid_sku(&l.sku) {
-                per_sku
-                    .entry(l.sku.clone())
-                    .or_default()
-                    .push((l.price.as_str(), l.quantity));
-            } else {
-                without.push(if l.sku.is_empty() {
-                    format!("line {line_id} has no SKU")
-                } else {
-                    format!("line {line_id}: SKU {:?} is not one stockpool accepts (at most 64 letters, digits, -, _, .)", l.sku)
-                });
-            }
-        }
+        let (request, without) = reserve_request(&self.channel, id, state);
         for why in without {
             self.unapplied(topic, id, "line_without_sku", why).await;
         }
-        if per_sku.is_empty() {
+        let Some(request) = request else {
             return Outcome::Skipped(format!("order {id} has no line stockpool can hold"));
-        }
-        let lines: Vec<pb::Line> = per_sku
-            .iter()
-            .map(|(sku, parts)| pb::Line {
-                sku: sku.clone(),
-                quantity: parts.iter().map(|(_, q)| q).sum(),
-                warehouse: String::new(),
-                unit_price: mean_price(parts),
-            })
-            .collect();
-        let any_price = lines.iter().any(|l| !l.unit_price.is_empty());
-        let request = pb::ReserveRequest {
-            channel: self.channel.clone(),
-            order_id: id.to_string(),
-            lines,
-            hold_seconds: 0,
-            currency: if any_price {
-                state.currency.clone()
-            } else {
-                String::new()
-            },
-            customer_ref: state.customer_ref.clone(),
-            prices_include_tax: state.taxes_included,
         };
         let started = Instant::now();
         let result = inv.reserve(request).await;
@@ -710,6 +675,62 @@ impl Orders {
     }
 }
 
+/// The Reserve of an order as the record has it (one line per SKU, its
+/// quantities summed, its price the mean of its lines'), and the lines that
+/// cannot be reserved, with why. None: no line can be.
+fn reserve_request(
+    channel: &str,
+    id: &str,
+    state: &OrderState,
+) -> (Option<pb::ReserveRequest>, Vec<String>) {
+    let mut per_sku: BTreeMap<String, Vec<(&str, i64)>> = BTreeMap::new();
+    let mut without: Vec<String> = Vec::new();
+    for (line_id, l) in &state.lines {
+        if l.quantity <= 0 {
+            continue;
+        }
+        if valid_sku(&l.sku) {
+            per_sku
+                .entry(l.sku.clone())
+                .or_default()
+                .push((l.price.as_str(), l.quantity));
+        } else {
+            without.push(if l.sku.is_empty() {
+                    format!("line {line_id} has no SKU")
+                } else {
+                    format!("line {line_id}: SKU {:?} is not one stockpool accepts (at most 64 letters, digits, -, _, .)", l.sku)
+                });
+        }
+    }
+    if per_sku.is_empty() {
+        return (None, without);
+    }
+    let lines: Vec<pb::Line> = per_sku
+        .iter()
+        .map(|(sku, parts)| pb::Line {
+            sku: sku.clone(),
+            quantity: parts.iter().map(|(_, q)| q).sum(),
+            warehouse: String::new(),
+            unit_price: mean_price(parts),
+        })
+        .collect();
+    let any_price = lines.iter().any(|l| !l.unit_price.is_empty());
+    let request = pb::ReserveRequest {
+        channel: channel.to_string(),
+        order_id: id.to_string(),
+        lines,
+        hold_seconds: 0,
+        currency: if any_price {
+            state.currency.clone()
+        } else {
+            String::new()
+        },
+        customer_ref: state.customer_ref.clone(),
+        prices_include_tax: state.taxes_included,
+    };
+    (Some(request), without)
+}
+
 fn line(sku: &str, quantity: i64) -> pb::Line {
     pb::Line {
         sku: sku.to_string(),
@@ -731,6 +752,44 @@ mod tests {
         assert_eq!(mean_price(&[("19.90", 1)]), "19.90");
         assert_eq!(mean_price(&[("10.00", 1), ("20.00", 3)]), "17.50");
         assert_eq!(mean_price(&[("10.00", 1), ("", 1)]), "");
+    }
+
+    #[test]
+    fn the_reserve_carries_prices_currency_customer_and_tax_and_lists_lines_without_a_sku() {
+        let order: Order = serde_json::from_value(serde_json::json!({
+            "id": 5001, "name": "#1001", "currency": "EUR", "taxes_included": true,
+            "financial_status": "paid", "customer": { "id": 207119551 },
+            "line_items": [
+                { "id": 1, "sku": "TEE", "quantity": 1, "price": "10.00" },
+                { "id": 2, "sku": "TEE", "quantity": 3, "price": "20.00" },
+                { "id": 3, "sku": "MUG", "quantity": 2, "price": "7.5" },
+                { "id": 4, "sku": null, "quantity": 1, "price": "5.00" }
+            ]
+        }))
+        .unwrap();
+        let mut state = OrderState::default();
+        Orders::merge(&mut state, &order);
+        let (request, without) = reserve_request("shopify", "5001", &state);
+        let r = request.unwrap();
+        assert_eq!(
+            (r.channel.as_str(), r.order_id.as_str(), r.hold_seconds),
+            ("shopify", "5001", 0)
+        );
+        assert_eq!(
+            (
+                r.currency.as_str(),
+                r.customer_ref.as_str(),
+                r.prices_include_tax
+            ),
+            ("EUR", "207119551", true)
+        );
+        let lines: Vec<(&str, i64, &str)> = r
+            .lines
+            .iter()
+            .map(|l| (l.sku.as_str(), l.quantity, l.unit_price.as_str()))
+            .collect();
+        assert_eq!(lines, vec![("MUG", 2, "7.50"), ("TEE", 4, "17.50")]);
+        assert_eq!(without, vec!["line 4 has no SKU".to_string()]);
     }
 
     #[test]
