@@ -47,8 +47,10 @@ impl Backoff {
 pub struct CostBucket {
     /// (maximum, available at `at`, restore per second, at).
     reported: Option<(f64, f64, f64, Instant)>,
-    /// Per kind of call: the most seen cost per unit of size.
-    per_unit: HashMap<&'static str, f64>,
+    /// Per kind of call: the most seen cost per unit of size, and the least
+    /// seen cost. For a cost of the form `a + b × size` their combination
+    /// never underestimates (see [`CostBucket::expected`]).
+    per_unit: HashMap<&'static str, (f64, f64)>,
     /// Set after the API refused a call for its budget: from then on a
     /// call of unknown cost waits for a full bucket.
     throttled: bool,
@@ -64,25 +66,30 @@ impl CostBucket {
     /// was said to cost.
     pub fn learn(&mut self, kind: &'static str, size: usize, cost: f64) {
         let unit = cost / size.max(1) as f64;
-        let known = self.per_unit.entry(kind).or_insert(0.0);
-        *known = known.max(unit);
+        let known = self.per_unit.entry(kind).or_insert((0.0, f64::MAX));
+        known.0 = known.0.max(unit);
+        known.1 = known.1.min(cost);
     }
 
     pub fn note_throttled(&mut self) {
         self.throttled = true;
     }
 
-    /// The expected cost of a call, if this kind was seen before.
+    /// The expected cost of a call, if this kind was seen before: the
+    /// larger of the least cost seen and the most cost per unit seen times
+    /// `size`. For costs `a + b × size` this is never below the real cost:
+    /// above the smallest size seen the unit cost (largest there) covers
+    /// `a`; below it, the least cost does.
     pub fn expected(&self, kind: &'static str, size: usize) -> Option<f64> {
         self.per_unit
             .get(kind)
-            .map(|u| (u * size.max(1) as f64).ceil())
+            .map(|(unit, least)| (unit * size.max(1) as f64).ceil().max(*least))
     }
 
     /// The largest size of `kind` a full bucket can pay for (None: unknown).
     pub fn max_size(&self, kind: &'static str) -> Option<usize> {
         let (maximum, ..) = self.reported?;
-        let unit = *self.per_unit.get(kind)?;
+        let (unit, _) = *self.per_unit.get(kind)?;
         Some(((maximum / unit).floor() as usize).max(1))
     }
 
@@ -146,7 +153,15 @@ mod tests {
             wait >= Duration::from_secs(4) && wait < Duration::from_millis(4100),
             "{wait:?}"
         );
-        assert_eq!(bucket.expected("read", 5), Some(15.0));
+        assert_eq!(
+            bucket.expected("read", 5),
+            Some(30.0),
+            "never below the least cost seen"
+        );
+        assert_eq!(bucket.expected("read", 20), Some(60.0));
+        // A flat cost (a mutation) is not scaled down for a smaller call.
+        bucket.learn("set", 3, 10.0);
+        assert_eq!(bucket.expected("set", 1), Some(10.0));
         assert_eq!(bucket.max_size("read"), Some(16));
         // Unknown kinds go at once before any throttle, then wait for a full bucket.
         assert_eq!(bucket.wait_for("write", 1), Duration::ZERO);

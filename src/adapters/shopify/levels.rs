@@ -261,11 +261,13 @@ impl Writer {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        // Each SKU asks for room for two variants (`first` = 2 × SKUs).
         let mut chunk = self
             .admin
             .max_size("variants")
+            .map(|first| first / 2)
             .unwrap_or(FIRST_CHUNK)
-            .clamp(1, 250);
+            .clamp(1, 125);
         let mut rest: &[String] = &wanted;
         while !rest.is_empty() {
             let part = &rest[..chunk.min(rest.len())];
