@@ -14,7 +14,7 @@ use stockpool::adapters::Upstream;
 use stockpool::api::pb;
 use tempfile::TempDir;
 
-use crate::fake_shopify::{deliver, post_raw, FakeShopify, LOCATION, SECRET, TOKEN};
+use crate::fake_shopify::{deliver, post_raw, FakeShopify, Level, LOCATION, SECRET, TOKEN};
 use crate::helpers::{spawn_app, TestApp};
 
 /// The server, the fake shop, and the adapter between them.
@@ -26,14 +26,23 @@ struct Rig {
     hook_ids: AtomicU64,
 }
 
+/// The adapter's file for the rig; keys in `extra` replace the defaults.
 fn config_text(fake: &FakeShopify, dir: &std::path::Path, extra: &str) -> String {
-    format!(
+    let base = format!(
         "shop = \"demo.myshopify.com\"\nadmin_url = \"{}\"\nlocation_id = \"{LOCATION}\"\n\
          webhook_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\
-         reconcile_interval_s = 0\nmax_backoff_ms = 500\ntimeout_ms = 2000\n{extra}",
+         reconcile_interval_s = 0\nmax_backoff_ms = 500\ntimeout_ms = 2000\n",
         fake.url(),
         dir.join("adapter").display()
-    )
+    );
+    let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
+    let overridden: Vec<String> = extra.lines().map(key).collect();
+    let kept: String = base
+        .lines()
+        .filter(|l| !overridden.contains(&key(l)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    kept + extra
 }
 
 impl Rig {
@@ -872,4 +881,64 @@ async fn in_paid_mode_an_order_is_reserved_once_paid_and_once_only() {
         sum(&rig.reservation("700").await.unwrap(), |a| a.quantity),
         3
     );
+}
+
+#[tokio::test]
+async fn reconciliation_corrects_shopify_at_start_and_every_interval_and_counts_the_difference() {
+    let mut rig = Rig::start(&[("TEE", 10), ("CAP", 4)], 0, FakeShopify::standard().await).await;
+    let skus: Vec<String> = vec!["TEE".into(), "CAP".into()];
+    rig.converged(&skus, Duration::from_secs(10)).await;
+    // Someone edits Shopify by hand while the adapter is stopped.
+    rig.adapter.take().unwrap().stop().await;
+    rig.fake.set_level(
+        "TEE",
+        Level {
+            available: 3,
+            committed: 0,
+            unavailable: 0,
+        },
+    );
+    rig.start_adapter_with("reconcile_interval_s = 1\n").await;
+    rig.converged(&skus, Duration::from_secs(10)).await;
+    // And again while it runs: the next pass puts it right.
+    rig.fake.set_level(
+        "CAP",
+        Level {
+            available: 9,
+            committed: 0,
+            unavailable: 0,
+        },
+    );
+    rig.converged(&skus, Duration::from_secs(10)).await;
+    let metrics = crate::helpers::http_get(rig.metrics(), "/metrics").await;
+    let drift = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("stockpool_adapter_reconcile_drift_units_total{channel=\"shopify\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(drift >= 12.0, "7 + 5 units of difference counted: {drift}");
+    // The other series a scrape shows.
+    rig.app
+        .reserve("amazon", "m-1", &[("TEE", 1)], 0)
+        .await
+        .unwrap();
+    let order = order_json(800, &[(1, "TEE", 1)]);
+    assert_eq!(rig.send("orders/create", &order).await, 200);
+    rig.converged(&skus, Duration::from_secs(10)).await;
+    let metrics = crate::helpers::http_get(rig.metrics(), "/metrics").await;
+    for series in [
+        "stockpool_adapter_lag_seconds_bucket{channel=\"shopify\"",
+        "stockpool_adapter_rpc_duration_seconds_bucket{channel=\"shopify\",rpc=\"Reserve\"",
+        "stockpool_adapter_webhooks_total{channel=\"shopify\",topic=\"orders/create\",outcome=\"applied\"}",
+        "stockpool_adapter_writes_total{channel=\"shopify\",outcome=\"written\"}",
+        "stockpool_adapter_stale_retries_total{channel=\"shopify\"}",
+        "stockpool_adapter_unmapped_skus{channel=\"shopify\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
+    }
+    let ready = crate::helpers::http_get(rig.metrics(), "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 }
