@@ -942,3 +942,18 @@ async fn reconciliation_corrects_shopify_at_start_and_every_interval_and_counts_
     let ready = crate::helpers::http_get(rig.metrics(), "/readyz").await;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 }
+
+#[tokio::test]
+async fn levels_are_read_by_sku_when_the_api_refuses_reading_them_by_item_id() {
+    let fake = FakeShopify::standard().await;
+    fake.refuse_nodes();
+    let mut rig = Rig::start(&[("TEE", 6), ("CAP", 2)], 0, fake).await;
+    let skus: Vec<String> = vec!["TEE".into(), "CAP".into()];
+    rig.converged(&skus, Duration::from_secs(10)).await;
+    rig.app
+        .reserve("amazon", "n-1", &[("TEE", 2)], 0)
+        .await
+        .unwrap();
+    rig.converged(&skus, Duration::from_secs(10)).await;
+    assert_eq!(rig.fake.level("TEE").available, 4);
+}

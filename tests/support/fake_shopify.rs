@@ -531,6 +531,9 @@ pub struct FakeShopify {
     pub addr: SocketAddr,
     shop: Arc<Mutex<Shop>>,
     down: Arc<AtomicBool>,
+    /// Serve no `nodes` root field (as a shop's API that only offers the
+    /// product queries would).
+    no_nodes: Arc<AtomicBool>,
     next_id: Arc<AtomicU64>,
 }
 
@@ -558,6 +561,7 @@ impl FakeShopify {
             addr,
             shop,
             down: Arc::new(AtomicBool::new(false)),
+            no_nodes: Arc::new(AtomicBool::new(false)),
             next_id: Arc::new(AtomicU64::new(1_000_000)),
         };
         let app = Router::new()
@@ -601,6 +605,11 @@ impl FakeShopify {
             },
         );
         item
+    }
+
+    /// Stops serving the `nodes` root field.
+    pub fn refuse_nodes(&self) {
+        self.no_nodes.store(true, Ordering::SeqCst);
     }
 
     /// While down, every call is answered 503.
@@ -881,7 +890,7 @@ async fn graphql(
     for f in fields {
         let result = match (kind.as_str(), f.name.as_str()) {
             ("query", "productVariants") => variants(&shop, f),
-            ("query", "nodes") => nodes(&shop, f),
+            ("query", "nodes") if !fake.no_nodes.load(Ordering::SeqCst) => nodes(&shop, f),
             ("mutation", "inventorySetQuantities") => set_quantities(&mut shop, f),
             (k, n) => Err(format!(
                 "Field '{n}' doesn't exist on type '{}'",

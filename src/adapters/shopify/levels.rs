@@ -50,6 +50,12 @@ const LEVELS: &str = "query StockpoolLevels($ids: [ID!]!, $location: ID!) { \
   nodes(ids: $ids) { ... on InventoryItem { id inventoryLevel(locationId: $location) { \
   quantities(names: [\"available\", \"committed\", \"on_hand\"]) { name quantity } } } } }";
 
+const LEVELS_BY_SKU: &str =
+    "query StockpoolLevelsBySku($first: Int!, $query: String!, $location: ID!) { \
+  productVariants(first: $first, query: $query) { nodes { sku inventoryItem { id \
+  inventoryLevel(locationId: $location) { \
+  quantities(names: [\"available\", \"committed\", \"on_hand\"]) { name quantity } } } } } }";
+
 const SET_ON_HAND: &str =
     "mutation StockpoolSetOnHand($input: InventorySetQuantitiesInput!, $key: String!) { \
   inventorySetQuantities(input: $input) @idempotent(key: $key) { \
@@ -89,9 +95,46 @@ pub fn target_on_hand(published: i64, open: i64, q: Quantities) -> i64 {
     published.max(0) + open.max(0).min(q.committed.max(0)) + unavailable
 }
 
-/// Search syntax for one SKU: quoted, with `\` and `"` escaped.
+/// Search syntax for one SKU: bare when it holds only letters, digits,
+/// `-`, `_` and `.` (every SKU stockpool accepts), else quoted with `\` and
+/// `"` escaped.
 fn sku_term(sku: &str) -> String {
-    format!("sku:\"{}\"", sku.replace('\\', "\\\\").replace('"', "\\\""))
+    if super::orders::valid_sku(sku) {
+        format!("sku:{sku}")
+    } else {
+        format!("sku:\"{}\"", sku.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// Quantities per inventory item id from items as the API returns them
+/// (`{ id, inventoryLevel { quantities { name quantity } } }`); an item
+/// without a level at the location maps to None.
+fn levels_of<'a>(items: impl Iterator<Item = &'a Value>) -> HashMap<String, Option<Quantities>> {
+    let mut out = HashMap::new();
+    for node in items {
+        let Some(id) = node.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let quantities = node
+            .pointer("/inventoryLevel/quantities")
+            .and_then(Value::as_array);
+        let q = quantities.map(|list| {
+            let get = |name: &str| {
+                list.iter()
+                    .find(|q| q.get("name").and_then(Value::as_str) == Some(name))
+                    .and_then(|q| q.get("quantity"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+            };
+            Quantities {
+                available: get("available"),
+                committed: get("committed"),
+                on_hand: get("on_hand"),
+            }
+        });
+        out.insert(id.to_string(), q);
+    }
+    out
 }
 
 pub struct Writer {
@@ -103,6 +146,8 @@ pub struct Writer {
     mappings: HashMap<String, Mapping>,
     /// The last mutation sent and its key, reused for a retry of the same.
     last_key: Option<(String, String)>,
+    /// Levels are read by SKU (the API refused reading them by item id).
+    read_by_sku: bool,
     backoff: Backoff,
 }
 
@@ -126,6 +171,7 @@ impl Writer {
             batch: config.batch_size,
             mappings: HashMap::new(),
             last_key: None,
+            read_by_sku: false,
             backoff: Backoff::new(Duration::from_millis(200), config.max_backoff),
         }
     }
@@ -222,12 +268,13 @@ impl Writer {
         metrics::unmapped(&self.channel, unmapped);
         let count = settled.len() + mapped.len();
         self.mark(&settled).await?;
-        let chunk = self
-            .admin
-            .max_size("levels")
-            .unwrap_or(FIRST_CHUNK)
-            .min(self.batch)
-            .max(1);
+        let known = if self.read_by_sku {
+            // Two variants of room per SKU.
+            self.admin.max_size("levels_by_sku").map(|first| first / 2)
+        } else {
+            self.admin.max_size("levels")
+        };
+        let chunk = known.unwrap_or(FIRST_CHUNK).min(self.batch).max(1);
         for part in mapped.chunks(chunk) {
             self.write_part(part.to_vec()).await?;
         }
@@ -331,57 +378,69 @@ impl Writer {
         Ok(())
     }
 
-    /// Reads Shopify's quantities of `items`.
+    /// Reads Shopify's quantities of `part` (item, SKU): by item ids
+    /// (`nodes`); if the API refuses that, from then on by SKU through
+    /// `productVariants`, which every shop serves.
     async fn read(
-        &self,
-        items: &[String],
+        &mut self,
+        part: &[(String, String)],
     ) -> Result<HashMap<String, Option<Quantities>>, GqlError> {
+        if !self.read_by_sku {
+            let items: Vec<&str> = part.iter().map(|(i, _)| i.as_str()).collect();
+            let answer = self
+                .admin
+                .run(
+                    "levels",
+                    items.len(),
+                    LEVELS,
+                    json!({ "ids": items, "location": self.location }),
+                )
+                .await;
+            match answer {
+                Ok(data) => {
+                    let nodes = data.get("nodes").and_then(Value::as_array).cloned();
+                    return Ok(levels_of(nodes.iter().flatten()));
+                }
+                Err(GqlError::Refused(why)) => {
+                    tracing::warn!(channel = %self.channel, why = %why, "reading levels by item id was refused; reading them by SKU from now on");
+                    self.read_by_sku = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let query = part
+            .iter()
+            .map(|(_, sku)| sku_term(sku))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let first = (part.len() * 2).min(250);
         let data = self
             .admin
             .run(
-                "levels",
-                items.len(),
-                LEVELS,
-                json!({ "ids": items, "location": self.location }),
+                "levels_by_sku",
+                first,
+                LEVELS_BY_SKU,
+                json!({ "first": first, "query": query, "location": self.location }),
             )
             .await?;
-        let mut out = HashMap::new();
-        for node in data
-            .get("nodes")
+        let items: Vec<Value> = data
+            .pointer("/productVariants/nodes")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-        {
-            let Some(id) = node.get("id").and_then(Value::as_str) else {
-                continue;
-            };
-            let quantities = node
-                .pointer("/inventoryLevel/quantities")
-                .and_then(Value::as_array);
-            let q = quantities.map(|list| {
-                let get = |name: &str| {
-                    list.iter()
-                        .find(|q| q.get("name").and_then(Value::as_str) == Some(name))
-                        .and_then(|q| q.get("quantity"))
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0)
-                };
-                Quantities {
-                    available: get("available"),
-                    committed: get("committed"),
-                    on_hand: get("on_hand"),
-                }
-            });
-            out.insert(id.to_string(), q);
-        }
-        Ok(out)
+            .filter_map(|v| v.get("inventoryItem").cloned())
+            .collect();
+        Ok(levels_of(items.iter()))
     }
 
     /// Reads, compares, writes one part of the mapped rows; retries stale
     /// items; marks every row it settles.
     async fn write_part(&mut self, mut part: Vec<(String, LevelRow)>) -> Result<(), GqlError> {
         for attempt in 0..STALE_ATTEMPTS {
-            let items: Vec<String> = part.iter().map(|(i, _)| i.clone()).collect();
+            let items: Vec<(String, String)> = part
+                .iter()
+                .map(|(i, r)| (i.clone(), r.sku.clone()))
+                .collect();
             let read = match self.read(&items).await {
                 Err(GqlError::TooCostly { .. }) if part.len() > 1 => {
                     let half = part.len() / 2;
@@ -575,8 +634,8 @@ mod tests {
     }
 
     #[test]
-    fn skus_are_quoted_in_the_search() {
-        assert_eq!(sku_term("TEE-BLK-M"), "sku:\"TEE-BLK-M\"");
+    fn skus_are_bare_in_the_search_unless_they_need_quotes() {
+        assert_eq!(sku_term("TEE-BLK-M"), "sku:TEE-BLK-M");
         assert_eq!(sku_term("A\"B"), "sku:\"A\\\"B\"");
     }
 }
