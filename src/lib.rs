@@ -23,7 +23,12 @@
 //! - [`http`]: health endpoints. [`listen`]: the listeners (connection
 //!   limits, timeouts, TLS, shutdown). [`server`] wires everything and runs it;
 //!   [`config`] resolves flags and the TOML file; [`cli`] is the client.
+//! - [`odoo`]: the ERP, both directions. [`outbound`]: the JSON-over-HTTP
+//!   client it and the adapters share.
+//! - [`adapters`]: channel adapters (`stockpool adapter shopify`), clients
+//!   of the public gRPC contract only, run as their own process.
 
+pub mod adapters;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -32,6 +37,7 @@ pub mod engine;
 pub mod http;
 pub mod listen;
 pub mod odoo;
+pub mod outbound;
 pub mod publish;
 pub mod server;
 pub mod store;

@@ -1237,6 +1237,7 @@ mod suite {
             sku: sku(s),
             published,
             atp: published + 1,
+            open: seq as i64 % 3,
             at_ms: 1_700_000_000_000 + seq as i64,
         };
         let shopify: Vec<_> = vec![

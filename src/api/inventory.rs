@@ -220,7 +220,8 @@ impl Inventory for InventoryService {
                         published: e.published,
                         atp: e.atp,
                         seq: e.seq,
-                        ..Default::default()
+                        open: e.open,
+                        at_ms: e.at_ms,
                     };
                     if tx.send(Ok(update)).await.is_err() {
                         return;

@@ -40,6 +40,7 @@ pub type Admin = AdminClient<InterceptedService<Channel, Auth>>;
 /// One connection to a server, and the token sent with every call. Every
 /// client of the public contract (the subcommands, the channel adapters)
 /// connects through [`Conn::open`].
+#[derive(Clone)]
 pub struct Conn {
     channel: Channel,
     auth: Auth,
@@ -179,10 +180,22 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(_) = &cli.command {
         bail!("serve is not a client subcommand: run it from main");
     }
+    if let Command::Adapter(super::AdapterCommand::Shopify { config, log_format }) = &cli.command {
+        crate::telemetry::init_logging(*log_format);
+        let config = crate::adapters::shopify::ShopifyConfig::load(config)?;
+        return crate::adapters::shopify::run(
+            config,
+            &cli.server,
+            cli.token.as_deref(),
+            cli.ca_file.as_deref(),
+        )
+        .await;
+    }
     let conn = Conn::open(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref()).await?;
     let mut inv = conn.inventory();
     match cli.command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Adapter(_) => unreachable!("adapters are run above"),
         Command::Reserve(a) => {
             let mut lines = to_pb(&a.lines);
             for p in &a.prices {
@@ -298,13 +311,13 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(refused)?
                 .into_inner();
             println!(
-                "{:>10}  {:<24}  {:>10}  {:>10}",
-                "SEQ", "SKU", "PUBLISHED", "ATP"
+                "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
+                "SEQ", "SKU", "PUBLISHED", "ATP", "OPEN"
             );
             while let Some(u) = stream.message().await.map_err(refused)? {
                 println!(
-                    "{:>10}  {:<24}  {:>10}  {:>10}",
-                    u.seq, u.sku, u.published, u.atp
+                    "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
+                    u.seq, u.sku, u.published, u.atp, u.open
                 );
             }
         }

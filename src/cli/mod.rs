@@ -7,7 +7,7 @@
 //! - `client`: the connection ([`Conn`]: TLS, the bearer token), and one
 //!   function per subcommand.
 
-mod client;
+pub(crate) mod client;
 pub mod input;
 pub mod output;
 
@@ -77,6 +77,23 @@ pub enum Command {
     /// The Odoo outbox: pushes of reservations to Odoo.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Run a channel adapter: a long-running client that connects a sales
+    /// channel to this server (--server, --token).
+    #[command(subcommand)]
+    Adapter(AdapterCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdapterCommand {
+    /// Shopify: order webhooks in, levels out by Admin GraphQL (README "Shopify").
+    Shopify {
+        /// The adapter's TOML file (see examples/shopify-adapter.toml).
+        #[arg(long, env = "STOCKPOOL_SHOPIFY_CONFIG")]
+        config: PathBuf,
+        /// Logs to stderr as text or JSON; RUST_LOG filters (default info).
+        #[arg(long, value_enum, default_value = "text", env = "STOCKPOOL_LOG_FORMAT")]
+        log_format: crate::config::LogFormat,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{Engine, EngineError, PoolChange, ResKey, SkuCell};
+use super::{open_deltas, Engine, EngineError, PoolChange, ResKey, SkuCell};
 use crate::domain::{
     follow_erp, ChannelCode, InvalidInput, OrderId, Pool, Reservation, Sku, Status, StockMaster,
     WarehouseCode, MAX_QUANTITY,
@@ -293,7 +293,11 @@ impl Engine {
             }
             let mut ops = Vec::with_capacity(changes.len() * 2 + changed.len());
             self.apply_changes(&catalog, &skus, &mut sku_guards, &changes, &mut ops);
-            for (_, _, after) in &changed {
+            for (_, before, after) in &changed {
+                if let Some(c) = catalog.channel_index(&after.channel) {
+                    let open = open_deltas(Some(before), after);
+                    Self::track_open(&skus, &mut sku_guards, c, &open);
+                }
                 ops.push(Op::Reservation(Box::new(after.clone())));
             }
             (followed, self.enqueue_locked(&cells, &mut sku_guards, ops))

@@ -58,6 +58,11 @@ struct SkuState {
     /// under an older epoch was decided on the failed change and is not
     /// written.
     epoch: u64,
+    /// Units in each channel's open reservations (by channel index; shorter
+    /// when later channels hold none): `ChannelStockUpdate.open`. Kept with
+    /// the pools, under the same lock, so a level and its open figure are
+    /// read together.
+    open: Vec<i64>,
 }
 
 impl SkuState {
@@ -66,6 +71,13 @@ impl SkuState {
             self.pools.resize(warehouse + 1, Pool::default());
         }
         &mut self.pools[warehouse]
+    }
+
+    fn add_open(&mut self, channel: usize, units: i64) {
+        if self.open.len() <= channel {
+            self.open.resize(channel + 1, 0);
+        }
+        self.open[channel] += units;
     }
 }
 
@@ -190,6 +202,17 @@ impl Engine {
         let reservations = DashMap::new();
         let mut holds = BTreeSet::new();
         let awaiting: DashMap<Sku, BTreeSet<ResKey>> = DashMap::new();
+        for r in &snapshot.reservations {
+            let Some(c) = catalog.channel_index(&r.channel) else {
+                continue;
+            };
+            for a in r.allocations.iter().filter(|a| a.open() > 0) {
+                skus.entry(a.sku.clone())
+                    .or_default()
+                    .lock()
+                    .add_open(c, a.open());
+            }
+        }
         for r in snapshot.reservations {
             let key = (r.channel.clone(), r.order_id.clone());
             if r.status == crate::domain::Status::Held {
@@ -305,6 +328,66 @@ impl Engine {
             .get(sku)
             .map(|c| c.lock().pools.clone())
             .unwrap_or_default()
+    }
+
+    /// Copies of one SKU's pools and its open units per channel index.
+    fn pools_and_open(&self, sku: &Sku) -> (Vec<Pool>, Vec<i64>) {
+        self.inner
+            .skus
+            .get(sku)
+            .map(|c| {
+                let g = c.lock();
+                (g.pools.clone(), g.open.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Counts `deltas` (from [`open_deltas`], a reservation of `channel`)
+    /// in that channel's open units of each locked SKU.
+    fn track_open(
+        skus: &[Sku],
+        guards: &mut [MutexGuard<'_, SkuState>],
+        channel: usize,
+        deltas: &[(Sku, i64)],
+    ) {
+        for (sku, delta) in deltas {
+            let i = skus
+                .binary_search(sku)
+                .expect("open change on a locked SKU");
+            guards[i].add_open(channel, *delta);
+        }
+    }
+
+    /// Open units per channel index of `skus`, counted from the reservations
+    /// in memory (after a reload: the counters may hold a failed change).
+    /// Each reservation's lock is taken, so a reservation being restored
+    /// after a failed commit is read once restored.
+    async fn open_from_reservations(&self, skus: &[Sku]) -> Vec<Vec<i64>> {
+        let catalog = self.catalog();
+        let slots: Vec<Slot> = self
+            .inner
+            .reservations
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
+        let mut out = vec![Vec::new(); skus.len()];
+        for slot in slots {
+            let guard = slot.lock().await;
+            let Some(r) = guard.as_ref() else { continue };
+            let Some(c) = catalog.channel_index(&r.channel) else {
+                continue;
+            };
+            for a in r.allocations.iter().filter(|a| a.open() > 0) {
+                if let Ok(i) = skus.binary_search(&a.sku) {
+                    let open: &mut Vec<i64> = &mut out[i];
+                    if open.len() <= c {
+                        open.resize(c + 1, 0);
+                    }
+                    open[c] += a.open();
+                }
+            }
+        }
+        out
     }
 
     /// Every SKU that ever held stock, sorted. A SKU whose only movement
@@ -467,6 +550,7 @@ impl Engine {
                     continue;
                 }
             };
+            let open = self.open_from_reservations(&skus).await;
             let catalog = self.catalog();
             let mut guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
             let unchanged = guards
@@ -477,8 +561,14 @@ impl Engine {
                 continue;
             }
             let reloading: Vec<bool> = epochs.iter().map(Option::is_some).collect();
-            for (g, _) in guards.iter_mut().zip(&reloading).filter(|(_, r)| **r) {
+            for ((g, open), _) in guards
+                .iter_mut()
+                .zip(open)
+                .zip(&reloading)
+                .filter(|(_, r)| **r)
+            {
                 g.pools.clear();
+                g.open = open;
             }
             for row in rows {
                 let (Ok(i), Some(w)) = (
@@ -505,6 +595,28 @@ impl Engine {
     pub fn is_consistent(&self) -> bool {
         self.inner.skus.iter().all(|c| !c.lock().needs_reload)
     }
+}
+
+/// How a reservation's open units (allocated, not yet fulfilled or
+/// released) moved per SKU from `before` (None: a new reservation) to
+/// `after`, leaving out the SKUs where they did not. Counted from the
+/// reservation rather than from the pool deltas: with the ERP as master a
+/// channel's Fulfill closes units without moving a pool, and the ERP's
+/// delivery moves a pool for units already closed.
+fn open_deltas(before: Option<&Reservation>, after: &Reservation) -> Vec<(Sku, i64)> {
+    let mut deltas: Vec<(Sku, i64)> = Vec::new();
+    let mut add = |sku: &Sku, units: i64| match deltas.iter_mut().find(|(s, _)| s == sku) {
+        Some((_, d)) => *d += units,
+        None => deltas.push((sku.clone(), units)),
+    };
+    for a in &after.allocations {
+        add(&a.sku, a.open());
+    }
+    for a in before.map(|b| b.allocations.as_slice()).unwrap_or_default() {
+        add(&a.sku, -a.open());
+    }
+    deltas.retain(|(_, d)| *d != 0);
+    deltas
 }
 
 /// The SKU epochs a queued commit was decided under.

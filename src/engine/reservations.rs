@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::{Engine, EngineError, PoolChange, ResKey, SkuCell};
+use super::{open_deltas, Engine, EngineError, PoolChange, ResKey, SkuCell};
 use crate::domain::{
     Allocation, Catalog, ChannelCode, InvalidInput, LineRequest, OrderId, OrderLine, OrderTerms,
     Quantity, Reservation, Sku, Status, StockMaster, Take, MAX_HOLD_SECONDS,
@@ -236,6 +236,12 @@ impl Engine {
             reservation.terms = cmd.terms.clone();
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
+            Self::track_open(
+                &skus,
+                &mut guards,
+                channel,
+                &open_deltas(None, &reservation),
+            );
             ops.push(Op::Reservation(Box::new(reservation.clone())));
             ops.extend(self.outbox_op(None, &reservation, Some(OutboxEvent::Confirmed)));
             let ticket = self.enqueue_locked(&cells, &mut guards, ops);
@@ -490,7 +496,14 @@ impl Engine {
         if after == before {
             return Ok((after, out));
         }
-        let mut skus: Vec<Sku> = changes.iter().map(|c| c.sku.clone()).collect();
+        // The SKUs whose pools or open units move: a Fulfill with the ERP
+        // as master moves no pool but closes units the channel is told of.
+        let open = open_deltas(Some(&before), &after);
+        let mut skus: Vec<Sku> = changes
+            .iter()
+            .map(|c| c.sku.clone())
+            .chain(open.iter().map(|(s, _)| s.clone()))
+            .collect();
         skus.sort();
         skus.dedup();
         let cells: Vec<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, true)).collect();
@@ -498,6 +511,9 @@ impl Engine {
             let mut guards = Self::lock_all(&skus, &cells)?;
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
+            if let Some(c) = catalog.channel_index(channel) {
+                Self::track_open(&skus, &mut guards, c, &open);
+            }
             ops.push(Op::Reservation(Box::new(after.clone())));
             ops.extend(self.outbox_op(Some(&before), &after, event));
             self.enqueue_locked(&cells, &mut guards, ops)

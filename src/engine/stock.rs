@@ -24,6 +24,8 @@ pub struct Level {
     pub channel: ChannelCode,
     pub atp: i64,
     pub published: i64,
+    /// Units of this SKU in the channel's open reservations.
+    pub open: i64,
 }
 
 /// A channel's availability of one SKU.
@@ -364,7 +366,7 @@ impl Engine {
         let n = catalog.warehouses.len();
         skus.iter()
             .map(|sku| {
-                let pools = self.pools_of(sku);
+                let (pools, open) = self.pools_and_open(sku);
                 let rules = catalog.effective_all(sku);
                 let per_channel = (0..catalog.channels.len())
                     .map(|c| {
@@ -373,6 +375,7 @@ impl Engine {
                             channel: catalog.channels[c].code.clone(),
                             atp,
                             published,
+                            open: open.get(c).copied().unwrap_or(0),
                         }
                     })
                     .collect();

@@ -7,18 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
 use super::OdooConfig;
-
-/// Longest response body read (a search over many quants stays far below).
-const MAX_BODY: usize = 64 * 1024 * 1024;
+use crate::outbound::{JsonHttp, TransportError};
 
 /// Why a call did not return a result.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -95,7 +87,7 @@ impl RpcError {
 /// A JSON-RPC client for one Odoo database and user. Cheap to share: the
 /// HTTP connections are pooled and the uid is cached after the first login.
 pub struct OdooClient {
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: JsonHttp,
     endpoint: hyper::Uri,
     database: String,
     login: String,
@@ -107,14 +99,7 @@ pub struct OdooClient {
 
 impl OdooClient {
     pub fn new(config: &OdooConfig) -> anyhow::Result<OdooClient> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let http = JsonHttp::new();
         let endpoint = format!("{}/jsonrpc", config.url)
             .parse()
             .map_err(|e| anyhow::anyhow!("odoo.url {:?}: {e}", config.url))?;
@@ -214,33 +199,16 @@ impl OdooClient {
             "params": {"service": service, "method": method, "args": args},
             "id": id,
         });
-        let request = hyper::Request::post(self.endpoint.clone())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::ACCEPT, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| RpcError::Transport(e.to_string()))?;
-        let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| RpcError::Transport(crate::telemetry::chain(&e)))?;
-            let status = response.status();
-            let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| RpcError::Transport(format!("reading the answer: {e}")))?
-                .to_bytes();
-            Ok::<_, RpcError>((status, body))
-        };
-        let (status, body) = tokio::time::timeout(self.timeout, exchange)
+        let (status, body) = self
+            .http
+            .post(&self.endpoint, &[], body.to_string(), self.timeout)
             .await
-            .map_err(|_| {
-                RpcError::Transport(format!(
-                    "no answer to {call} within {} ms",
-                    self.timeout.as_millis()
-                ))
-            })??;
+            .map_err(|e| match e {
+                TransportError::Timeout(ms) => {
+                    RpcError::Transport(format!("no answer to {call} within {ms} ms"))
+                }
+                TransportError::Failed(e) => RpcError::Transport(e),
+            })?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(RpcError::Transport(format!(

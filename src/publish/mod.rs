@@ -276,7 +276,8 @@ async fn run(inner: Arc<Inner>, mut changes: mpsc::UnboundedReceiver<Changed>) {
 }
 
 /// The events `skus` call for: every (channel, SKU) whose published figure
-/// differs from what the channel was last told (or was never told), with
+/// or open units differ from what the channel was last told (or was never
+/// told), with
 /// the next seqs of each channel. Nothing is recorded yet.
 fn diff(inner: &Inner, skus: &[Sku]) -> Vec<ChannelEvent> {
     let levels = inner.engine.levels(skus);
@@ -289,12 +290,13 @@ fn diff(inner: &Inner, skus: &[Sku]) -> Vec<ChannelEvent> {
             channel,
             atp,
             published,
+            open,
         } in per_channel
         {
             let log = state.channels.get(channel);
             if log
                 .and_then(|l| l.last.get(sku))
-                .is_some_and(|e| e.published == *published)
+                .is_some_and(|e| e.published == *published && e.open == *open)
             {
                 continue;
             }
@@ -308,6 +310,7 @@ fn diff(inner: &Inner, skus: &[Sku]) -> Vec<ChannelEvent> {
                 sku: sku.clone(),
                 published: *published,
                 atp: *atp,
+                open: *open,
                 at_ms,
             });
         }

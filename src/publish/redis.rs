@@ -10,7 +10,7 @@
 //! | key | type | content |
 //! | --- | --- | --- |
 //! | `<prefix>:published:<channel>` | hash | field SKU → published quantity (API.md) |
-//! | `<prefix>:events:<channel>` | stream | entries `sku`, `published`, `atp`, `seq`, `MAXLEN ~ N` (API.md) |
+//! | `<prefix>:events:<channel>` | stream | entries `sku`, `published`, `atp`, `open`, `seq`, `MAXLEN ~ N` (API.md, plus `open`) |
 //! | `<prefix>:pools:<sku>` | hash | fields `<warehouse>:on_hand`, `<warehouse>:reserved`, `<warehouse>:version`, for every declared warehouse |
 //! | `<prefix>:mirror` | hash | `instance` (this process's mirror id), `resynced_at_ms`: the mirror's own bookkeeping |
 //! | `<prefix>:mirror:tmp` | hash | scratch key of a resync, renamed over its target |
@@ -486,6 +486,8 @@ impl RedisMirror {
                 .arg(e.published)
                 .arg("atp")
                 .arg(e.atp)
+                .arg("open")
+                .arg(e.open)
                 .arg("seq")
                 .arg(e.seq);
             out.push(xadd);
@@ -639,6 +641,7 @@ mod tests {
             sku: Sku::parse("TEE").unwrap(),
             published: 1,
             atp: 1,
+            open: 0,
             at_ms: 0,
         }
     }

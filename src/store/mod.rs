@@ -183,6 +183,10 @@ pub struct ChannelEvent {
     pub sku: Sku,
     pub published: i64,
     pub atp: i64,
+    /// Units of this SKU in the channel's own open reservations (API.md
+    /// `ChannelStockUpdate.open`): what a channel that counts its own
+    /// sold-but-unshipped units needs to set an absolute level.
+    pub open: i64,
     pub at_ms: i64,
 }
 

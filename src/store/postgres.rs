@@ -720,6 +720,7 @@ struct EventArrays<'a> {
     published: Vec<i64>,
     atp: Vec<i64>,
     at_ms: Vec<i64>,
+    open: Vec<i64>,
 }
 
 #[derive(Default)]
@@ -795,6 +796,7 @@ impl<'a> Batch<'a> {
                         a.published.push(e.published);
                         a.atp.push(e.atp);
                         a.at_ms.push(e.at_ms);
+                        a.open.push(e.open);
                     }
                 }
                 Op::RuleChange(c) => {
@@ -934,6 +936,7 @@ impl<'a> Batch<'a> {
                 .bind(&e.published)
                 .bind(&e.atp)
                 .bind(&e.at_ms)
+                .bind(&e.open)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -1079,8 +1082,9 @@ const INSERT_MOVEMENTS: &str = "\
     SELECT * FROM UNNEST($1::text[], $2::text[])";
 
 const INSERT_EVENTS: &str = "\
-    INSERT INTO channel_events (channel, seq, sku, published, atp, at_ms) \
-    SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[])";
+    INSERT INTO channel_events (channel, seq, sku, published, atp, at_ms, open) \
+    SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[], \
+        $7::int8[])";
 
 /// Ordered by position in the batch, so ids follow op order.
 const INSERT_RULE_CHANGES: &str = "\
@@ -1195,13 +1199,13 @@ const SELECT_OUTBOX_STATS: &str = "\
         (SELECT MIN(created_at_ms) FROM outbox WHERE state = 'pending')";
 
 const SELECT_EVENTS: &str = "\
-    SELECT channel, seq, sku, published, atp, at_ms FROM channel_events \
+    SELECT channel, seq, sku, published, atp, at_ms, open FROM channel_events \
     WHERE channel = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
 /// The newest event of every (channel, SKU), by channel then seq.
 const SELECT_LATEST_EVENTS: &str = "\
-    SELECT channel, seq, sku, published, atp, at_ms FROM ( \
-        SELECT DISTINCT ON (channel, sku) channel, seq, sku, published, atp, at_ms \
+    SELECT channel, seq, sku, published, atp, at_ms, open FROM ( \
+        SELECT DISTINCT ON (channel, sku) channel, seq, sku, published, atp, at_ms, open \
         FROM channel_events ORDER BY channel, sku, seq DESC \
     ) latest ORDER BY channel, seq";
 

@@ -385,6 +385,7 @@ async fn apply(conn: &mut SqliteConnection, op: &Op, now_ms: i64) -> Result<(), 
                     .bind(e.published)
                     .bind(e.atp)
                     .bind(e.at_ms)
+                    .bind(e.open)
                     .execute(&mut *conn)
                     .await?;
             }
@@ -584,15 +585,15 @@ const SELECT_LEDGER_OF_SKU: &str = "\
     FROM ledger WHERE sku = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
 
 const INSERT_EVENT: &str = "\
-    INSERT INTO channel_events (channel, seq, sku, published, atp, at_ms) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    INSERT INTO channel_events (channel, seq, sku, published, atp, at_ms, open) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 const SELECT_EVENTS: &str = "\
-    SELECT channel, seq, sku, published, atp, at_ms FROM channel_events \
+    SELECT channel, seq, sku, published, atp, at_ms, open FROM channel_events \
     WHERE channel = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
 
 const SELECT_LATEST_EVENTS: &str = "\
-    SELECT e.channel, e.seq, e.sku, e.published, e.atp, e.at_ms \
+    SELECT e.channel, e.seq, e.sku, e.published, e.atp, e.at_ms, e.open \
     FROM channel_events e \
     JOIN (SELECT channel, sku, MAX(seq) AS seq FROM channel_events GROUP BY channel, sku) m \
         ON e.channel = m.channel AND e.seq = m.seq \
@@ -662,6 +663,7 @@ pub(super) struct EventRecord {
     published: i64,
     atp: i64,
     at_ms: i64,
+    open: i64,
 }
 
 impl EventRecord {
@@ -673,6 +675,7 @@ impl EventRecord {
             sku: code_of(self.sku, "channel_events.sku")?,
             published: self.published,
             atp: self.atp,
+            open: self.open,
             at_ms: self.at_ms,
         })
     }

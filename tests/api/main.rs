@@ -4,6 +4,8 @@
 mod access;
 mod errors;
 mod fake_odoo;
+#[path = "../support/fake_shopify.rs"]
+mod fake_shopify;
 mod faults;
 mod helpers;
 mod hostile;
@@ -15,5 +17,6 @@ mod odoo;
 mod postgres;
 mod redis;
 mod service;
+mod shopify;
 mod terms;
 mod watch;

@@ -500,3 +500,159 @@ async fn rules_seeded_from_the_config_start_their_history_as_changes_by_config()
         .changes;
     assert_eq!(again, history, "a restart seeds nothing again");
 }
+
+/// The newest (published, open) of `sku` in `updates`.
+fn latest_open(updates: &[pb::ChannelStockUpdate], sku: &str) -> Option<(i64, i64)> {
+    updates
+        .iter()
+        .rev()
+        .find(|u| u.sku == sku)
+        .map(|u| (u.published, u.open))
+}
+
+#[tokio::test]
+async fn the_channels_open_units_go_out_when_they_change_alone_and_survive_a_restart() {
+    let mut app = spawn_app().await;
+    app.set_stock("TEE", "WH-WEST", 10).await;
+    // Shopify is shown at most 5: a reservation of 2 leaves its published
+    // figure at 5, so only its open units change.
+    app.admin
+        .put_rule(pb::PutRuleRequest {
+            rule: Some(pb::Rule {
+                channel: "shopify".into(),
+                max_published: Some(5),
+                ..Default::default()
+            }),
+            changed_by: "test".into(),
+            comment: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut stream = watch(&mut app, "shopify", 0).await;
+    read_until(&mut stream, |u| latest_open(u, "TEE") == Some((5, 0))).await;
+
+    app.reserve("shopify", "o-1", &[("TEE", 2)], 0)
+        .await
+        .unwrap();
+    let got = read_until(&mut stream, |u| !u.is_empty()).await;
+    assert_eq!(
+        (got[0].published, got[0].open, got[0].atp),
+        (5, 2, 8),
+        "an update goes out when only open changes"
+    );
+    assert!(got[0].at_ms > 0, "the update says when it was committed");
+
+    // Another channel's reservation changes neither shopify's figure nor
+    // its open units: nothing is sent.
+    app.reserve("amazon", "a-1", &[("TEE", 1)], 0)
+        .await
+        .unwrap();
+    quiet(&mut stream).await;
+
+    app.inventory
+        .fulfill(pb::FulfillRequest {
+            channel: "shopify".into(),
+            order_id: "o-1".into(),
+            lines: vec![crate::helpers::line("TEE", 1)],
+            shipment_id: "ship-1".into(),
+        })
+        .await
+        .unwrap();
+    let shipped = read_until(&mut stream, |u| !u.is_empty()).await;
+    assert_eq!((shipped[0].published, shipped[0].open), (5, 1));
+    let last_seq = shipped[0].seq;
+    drop(stream);
+
+    app.restart().await;
+    let mut snapshot = watch(&mut app, "shopify", 0).await;
+    let all = read_until(&mut snapshot, |u| latest_open(u, "TEE").is_some()).await;
+    assert_eq!(
+        latest_open(&all, "TEE"),
+        Some((5, 1)),
+        "a snapshot carries open"
+    );
+    let mut resumed = watch(&mut app, "shopify", last_seq - 1).await;
+    let again = read_until(&mut resumed, |u| !u.is_empty()).await;
+    assert_eq!(
+        (again[0].seq, again[0].open),
+        (last_seq, 1),
+        "a resume carries open"
+    );
+
+    app.inventory
+        .release(pb::ReleaseRequest {
+            channel: "shopify".into(),
+            order_id: "o-1".into(),
+            lines: vec![],
+            reason: "cancelled".into(),
+        })
+        .await
+        .unwrap();
+    let released = read_until(&mut resumed, |u| u.iter().any(|u| u.seq > last_seq)).await;
+    assert_eq!(latest_open(&released, "TEE"), Some((5, 0)));
+}
+
+/// The newest open units of `sku` in `updates`.
+fn open_of(updates: &[pb::ChannelStockUpdate], sku: &str) -> Option<i64> {
+    latest_open(updates, sku).map(|(_, open)| open)
+}
+
+#[tokio::test]
+async fn with_the_erp_as_master_open_units_follow_the_channels_fulfill_and_the_erps_delivery() {
+    use stockpool::domain::StockMaster;
+    use stockpool::engine::{ErpDelivery, ErpStock};
+
+    let mut app = spawn_app().await;
+    app.engine.set_stock_master(StockMaster::Erp);
+    app.set_stock("TEE", "WH-WEST", 10).await;
+    let mut stream = watch(&mut app, "shopify", 0).await;
+    let first = read_until(&mut stream, |u| open_of(u, "TEE").is_some()).await;
+    assert_eq!(open_of(&first, "TEE"), Some(0));
+    app.reserve("shopify", "o-1", &[("TEE", 3)], 0)
+        .await
+        .unwrap();
+    app.reserve("shopify", "o-2", &[("TEE", 2)], 0)
+        .await
+        .unwrap();
+    let reserved = read_until(&mut stream, |u| open_of(u, "TEE") == Some(5)).await;
+    let published = latest_open(&reserved, "TEE").unwrap().0;
+
+    // The channel ships o-1: Odoo has not delivered, so the units stay
+    // claimed (published does not rise) but they are no longer open.
+    app.inventory
+        .fulfill(pb::FulfillRequest {
+            channel: "shopify".into(),
+            order_id: "o-1".into(),
+            lines: vec![],
+            shipment_id: "ship-1".into(),
+        })
+        .await
+        .unwrap();
+    let shipped = read_until(&mut stream, |u| open_of(u, "TEE").is_some()).await;
+    assert_eq!(latest_open(&shipped, "TEE"), Some((published, 2)));
+
+    // Odoo delivers o-1 (already closed) and o-2 (before the channel said
+    // so): on-hand follows Odoo's count, and o-2's units leave open too.
+    let wh = || WarehouseCode::parse("WH-WEST").unwrap();
+    let delivery = |order: &str, units: i64| ErpDelivery {
+        channel: ChannelCode::parse("shopify").unwrap(),
+        order_id: OrderId::parse(order).unwrap(),
+        warehouse: wh(),
+        delivered: units,
+        reference: format!("SO-{order}"),
+    };
+    app.engine
+        .follow_erp(ErpStock {
+            sku: Sku::parse("TEE").unwrap(),
+            counts: vec![(wh(), 5)],
+            delivered: vec![delivery("o-1", 3), delivery("o-2", 2)],
+            reason: "test delivery".into(),
+        })
+        .await
+        .unwrap();
+    let delivered = read_until(&mut stream, |u| open_of(u, "TEE") == Some(0)).await;
+    assert_eq!(latest_open(&delivered, "TEE"), Some((published, 0)));
+    let level = app.stock(&["TEE"]).await;
+    let west = level.iter().find(|l| l.warehouse == "WH-WEST").unwrap();
+    assert_eq!((west.on_hand, west.reserved), (5, 0));
+}
