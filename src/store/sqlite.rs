@@ -16,10 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Connection, QueryBuilder, Sqlite};
 
 use super::{
     ChannelEvent, LedgerEntry, LedgerRow, MovementKind, MovementRecord, NewOutboxEntry, Op,
@@ -28,7 +28,7 @@ use super::{
 };
 use crate::domain::{
     Allocation, Channel, ChannelCode, InvalidInput, OrderId, Pool, Refund, Reservation, Rule, Sku,
-    Status, Warehouse, WarehouseCode,
+    Status, Warehouse,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -188,18 +188,28 @@ impl Store for SqliteStore {
         })
     }
 
+    /// One round trip to the writer connection for the whole batch (see
+    /// `sqlite_batch`). A statement that fails stops the query before its
+    /// `COMMIT`; the open transaction is then rolled back.
     async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
         }
-        let now_ms = now_ms();
-        // On an error the transaction is dropped, which rolls it back.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for op in ops {
-            apply(&mut tx, op, now_ms).await?;
+        let batch = super::sqlite_batch::encode(ops, now_ms())?;
+        let mut conn = self.writer.acquire().await?;
+        let query = sqlx::query(batch.sql).bind(batch.rows);
+        let Err(e) = query.execute(&mut *conn).await else {
+            return Ok(());
+        };
+        // Nothing is left open when the failure was BEGIN or COMMIT itself,
+        // and ROLLBACK then says so: that is not an error here.
+        if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            if !rollback.to_string().contains("no transaction is active") {
+                tracing::error!(error = %crate::telemetry::chain(&rollback), "ROLLBACK after a failed commit failed; closing the writer connection");
+                let _ = conn.detach().close().await;
+            }
         }
-        tx.commit().await?;
-        Ok(())
+        Err(e.into())
     }
 
     async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
@@ -374,176 +384,6 @@ impl Store for SqliteStore {
     }
 }
 
-async fn apply(conn: &mut SqliteConnection, op: &Op, now_ms: i64) -> Result<(), StoreError> {
-    let query = match op {
-        Op::ChannelEvents(events) => {
-            for e in events {
-                sqlx::query(INSERT_EVENT)
-                    .bind(e.channel.as_str())
-                    .bind(i64::try_from(e.seq).map_err(|_| corrupt("channel event", "seq", e.seq))?)
-                    .bind(e.sku.as_str())
-                    .bind(e.published)
-                    .bind(e.atp)
-                    .bind(e.at_ms)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            return Ok(());
-        }
-        Op::RuleChange(c) => sqlx::query(INSERT_RULE_CHANGE)
-            .bind(c.at_ms)
-            .bind(c.changed_by.as_str())
-            .bind(c.comment.as_str())
-            .bind(c.channel.as_str())
-            .bind(c.sku.as_ref().map_or("", Sku::as_str))
-            .bind(c.before.as_ref().map(to_json).transpose()?)
-            .bind(c.after.as_ref().map(to_json).transpose()?),
-        Op::PoolDelta {
-            sku,
-            warehouse,
-            on_hand,
-            reserved,
-        } => sqlx::query(POOL_DELTA)
-            .bind(sku.as_str())
-            .bind(warehouse.as_str())
-            .bind(*on_hand)
-            .bind(*reserved),
-        Op::PoolSetOnHand {
-            sku,
-            warehouse,
-            on_hand,
-        } => sqlx::query(POOL_SET_ON_HAND)
-            .bind(sku.as_str())
-            .bind(warehouse.as_str())
-            .bind(*on_hand),
-        Op::Ledger(e) => sqlx::query(INSERT_LEDGER)
-            .bind(e.at_ms)
-            .bind(e.sku.as_str())
-            .bind(e.warehouse.as_str())
-            .bind(e.kind.as_str())
-            .bind(e.on_hand_delta)
-            .bind(e.reserved_delta)
-            .bind(e.on_hand_after)
-            .bind(e.reserved_after)
-            .bind(e.reason.as_str())
-            .bind(e.reference.as_str()),
-        Op::Reservation(r) => sqlx::query(UPSERT_RESERVATION)
-            .bind(r.channel.as_str())
-            .bind(r.order_id.as_str())
-            .bind(r.id.as_str())
-            .bind(r.status.as_str())
-            .bind(r.created_at_ms)
-            .bind(r.expires_at_ms)
-            .bind(to_json(&r.lines)?)
-            .bind(to_json(&r.allocations)?)
-            .bind(to_json(&r.shipments)?)
-            .bind(to_json(&r.refunds)?),
-        Op::Movement(m) => sqlx::query(INSERT_MOVEMENT)
-            .bind(m.movement_id.as_str())
-            .bind(m.fingerprint.as_str()),
-        Op::Warehouse(w) => sqlx::query(UPSERT_WAREHOUSE)
-            .bind(w.code.as_str())
-            .bind(w.name.as_str()),
-        Op::Channel(c) => sqlx::query(UPSERT_CHANNEL)
-            .bind(c.code.as_str())
-            .bind(c.name.as_str()),
-        // A rule without a channel binds NULL and the NOT NULL constraint
-        // refuses it, naming the column.
-        Op::PutRule(rule) => sqlx::query(UPSERT_RULE)
-            .bind(rule.channel.as_ref().map(ChannelCode::as_str))
-            .bind(rule.sku.as_ref().map_or("", Sku::as_str))
-            .bind(
-                rule.warehouses
-                    .iter()
-                    .map(WarehouseCode::as_str)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .bind(rule.fence)
-            .bind(rule.share_percent.map(i64::from))
-            .bind(rule.buffer)
-            .bind(rule.max_published)
-            .bind(rule.min_published)
-            .bind(now_ms),
-        Op::DeleteRule { channel, sku } => sqlx::query(DELETE_RULE)
-            .bind(channel.as_str())
-            .bind(sku.as_ref().map_or("", Sku::as_str)),
-        Op::Outbox(e) => sqlx::query(INSERT_OUTBOX)
-            .bind(e.at_ms)
-            .bind(e.reservation_id.as_str())
-            .bind(e.channel.as_str())
-            .bind(e.order_id.as_str())
-            .bind(e.event.as_str())
-            .bind(to_json(&e.lines)?),
-        Op::OutboxUpdate(u) => sqlx::query(UPDATE_OUTBOX)
-            .bind(u.id)
-            .bind(u.state.as_str())
-            .bind(i64::from(u.attempts))
-            .bind(u.last_error.as_str())
-            .bind(u.next_attempt_at_ms)
-            .bind(u.at_ms),
-    };
-    query.execute(&mut *conn).await?;
-    Ok(())
-}
-
-const POOL_DELTA: &str = "\
-    INSERT INTO pools (sku, warehouse, on_hand, reserved, version) VALUES (?1, ?2, ?3, ?4, 1) \
-    ON CONFLICT (sku, warehouse) DO UPDATE SET \
-        on_hand = on_hand + excluded.on_hand, \
-        reserved = reserved + excluded.reserved, \
-        version = version + 1";
-
-const POOL_SET_ON_HAND: &str = "\
-    INSERT INTO pools (sku, warehouse, on_hand, reserved, version) VALUES (?1, ?2, ?3, 0, 1) \
-    ON CONFLICT (sku, warehouse) DO UPDATE SET on_hand = excluded.on_hand, version = version + 1";
-
-const INSERT_LEDGER: &str = "\
-    INSERT INTO ledger (at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
-        on_hand_after, reserved_after, reason, reference) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
-
-const UPSERT_RESERVATION: &str = "\
-    INSERT INTO reservations (channel, order_id, id, status, created_at_ms, expires_at_ms, \
-        lines_json, allocations_json, shipments_json, refunds_json) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-    ON CONFLICT (channel, order_id) DO UPDATE SET \
-        id = excluded.id, \
-        status = excluded.status, \
-        created_at_ms = excluded.created_at_ms, \
-        expires_at_ms = excluded.expires_at_ms, \
-        lines_json = excluded.lines_json, \
-        allocations_json = excluded.allocations_json, \
-        shipments_json = excluded.shipments_json, \
-        refunds_json = excluded.refunds_json";
-
-const INSERT_MOVEMENT: &str = "INSERT INTO movements (movement_id, fingerprint) VALUES (?1, ?2)";
-
-const UPSERT_WAREHOUSE: &str = "\
-    INSERT INTO warehouses (code, name, position) \
-    VALUES (?1, ?2, (SELECT COALESCE(MAX(position), 0) + 1 FROM warehouses)) \
-    ON CONFLICT (code) DO UPDATE SET name = excluded.name";
-
-const UPSERT_CHANNEL: &str = "\
-    INSERT INTO channels (code, name, position) \
-    VALUES (?1, ?2, (SELECT COALESCE(MAX(position), 0) + 1 FROM channels)) \
-    ON CONFLICT (code) DO UPDATE SET name = excluded.name";
-
-const UPSERT_RULE: &str = "\
-    INSERT INTO rules (channel, sku, warehouses, fence, share_percent, buffer, \
-        max_published, min_published, updated_at_ms) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-    ON CONFLICT (channel, sku) DO UPDATE SET \
-        warehouses = excluded.warehouses, \
-        fence = excluded.fence, \
-        share_percent = excluded.share_percent, \
-        buffer = excluded.buffer, \
-        max_published = excluded.max_published, \
-        min_published = excluded.min_published, \
-        updated_at_ms = excluded.updated_at_ms";
-
-const DELETE_RULE: &str = "DELETE FROM rules WHERE channel = ?1 AND sku = ?2";
-
 const SELECT_RULES: &str = "\
     SELECT channel, sku, warehouses, fence, share_percent, buffer, max_published, min_published \
     FROM rules ORDER BY channel, sku";
@@ -571,9 +411,6 @@ const SELECT_LEDGER_OF_SKU: &str = "\
         on_hand_after, reserved_after, reason, reference \
     FROM ledger WHERE sku = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
 
-const INSERT_EVENT: &str = "\
-    INSERT INTO channel_events (channel, seq, sku, published, atp, at_ms) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 const SELECT_EVENTS: &str = "\
     SELECT channel, seq, sku, published, atp, at_ms FROM channel_events \
@@ -586,9 +423,6 @@ const SELECT_LATEST_EVENTS: &str = "\
         ON e.channel = m.channel AND e.seq = m.seq \
     ORDER BY e.channel, e.seq";
 
-const INSERT_RULE_CHANGE: &str = "\
-    INSERT INTO rule_history (at_ms, changed_by, comment, channel, sku, before_json, after_json) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 const SELECT_HISTORY_OF_RULE: &str = "\
     SELECT at_ms, changed_by, comment, channel, sku, before_json, after_json \
@@ -598,15 +432,7 @@ const SELECT_HISTORY_OF_CHANNEL: &str = "\
     SELECT at_ms, changed_by, comment, channel, sku, before_json, after_json \
     FROM rule_history WHERE channel = ?1 ORDER BY id";
 
-const INSERT_OUTBOX: &str = "\
-    INSERT INTO outbox (created_at_ms, reservation_id, channel, order_id, event, lines_json, \
-        next_attempt_at_ms, updated_at_ms) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?1, ?1)";
 
-const UPDATE_OUTBOX: &str = "\
-    UPDATE outbox SET state = ?2, attempts = ?3, last_error = ?4, next_attempt_at_ms = ?5, \
-        updated_at_ms = ?6 \
-    WHERE id = ?1";
 
 /// The columns every outbox read selects, in `OutboxRecord`'s shape.
 macro_rules! outbox_select {
@@ -933,6 +759,7 @@ pub(super) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::WarehouseCode;
 
     async fn scratch() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("temp dir");
