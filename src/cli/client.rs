@@ -21,7 +21,7 @@ use crate::api::pb::inventory_client::InventoryClient;
 
 /// Adds `authorization: Bearer <token>` to every call when a token is set.
 #[derive(Debug, Clone)]
-struct Auth(Option<MetadataValue<Ascii>>);
+pub(super) struct Auth(Option<MetadataValue<Ascii>>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
@@ -32,16 +32,17 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-type Inventory = InventoryClient<InterceptedService<Channel, Auth>>;
+pub(super) type Inventory = InventoryClient<InterceptedService<Channel, Auth>>;
 type Admin = AdminClient<InterceptedService<Channel, Auth>>;
 
-struct Conn {
+/// One HTTP/2 connection to the server, and the token sent on every call.
+pub(super) struct Conn {
     channel: Channel,
     auth: Auth,
 }
 
 impl Conn {
-    async fn open(server: &str, token: Option<&str>) -> anyhow::Result<Conn> {
+    pub(super) async fn open(server: &str, token: Option<&str>) -> anyhow::Result<Conn> {
         let auth = match token {
             None | Some("") => Auth(None),
             Some(t) => Auth(Some(
@@ -69,7 +70,7 @@ impl Conn {
         Ok(Conn { channel, auth })
     }
 
-    fn inventory(&self) -> Inventory {
+    pub(super) fn inventory(&self) -> Inventory {
         InventoryClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
@@ -108,7 +109,7 @@ fn describe(status: &Status) -> String {
     text
 }
 
-fn refused(status: Status) -> anyhow::Error {
+pub(super) fn refused(status: Status) -> anyhow::Error {
     anyhow!(describe(&status))
 }
 
@@ -133,10 +134,15 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(_) = &cli.command {
         bail!("serve is not a client subcommand: run it from main");
     }
+    if let Command::Bench(args) = &cli.command {
+        let report = super::bench::run(&cli.server, cli.token.as_deref(), args).await?;
+        return super::bench::print(&report, args.output);
+    }
     let conn = Conn::open(&cli.server, cli.token.as_deref()).await?;
     let mut inv = conn.inventory();
     match cli.command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Bench(_) => unreachable!("bench is handled above"),
         Command::Reserve(a) => {
             let resp = inv
                 .reserve(pb::ReserveRequest {

@@ -6,7 +6,9 @@
 //! - [`output`]: tables and formatting.
 //! - `client`: the connection, the bearer token, and one function per
 //!   subcommand.
+//! - [`bench`]: the load generator (`stockpool bench`).
 
+pub mod bench;
 mod client;
 pub mod input;
 pub mod output;
@@ -71,6 +73,13 @@ pub enum Command {
     /// The Odoo outbox: pushes of reservations to Odoo.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Drive a running server with load and report throughput and latency.
+    ///
+    /// Stocks its own SKUs (BENCH-...), then runs the hot, catalog or
+    /// lifecycle workload, closed loop (--clients) or open loop (--rate),
+    /// and prints throughput, latency percentiles, the server's commit
+    /// batch sizes and the commit-to-watcher lag of a probe.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]

@@ -59,6 +59,27 @@ pub struct Restocked {
     pub replayed: bool,
 }
 
+/// A new reservation id: `res_` and 32 hex digits, unique for good. The
+/// first 16 are random per process, the last 16 a counter passed through a
+/// bijection (so they look random and never repeat within the process); a
+/// random id per reservation cost a `getrandom` call on the hot path.
+fn new_reservation_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SEED: OnceLock<(u64, u64)> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let (prefix, key) = *SEED.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("res_{prefix:016x}{:016x}", mix(n ^ key))
+}
+
+/// The splitmix64 finalizer: a bijection on u64 that scatters its input.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn reference(channel: &ChannelCode, order_id: &OrderId) -> String {
     format!("{channel}/{order_id}")
 }
@@ -106,11 +127,10 @@ impl Engine {
             .iter()
             .map(|(s, q)| (s.clone(), q.get()))
             .collect();
-        let key: ResKey = (cmd.channel.clone(), cmd.order_id.clone());
         let slot = self
             .inner
             .reservations
-            .entry(key.clone())
+            .entry((cmd.channel.clone(), cmd.order_id.clone()))
             .or_insert_with(|| Arc::new(AsyncMutex::new(None)))
             .clone();
         let mut current = slot.lock().await;
@@ -127,27 +147,32 @@ impl Engine {
             )));
         }
 
-        let mut sorted = lines.clone();
+        let mut sorted: Vec<(&Sku, i64)> = lines.iter().map(|(s, q)| (s, *q)).collect();
         sorted.sort();
-        let skus: Vec<Sku> = sorted.iter().map(|(s, _)| s.clone()).collect();
+        let skus: Vec<Sku> = sorted.iter().map(|(s, _)| (*s).clone()).collect();
         let cells: Vec<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, false)).collect();
         let now = self.now_ms();
+        // Everything that does not depend on the pools is prepared before
+        // the SKUs are locked: a hot SKU's lock is held only to decide,
+        // apply and enqueue.
+        let rules: Vec<_> = skus.iter().map(|s| catalog.effective_all(s)).collect();
+        let refer = reference(&cmd.channel, &cmd.order_id);
+        let id = new_reservation_id();
         let (reservation, ticket) = {
             let mut guards = match Self::lock_all(&skus, &cells) {
                 Ok(g) => g,
                 Err(e) => {
                     drop(current);
-                    self.forget_empty_slot(&key, &slot);
+                    self.forget_empty_slot(&(cmd.channel.clone(), cmd.order_id.clone()), &slot);
                     return Err(e);
                 }
             };
-            let rules: Vec<_> = skus.iter().map(|s| catalog.effective_all(s)).collect();
             let order: Vec<OrderLine<'_>> = sorted
                 .iter()
                 .zip(&guards)
                 .zip(&rules)
                 .map(|(((sku, q), g), r)| OrderLine {
-                    sku,
+                    sku: *sku,
                     quantity: *q,
                     pools: &g.pools,
                     rules: r,
@@ -159,13 +184,12 @@ impl Engine {
                     drop(order);
                     drop(guards);
                     drop(current);
-                    self.forget_empty_slot(&key, &slot);
+                    self.forget_empty_slot(&(cmd.channel.clone(), cmd.order_id.clone()), &slot);
                     crate::telemetry::reservation_outcome(&cmd.channel, "rejected");
                     return Err(e.into());
                 }
             };
             drop(order);
-            let refer = reference(&cmd.channel, &cmd.order_id);
             let changes: Vec<PoolChange> = placements
                 .iter()
                 .map(|p| PoolChange {
@@ -190,7 +214,7 @@ impl Engine {
                 })
                 .collect();
             let reservation = Reservation::new(
-                format!("res_{}", uuid::Uuid::new_v4().simple()),
+                id,
                 cmd.channel.clone(),
                 cmd.order_id.clone(),
                 &lines,
@@ -198,7 +222,7 @@ impl Engine {
                 now,
                 cmd.hold_seconds,
             );
-            let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
+            let mut ops = Vec::with_capacity(changes.len() * 2 + 2);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
             ops.push(Op::Reservation(Box::new(reservation.clone())));
             ops.extend(self.outbox_op(None, &reservation, Some(OutboxEvent::Confirmed)));
@@ -207,7 +231,9 @@ impl Engine {
         };
         *current = Some(reservation.clone());
         if let Err(e) = self.settle(&skus, &cells, ticket).await {
-            *current = self.stored_reservation(&key, None).await;
+            *current = self
+                .stored_reservation(&(cmd.channel.clone(), cmd.order_id.clone()), None)
+                .await;
             return Err(e);
         }
         if reservation.status == Status::Held {

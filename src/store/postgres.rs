@@ -792,7 +792,8 @@ impl<'a> Batch<'a> {
             let a = &mut b.outbox_updates;
             a.id.push(u.id);
             a.state.push(u.state.as_str());
-            a.attempts.push(i32::try_from(u.attempts).unwrap_or(i32::MAX));
+            a.attempts
+                .push(i32::try_from(u.attempts).unwrap_or(i32::MAX));
             a.last_error.push(u.last_error.as_str());
             a.next_attempt_at_ms.push(u.next_attempt_at_ms);
             a.at_ms.push(u.at_ms);

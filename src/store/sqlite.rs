@@ -16,8 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Sqlite};
 
@@ -411,7 +410,6 @@ const SELECT_LEDGER_OF_SKU: &str = "\
         on_hand_after, reserved_after, reason, reference \
     FROM ledger WHERE sku = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
 
-
 const SELECT_EVENTS: &str = "\
     SELECT channel, seq, sku, published, atp, at_ms FROM channel_events \
     WHERE channel = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
@@ -423,7 +421,6 @@ const SELECT_LATEST_EVENTS: &str = "\
         ON e.channel = m.channel AND e.seq = m.seq \
     ORDER BY e.channel, e.seq";
 
-
 const SELECT_HISTORY_OF_RULE: &str = "\
     SELECT at_ms, changed_by, comment, channel, sku, before_json, after_json \
     FROM rule_history WHERE channel = ?1 AND sku = ?2 ORDER BY id";
@@ -431,8 +428,6 @@ const SELECT_HISTORY_OF_RULE: &str = "\
 const SELECT_HISTORY_OF_CHANNEL: &str = "\
     SELECT at_ms, changed_by, comment, channel, sku, before_json, after_json \
     FROM rule_history WHERE channel = ?1 ORDER BY id";
-
-
 
 /// The columns every outbox read selects, in `OutboxRecord`'s shape.
 macro_rules! outbox_select {

@@ -172,57 +172,77 @@ pub(super) fn encode(ops: &[Op], now_ms: i64) -> Result<Encoded, StoreError> {
                 let key = (Some(channel.as_str()), sku.as_ref().map_or("", Sku::as_str));
                 last_by_key(&mut rules, key, None);
             }
-            Op::Ledger(e) => push(&mut kinds[LEDGER], &(
-                e.at_ms,
-                e.sku.as_str(),
-                e.warehouse.as_str(),
-                e.kind.as_str(),
-                e.on_hand_delta,
-                e.reserved_delta,
-                e.on_hand_after,
-                e.reserved_after,
-                &e.reason,
-                &e.reference))?,
-            Op::Reservation(r) => push(&mut kinds[RESERVATIONS], &(
-                r.channel.as_str(),
-                r.order_id.as_str(),
-                &r.id,
-                r.status.as_str(),
-                r.created_at_ms,
-                r.expires_at_ms,
-                to_json(&r.lines)?,
-                to_json(&r.allocations)?,
-                to_json(&r.shipments)?,
-                to_json(&r.refunds)?))?,
+            Op::Ledger(e) => push(
+                &mut kinds[LEDGER],
+                &(
+                    e.at_ms,
+                    e.sku.as_str(),
+                    e.warehouse.as_str(),
+                    e.kind.as_str(),
+                    e.on_hand_delta,
+                    e.reserved_delta,
+                    e.on_hand_after,
+                    e.reserved_after,
+                    &e.reason,
+                    &e.reference,
+                ),
+            )?,
+            Op::Reservation(r) => push(
+                &mut kinds[RESERVATIONS],
+                &(
+                    r.channel.as_str(),
+                    r.order_id.as_str(),
+                    &r.id,
+                    r.status.as_str(),
+                    r.created_at_ms,
+                    r.expires_at_ms,
+                    to_json(&r.lines)?,
+                    to_json(&r.allocations)?,
+                    to_json(&r.shipments)?,
+                    to_json(&r.refunds)?,
+                ),
+            )?,
             Op::Movement(m) => push(&mut kinds[MOVEMENTS], &(&m.movement_id, &m.fingerprint))?,
             Op::ChannelEvents(events) => {
                 for e in events {
                     let seq = i64::try_from(e.seq)
                         .map_err(|_| super::sqlite::corrupt("channel event", "seq", e.seq))?;
-                    push(&mut kinds[EVENTS], &(
-                        e.channel.as_str(),
-                        seq,
-                        e.sku.as_str(),
-                        e.published,
-                        e.atp,
-                        e.at_ms))?;
+                    push(
+                        &mut kinds[EVENTS],
+                        &(
+                            e.channel.as_str(),
+                            seq,
+                            e.sku.as_str(),
+                            e.published,
+                            e.atp,
+                            e.at_ms,
+                        ),
+                    )?;
                 }
             }
-            Op::RuleChange(c) => push(&mut kinds[RULE_HISTORY], &(
-                c.at_ms,
-                &c.changed_by,
-                &c.comment,
-                c.channel.as_str(),
-                c.sku.as_ref().map_or("", Sku::as_str),
-                c.before.as_ref().map(to_json).transpose()?,
-                c.after.as_ref().map(to_json).transpose()?))?,
-            Op::Outbox(e) => push(&mut kinds[OUTBOX], &(
-                e.at_ms,
-                &e.reservation_id,
-                e.channel.as_str(),
-                e.order_id.as_str(),
-                e.event.as_str(),
-                to_json(&e.lines)?))?,
+            Op::RuleChange(c) => push(
+                &mut kinds[RULE_HISTORY],
+                &(
+                    c.at_ms,
+                    &c.changed_by,
+                    &c.comment,
+                    c.channel.as_str(),
+                    c.sku.as_ref().map_or("", Sku::as_str),
+                    c.before.as_ref().map(to_json).transpose()?,
+                    c.after.as_ref().map(to_json).transpose()?,
+                ),
+            )?,
+            Op::Outbox(e) => push(
+                &mut kinds[OUTBOX],
+                &(
+                    e.at_ms,
+                    &e.reservation_id,
+                    e.channel.as_str(),
+                    e.order_id.as_str(),
+                    e.event.as_str(),
+                    to_json(&e.lines)?,
+                ),
+            )?,
             Op::OutboxUpdate(u) => match updates.iter_mut().find(|v| v.id == u.id) {
                 Some(v) => *v = u,
                 None => updates.push(u),
@@ -231,40 +251,50 @@ pub(super) fn encode(ops: &[Op], now_ms: i64) -> Result<Encoded, StoreError> {
     }
     for ((channel, sku), put) in rules {
         match put {
-            Some(rule) => push(&mut kinds[RULES_PUT], &(
-                channel,
-                sku,
-                rule.warehouses
-                    .iter()
-                    .map(WarehouseCode::as_str)
-                    .collect::<Vec<_>>()
-                    .join(","),
-                rule.fence,
-                rule.share_percent,
-                rule.buffer,
-                rule.max_published,
-                rule.min_published,
-                now_ms))?,
+            Some(rule) => push(
+                &mut kinds[RULES_PUT],
+                &(
+                    channel,
+                    sku,
+                    rule.warehouses
+                        .iter()
+                        .map(WarehouseCode::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    rule.fence,
+                    rule.share_percent,
+                    rule.buffer,
+                    rule.max_published,
+                    rule.min_published,
+                    now_ms,
+                ),
+            )?,
             None => push(&mut kinds[RULES_DELETE], &(channel, sku))?,
         }
     }
     for ((sku, warehouse), f) in fold_pools(ops) {
-        let kind = if f.set.is_some() { POOLS_SET } else { POOLS_ADD };
-        push(&mut kinds[kind], &(
-            sku,
-            warehouse,
-            f.on_hand_value(),
-            f.reserved,
-            f.bumps))?;
+        let kind = if f.set.is_some() {
+            POOLS_SET
+        } else {
+            POOLS_ADD
+        };
+        push(
+            &mut kinds[kind],
+            &(sku, warehouse, f.on_hand_value(), f.reserved, f.bumps),
+        )?;
     }
     for u in updates {
-        push(&mut kinds[OUTBOX_UPDATES], &(
-            u.id,
-            u.state.as_str(),
-            u.attempts,
-            &u.last_error,
-            u.next_attempt_at_ms,
-            u.at_ms))?;
+        push(
+            &mut kinds[OUTBOX_UPDATES],
+            &(
+                u.id,
+                u.state.as_str(),
+                u.attempts,
+                &u.last_error,
+                u.next_attempt_at_ms,
+                u.at_ms,
+            ),
+        )?;
     }
 
     let mut present = 0u16;
@@ -356,7 +386,10 @@ mod tests {
     fn the_query_depends_only_on_the_kinds_of_row_in_the_batch() {
         let one = encode(&reserve(1), 1).unwrap();
         let many = encode(&(1..=100).flat_map(reserve).collect::<Vec<_>>(), 1).unwrap();
-        assert!(std::ptr::eq(one.sql, many.sql), "the same text, prepared once");
+        assert!(
+            std::ptr::eq(one.sql, many.sql),
+            "the same text, prepared once"
+        );
         assert!(one.sql.starts_with("BEGIN IMMEDIATE;") && one.sql.ends_with("COMMIT;"));
     }
 }

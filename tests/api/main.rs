@@ -1,6 +1,7 @@
 //! Integration tests: gRPC against a real server on loopback, over its own
 //! embedded store.
 
+mod bench;
 mod errors;
 mod fake_odoo;
 mod faults;
