@@ -196,7 +196,10 @@ impl Store for SqliteStore {
         }
         let batch = super::sqlite_batch::encode(ops, now_ms())?;
         let mut conn = self.writer.acquire().await?;
-        let query = sqlx::query(batch.sql).bind(batch.rows);
+        let mut query = sqlx::query(batch.sql);
+        for rows in batch.rows {
+            query = query.bind(rows);
+        }
         let Err(e) = query.execute(&mut *conn).await else {
             return Ok(());
         };

@@ -128,15 +128,15 @@ const RULE_HISTORY: usize = 10;
 const OUTBOX: usize = 11;
 const OUTBOX_UPDATES: usize = 12;
 
-/// A batch ready to send: the query text and its one parameter, a JSON array
-/// holding the array of rows of each kind present, in order.
+/// A batch ready to send: the query text and, in order, the JSON array of
+/// rows of each kind it holds, one parameter per statement.
 ///
-/// One parameter, because sqlx binds `?N` in a multi-statement query only
-/// up to the number of arguments counted positionally across statements:
-/// every statement refers to `?1` and picks its part with a path.
+/// Each statement takes its rows as an anonymous `?`: sqlx binds those in
+/// order across the statements of one query (numbered `?N` it does not
+/// bind past the first statements).
 pub(super) struct Encoded {
     pub(super) sql: &'static str,
-    pub(super) rows: String,
+    pub(super) rows: Vec<String>,
 }
 
 /// Rows of one kind: a JSON array (being written) of arrays of columns.
@@ -298,21 +298,17 @@ pub(super) fn encode(ops: &[Op], now_ms: i64) -> Result<Encoded, StoreError> {
     }
 
     let mut present = 0u16;
-    let mut rows = vec![b'['];
-    for (i, kind) in kinds.into_iter().enumerate() {
+    let mut rows = Vec::new();
+    for (i, mut kind) in kinds.into_iter().enumerate() {
         if !kind.is_empty() {
-            if present != 0 {
-                rows.push(b',');
-            }
             present |= 1 << i;
-            rows.extend_from_slice(&kind);
-            rows.push(b']');
+            kind.push(b']');
+            rows.push(String::from_utf8(kind).expect("serde_json writes UTF-8"));
         }
     }
-    rows.push(b']');
     Ok(Encoded {
         sql: query_text(present),
-        rows: String::from_utf8(rows).expect("serde_json writes UTF-8"),
+        rows,
     })
 }
 
@@ -336,12 +332,9 @@ fn query_text(present: u16) -> &'static str {
         .unwrap_or_else(|p| p.into_inner());
     texts.entry(present).or_insert_with(|| {
         let mut sql = String::from("BEGIN IMMEDIATE;\n");
-        let mut part = 0;
         for (i, statement) in KINDS.iter().enumerate() {
             if present & (1 << i) != 0 {
-                let rows = format!("?1, '$[{part}]'");
-                let _ = writeln!(sql, "{};", statement.replace("{}", &rows));
-                part += 1;
+                let _ = writeln!(sql, "{};", statement.replace("{}", "?"));
             }
         }
         sql.push_str("COMMIT;");
@@ -373,13 +366,14 @@ mod tests {
         let ops: Vec<Op> = (1..=32).flat_map(reserve).collect();
         let batch = encode(&ops, 1).unwrap();
         assert_eq!(batch.sql.matches("INSERT INTO pools").count(), 1);
-        let rows: serde_json::Value = serde_json::from_str(&batch.rows).unwrap();
+        let pools: serde_json::Value = serde_json::from_str(&batch.rows[0]).unwrap();
         assert_eq!(
-            rows[0],
+            pools,
             serde_json::json!([["HOT", "WH-EAST", 0, 528, 32]]),
             "32 deltas summed, 32 version bumps"
         );
-        assert_eq!(rows[1].as_array().unwrap().len(), 32, "reservations");
+        let reservations: serde_json::Value = serde_json::from_str(&batch.rows[1]).unwrap();
+        assert_eq!(reservations.as_array().unwrap().len(), 32);
     }
 
     #[test]
