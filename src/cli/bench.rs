@@ -373,7 +373,7 @@ impl Load {
     /// `due`: when it should have started; latency counts from there.
     async fn order(&self, inv: &mut Inventory, due: Instant) {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let order_id = format!("bench-{}-{n}", self.run_id);
+        let order_id = format!("bench-{}-{n:012}", self.run_id);
         let lines = match self.workload {
             Workload::Hot => vec![line(&self.skus[0])],
             Workload::Catalog | Workload::Lifecycle => {
