@@ -1381,10 +1381,7 @@ mod suite {
             .collect();
         assert_eq!(
             standing,
-            vec![
-                (OutboxState::Pushed, 2, 22),
-                (OutboxState::Dead, 30, 21)
-            ]
+            vec![(OutboxState::Pushed, 2, 22), (OutboxState::Dead, 30, 21)]
         );
     }
 

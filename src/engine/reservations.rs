@@ -172,7 +172,7 @@ impl Engine {
                 .zip(&guards)
                 .zip(&rules)
                 .map(|(((sku, q), g), r)| OrderLine {
-                    sku: *sku,
+                    sku,
                     quantity: *q,
                     pools: &g.pools,
                     rules: r,

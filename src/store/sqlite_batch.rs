@@ -149,12 +149,16 @@ fn push(rows: &mut Rows, row: &impl serde::Serialize) -> Result<(), StoreError> 
         .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
 }
 
+/// A rule's key: channel (None only for a rule the database will refuse)
+/// and SKU ('' for the channel default).
+type RuleKey<'a> = (Option<&'a str>, &'a str);
+
 /// Encodes `ops` (not empty); fails before any I/O on what cannot be
 /// encoded.
 pub(super) fn encode(ops: &[Op], now_ms: i64) -> Result<Encoded, StoreError> {
     let mut kinds: [Rows; KINDS.len()] = Default::default();
     // The last put (Some) or delete (None) of each rule key, in first-seen order.
-    let mut rules: Vec<((Option<&str>, &str), Option<&crate::domain::Rule>)> = Vec::new();
+    let mut rules: Vec<(RuleKey<'_>, Option<&crate::domain::Rule>)> = Vec::new();
     let mut updates: Vec<&super::OutboxUpdate> = Vec::new();
     for op in ops {
         match op {
