@@ -40,6 +40,12 @@ const READERS: u32 = 4;
 /// How long a statement waits for a lock held by another connection or
 /// process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the WAL is checkpointed into the database file in the
+/// background.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL pages (4 KiB) past which the writer checkpoints after a commit
+/// (SQLite's default is 1,000).
+const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
 /// SKUs bound per `IN (...)` list, well below SQLite's variable limit.
 const SKUS_PER_QUERY: usize = 500;
 
@@ -81,15 +87,23 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // The writer checkpoints only when the background checkpoints fall
+        // behind by WRITER_CHECKPOINT_PAGES: a checkpoint inside a commit
+        // holds up every caller of that batch.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string()),
+            )
             .await?;
         MIGRATOR.run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options)
             .await?;
+        tokio::spawn(checkpoints(reader.clone()));
         Ok(SqliteStore { writer, reader })
     }
 
@@ -98,6 +112,26 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+}
+
+/// Copies committed pages from the WAL into the database file every
+/// [`CHECKPOINT_EVERY`], beside the writer (`PASSIVE`: it neither waits for
+/// nor blocks a commit), until the store is closed. Under a steady stream of
+/// commits it never quite catches up, so the WAL is not started over; the
+/// writer's own checkpoint, past [`WRITER_CHECKPOINT_PAGES`], then has only
+/// the last pages to copy, and starts it over.
+async fn checkpoints(reader: SqlitePool) {
+    while !reader.is_closed() {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&reader)
+            .await
+        {
+            if !reader.is_closed() {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "WAL checkpoint failed; retrying");
+            }
+        }
     }
 }
 
@@ -796,6 +830,38 @@ mod tests {
                 "journal_mode, synchronous=FULL, foreign_keys"
             );
         }
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(pages, i64::from(WRITER_CHECKPOINT_PAGES));
+    }
+
+    #[tokio::test]
+    async fn committed_pages_reach_the_database_file_without_the_writer_checkpointing() {
+        let (dir, store) = scratch().await;
+        let file = dir.path().join(FILE_NAME);
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        let before = std::fs::metadata(&file).unwrap().len();
+        let ops: Vec<Op> = (0..2_000)
+            .map(|i| Op::PoolDelta {
+                sku: Sku::parse(format!("SKU-{i}")).unwrap(),
+                warehouse: WarehouseCode::parse("WH-EAST").unwrap(),
+                on_hand: 1,
+                reserved: 0,
+            })
+            .collect();
+        store.commit(&ops).await.unwrap();
+        let mut grown = false;
+        for _ in 0..50 {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            if std::fs::metadata(&file).unwrap().len() > before {
+                grown = true;
+                break;
+            }
+        }
+        assert!(grown, "the background checkpoint copied the commit into {file:?}");
+        store.close().await;
     }
 
     #[tokio::test]
