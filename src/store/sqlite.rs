@@ -860,7 +860,10 @@ mod tests {
                 break;
             }
         }
-        assert!(grown, "the background checkpoint copied the commit into {file:?}");
+        assert!(
+            grown,
+            "the background checkpoint copied the commit into {file:?}"
+        );
         store.close().await;
     }
 
