@@ -365,10 +365,37 @@ pub fn record_commit(jobs: usize, took: Duration, ok: bool) {
     }
 }
 
-/// Counts a Reserve by channel and outcome (one of [`RESERVE_OUTCOMES`]).
+/// Counts a Reserve by channel and outcome (one of [`RESERVE_OUTCOMES`]),
+/// once the recorder is installed (before, nothing would keep the count).
+/// The counter handles are kept: registering a labelled series costs
+/// allocations and a registry lookup, once per Reserve otherwise.
 pub fn reservation_outcome(channel: &ChannelCode, outcome: &'static str) {
-    metrics::counter!(RESERVATIONS, "channel" => channel.to_string(), "outcome" => outcome)
-        .increment(1);
+    type Handles = std::sync::RwLock<HashMap<String, Vec<metrics::Counter>>>;
+    static HANDLES: OnceLock<Handles> = OnceLock::new();
+    let Some(i) = RESERVE_OUTCOMES.iter().position(|o| *o == outcome) else {
+        return;
+    };
+    if !RECORDER.get().is_some_and(Result::is_ok) {
+        return;
+    }
+    let handles = HANDLES.get_or_init(Default::default);
+    if let Some(counters) = handles
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(channel.as_str())
+    {
+        counters[i].increment(1);
+        return;
+    }
+    let counters: Vec<metrics::Counter> = RESERVE_OUTCOMES
+        .iter()
+        .map(|o| metrics::counter!(RESERVATIONS, "channel" => channel.to_string(), "outcome" => *o))
+        .collect();
+    counters[i].increment(1);
+    handles
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(channel.to_string(), counters);
 }
 
 /// Counts a hold that ran out.

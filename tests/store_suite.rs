@@ -132,6 +132,8 @@ macro_rules! store_suite {
             channel_events_are_paged_by_seq_and_the_newest_per_sku_is_loaded,
             outbox_entries_come_due_oldest_first_one_per_reservation,
             outbox_entries_are_listed_by_state_and_counted,
+            rule_changes_within_one_commit_end_as_the_last_one_left_them,
+            an_outbox_entry_updated_twice_in_one_commit_keeps_its_last_standing,
         ]);
     };
     (@tests $module:ident, $make:expr, [$($name:ident),* $(,)?]) => {
@@ -1163,6 +1165,45 @@ mod suite {
         assert!(s.pools.is_empty() && s.movements.is_empty(), "{s:?}");
     }
 
+    pub async fn rule_changes_within_one_commit_end_as_the_last_one_left_them(
+        backend: &dyn Backend,
+    ) {
+        let store = backend.open().await;
+        let rule = |channel: &str, fence: i64| Rule {
+            channel: Some(ch(channel)),
+            sku: Some(sku("TEE")),
+            fence: Some(fence),
+            ..Rule::default()
+        };
+        let delete = |channel: &str| Op::DeleteRule {
+            channel: ch(channel),
+            sku: Some(sku("TEE")),
+        };
+        store
+            .commit(&[Op::PutRule(rule("amazon", 1)), Op::PutRule(rule("b2b", 1))])
+            .await
+            .unwrap();
+        store
+            .commit(&[
+                // put, then deleted: gone
+                Op::PutRule(rule("amazon", 2)),
+                delete("amazon"),
+                // deleted, then put twice: the last put
+                delete("b2b"),
+                Op::PutRule(rule("b2b", 3)),
+                Op::PutRule(rule("b2b", 4)),
+                // put, deleted, put again: there
+                Op::PutRule(rule("shopify", 5)),
+                delete("shopify"),
+                Op::PutRule(rule("shopify", 6)),
+            ])
+            .await
+            .unwrap();
+        let mut rules = store.load().await.unwrap().rules;
+        rules.sort_by(|a, b| a.channel.cmp(&b.channel));
+        assert_eq!(rules, vec![rule("b2b", 4), rule("shopify", 6)]);
+    }
+
     pub async fn rule_history_is_read_per_rule_or_per_channel_oldest_first(backend: &dyn Backend) {
         let store = backend.open().await;
         let rule = |s: Option<&str>, buffer: i64| Rule {
@@ -1311,6 +1352,45 @@ mod suite {
             next_attempt_at_ms: next_at,
             at_ms: next_at,
         })
+    }
+
+    pub async fn an_outbox_entry_updated_twice_in_one_commit_keeps_its_last_standing(
+        backend: &dyn Backend,
+    ) {
+        let store = backend.open().await;
+        store
+            .commit(&[
+                outbox_entry("#1", OutboxEvent::Confirmed, 10, 2),
+                outbox_entry("#2", OutboxEvent::Confirmed, 11, 1),
+            ])
+            .await
+            .unwrap();
+        let ids: Vec<i64> = store
+            .outbox_list(None, 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        store
+            .commit(&[
+                update(ids[0], OutboxState::Pending, 1, 20),
+                update(ids[1], OutboxState::Dead, 30, 21),
+                update(ids[0], OutboxState::Pushed, 2, 22),
+            ])
+            .await
+            .unwrap();
+        let standing: Vec<(OutboxState, u32, i64)> = store
+            .outbox_list(None, 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.state, e.attempts, e.updated_at_ms))
+            .collect();
+        assert_eq!(
+            standing,
+            vec![(OutboxState::Pushed, 2, 22), (OutboxState::Dead, 30, 21)]
+        );
     }
 
     pub async fn outbox_entries_come_due_oldest_first_one_per_reservation(backend: &dyn Backend) {

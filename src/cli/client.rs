@@ -155,7 +155,7 @@ fn describe(status: &Status) -> String {
     text
 }
 
-fn refused(status: Status) -> anyhow::Error {
+pub(super) fn refused(status: Status) -> anyhow::Error {
     anyhow!(describe(&status))
 }
 
@@ -191,11 +191,22 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
         )
         .await;
     }
+    if let Command::Bench(args) = &cli.command {
+        let report = super::bench::run(
+            &cli.server,
+            cli.token.as_deref(),
+            cli.ca_file.as_deref(),
+            args,
+        )
+        .await?;
+        return super::bench::print(&report, args.output);
+    }
     let conn = Conn::open(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref()).await?;
     let mut inv = conn.inventory();
     match cli.command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
         Command::Adapter(_) => unreachable!("adapters are run above"),
+        Command::Bench(_) => unreachable!("bench is handled above"),
         Command::Reserve(a) => {
             let mut lines = to_pb(&a.lines);
             for p in &a.prices {

@@ -6,7 +6,9 @@
 //! - [`output`]: tables and formatting.
 //! - `client`: the connection ([`Conn`]: TLS, the bearer token), and one
 //!   function per subcommand.
+//! - [`bench`]: the load generator (`stockpool bench`).
 
+pub mod bench;
 pub(crate) mod client;
 pub mod input;
 pub mod output;
@@ -77,6 +79,13 @@ pub enum Command {
     /// The Odoo outbox: pushes of reservations to Odoo.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Drive a running server with load and report throughput and latency.
+    ///
+    /// Stocks its own SKUs (BENCH-...), then runs the hot, catalog or
+    /// lifecycle workload, closed loop (--clients) or open loop (--rate),
+    /// and prints throughput, latency percentiles, the server's commit
+    /// batch sizes and the commit-to-watcher lag of a probe.
+    Bench(bench::BenchArgs),
     /// Run a channel adapter: a long-running client that connects a sales
     /// channel to this server (--server, --token).
     #[command(subcommand)]

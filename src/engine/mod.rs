@@ -18,7 +18,7 @@ mod reservations;
 mod stock;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -48,16 +48,9 @@ struct SkuState {
     /// By warehouse index (declared order); shorter than the warehouse list
     /// when later warehouses never held this SKU.
     pools: Vec<Pool>,
-    /// Commits enqueued for this SKU and not yet answered. A reload waits for
-    /// zero, so it never overwrites a change that is still on its way.
-    pending: u32,
     /// Set when a commit touching this SKU failed: memory may hold a change
     /// the store does not, so writes are refused until it is reloaded.
     needs_reload: bool,
-    /// Bumped when a commit touching this SKU fails. A queued commit decided
-    /// under an older epoch was decided on the failed change and is not
-    /// written.
-    epoch: u64,
     /// Units in each channel's open reservations (by channel index; shorter
     /// when later channels hold none): `ChannelStockUpdate.open`. Kept with
     /// the pools, under the same lock, so a level and its open figure are
@@ -81,14 +74,27 @@ impl SkuState {
     }
 }
 
-/// One SKU's lock. A std mutex: it is never held across an await, and
-/// decisions under it take microseconds.
+/// One SKU's lock, and the two counters the writer and the callers read
+/// without it (a hot SKU is locked once per write, to decide).
 #[derive(Debug, Default)]
-struct SkuCell(Mutex<SkuState>);
+struct SkuCell {
+    /// A std mutex: it is never held across an await, and decisions under
+    /// it take microseconds.
+    state: Mutex<SkuState>,
+    /// Commits enqueued for this SKU and not yet answered. Raised under the
+    /// lock; lowered without it once answered. A reload waits for zero, so
+    /// it never overwrites a change that is still on its way.
+    pending: AtomicU32,
+    /// Bumped when a commit touching this SKU fails, only under the lock
+    /// (so no decision is half made on either side of the bump); read by the
+    /// writer without it. A queued commit decided under an older epoch was
+    /// decided on the failed change and is not written.
+    epoch: AtomicU64,
+}
 
 impl SkuCell {
     fn lock(&self) -> MutexGuard<'_, SkuState> {
-        self.0
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -143,7 +149,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Where committed changes are announced (the publisher), once
     /// subscribed; and what every channel was last told, from the store.
-    feed: Mutex<Feed>,
+    /// Read by every write, written once: a read lock.
+    feed: RwLock<Feed>,
     /// Whether reservation changes write Odoo outbox entries.
     outbox: AtomicBool,
     /// Whether the ERP is the master of physical stock (see `erp`).
@@ -242,7 +249,7 @@ impl Engine {
                 writer,
                 store,
                 clock,
-                feed: Mutex::new(Feed {
+                feed: RwLock::new(Feed {
                     tx: None,
                     published: snapshot.published,
                 }),
@@ -267,13 +274,13 @@ impl Engine {
     /// feed and what every channel was last told, as stored.
     pub fn subscribe(&self) -> (mpsc::UnboundedReceiver<Changed>, Vec<ChannelEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut feed = self.inner.feed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut feed = self.inner.feed.write().unwrap_or_else(|p| p.into_inner());
         feed.tx = Some(tx);
         (rx, std::mem::take(&mut feed.published))
     }
 
     fn notify(&self, changed: Changed) {
-        let feed = self.inner.feed.lock().unwrap_or_else(|p| p.into_inner());
+        let feed = self.inner.feed.read().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = &feed.tx {
             let _ = tx.send(changed);
         }
@@ -474,9 +481,9 @@ impl Engine {
         ops: Vec<Op>,
     ) -> Ticket {
         let mut epochs = Vec::with_capacity(cells.len());
-        for (cell, g) in cells.iter().zip(guards.iter_mut()) {
-            g.pending += 1;
-            epochs.push((cell.clone(), g.epoch));
+        for (cell, _locked) in cells.iter().zip(guards.iter_mut()) {
+            cell.pending.fetch_add(1, Ordering::SeqCst);
+            epochs.push((cell.clone(), cell.epoch.load(Ordering::SeqCst)));
         }
         self.inner
             .writer
@@ -493,11 +500,10 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let result = ticket.wait().await;
         for c in cells {
-            let mut g = c.lock();
-            g.pending -= 1;
             if result.is_err() {
-                g.needs_reload = true;
+                c.lock().needs_reload = true;
             }
+            c.pending.fetch_sub(1, Ordering::SeqCst);
         }
         match result {
             Ok(()) => {
@@ -527,10 +533,11 @@ impl Engine {
             // The epoch of each SKU still waiting; none left: done.
             let epochs: Option<Vec<Option<u64>>> = {
                 let guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
-                (!guards.iter().any(|g| g.pending > 0)).then(|| {
+                (!cells.iter().any(|c| c.pending.load(Ordering::SeqCst) > 0)).then(|| {
                     guards
                         .iter()
-                        .map(|g| g.needs_reload.then_some(g.epoch))
+                        .zip(&cells)
+                        .map(|(g, c)| g.needs_reload.then(|| c.epoch.load(Ordering::SeqCst)))
                         .collect()
                 })
             };
@@ -553,10 +560,10 @@ impl Engine {
             let open = self.open_from_reservations(&skus).await;
             let catalog = self.catalog();
             let mut guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
-            let unchanged = guards
-                .iter()
-                .zip(&epochs)
-                .all(|(g, e)| g.pending == 0 && e.is_none_or(|e| g.needs_reload && g.epoch == e));
+            let unchanged = guards.iter().zip(&cells).zip(&epochs).all(|((g, c), e)| {
+                c.pending.load(Ordering::SeqCst) == 0
+                    && e.is_none_or(|e| g.needs_reload && c.epoch.load(Ordering::SeqCst) == e)
+            });
             if !unchanged {
                 continue;
             }
@@ -626,13 +633,13 @@ impl JobGuard for EpochGuard {
     fn still_valid(&self) -> bool {
         self.0
             .iter()
-            .all(|(cell, epoch)| cell.lock().epoch == *epoch)
+            .all(|(cell, epoch)| cell.epoch.load(Ordering::SeqCst) == *epoch)
     }
 
     fn failed(&self) {
         for (cell, _) in &self.0 {
             let mut g = cell.lock();
-            g.epoch += 1;
+            cell.epoch.fetch_add(1, Ordering::SeqCst);
             g.needs_reload = true;
         }
     }

@@ -65,6 +65,27 @@ pub struct Restocked {
     pub terms: OrderTerms,
 }
 
+/// A new reservation id: `res_` and 32 hex digits, unique for good and
+/// increasing. The first 16 are when the process started (ms) and 16 random
+/// bits, the last 16 a counter. Increasing ids are appended to the id
+/// index, so a commit writes one index page, not one per reservation (a
+/// random id per reservation also cost a `getrandom` call).
+fn new_reservation_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let random = uuid::Uuid::new_v4().as_u64_pair().0 & 0xffff;
+        (started << 16) | random
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("res_{prefix:016x}{n:016x}")
+}
+
 fn reference(channel: &ChannelCode, order_id: &OrderId) -> String {
     format!("{channel}/{order_id}")
 }
@@ -163,11 +184,17 @@ impl Engine {
             )));
         }
 
-        let mut sorted = lines.clone();
+        let mut sorted: Vec<(&Sku, i64)> = lines.iter().map(|(s, q)| (s, *q)).collect();
         sorted.sort();
-        let skus: Vec<Sku> = sorted.iter().map(|(s, _)| s.clone()).collect();
+        let skus: Vec<Sku> = sorted.iter().map(|(s, _)| (*s).clone()).collect();
         let cells: Vec<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, false)).collect();
         let now = self.now_ms();
+        // Everything that does not depend on the pools is prepared before
+        // the SKUs are locked: a hot SKU's lock is held only to decide,
+        // apply and enqueue.
+        let rules: Vec<_> = skus.iter().map(|s| catalog.effective_all(s)).collect();
+        let refer = reference(&cmd.channel, &cmd.order_id);
+        let id = new_reservation_id();
         let (reservation, ticket) = {
             let mut guards = match Self::lock_all(&skus, &cells) {
                 Ok(g) => g,
@@ -177,7 +204,6 @@ impl Engine {
                     return Err(e);
                 }
             };
-            let rules: Vec<_> = skus.iter().map(|s| catalog.effective_all(s)).collect();
             let order: Vec<OrderLine<'_>> = sorted
                 .iter()
                 .zip(&guards)
@@ -201,7 +227,6 @@ impl Engine {
                 }
             };
             drop(order);
-            let refer = reference(&cmd.channel, &cmd.order_id);
             let changes: Vec<PoolChange> = placements
                 .iter()
                 .map(|p| PoolChange {
@@ -225,7 +250,7 @@ impl Engine {
                 })
                 .collect();
             let mut reservation = Reservation::new(
-                format!("res_{}", uuid::Uuid::new_v4().simple()),
+                id,
                 cmd.channel.clone(),
                 cmd.order_id.clone(),
                 &lines,
@@ -234,7 +259,7 @@ impl Engine {
                 cmd.hold_seconds,
             );
             reservation.terms = cmd.terms.clone();
-            let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
+            let mut ops = Vec::with_capacity(changes.len() * 2 + 2);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
             Self::track_open(
                 &skus,

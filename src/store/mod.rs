@@ -5,8 +5,10 @@
 //! Pool changes are written as deltas (`on_hand + d`), so a batch that
 //! commits after an earlier one failed is still correct on its own.
 
+mod fold;
 mod postgres;
 mod sqlite;
+mod sqlite_batch;
 mod writer;
 
 use async_trait::async_trait;

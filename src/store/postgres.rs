@@ -30,6 +30,7 @@ use sqlx::{Connection, PgTransaction};
 use tokio_stream::StreamExt;
 use uuid::Uuid;
 
+use super::fold::{fold_pools, PoolFold};
 use super::sqlite::{
     code_of, corrupt, now_ms, to_json, EventRecord, LedgerRecord, OutboxRecord, PoolRecord,
     ReservationRecord, RuleChangeRecord, RuleRecord,
@@ -620,35 +621,6 @@ impl Store for PostgresStore {
     }
 }
 
-/// One pool's changes within a batch, folded in op order.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct PoolFold {
-    /// The last count's on_hand plus the deltas after it; None: no count.
-    set: Option<i64>,
-    /// Sum of on_hand deltas (meaningful only while `set` is None).
-    on_hand: i64,
-    /// Sum of reserved deltas: a count leaves reserved alone.
-    reserved: i64,
-    /// Number of ops: each bumps the version by one.
-    bumps: i64,
-}
-
-impl PoolFold {
-    fn delta(&mut self, on_hand: i64, reserved: i64) {
-        match &mut self.set {
-            Some(v) => *v += on_hand,
-            None => self.on_hand += on_hand,
-        }
-        self.reserved += reserved;
-        self.bumps += 1;
-    }
-
-    fn count(&mut self, on_hand: i64) {
-        self.set = Some(on_hand);
-        self.bumps += 1;
-    }
-}
-
 /// A batch regrouped by kind, in arrays ready to bind. Each kind goes to
 /// its own table, so writing the kinds one after another is the same as
 /// writing the ops in order, as long as the order within a kind is kept:
@@ -665,8 +637,18 @@ struct Batch<'a> {
     events: EventArrays<'a>,
     rule_changes: RuleChangeArrays<'a>,
     outbox: OutboxArrays<'a>,
-    /// Outbox updates, one statement each, in order.
-    outbox_updates: Vec<&'a super::OutboxUpdate>,
+    /// The last standing of each updated outbox entry.
+    outbox_updates: OutboxUpdateArrays<'a>,
+}
+
+#[derive(Default)]
+struct OutboxUpdateArrays<'a> {
+    id: Vec<i64>,
+    state: Vec<&'a str>,
+    attempts: Vec<i32>,
+    last_error: Vec<&'a str>,
+    next_attempt_at_ms: Vec<i64>,
+    at_ms: Vec<i64>,
 }
 
 #[derive(Default)]
@@ -738,29 +720,14 @@ impl<'a> Batch<'a> {
     /// Regroups `ops`; fails before any I/O on what cannot be encoded.
     fn fold(ops: &'a [Op]) -> Result<Self, StoreError> {
         let mut b = Batch::default();
-        let mut pools: HashMap<(&str, &str), PoolFold> = HashMap::new();
         // Last state per reservation key: an upsert may touch a row once.
         let mut last_reservation: HashMap<(&str, &str), &Reservation> = HashMap::new();
         let mut reservation_order: Vec<(&str, &str)> = Vec::new();
+        let mut last_update: HashMap<i64, &super::OutboxUpdate> = HashMap::new();
+        let mut update_order: Vec<i64> = Vec::new();
         for op in ops {
             match op {
-                Op::PoolDelta {
-                    sku,
-                    warehouse,
-                    on_hand,
-                    reserved,
-                } => pools
-                    .entry((sku.as_str(), warehouse.as_str()))
-                    .or_default()
-                    .delta(*on_hand, *reserved),
-                Op::PoolSetOnHand {
-                    sku,
-                    warehouse,
-                    on_hand,
-                } => pools
-                    .entry((sku.as_str(), warehouse.as_str()))
-                    .or_default()
-                    .count(*on_hand),
+                Op::PoolDelta { .. } | Op::PoolSetOnHand { .. } => {}
                 Op::Ledger(e) => {
                     let l = &mut b.ledger;
                     l.at_ms.push(e.at_ms);
@@ -819,15 +786,31 @@ impl<'a> Batch<'a> {
                     a.lines.push(to_json(&e.lines)?);
                     a.terms.push(to_json(&e.terms)?);
                 }
-                Op::OutboxUpdate(u) => b.outbox_updates.push(u),
+                Op::OutboxUpdate(u) => {
+                    // The last standing of an entry wins: an UPDATE may
+                    // touch a row once.
+                    if last_update.insert(u.id, u).is_none() {
+                        update_order.push(u.id);
+                    }
+                }
                 Op::Warehouse(_) | Op::Channel(_) | Op::PutRule(_) | Op::DeleteRule { .. } => {
                     b.catalog.push(op)
                 }
             }
         }
         // Sorted: rows are locked in one order by every commit.
-        b.pools = pools.into_iter().collect();
-        b.pools.sort_unstable_by_key(|(key, _)| *key);
+        b.pools = fold_pools(ops);
+        for id in update_order {
+            let u = last_update[&id];
+            let a = &mut b.outbox_updates;
+            a.id.push(u.id);
+            a.state.push(u.state.as_str());
+            a.attempts
+                .push(i32::try_from(u.attempts).unwrap_or(i32::MAX));
+            a.last_error.push(u.last_error.as_str());
+            a.next_attempt_at_ms.push(u.next_attempt_at_ms);
+            a.at_ms.push(u.at_ms);
+        }
         for key in reservation_order {
             let r = last_reservation[&key];
             let a = &mut b.reservations;
@@ -851,32 +834,24 @@ impl<'a> Batch<'a> {
         Ok(b)
     }
 
-    /// Writes the batch: one statement per non-empty kind (two for pools
-    /// when some were counted), plus one per catalog op.
+    /// Writes the batch: one statement per non-empty kind, plus one per
+    /// catalog op (rare).
     async fn execute(self, conn: &mut PgConnection, now_ms: i64) -> Result<(), StoreError> {
         for op in &self.catalog {
             catalog_op(op, now_ms).execute(&mut *conn).await?;
         }
-        for counted in [false, true] {
-            let rows: Vec<_> = self
-                .pools
-                .iter()
-                .filter(|(_, f)| f.set.is_some() == counted)
-                .collect();
-            if rows.is_empty() {
-                continue;
-            }
-            let sku: Vec<&str> = rows.iter().map(|((s, _), _)| *s).collect();
-            let warehouse: Vec<&str> = rows.iter().map(|((_, w), _)| *w).collect();
-            let on_hand: Vec<i64> = rows
-                .iter()
-                .map(|(_, f)| f.set.unwrap_or(f.on_hand))
-                .collect();
-            let reserved: Vec<i64> = rows.iter().map(|(_, f)| f.reserved).collect();
-            let bumps: Vec<i64> = rows.iter().map(|(_, f)| f.bumps).collect();
-            sqlx::query(if counted { POOLS_SET } else { POOLS_ADD })
+        if !self.pools.is_empty() {
+            let p = &self.pools;
+            let sku: Vec<&str> = p.iter().map(|((s, _), _)| *s).collect();
+            let warehouse: Vec<&str> = p.iter().map(|((_, w), _)| *w).collect();
+            let counted: Vec<bool> = p.iter().map(|(_, f)| f.set.is_some()).collect();
+            let on_hand: Vec<i64> = p.iter().map(|(_, f)| f.on_hand_value()).collect();
+            let reserved: Vec<i64> = p.iter().map(|(_, f)| f.reserved).collect();
+            let bumps: Vec<i64> = p.iter().map(|(_, f)| f.bumps).collect();
+            sqlx::query(WRITE_POOLS)
                 .bind(&sku)
                 .bind(&warehouse)
+                .bind(&counted)
                 .bind(&on_hand)
                 .bind(&reserved)
                 .bind(&bumps)
@@ -966,14 +941,15 @@ impl<'a> Batch<'a> {
                 .execute(&mut *conn)
                 .await?;
         }
-        for u in &self.outbox_updates {
+        let u = &self.outbox_updates;
+        if !u.id.is_empty() {
             sqlx::query(UPDATE_OUTBOX)
-                .bind(u.id)
-                .bind(u.state.as_str())
-                .bind(i32::try_from(u.attempts).unwrap_or(i32::MAX))
-                .bind(u.last_error.as_str())
-                .bind(u.next_attempt_at_ms)
-                .bind(u.at_ms)
+                .bind(&u.id)
+                .bind(&u.state)
+                .bind(&u.attempts)
+                .bind(&u.last_error)
+                .bind(&u.next_attempt_at_ms)
+                .bind(&u.at_ms)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -1018,25 +994,26 @@ fn catalog_op(
     }
 }
 
-/// Pools that only saw deltas in the batch. A new pool starts at zero, so
-/// the same values serve the insert and the update.
-const POOLS_ADD: &str = "\
-    INSERT INTO pools AS p (sku, warehouse, on_hand, reserved, version) \
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
-    ON CONFLICT ON CONSTRAINT pools_pk DO UPDATE SET \
-        on_hand = p.on_hand + excluded.on_hand, \
-        reserved = p.reserved + excluded.reserved, \
-        version = p.version + excluded.version";
-
-/// Pools counted in the batch: on_hand is the last count plus the deltas
-/// after it; reserved still adds up.
-const POOLS_SET: &str = "\
-    INSERT INTO pools AS p (sku, warehouse, on_hand, reserved, version) \
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
-    ON CONFLICT ON CONSTRAINT pools_pk DO UPDATE SET \
-        on_hand = excluded.on_hand, \
-        reserved = p.reserved + excluded.reserved, \
-        version = p.version + excluded.version";
+/// Every pool the batch touched, in one statement: existing pools are
+/// updated (a counted one takes the count, plus the deltas after it; the
+/// others add their deltas) and the rest inserted (a new pool starts at
+/// zero, so the same values serve both). Commits are serialized by the
+/// advisory lock, so no other writer inserts a pool between the two parts.
+const WRITE_POOLS: &str = "\
+    WITH u AS ( \
+        SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::int8[], $5::int8[], \
+            $6::int8[]) AS u(sku, warehouse, counted, on_hand, reserved, bumps) \
+    ), updated AS ( \
+        UPDATE pools p SET \
+            on_hand = CASE WHEN u.counted THEN u.on_hand ELSE p.on_hand + u.on_hand END, \
+            reserved = p.reserved + u.reserved, \
+            version = p.version + u.bumps \
+        FROM u WHERE p.sku = u.sku AND p.warehouse = u.warehouse \
+        RETURNING p.sku, p.warehouse \
+    ) \
+    INSERT INTO pools (sku, warehouse, on_hand, reserved, version) \
+    SELECT u.sku, u.warehouse, u.on_hand, u.reserved, u.bumps FROM u \
+    WHERE NOT EXISTS (SELECT 1 FROM updated d WHERE d.sku = u.sku AND d.warehouse = u.warehouse)";
 
 /// Ordered by position in the batch, so ids follow op order.
 const INSERT_LEDGER: &str = "\
@@ -1162,10 +1139,13 @@ const INSERT_OUTBOX: &str = "\
         WITH ORDINALITY AS u(at_ms, reservation_id, channel, order_id, event, lines, terms, ord) \
     ORDER BY ord";
 
+/// Each entry at most once (the batch keeps its last standing).
 const UPDATE_OUTBOX: &str = "\
-    UPDATE outbox SET state = $2, attempts = $3, last_error = $4, next_attempt_at_ms = $5, \
-        updated_at_ms = $6 \
-    WHERE id = $1";
+    UPDATE outbox o SET state = u.state, attempts = u.attempts, last_error = u.last_error, \
+        next_attempt_at_ms = u.next_attempt_at_ms, updated_at_ms = u.at_ms \
+    FROM UNNEST($1::int8[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[]) \
+        AS u(id, state, attempts, last_error, next_attempt_at_ms, at_ms) \
+    WHERE o.id = u.id";
 
 /// The columns every outbox read selects, in `OutboxRecord`'s shape.
 macro_rules! outbox_select {

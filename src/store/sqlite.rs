@@ -16,10 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Connection, QueryBuilder, Sqlite};
 
 use super::{
     ChannelEvent, LedgerEntry, LedgerRow, MovementKind, MovementRecord, NewOutboxEntry, Op,
@@ -28,7 +27,7 @@ use super::{
 };
 use crate::domain::{
     Allocation, Channel, ChannelCode, Currency, CustomerRef, InvalidInput, OrderId, OrderTerms,
-    Pool, Refund, Reservation, Rule, Sku, Status, Warehouse, WarehouseCode,
+    Pool, Refund, Reservation, Rule, Sku, Status, Warehouse,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -41,6 +40,12 @@ const READERS: u32 = 4;
 /// How long a statement waits for a lock held by another connection or
 /// process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the WAL is checkpointed into the database file in the
+/// background.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL pages (4 KiB) past which the writer checkpoints after a commit
+/// (SQLite's default is 1,000).
+const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
 /// SKUs bound per `IN (...)` list, well below SQLite's variable limit.
 const SKUS_PER_QUERY: usize = 500;
 
@@ -82,15 +87,23 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // The writer checkpoints only when the background checkpoints fall
+        // behind by WRITER_CHECKPOINT_PAGES: a checkpoint inside a commit
+        // holds up every caller of that batch.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string()),
+            )
             .await?;
         MIGRATOR.run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options)
             .await?;
+        tokio::spawn(checkpoints(reader.clone()));
         Ok(SqliteStore { writer, reader })
     }
 
@@ -99,6 +112,26 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+}
+
+/// Copies committed pages from the WAL into the database file every
+/// [`CHECKPOINT_EVERY`], beside the writer (`PASSIVE`: it neither waits for
+/// nor blocks a commit), until the store is closed. Under a steady stream of
+/// commits it never quite catches up, so the WAL is not started over; the
+/// writer's own checkpoint, past [`WRITER_CHECKPOINT_PAGES`], then has only
+/// the last pages to copy, and starts it over.
+async fn checkpoints(reader: SqlitePool) {
+    while !reader.is_closed() {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&reader)
+            .await
+        {
+            if !reader.is_closed() {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "WAL checkpoint failed; retrying");
+            }
+        }
     }
 }
 
@@ -188,18 +221,31 @@ impl Store for SqliteStore {
         })
     }
 
+    /// One round trip to the writer connection for the whole batch (see
+    /// `sqlite_batch`). A statement that fails stops the query before its
+    /// `COMMIT`; the open transaction is then rolled back.
     async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
         }
-        let now_ms = now_ms();
-        // On an error the transaction is dropped, which rolls it back.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for op in ops {
-            apply(&mut tx, op, now_ms).await?;
+        let batch = super::sqlite_batch::encode(ops, now_ms())?;
+        let mut conn = self.writer.acquire().await?;
+        let mut query = sqlx::query(batch.sql);
+        for rows in batch.rows {
+            query = query.bind(rows);
         }
-        tx.commit().await?;
-        Ok(())
+        let Err(e) = query.execute(&mut *conn).await else {
+            return Ok(());
+        };
+        // Nothing is left open when the failure was BEGIN or COMMIT itself,
+        // and ROLLBACK then says so: that is not an error here.
+        if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            if !rollback.to_string().contains("no transaction is active") {
+                tracing::error!(error = %crate::telemetry::chain(&rollback), "ROLLBACK after a failed commit failed; closing the writer connection");
+                let _ = conn.detach().close().await;
+            }
+        }
+        Err(e.into())
     }
 
     async fn load_pools(&self, skus: &[Sku]) -> Result<Vec<PoolRow>, StoreError> {
@@ -374,187 +420,6 @@ impl Store for SqliteStore {
     }
 }
 
-async fn apply(conn: &mut SqliteConnection, op: &Op, now_ms: i64) -> Result<(), StoreError> {
-    let query = match op {
-        Op::ChannelEvents(events) => {
-            for e in events {
-                sqlx::query(INSERT_EVENT)
-                    .bind(e.channel.as_str())
-                    .bind(i64::try_from(e.seq).map_err(|_| corrupt("channel event", "seq", e.seq))?)
-                    .bind(e.sku.as_str())
-                    .bind(e.published)
-                    .bind(e.atp)
-                    .bind(e.at_ms)
-                    .bind(e.open)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            return Ok(());
-        }
-        Op::RuleChange(c) => sqlx::query(INSERT_RULE_CHANGE)
-            .bind(c.at_ms)
-            .bind(c.changed_by.as_str())
-            .bind(c.comment.as_str())
-            .bind(c.channel.as_str())
-            .bind(c.sku.as_ref().map_or("", Sku::as_str))
-            .bind(c.before.as_ref().map(to_json).transpose()?)
-            .bind(c.after.as_ref().map(to_json).transpose()?),
-        Op::PoolDelta {
-            sku,
-            warehouse,
-            on_hand,
-            reserved,
-        } => sqlx::query(POOL_DELTA)
-            .bind(sku.as_str())
-            .bind(warehouse.as_str())
-            .bind(*on_hand)
-            .bind(*reserved),
-        Op::PoolSetOnHand {
-            sku,
-            warehouse,
-            on_hand,
-        } => sqlx::query(POOL_SET_ON_HAND)
-            .bind(sku.as_str())
-            .bind(warehouse.as_str())
-            .bind(*on_hand),
-        Op::Ledger(e) => sqlx::query(INSERT_LEDGER)
-            .bind(e.at_ms)
-            .bind(e.sku.as_str())
-            .bind(e.warehouse.as_str())
-            .bind(e.kind.as_str())
-            .bind(e.on_hand_delta)
-            .bind(e.reserved_delta)
-            .bind(e.on_hand_after)
-            .bind(e.reserved_after)
-            .bind(e.reason.as_str())
-            .bind(e.reference.as_str()),
-        Op::Reservation(r) => sqlx::query(UPSERT_RESERVATION)
-            .bind(r.channel.as_str())
-            .bind(r.order_id.as_str())
-            .bind(r.id.as_str())
-            .bind(r.status.as_str())
-            .bind(r.created_at_ms)
-            .bind(r.expires_at_ms)
-            .bind(to_json(&r.lines)?)
-            .bind(to_json(&r.allocations)?)
-            .bind(to_json(&r.shipments)?)
-            .bind(to_json(&r.refunds)?)
-            .bind(r.terms.currency.as_ref().map_or("", |c| c.as_str()))
-            .bind(r.terms.customer_ref.as_ref().map_or("", |c| c.as_str()))
-            .bind(r.terms.prices_include_tax)
-            .bind(to_json(&r.terms.unit_prices)?),
-        Op::Movement(m) => sqlx::query(INSERT_MOVEMENT)
-            .bind(m.movement_id.as_str())
-            .bind(m.fingerprint.as_str()),
-        Op::Warehouse(w) => sqlx::query(UPSERT_WAREHOUSE)
-            .bind(w.code.as_str())
-            .bind(w.name.as_str()),
-        Op::Channel(c) => sqlx::query(UPSERT_CHANNEL)
-            .bind(c.code.as_str())
-            .bind(c.name.as_str()),
-        // A rule without a channel binds NULL and the NOT NULL constraint
-        // refuses it, naming the column.
-        Op::PutRule(rule) => sqlx::query(UPSERT_RULE)
-            .bind(rule.channel.as_ref().map(ChannelCode::as_str))
-            .bind(rule.sku.as_ref().map_or("", Sku::as_str))
-            .bind(
-                rule.warehouses
-                    .iter()
-                    .map(WarehouseCode::as_str)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .bind(rule.fence)
-            .bind(rule.share_percent.map(i64::from))
-            .bind(rule.buffer)
-            .bind(rule.max_published)
-            .bind(rule.min_published)
-            .bind(now_ms),
-        Op::DeleteRule { channel, sku } => sqlx::query(DELETE_RULE)
-            .bind(channel.as_str())
-            .bind(sku.as_ref().map_or("", Sku::as_str)),
-        Op::Outbox(e) => sqlx::query(INSERT_OUTBOX)
-            .bind(e.at_ms)
-            .bind(e.reservation_id.as_str())
-            .bind(e.channel.as_str())
-            .bind(e.order_id.as_str())
-            .bind(e.event.as_str())
-            .bind(to_json(&e.lines)?)
-            .bind(to_json(&e.terms)?),
-        Op::OutboxUpdate(u) => sqlx::query(UPDATE_OUTBOX)
-            .bind(u.id)
-            .bind(u.state.as_str())
-            .bind(i64::from(u.attempts))
-            .bind(u.last_error.as_str())
-            .bind(u.next_attempt_at_ms)
-            .bind(u.at_ms),
-    };
-    query.execute(&mut *conn).await?;
-    Ok(())
-}
-
-const POOL_DELTA: &str = "\
-    INSERT INTO pools (sku, warehouse, on_hand, reserved, version) VALUES (?1, ?2, ?3, ?4, 1) \
-    ON CONFLICT (sku, warehouse) DO UPDATE SET \
-        on_hand = on_hand + excluded.on_hand, \
-        reserved = reserved + excluded.reserved, \
-        version = version + 1";
-
-const POOL_SET_ON_HAND: &str = "\
-    INSERT INTO pools (sku, warehouse, on_hand, reserved, version) VALUES (?1, ?2, ?3, 0, 1) \
-    ON CONFLICT (sku, warehouse) DO UPDATE SET on_hand = excluded.on_hand, version = version + 1";
-
-const INSERT_LEDGER: &str = "\
-    INSERT INTO ledger (at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
-        on_hand_after, reserved_after, reason, reference) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
-
-const UPSERT_RESERVATION: &str = "\
-    INSERT INTO reservations (channel, order_id, id, status, created_at_ms, expires_at_ms, \
-        lines_json, allocations_json, shipments_json, refunds_json, \
-        currency, customer_ref, prices_include_tax, unit_prices_json) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-    ON CONFLICT (channel, order_id) DO UPDATE SET \
-        id = excluded.id, \
-        status = excluded.status, \
-        created_at_ms = excluded.created_at_ms, \
-        expires_at_ms = excluded.expires_at_ms, \
-        lines_json = excluded.lines_json, \
-        allocations_json = excluded.allocations_json, \
-        shipments_json = excluded.shipments_json, \
-        refunds_json = excluded.refunds_json, \
-        currency = excluded.currency, \
-        customer_ref = excluded.customer_ref, \
-        prices_include_tax = excluded.prices_include_tax, \
-        unit_prices_json = excluded.unit_prices_json";
-
-const INSERT_MOVEMENT: &str = "INSERT INTO movements (movement_id, fingerprint) VALUES (?1, ?2)";
-
-const UPSERT_WAREHOUSE: &str = "\
-    INSERT INTO warehouses (code, name, position) \
-    VALUES (?1, ?2, (SELECT COALESCE(MAX(position), 0) + 1 FROM warehouses)) \
-    ON CONFLICT (code) DO UPDATE SET name = excluded.name";
-
-const UPSERT_CHANNEL: &str = "\
-    INSERT INTO channels (code, name, position) \
-    VALUES (?1, ?2, (SELECT COALESCE(MAX(position), 0) + 1 FROM channels)) \
-    ON CONFLICT (code) DO UPDATE SET name = excluded.name";
-
-const UPSERT_RULE: &str = "\
-    INSERT INTO rules (channel, sku, warehouses, fence, share_percent, buffer, \
-        max_published, min_published, updated_at_ms) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-    ON CONFLICT (channel, sku) DO UPDATE SET \
-        warehouses = excluded.warehouses, \
-        fence = excluded.fence, \
-        share_percent = excluded.share_percent, \
-        buffer = excluded.buffer, \
-        max_published = excluded.max_published, \
-        min_published = excluded.min_published, \
-        updated_at_ms = excluded.updated_at_ms";
-
-const DELETE_RULE: &str = "DELETE FROM rules WHERE channel = ?1 AND sku = ?2";
-
 const SELECT_RULES: &str = "\
     SELECT channel, sku, warehouses, fence, share_percent, buffer, max_published, min_published \
     FROM rules ORDER BY channel, sku";
@@ -584,10 +449,6 @@ const SELECT_LEDGER_OF_SKU: &str = "\
         on_hand_after, reserved_after, reason, reference \
     FROM ledger WHERE sku = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
 
-const INSERT_EVENT: &str = "\
-    INSERT INTO channel_events (channel, seq, sku, published, atp, at_ms, open) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-
 const SELECT_EVENTS: &str = "\
     SELECT channel, seq, sku, published, atp, at_ms, open FROM channel_events \
     WHERE channel = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
@@ -599,10 +460,6 @@ const SELECT_LATEST_EVENTS: &str = "\
         ON e.channel = m.channel AND e.seq = m.seq \
     ORDER BY e.channel, e.seq";
 
-const INSERT_RULE_CHANGE: &str = "\
-    INSERT INTO rule_history (at_ms, changed_by, comment, channel, sku, before_json, after_json) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-
 const SELECT_HISTORY_OF_RULE: &str = "\
     SELECT at_ms, changed_by, comment, channel, sku, before_json, after_json \
     FROM rule_history WHERE channel = ?1 AND sku = ?2 ORDER BY id";
@@ -610,16 +467,6 @@ const SELECT_HISTORY_OF_RULE: &str = "\
 const SELECT_HISTORY_OF_CHANNEL: &str = "\
     SELECT at_ms, changed_by, comment, channel, sku, before_json, after_json \
     FROM rule_history WHERE channel = ?1 ORDER BY id";
-
-const INSERT_OUTBOX: &str = "\
-    INSERT INTO outbox (created_at_ms, reservation_id, channel, order_id, event, lines_json, \
-        next_attempt_at_ms, updated_at_ms, terms_json) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?1, ?1, ?7)";
-
-const UPDATE_OUTBOX: &str = "\
-    UPDATE outbox SET state = ?2, attempts = ?3, last_error = ?4, next_attempt_at_ms = ?5, \
-        updated_at_ms = ?6 \
-    WHERE id = ?1";
 
 /// The columns every outbox read selects, in `OutboxRecord`'s shape.
 macro_rules! outbox_select {
@@ -970,6 +817,7 @@ pub(super) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::WarehouseCode;
 
     async fn scratch() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1008,6 +856,41 @@ mod tests {
                 "journal_mode, synchronous=FULL, foreign_keys"
             );
         }
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(pages, i64::from(WRITER_CHECKPOINT_PAGES));
+    }
+
+    #[tokio::test]
+    async fn committed_pages_reach_the_database_file_without_the_writer_checkpointing() {
+        let (dir, store) = scratch().await;
+        let file = dir.path().join(FILE_NAME);
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        let before = std::fs::metadata(&file).unwrap().len();
+        let ops: Vec<Op> = (0..2_000)
+            .map(|i| Op::PoolDelta {
+                sku: Sku::parse(format!("SKU-{i}")).unwrap(),
+                warehouse: WarehouseCode::parse("WH-EAST").unwrap(),
+                on_hand: 1,
+                reserved: 0,
+            })
+            .collect();
+        store.commit(&ops).await.unwrap();
+        let mut grown = false;
+        for _ in 0..50 {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            if std::fs::metadata(&file).unwrap().len() > before {
+                grown = true;
+                break;
+            }
+        }
+        assert!(
+            grown,
+            "the background checkpoint copied the commit into {file:?}"
+        );
+        store.close().await;
     }
 
     #[tokio::test]

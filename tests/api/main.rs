@@ -2,6 +2,7 @@
 //! embedded store.
 
 mod access;
+mod bench;
 mod errors;
 mod fake_odoo;
 #[path = "../support/fake_shopify.rs"]
