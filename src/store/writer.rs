@@ -60,11 +60,16 @@ impl CommitError {
     }
 
     /// This job was not attempted: the store failed with `self` a moment ago.
+    /// A deposed server stays deposed.
     fn not_attempted(&self) -> Self {
-        CommitError::unavailable(format!(
+        let mut err = CommitError::unavailable(format!(
             "not attempted: the store could not commit a moment ago ({})",
             self.text
-        ))
+        ));
+        if self.failure == Failure::Deposed {
+            err.failure = Failure::Deposed;
+        }
+        err
     }
 }
 
@@ -254,7 +259,7 @@ async fn commit_batch(
                 }
                 match err.failure() {
                     Failure::Rejected => Ok(()),
-                    Failure::Unavailable | Failure::InDoubt => Err(err),
+                    Failure::Unavailable | Failure::InDoubt | Failure::Deposed => Err(err),
                 }
             } else {
                 tracing::warn!(error = %err, jobs, "the database refused a batch; retrying job by job");
