@@ -218,9 +218,18 @@ mod tests {
             .contains("no server has been active"));
         serving.observe_leader(4, "db-2 pid 77 grpc 10.0.0.2:50051");
         let message = serving.standby_message();
-        assert!(message.starts_with("this stockpool server is the standby"), "{message}");
-        assert!(message.contains("db-2 pid 77") && message.contains("epoch 4"), "{message}");
+        assert!(
+            message.starts_with("this stockpool server is the standby"),
+            "{message}"
+        );
+        assert!(
+            message.contains("db-2 pid 77") && message.contains("epoch 4"),
+            "{message}"
+        );
         let info = serving.info();
-        assert_eq!((info.role, info.store, info.leader_epoch), (Role::Standby, "postgres", 4));
+        assert_eq!(
+            (info.role, info.store, info.leader_epoch),
+            (Role::Standby, "postgres", 4)
+        );
     }
 }

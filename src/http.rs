@@ -172,7 +172,10 @@ pub async fn follow_readiness(
                 if ready {
                     tracing::info!("ready: gRPC health SERVING");
                 } else {
-                    tracing::warn!(why = serving.unready().unwrap_or(""), "not ready: gRPC health NOT_SERVING");
+                    tracing::warn!(
+                        why = serving.unready().unwrap_or(""),
+                        "not ready: gRPC health NOT_SERVING"
+                    );
                 }
             }
             reported = Some(ready);

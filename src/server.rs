@@ -374,7 +374,11 @@ async fn load(
         took_ms = started.elapsed().as_millis() as u64,
         "state loaded"
     );
-    Ok(Loaded { engine, odoo, lease })
+    Ok(Loaded {
+        engine,
+        odoo,
+        lease,
+    })
 }
 
 /// A term being served: the background work that runs only on the active
@@ -452,7 +456,9 @@ impl Running {
             }
         };
         if tokio::time::timeout(STEP_DOWN_WAIT, stopped).await.is_err() {
-            tracing::warn!("background work of the old term did not stop in time; it commits nothing more");
+            tracing::warn!(
+                "background work of the old term did not stop in time; it commits nothing more"
+            );
         }
         let epoch = self.lease.as_ref().map_or(0, Lease::epoch);
         drop(self.lease);

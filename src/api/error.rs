@@ -43,9 +43,10 @@ pub const STANDBY: &str = "standby";
 /// `UNAVAILABLE` from a server that is not the active one.
 pub fn not_active(message: impl Into<String>) -> Status {
     let mut status = Status::unavailable(message);
-    status
-        .metadata_mut()
-        .insert(ROLE_KEY, tonic::metadata::MetadataValue::from_static(STANDBY));
+    status.metadata_mut().insert(
+        ROLE_KEY,
+        tonic::metadata::MetadataValue::from_static(STANDBY),
+    );
     status
 }
 

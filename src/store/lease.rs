@@ -286,10 +286,10 @@ impl Elector {
             // A lock wait (a takeover behind commits in flight, a renewal
             // behind one) gives up and is retried rather than holding up
             // the poll or the renewal.
-            options: options.clone().application_name("stockpool lease").options([
-                ("lock_timeout", "1s"),
-                ("statement_timeout", "3s"),
-            ]),
+            options: options
+                .clone()
+                .application_name("stockpool lease")
+                .options([("lock_timeout", "1s"), ("statement_timeout", "3s")]),
             identity,
             timings,
             conn: None,
@@ -468,9 +468,7 @@ async fn hold(
                 next = sent + timings.renew_every;
             }
             Ok(Ok(false)) => {
-                tenure.end(format!(
-                    "epoch {epoch} was taken over by another server"
-                ));
+                tenure.end(format!("epoch {epoch} was taken over by another server"));
             }
             Ok(Err(e)) => {
                 tracing::warn!(epoch, error = %crate::telemetry::chain(&e), "lease renewal failed; retrying until the lease runs out");
@@ -538,7 +536,10 @@ mod tests {
         tenure.extend(Instant::now());
         let started = Instant::now();
         let why = tenure.lost().await;
-        assert!(started.elapsed() >= Duration::from_millis(150), "extended, never shortened");
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "extended, never shortened"
+        );
         assert!(why.contains("epoch 7"), "{why}");
         assert!(!tenure.is_held());
         tenure.extend(Instant::now() + Duration::from_secs(60));

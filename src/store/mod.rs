@@ -17,7 +17,7 @@ use crate::domain::{
     WarehouseCode,
 };
 
-pub use lease::{Campaign, Elector, Lease, LeaseTimings, Leader, Tenure};
+pub use lease::{Campaign, Elector, Leader, Lease, LeaseTimings, Tenure};
 pub use postgres::{redact_url, PostgresStore};
 pub use sqlite::{DataDirLock, SqliteStore};
 pub use writer::{CommitError, GroupCommit, JobGuard, Ticket};

@@ -36,11 +36,11 @@ use sqlx::{Connection, PgTransaction};
 use tokio_stream::StreamExt;
 use uuid::Uuid;
 
+use super::lease::{Elector, LeaseTimings, Tenure};
 use super::sqlite::{
     code_of, corrupt, now_ms, to_json, EventRecord, LedgerRecord, OutboxRecord, PoolRecord,
     ReservationRecord, RuleChangeRecord, RuleRecord,
 };
-use super::lease::{Elector, LeaseTimings, Tenure};
 use super::{
     ChannelEvent, LedgerRow, MovementRecord, Op, OutboxEntry, OutboxState, OutboxStats, PoolRow,
     RuleChange, Snapshot, Store, StoreError,
@@ -347,26 +347,30 @@ impl PostgresStore {
             .commits
             .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(PRUNE_EVERY);
-        // One round trip opens the transaction, runs the fencing step, takes
-        // the writers' lock and records the batch id (a UUID and an integer:
-        // safe to inline).
-        let mut begin = String::from("BEGIN; ");
+        // The transaction is opened on its own: when a statement sent in one
+        // string with BEGIN fails (the fencing step, a lock wait past the
+        // statement timeout), sqlx does not know the connection is in a
+        // transaction and would hand it out again still inside the aborted
+        // one. Then one round trip runs the fencing step, takes the writers'
+        // lock and records the batch id (a UUID and an integer: safe to
+        // inline); a failure there rolls the transaction back.
+        let mut tx = self.pool.begin().await?;
+        let mut steps = String::new();
         if let Some(fence) = self.fence_step() {
-            begin.push_str(&fence);
-            begin.push_str("; ");
+            steps.push_str(&fence);
+            steps.push_str("; ");
         }
-        begin.push_str(&format!(
+        steps.push_str(&format!(
             "SELECT pg_advisory_xact_lock({COMMIT_LOCK}); \
              INSERT INTO commits (id) VALUES ('{id}')"
         ));
         if prune {
-            begin.push_str(&format!(
+            steps.push_str(&format!(
                 "; DELETE FROM commits WHERE committed_at < now() - interval '{PRUNE_AFTER}'"
             ));
         }
-        let mut tx = self
-            .pool
-            .begin_with(begin)
+        // A string without arguments goes as one simple query.
+        sqlx::Executor::execute(&mut *tx, steps.as_str())
             .await
             .map_err(|e| self.fenced_error(e))?;
         batch.execute(&mut tx, now_ms()).await?;

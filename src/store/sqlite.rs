@@ -68,7 +68,10 @@ impl DataDirLock {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
-                format!("cannot create the data directory {}: {e}", data_dir.display()),
+                format!(
+                    "cannot create the data directory {}: {e}",
+                    data_dir.display()
+                ),
             )
         })?;
         let path = data_dir.join(LOCK_FILE);

@@ -5,6 +5,7 @@ mod access;
 mod errors;
 mod fake_odoo;
 mod faults;
+mod ha;
 mod helpers;
 mod hostile;
 mod lifecycle;
