@@ -64,6 +64,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest a single statement may run (set on every connection). A commit
 /// stuck on a lock fails rather than holding the writer indefinitely.
 const STATEMENT_TIMEOUT: &str = "5s";
+/// How long a commit waits for the server to answer its statements, and
+/// then its `COMMIT`: a little more than [`STATEMENT_TIMEOUT`], after which
+/// a server that is still there has answered. A connection whose network
+/// went silent (no reset, no answer) would otherwise hold the writer until
+/// TCP gives up, many minutes later. No answer to `COMMIT` is an unknown
+/// outcome, settled as a lost answer is.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(6);
 /// `load()` streams every pool in one statement: millions of rows may take
 /// longer than [`STATEMENT_TIMEOUT`], so its transaction raises the limit.
 const LOAD_STATEMENT_TIMEOUT: &str = "10min";
@@ -378,6 +385,18 @@ impl PostgresStore {
     }
 }
 
+/// The error of a statement the server did not answer in
+/// [`ANSWER_TIMEOUT`].
+fn no_answer(what: &str) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "Postgres did not answer {what} within {} s",
+            ANSWER_TIMEOUT.as_secs()
+        ),
+    ))
+}
+
 /// A new connection outside the pool, given up after `timeout`.
 async fn connect_once(
     options: &PgConnectOptions,
@@ -551,9 +570,13 @@ impl Store for PostgresStore {
         self.check_tenure()?;
         let id = Uuid::new_v4();
         // On an error the transaction is dropped, which rolls it back.
-        let tx = self.write(id, ops).await?;
-        let Err(lost) = tx.commit().await else {
-            return Ok(());
+        let tx = tokio::time::timeout(ANSWER_TIMEOUT, self.write(id, ops))
+            .await
+            .map_err(|_| no_answer("the batch"))??;
+        let lost = match tokio::time::timeout(ANSWER_TIMEOUT, tx.commit()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(lost)) => lost,
+            Err(_) => no_answer("COMMIT"),
         };
         tracing::warn!(batch = %id, error = %crate::telemetry::chain(&lost), "COMMIT failed; asking the database whether it went through");
         match self.outcome(id, OUTCOME_BUDGET).await {

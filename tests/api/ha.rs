@@ -506,18 +506,49 @@ async fn a_server_cut_off_from_postgres_steps_down_and_the_standby_takes_over() 
         readyz.starts_with("HTTP/1.1 503") && readyz.contains("standby"),
         "{readyz}"
     );
-    proxy.resume();
+    // Answered while the network is still silent: a commit waits for an
+    // answer a bounded time, not until TCP gives up.
     let during = tokio::time::timeout(NEVER, refused).await.unwrap().unwrap();
     assert_eq!(during.unwrap_err().code(), Code::Unavailable);
+    proxy.resume();
+    wait_for_successor(&old.url(), 2).await;
     let stored = stored_orders(&db).await;
     assert!(stored.contains_key("before") && stored.contains_key("after"));
     assert!(
         !stored.contains_key("during"),
         "the cut-off server wrote nothing"
     );
-    wait_for_successor(&old.url(), 2).await;
-    old.stop().await;
+
+    // Healed, it is a standby like any other: it takes over when the
+    // active one goes.
     new.stop().await;
+    old.wait_role(Role::Active).await;
+    let replay = old
+        .inventory()
+        .reserve(order("after", 1, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(replay.replayed, "it loaded what its successor wrote");
+    assert_eq!(old.serving.info().leader_epoch, 3);
+    assert_gap_free(&db).await;
+    old.stop().await;
+}
+
+/// Every channel's event log numbers its entries 1, 2, 3, … without a gap
+/// or a repeat, across every failover.
+async fn assert_gap_free(db: &TestDb) {
+    let mut conn = look(db).await;
+    let logs: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT channel, count(*), count(DISTINCT seq), max(seq) FROM channel_events GROUP BY channel",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(!logs.is_empty());
+    for (channel, n, distinct, max) in logs {
+        assert_eq!((n, distinct), (max, max), "channel {channel}'s seqs");
+    }
 }
 
 /// A `stockpool serve` process.
@@ -768,6 +799,7 @@ async fn when_the_active_process_is_killed_under_16_writers_the_standby_takes_ov
         .count() as i64;
     assert_eq!(stored_hot(&db).await, (1_000_000, open));
     assert_eq!(b.role().await.as_deref(), Some("active"));
+    assert_gap_free(&db).await;
     eprintln!(
         "{} orders sent, {} acknowledged, {} stored",
         sent.len(),
@@ -881,6 +913,7 @@ async fn a_process_stopped_past_its_lease_commits_nothing_after_its_successor_to
         sent.len()
     );
     assert!(twice_in_ledger(&db, "reserve").await.is_empty());
+    assert_gap_free(&db).await;
 }
 
 #[tokio::test]
