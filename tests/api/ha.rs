@@ -154,6 +154,26 @@ async fn server_info(url: &str) -> Result<pb::ServerInfo, tonic::Status> {
         .map(|r| r.into_inner())
 }
 
+/// How long after `since` the server behind `inventory` first
+/// acknowledged a reservation of `order_id` (sent again on every
+/// `UNAVAILABLE`, every 10 ms): the failover time.
+async fn first_write_after(
+    since: Instant,
+    mut inventory: InventoryClient<Channel>,
+    order_id: &str,
+) -> Duration {
+    loop {
+        match inventory.reserve(order(order_id, 1, 0)).await {
+            Ok(_) => return since.elapsed(),
+            Err(s) if s.code() == Code::Unavailable => {
+                assert!(since.elapsed() < NEVER, "the standby never took over");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(s) => panic!("unexpected {s:?}"),
+        }
+    }
+}
+
 /// Waits until the (standby) server at `url` reports the successor's epoch.
 async fn wait_for_successor(url: &str, epoch: u64) {
     converge(&format!("{url} sees epoch {epoch} held"), || async {
@@ -484,17 +504,7 @@ async fn a_server_cut_off_from_postgres_steps_down_and_the_standby_takes_over() 
     let cut = Instant::now();
     let mut during = old.inventory();
     let refused = tokio::spawn(async move { during.reserve(order("during", 1, 0)).await });
-    let mut inventory = new.inventory();
-    let took_over = loop {
-        match inventory.reserve(order("after", 1, 0)).await {
-            Ok(_) => break cut.elapsed(),
-            Err(s) if s.code() == Code::Unavailable => {
-                assert!(cut.elapsed() < NEVER, "the standby never took over");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(s) => panic!("unexpected {s:?}"),
-        }
-    };
+    let took_over = first_write_after(cut, new.inventory(), "after").await;
     eprintln!(
         "failover after a cut from Postgres: first acknowledged write on the new active {} ms after the cut (lease {} ms)",
         took_over.as_millis(),
@@ -740,17 +750,8 @@ async fn when_the_active_process_is_killed_under_16_writers_the_standby_takes_ov
     a.child.start_kill().unwrap();
     let killed = Instant::now();
     let _ = a.child.wait().await;
-    let mut probe = InventoryClient::new(Channel::from_shared(b.url()).unwrap().connect_lazy());
-    let took_over = loop {
-        match probe.reserve(order("probe", 1, 0)).await {
-            Ok(_) => break killed.elapsed(),
-            Err(s) if s.code() == Code::Unavailable => {
-                assert!(killed.elapsed() < NEVER, "the standby never took over");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(s) => panic!("unexpected {s:?}"),
-        }
-    };
+    let probe = InventoryClient::new(Channel::from_shared(b.url()).unwrap().connect_lazy());
+    let took_over = first_write_after(killed, probe, "probe").await;
     let at_kill = acked_total.load(std::sync::atomic::Ordering::SeqCst);
     eprintln!(
         "failover after SIGKILL: first acknowledged write on the new active {} ms after the kill ({at_kill} reservations acknowledged by then, {WRITERS} writers)",
