@@ -552,6 +552,8 @@ async fn campaign(
                         metrics::counter!(crate::telemetry::TAKEOVERS, "outcome" => "failed")
                             .increment(1);
                         tracing::error!(epoch, error = %format!("{e:#}"), "took over but could not load state; the lease is given back");
+                        // Another server may do better meanwhile.
+                        tokio::time::sleep(config.lease.ttl).await;
                     }
                 }
             }
