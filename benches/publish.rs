@@ -29,7 +29,7 @@ async fn watch_latency(orders: usize) {
     let app = Application::build(config).await.unwrap();
     // Stock every SKU in WH-WEST only: outside b2b's fence, so each
     // one-unit shopify order moves shopify's published figure.
-    let engine = app.engine();
+    let engine = app.engine().expect("SQLite: active from the start");
     for i in 0..orders {
         engine
             .set_stock(stockpool::engine::SetCmd {

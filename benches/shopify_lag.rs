@@ -33,7 +33,7 @@ async fn lag(orders: usize) {
     let mut config = Config::for_tests(dir.path());
     config.seed = support::seed();
     let app = Application::build(config).await.unwrap();
-    let engine = app.engine();
+    let engine = app.engine().expect("SQLite: active from the start");
     let fake = fake_shopify::FakeShopify::start(20_000.0, 1_000.0).await;
     for i in 0..skus {
         let sku = format!("LAG-{i}");

@@ -15,6 +15,7 @@ use crate::engine::Seed;
 use crate::listen::{Limits, TlsFiles};
 use crate::odoo::OdooConfig;
 use crate::publish::redis::RedisConfig;
+use crate::store::LeaseTimings;
 
 /// Flags of `stockpool serve`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -105,6 +106,14 @@ struct ServerSection {
     /// Seconds a ping may go unanswered before the connection is closed
     /// [default: 20].
     keepalive_timeout_s: Option<u64>,
+    /// High availability on Postgres: how long the active server's lease
+    /// lasts past its last renewal, in ms [default: 5000].
+    lease_ms: Option<u64>,
+    /// How often the active server renews its lease, in ms [default: 1000].
+    lease_renew_ms: Option<u64>,
+    /// How often a standby looks whether it may take over, in ms
+    /// [default: 250].
+    standby_poll_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +181,9 @@ pub struct Config {
     pub listen: Limits,
     /// Serve both listeners over TLS with these files.
     pub tls: Option<TlsFiles>,
+    /// On Postgres: the lease that elects the active server among those on
+    /// one database.
+    pub lease: LeaseTimings,
 }
 
 impl Config {
@@ -344,6 +356,16 @@ impl Config {
                 .or(s.shutdown_grace_s)
                 .map_or(defaults.shutdown_grace, Duration::from_secs),
         };
+        let lease_defaults = LeaseTimings::default();
+        let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+        let lease = LeaseTimings {
+            ttl: ms(s.lease_ms, lease_defaults.ttl),
+            renew_every: ms(s.lease_renew_ms, lease_defaults.renew_every),
+            poll_every: ms(s.standby_poll_ms, lease_defaults.poll_every),
+        };
+        lease.check().map_err(|e| {
+            anyhow::anyhow!("server.lease_ms, lease_renew_ms, standby_poll_ms: {e}")
+        })?;
         Ok(Config {
             grpc_addr,
             http_addr,
@@ -355,6 +377,7 @@ impl Config {
             odoo,
             listen,
             tls,
+            lease,
         })
     }
 
@@ -374,6 +397,7 @@ impl Config {
             odoo: None,
             listen: Limits::default(),
             tls: None,
+            lease: LeaseTimings::default(),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The HTTP side port: liveness, readiness and Prometheus metrics for
 //! orchestrators and scrapers, and the routes of the edges that are called
-//! over HTTP (the Odoo webhook, from [`crate::odoo::routes`]). Readiness is
-//! defined once here, served at `/readyz` and mirrored into gRPC health.
+//! over HTTP (the Odoo webhook, from [`crate::odoo::routes`], served by the
+//! active term only; a standby answers them 503). Readiness is defined once
+//! here, served at `/readyz` (503 with the word `standby` on a standby, for
+//! load balancers) and mirrored into gRPC health.
 //! With tokens configured, `/metrics` (stock and channel figures) answers
 //! only a bearer token of any role; `/healthz` and `/readyz` stay open for
 //! probes.
@@ -21,57 +23,65 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::api::auth::{Need, Tokens};
-use crate::engine::Engine;
+use crate::ha::Serving;
+use tower::ServiceExt;
 
 /// How often gRPC health re-reads readiness.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
 
-/// What the handlers need: the engine to observe, the recorder to render,
-/// the tokens a scrape must present.
+/// What the handlers need: the role and term to observe, the recorder to
+/// render, the tokens a scrape must present.
 #[derive(Clone)]
 struct HttpState {
-    engine: Engine,
+    serving: Serving,
     metrics: PrometheusHandle,
     tokens: Tokens,
 }
 
-/// Health, readiness, metrics and, with an Odoo connection, its webhook
-/// (`extra`, e.g. `POST /odoo/webhook`).
-pub fn router(
-    engine: Engine,
-    metrics: PrometheusHandle,
-    tokens: Tokens,
-    extra: Option<Router>,
-) -> Router {
-    let base = Router::new()
+/// Health, readiness and metrics, in either role; any other path goes to
+/// the current term's routes (with an Odoo connection, its webhook, e.g.
+/// `POST /odoo/webhook`), or is answered 503 by a standby.
+pub fn router(serving: Serving, metrics: PrometheusHandle, tokens: Tokens) -> Router {
+    let fallback = serving.clone();
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))
         .with_state(HttpState {
-            engine,
+            serving,
             metrics,
             tokens,
-        });
-    match extra {
-        Some(routes) => base.merge(routes),
-        None => base,
-    }
+        })
+        .fallback(move |request: axum::extract::Request| {
+            let serving = fallback.clone();
+            async move {
+                match serving.term() {
+                    Some(term) if term.engine.is_current() => {
+                        match term.http.oneshot(request).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    }
+                    _ => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("{}\n", serving.standby_message()),
+                    )
+                        .into_response(),
+                }
+            }
+        })
 }
 
-/// Ready once state is loaded (it is, or the server would not be serving)
-/// and no SKU waits for a reload after a failed commit.
-pub fn is_ready(engine: &Engine) -> bool {
-    engine.is_consistent()
+/// Ready when active, state loaded (it is, once a term is served) and no
+/// SKU waits for a reload after a failed commit.
+pub fn is_ready(serving: &Serving) -> bool {
+    serving.unready().is_none()
 }
 
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if is_ready(&state.engine) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "reloading state after a failed write\n",
-        )
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
+    match state.serving.unready() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
@@ -80,7 +90,7 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 /// rather than on an async worker that RPCs need.
 async fn scrape(State(state): State<HttpState>, headers: HeaderMap) -> axum::response::Response {
     let HttpState {
-        engine,
+        serving,
         metrics,
         tokens,
     } = state;
@@ -94,7 +104,9 @@ async fn scrape(State(state): State<HttpState>, headers: HeaderMap) -> axum::res
             .into_response();
     }
     let body = tokio::task::spawn_blocking(move || {
-        crate::telemetry::observe_engine(&engine);
+        if let Some(engine) = serving.engine() {
+            crate::telemetry::observe_engine(&engine);
+        }
         metrics.render()
     })
     .await;
@@ -119,11 +131,12 @@ async fn scrape(State(state): State<HttpState>, headers: HeaderMap) -> axum::res
     .into_response()
 }
 
-/// Keeps gRPC health in step with `/readyz` until `stop` fires, then reports
-/// NOT_SERVING so balancers stop sending calls while the server drains.
-/// Covers the overall status ("") and every stockpool service.
+/// Keeps gRPC health in step with `/readyz` (at once when the role
+/// changes) until `stop` fires, then reports NOT_SERVING so balancers stop
+/// sending calls while the server drains. Covers the overall status ("")
+/// and every stockpool service.
 pub async fn follow_readiness(
-    engine: Engine,
+    serving: Serving,
     reporter: HealthReporter,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -142,26 +155,36 @@ pub async fn follow_readiness(
     };
     let mut tick = tokio::time::interval(HEALTH_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut serving = true;
+    let mut role = serving.watch_role();
+    let mut reported: Option<bool> = None;
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                let ready = is_ready(&engine);
-                if ready != serving {
-                    serving = ready;
-                    if ready {
-                        tracing::info!("ready again: gRPC health SERVING");
-                        set(ServingStatus::Serving).await;
-                    } else {
-                        tracing::warn!("not ready: gRPC health NOT_SERVING");
-                        set(ServingStatus::NotServing).await;
-                    }
-                }
-            }
+            _ = tick.tick() => {}
+            _ = role.changed() => {}
             _ = stop.changed() => {
                 set(ServingStatus::NotServing).await;
                 return;
             }
+        }
+        let ready = is_ready(&serving);
+        if reported != Some(ready) {
+            if reported.is_some() {
+                if ready {
+                    tracing::info!("ready: gRPC health SERVING");
+                } else {
+                    tracing::warn!(
+                        why = serving.unready().unwrap_or(""),
+                        "not ready: gRPC health NOT_SERVING"
+                    );
+                }
+            }
+            reported = Some(ready);
+            set(if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            })
+            .await;
         }
     }
 }

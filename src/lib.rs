@@ -20,6 +20,8 @@
 //! - [`odoo`]: the ERP, both ways: priced sale orders pushed from the
 //!   outbox, and Odoo's deliveries and counts followed through the
 //!   engine's public API.
+//! - [`ha`]: the process's role (active or standby) and the term the
+//!   active one serves, which both listeners route by.
 //! - [`http`]: health endpoints. [`listen`]: the listeners (connection
 //!   limits, timeouts, TLS, shutdown). [`server`] wires everything and runs it;
 //!   [`config`] resolves flags and the TOML file; [`cli`] is the client.
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod ha;
 pub mod http;
 pub mod listen;
 pub mod odoo;

@@ -89,6 +89,14 @@ pub const ODOO_DUPLICATES: &str = "stockpool_odoo_duplicates_cancelled_total";
 pub const REDIS_MIRROR_ERRORS: &str = "stockpool_redis_mirror_errors_total";
 /// Counter: full rebuilds of the Redis mirror; fed by it.
 pub const REDIS_RESYNCS: &str = "stockpool_redis_resyncs_total";
+/// Gauge: 1 while this server is the active one, 0 while it is a standby.
+pub const ACTIVE: &str = "stockpool_active";
+/// Gauge: the fencing epoch of the active server, as this server knows it.
+pub const LEADER_EPOCH: &str = "stockpool_leader_epoch";
+/// Counter: takeovers by this server (becoming active), by outcome.
+pub const TAKEOVERS: &str = "stockpool_takeovers_total";
+/// Counter: times this server stopped being the active one, by reason.
+pub const STEP_DOWNS: &str = "stockpool_step_downs_total";
 
 /// The `outcome` label values of [`RESERVATIONS`].
 pub const RESERVE_OUTCOMES: [&str; 3] = ["accepted", "rejected", "replayed"];
@@ -285,6 +293,26 @@ fn describe_metrics() {
         Unit::Count,
         "Full rebuilds of the Redis mirror: at start, and after Redis failed or lost its data."
     );
+    describe_gauge!(
+        ACTIVE,
+        Unit::Count,
+        "1 while this server is the active one (takes calls), 0 while it is a standby."
+    );
+    describe_gauge!(
+        LEADER_EPOCH,
+        Unit::Count,
+        "The fencing epoch of the active server, as this server knows it (0 on SQLite)."
+    );
+    describe_counter!(
+        TAKEOVERS,
+        Unit::Count,
+        "Takeovers by this server: loaded (serving) or failed (state could not be loaded; the lease was given back)."
+    );
+    describe_counter!(
+        STEP_DOWNS,
+        Unit::Count,
+        "Times this server stopped being the active one: deposed (another server took over), lapsed (the lease could not be renewed in time)."
+    );
 
     metrics::counter!(SHORTFALL_UNITS).increment(0);
     let _ = metrics::histogram!(COMMIT_BATCH_SIZE);
@@ -310,9 +338,24 @@ fn describe_metrics() {
     }
     metrics::counter!(REDIS_MIRROR_ERRORS).increment(0);
     metrics::counter!(REDIS_RESYNCS).increment(0);
+    metrics::gauge!(ACTIVE).set(0.0);
+    metrics::gauge!(LEADER_EPOCH).set(0.0);
+    for outcome in ["loaded", "failed"] {
+        metrics::counter!(TAKEOVERS, "outcome" => outcome).increment(0);
+    }
+    for reason in ["deposed", "lapsed"] {
+        metrics::counter!(STEP_DOWNS, "reason" => reason).increment(0);
+    }
     for method in rpc_methods().values() {
         metrics::counter!(RPCS, "method" => method.name.as_str(), "code" => "OK").increment(0);
     }
+}
+
+/// Records this server's role: active (at `epoch`) or standby (the active
+/// one's epoch as last seen).
+pub fn role(active: bool, epoch: u64) {
+    metrics::gauge!(ACTIVE).set(if active { 1.0 } else { 0.0 });
+    metrics::gauge!(LEADER_EPOCH).set(epoch as f64);
 }
 
 /// Sets the levels derived from the engine's state, and creates the zero

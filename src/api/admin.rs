@@ -11,12 +11,23 @@ use crate::engine::Engine;
 pub struct AdminService {
     pub engine: Engine,
     pub tokens: Tokens,
+    /// The process's role, for GetServerInfo.
+    pub serving: crate::ha::Serving,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    /// Served by the process in either role (`info::route` takes the path
+    /// first); the same answer when this service is reached directly.
+    async fn get_server_info(
+        &self,
+        req: Request<pb::GetServerInfoRequest>,
+    ) -> Reply<pb::ServerInfo> {
+        super::info::server_info(&self.serving, &self.tokens, req.metadata()).map(Response::new)
+    }
+
     async fn upsert_warehouse(&self, req: Request<pb::Warehouse>) -> Reply<pb::Warehouse> {
         self.tokens.check(req.metadata(), Need::Ops)?;
         let r = req.get_ref();

@@ -32,6 +32,24 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// The metadata key on every refusal of a server that is not the active one
+/// (a standby, or an active one stepping down), with the value
+/// [`STANDBY`]: nothing was done, and the call belongs on the active server.
+/// The CLI's connection moves to its next server on it.
+pub const ROLE_KEY: &str = "stockpool-role";
+/// The role [`ROLE_KEY`] names.
+pub const STANDBY: &str = "standby";
+
+/// `UNAVAILABLE` from a server that is not the active one.
+pub fn not_active(message: impl Into<String>) -> Status {
+    let mut status = Status::unavailable(message);
+    status.metadata_mut().insert(
+        ROLE_KEY,
+        tonic::metadata::MetadataValue::from_static(STANDBY),
+    );
+    status
+}
+
 /// Malformed input at the boundary.
 pub fn invalid(e: InvalidInput) -> Status {
     Status::invalid_argument(e.to_string())
@@ -39,6 +57,15 @@ pub fn invalid(e: InvalidInput) -> Status {
 
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Status {
+        if let EngineError::Unavailable(c) = &e {
+            if c.failure() == Failure::Deposed {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "write refused: this server is no longer the active one");
+                return not_active(
+                    "this stockpool server is no longer the active one: it is stepping down to \
+                     standby, and the change was not saved; retry on the active server",
+                );
+            }
+        }
         let code = match &e {
             EngineError::Domain(d) if matches!(**d, DomainError::Invalid(_)) => {
                 Code::InvalidArgument

@@ -228,6 +228,16 @@ impl Inventory for InventoryService {
                     }
                 }
             }
+            // The publisher stopped: this server is shutting down or
+            // stepping down to standby. The watcher resumes elsewhere from
+            // the last seq it received.
+            let _ = tx
+                .send(Err(Status::unavailable(
+                    "this server stopped streaming: it is shutting down or stepping down to \
+                     standby; reconnect (to the active server) with after_seq = the last seq \
+                     received",
+                )))
+                .await;
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),

@@ -6,6 +6,7 @@ mod admin;
 pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod info;
 mod inventory;
 pub mod protocol;
 
@@ -13,6 +14,7 @@ use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 
 use crate::engine::Engine;
+use crate::ha::Serving;
 use crate::publish::Publisher;
 
 pub use admin::AdminService;
@@ -29,54 +31,60 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/stockpool_descriptor.bin"));
 }
 
-/// Every gRPC service: Inventory, Admin, health and reflection (behind a
-/// token when tokens are configured), each call counted and timed by
-/// [`crate::telemetry::track_rpc`], tonic's own refusals rewritten by
-/// [`protocol::protocol_errors`]. Health reports
-/// SERVING once built (the engine has loaded its state by then); the
-/// reporter is returned so the server can keep it in step with readiness.
-pub async fn routes(
+/// The services of one term of an active server: Inventory and Admin over
+/// its engine. [`edge`] routes to them while the term is served.
+pub fn term_routes(
     engine: Engine,
     publisher: Publisher,
     tokens: Tokens,
-) -> anyhow::Result<(Routes, HealthReporter)> {
+    serving: Serving,
+) -> axum::Router {
+    Routes::new(
+        pb::inventory_server::InventoryServer::new(InventoryService {
+            engine: engine.clone(),
+            publisher,
+            tokens: tokens.clone(),
+        })
+        .max_decoding_message_size(protocol::MAX_MESSAGE_BYTES),
+    )
+    .add_service(
+        pb::admin_server::AdminServer::new(AdminService {
+            engine,
+            tokens,
+            serving,
+        })
+        .max_decoding_message_size(protocol::MAX_MESSAGE_BYTES),
+    )
+    .into_axum_router()
+}
+
+/// Everything the gRPC listener serves, in either role: health,
+/// reflection (behind a token when tokens are configured) and
+/// `GetServerInfo` from the process itself; every other call goes to the
+/// current term's [`term_routes`], or is refused `UNAVAILABLE` as a
+/// standby's (naming the role and the active server). Each call is counted
+/// and timed by [`crate::telemetry::track_rpc`], and tonic's own refusals
+/// are rewritten by [`protocol::protocol_errors`]. The health reporter is
+/// returned so the server keeps it in step with readiness.
+pub fn edge(serving: Serving, tokens: Tokens) -> anyhow::Result<(axum::Router, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<pb::inventory_server::InventoryServer<InventoryService>>()
-        .await;
-    reporter
-        .set_serving::<pb::admin_server::AdminServer<AdminService>>()
-        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let mut routes = Routes::new(health);
-    routes = routes
+    let info = info::route(serving.clone(), tokens.clone());
+    let router = Routes::new(health)
         .add_service(reflection)
-        .add_service(
-            pb::inventory_server::InventoryServer::new(InventoryService {
-                engine: engine.clone(),
-                publisher,
-                tokens: tokens.clone(),
-            })
-            .max_decoding_message_size(protocol::MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            pb::admin_server::AdminServer::new(AdminService {
-                engine,
-                tokens: tokens.clone(),
-            })
-            .max_decoding_message_size(protocol::MAX_MESSAGE_BYTES),
-        );
-    let routes = Routes::from(
-        routes
-            .into_axum_router()
-            .layer(axum::middleware::from_fn_with_state(
-                tokens,
-                auth::reflection_needs_token,
-            ))
-            .layer(axum::middleware::from_fn(protocol::protocol_errors))
-            .layer(axum::middleware::from_fn(crate::telemetry::track_rpc)),
-    );
-    Ok((routes, reporter))
+        .into_axum_router()
+        .route(info::PATH, info)
+        .fallback(move |request: axum::extract::Request| {
+            let serving = serving.clone();
+            async move { info::to_term(&serving, request).await }
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::reflection_needs_token,
+        ))
+        .layer(axum::middleware::from_fn(protocol::protocol_errors))
+        .layer(axum::middleware::from_fn(crate::telemetry::track_rpc));
+    Ok((router, reporter))
 }

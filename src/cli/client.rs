@@ -1,9 +1,12 @@
-//! The client side: one connection to the server, the bearer token on every
-//! call, one function per subcommand, and the one mapping from a refused
-//! call to the error the user reads.
+//! The client side: one connection to the server (or to the servers of one
+//! high-availability group, moving to the next when one answers as a
+//! standby), the bearer token on every call, one function per subcommand,
+//! and the one mapping from a refused call to the error the user reads.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -33,27 +36,47 @@ impl tonic::service::Interceptor for Auth {
 }
 
 /// The Inventory client every call goes through.
-pub type Inventory = InventoryClient<InterceptedService<Channel, Auth>>;
+pub type Inventory = InventoryClient<InterceptedService<Failover, Auth>>;
 /// The Admin client every call goes through.
-pub type Admin = AdminClient<InterceptedService<Channel, Auth>>;
+pub type Admin = AdminClient<InterceptedService<Failover, Auth>>;
 
-/// One connection to a server, and the token sent with every call. Every
-/// client of the public contract (the subcommands, the channel adapters)
-/// connects through [`Conn::open`].
+/// How long a call keeps going round several servers that all refuse it as
+/// standbys (or cannot be reached) before it gives up: a failover after a
+/// server is cut off from Postgres takes at most about this long.
+pub const DEFAULT_FAILOVER_WAIT: Duration = Duration::from_secs(15);
+
+/// One connection to one or several servers, and the token sent with every
+/// call. Every client of the public contract (the subcommands, the channel
+/// adapters) connects through [`Conn::open`].
 #[derive(Clone)]
 pub struct Conn {
-    channel: Channel,
+    channel: Failover,
     auth: Auth,
 }
 
 impl Conn {
-    /// Connects to `server` (`http://` or `https://`; a bare `host:port` is
-    /// `http://`). Over https the server's certificate is checked against
-    /// the CAs in `ca_file` when given, else against the public roots.
+    /// Connects to `server`: one address or several, comma-separated
+    /// (`http://` or `https://`; a bare `host:port` is `http://`), the
+    /// servers of one high-availability group in any order. Over https the
+    /// server's certificate is checked against the CAs in `ca_file` when
+    /// given, else against the public roots. With several addresses, calls
+    /// move to the next on a standby's `UNAVAILABLE` or a failed connection
+    /// (see [`Failover`]) for up to [`DEFAULT_FAILOVER_WAIT`].
     pub async fn open(
         server: &str,
         token: Option<&str>,
         ca_file: Option<&Path>,
+    ) -> anyhow::Result<Conn> {
+        Self::open_with(server, token, ca_file, DEFAULT_FAILOVER_WAIT).await
+    }
+
+    /// [`Self::open`] with the time a call may spend going round the
+    /// servers during a failover.
+    pub async fn open_with(
+        server: &str,
+        token: Option<&str>,
+        ca_file: Option<&Path>,
+        failover_wait: Duration,
     ) -> anyhow::Result<Conn> {
         let auth = match token {
             None | Some("") => Auth(None),
@@ -63,55 +86,55 @@ impl Conn {
                 })?,
             )),
         };
-        let url = if server.contains("://") {
-            server.to_string()
-        } else {
-            format!("http://{server}")
-        };
-        let mut endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| anyhow!("--server {server:?} is not a valid address: {e}"))?
-            .connect_timeout(Duration::from_secs(5));
-        match endpoint.uri().scheme_str() {
-            Some("https") => {
-                let tls = match ca_file {
-                    Some(path) => {
-                        let pem = std::fs::read(path)
-                            .with_context(|| format!("reading --ca-file {}", path.display()))?;
-                        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
-                    }
-                    None => ClientTlsConfig::new().with_webpki_roots(),
-                };
-                endpoint = endpoint
-                    .tls_config(tls)
-                    .map_err(|e| anyhow!("TLS for {url}: {}", causes(&e)))?;
-            }
-            Some("http") => {
-                if ca_file.is_some() {
-                    bail!("--ca-file is for an https:// server; {url} is plain http");
-                }
-                let local = endpoint.uri().host().is_some_and(|h| {
-                    h == "localhost"
-                        || h.trim_matches(|c| c == '[' || c == ']')
-                            .parse::<std::net::IpAddr>()
-                            .is_ok_and(|ip| ip.is_loopback())
-                });
-                if auth.0.is_some() && !local {
-                    eprintln!(
-                        "warning: {url} is plain http: the token crosses the network unencrypted; use https://"
-                    );
-                }
-            }
-            _ => bail!("--server {server:?}: use http:// or https://"),
+        let addresses: Vec<&str> = server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if addresses.is_empty() {
+            bail!("--server is empty: give an address such as http://127.0.0.1:50051");
         }
-        let channel = endpoint.connect().await.map_err(|e| {
-            anyhow!(
-                "cannot reach stockpool at {url} ({}). Start the server with \
+        let endpoints = addresses
+            .iter()
+            .map(|a| endpoint(a, auth.0.is_some(), ca_file))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // The first server that answers becomes the current one; the others
+        // connect when a call moves to them.
+        let mut failures = Vec::new();
+        let mut current = None;
+        for (i, (url, endpoint)) in endpoints.iter().enumerate() {
+            match endpoint.connect().await {
+                Ok(channel) => {
+                    current = Some((i, channel));
+                    break;
+                }
+                Err(e) => failures.push(format!("{url} ({})", causes(&e))),
+            }
+        }
+        let Some((first, connected)) = current else {
+            bail!(
+                "cannot reach stockpool at {}. Start the server with \
                  `cargo run --release -- serve` (or `stockpool serve`), or check --server \
                  (env STOCKPOOL_SERVER).",
-                causes(&e)
-            )
-        })?;
-        Ok(Conn { channel, auth })
+                failures.join(", ")
+            );
+        };
+        let servers = endpoints
+            .into_iter()
+            .enumerate()
+            .map(|(i, (url, endpoint))| Server {
+                url,
+                channel: if i == first {
+                    connected.clone()
+                } else {
+                    endpoint.connect_lazy()
+                },
+            })
+            .collect();
+        Ok(Conn {
+            channel: Failover::new(servers, first, failover_wait),
+            auth,
+        })
     }
 
     /// The Inventory service, sending the token with every call.
@@ -122,6 +145,175 @@ impl Conn {
     /// The Admin service, sending the token with every call.
     pub fn admin(&self) -> Admin {
         AdminClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+}
+
+/// The endpoint of one `--server` address, checked: its scheme, TLS, and a
+/// warning when a token would cross the network in plaintext.
+fn endpoint(
+    server: &str,
+    has_token: bool,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<(String, Endpoint)> {
+    let url = if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    };
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| anyhow!("--server {server:?} is not a valid address: {e}"))?
+        .connect_timeout(Duration::from_secs(5));
+    match endpoint.uri().scheme_str() {
+        Some("https") => {
+            let tls = match ca_file {
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .with_context(|| format!("reading --ca-file {}", path.display()))?;
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+                }
+                None => ClientTlsConfig::new().with_webpki_roots(),
+            };
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| anyhow!("TLS for {url}: {}", causes(&e)))?;
+        }
+        Some("http") => {
+            if ca_file.is_some() {
+                bail!("--ca-file is for an https:// server; {url} is plain http");
+            }
+            let local = endpoint.uri().host().is_some_and(|h| {
+                h == "localhost"
+                    || h.trim_matches(|c| c == '[' || c == ']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+            if has_token && !local {
+                eprintln!(
+                    "warning: {url} is plain http: the token crosses the network unencrypted; use https://"
+                );
+            }
+        }
+        _ => bail!("--server {server:?}: use http:// or https://"),
+    }
+    Ok((url, endpoint))
+}
+
+/// One server of a [`Failover`].
+struct Server {
+    url: String,
+    channel: Channel,
+}
+
+/// The servers of one high-availability group behind one client. A call
+/// goes to the server that answered last; when that one refuses it as a
+/// standby (`UNAVAILABLE` marked with the `stockpool-role: standby`
+/// metadata: nothing was done) or cannot be reached, the same call goes to
+/// the next, round the list, and while every server refuses, round again
+/// with a growing pause (100 ms to 1 s) until the failover wait is over;
+/// then the last answer is returned. Any other answer, `UNAVAILABLE` from
+/// the active server included (its store could not commit: the caller
+/// decides whether to retry), is returned as it is. With one address,
+/// every answer is returned as it is.
+#[derive(Clone)]
+pub struct Failover {
+    inner: Arc<FailoverInner>,
+}
+
+struct FailoverInner {
+    servers: Vec<Server>,
+    /// The server that answered last.
+    current: AtomicUsize,
+    wait: Duration,
+}
+
+impl Failover {
+    fn new(servers: Vec<Server>, current: usize, wait: Duration) -> Failover {
+        Failover {
+            inner: Arc::new(FailoverInner {
+                servers,
+                current: AtomicUsize::new(current),
+                wait,
+            }),
+        }
+    }
+
+    /// The address calls go to now.
+    pub fn current(&self) -> &str {
+        &self.inner.servers[self.inner.current.load(Ordering::Relaxed)].url
+    }
+}
+
+/// Whether `response` is a refusal by a server that is not the active one.
+fn refused_as_standby<B>(response: &axum::http::Response<B>) -> bool {
+    let headers = response.headers();
+    headers.get("grpc-status").is_some_and(|s| s == "14")
+        && headers
+            .get(crate::api::error::ROLE_KEY)
+            .is_some_and(|r| r == crate::api::error::STANDBY)
+}
+
+impl tower::Service<axum::http::Request<tonic::body::Body>> for Failover {
+    type Response = axum::http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Each call waits for its server's channel itself.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<tonic::body::Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            use tower::ServiceExt;
+            if inner.servers.len() == 1 {
+                return inner.servers[0].channel.clone().oneshot(request).await;
+            }
+            // A request is one message (no client streaming in the API):
+            // kept whole so that it can be sent again.
+            let (parts, body) = request.into_parts();
+            let body = match http_body_util::BodyExt::collect(body).await {
+                Ok(collected) => collected.to_bytes(),
+                Err(status) => return Ok(status.into_http()),
+            };
+            let n = inner.servers.len();
+            let deadline = tokio::time::Instant::now() + inner.wait;
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let start = inner.current.load(Ordering::Relaxed);
+                let mut last = None;
+                for k in 0..n {
+                    let i = (start + k) % n;
+                    let mut again = axum::http::Request::new(tonic::body::Body::new(
+                        http_body_util::Full::new(body.clone()),
+                    ));
+                    *again.method_mut() = parts.method.clone();
+                    *again.uri_mut() = parts.uri.clone();
+                    *again.version_mut() = parts.version;
+                    *again.headers_mut() = parts.headers.clone();
+                    *again.extensions_mut() = parts.extensions.clone();
+                    let answer = inner.servers[i].channel.clone().oneshot(again).await;
+                    match answer {
+                        Ok(response) if !refused_as_standby(&response) => {
+                            inner.current.store(i, Ordering::Relaxed);
+                            return Ok(response);
+                        }
+                        other => last = Some(other),
+                    }
+                }
+                let last = last.expect("at least two servers");
+                if tokio::time::Instant::now() + pause > deadline {
+                    return last;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        })
     }
 }
 
@@ -180,28 +372,30 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(_) = &cli.command {
         bail!("serve is not a client subcommand: run it from main");
     }
+    let servers = cli.server.join(",");
     if let Command::Adapter(super::AdapterCommand::Shopify { config, log_format }) = &cli.command {
         crate::telemetry::init_logging(*log_format);
         let config = crate::adapters::shopify::ShopifyConfig::load(config)?;
         return crate::adapters::shopify::run(
             config,
-            &cli.server,
+            &servers,
             cli.token.as_deref(),
             cli.ca_file.as_deref(),
         )
         .await;
     }
     if let Command::Bench(args) = &cli.command {
-        let report = super::bench::run(
-            &cli.server,
-            cli.token.as_deref(),
-            cli.ca_file.as_deref(),
-            args,
-        )
-        .await?;
+        let report =
+            super::bench::run(&servers, cli.token.as_deref(), cli.ca_file.as_deref(), args).await?;
         return super::bench::print(&report, args.output);
     }
-    let conn = Conn::open(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref()).await?;
+    let conn = Conn::open_with(
+        &servers,
+        cli.token.as_deref(),
+        cli.ca_file.as_deref(),
+        Duration::from_secs(cli.failover_wait),
+    )
+    .await?;
     let mut inv = conn.inventory();
     match cli.command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
@@ -419,7 +613,10 @@ async fn stock(conn: &Conn, inv: &mut Inventory, cmd: StockCommand) -> anyhow::R
                     warehouse,
                     delta,
                     reason,
-                    movement_id: movement_id.unwrap_or_default(),
+                    // Always one: a call sent again (to the next server in a
+                    // failover) is then applied once.
+                    movement_id: movement_id
+                        .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4().simple())),
                 })
                 .await
                 .map_err(refused)?

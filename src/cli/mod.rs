@@ -23,14 +23,28 @@ use input::LineArg;
 #[derive(Debug, clap::Parser)]
 #[command(name = "stockpool", version, about)]
 pub struct Cli {
-    /// Server to talk to (client subcommands).
+    /// Server to talk to (client subcommands). Several (comma-separated or
+    /// repeated): the servers of one high-availability group; a call moves
+    /// to the next when one answers as a standby or cannot be reached.
     #[arg(
         long,
         global = true,
         env = "STOCKPOOL_SERVER",
+        value_delimiter = ',',
         default_value = "http://127.0.0.1:50051"
     )]
-    pub server: String,
+    pub server: Vec<String>,
+    /// With several --server addresses: how long, in seconds, a call keeps
+    /// going round them while every one refuses it as a standby or cannot
+    /// be reached (a failover in progress).
+    #[arg(
+        long,
+        global = true,
+        env = "STOCKPOOL_FAILOVER_WAIT",
+        value_name = "SECONDS",
+        default_value_t = 15
+    )]
+    pub failover_wait: u64,
     /// Bearer token sent with every call (client subcommands).
     #[arg(long, global = true, env = "STOCKPOOL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -248,7 +262,9 @@ pub enum StockCommand {
         /// Recorded in the ledger: receipt, damage, ...
         #[arg(long, default_value = "adjust")]
         reason: String,
-        /// Makes a retry harmless: a movement id already applied changes nothing.
+        /// Makes a retry harmless: a movement id already applied changes
+        /// nothing. Without it, one is generated for this call (so a call
+        /// sent again to the next --server is applied once).
         #[arg(long, value_name = "ID")]
         movement_id: Option<String>,
     },
@@ -535,7 +551,24 @@ mod tests {
             "secret",
         ])
         .unwrap();
-        assert_eq!(cli.server, "http://10.0.0.5:50051");
+        assert_eq!(cli.server, ["http://10.0.0.5:50051"]);
         assert_eq!(cli.token.as_deref(), Some("secret"));
+    }
+
+    #[test]
+    fn several_servers_may_be_given_comma_separated_or_repeated() {
+        let cli = parse(&[
+            "--server",
+            "http://a:50051,http://b:50051",
+            "--server",
+            "c:50051",
+            "stock",
+            "get",
+        ])
+        .unwrap();
+        assert_eq!(cli.server, ["http://a:50051", "http://b:50051", "c:50051"]);
+        assert_eq!(cli.failover_wait, 15);
+        let cli = parse(&["stock", "get"]).unwrap();
+        assert_eq!(cli.server, ["http://127.0.0.1:50051"]);
     }
 }

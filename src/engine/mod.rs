@@ -598,6 +598,14 @@ impl Engine {
         }
     }
 
+    /// Whether this engine's server still acts on its memory: false once
+    /// its store's tenure as the active server has ended (another server
+    /// took over, or the lease lapsed). Work with effects beyond the store
+    /// checks it first.
+    pub fn is_current(&self) -> bool {
+        self.inner.store.is_current()
+    }
+
     /// Whether every SKU's memory matches the store (no reload pending).
     pub fn is_consistent(&self) -> bool {
         self.inner.skus.iter().all(|c| !c.lock().needs_reload)

@@ -75,7 +75,8 @@ impl Dispatcher {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         loop {
-            if *stop.borrow() {
+            // Only the active server pushes: a deposed one stops here.
+            if *stop.borrow() || !this.engine.is_current() {
                 return;
             }
             let busy = match this.round().await {
@@ -117,6 +118,11 @@ impl Dispatcher {
     }
 
     async fn handle(&self, entry: OutboxEntry) {
+        // Checked before every push, so a server that resumes after a pause
+        // past its lease pushes nothing its successor pushes too.
+        if !self.engine.is_current() {
+            return;
+        }
         let attempts = entry.attempts.saturating_add(1);
         let outcome = match self.pusher.push(&entry).await {
             Ok(p) if p.created && entry.attempts > 0 => Outcome::Check {

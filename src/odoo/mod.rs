@@ -425,6 +425,24 @@ impl Connector {
         config: &OdooConfig,
         engine: &crate::engine::Engine,
     ) -> anyhow::Result<Connector> {
+        Self::prepare_with(config, engine, true).await
+    }
+
+    /// [`Self::prepare`] for a standby taking over: the same local checks,
+    /// but Odoo is not waited for (a failover does not wait on the ERP); its
+    /// setup is checked before the first push instead.
+    pub async fn prepare_at_takeover(
+        config: &OdooConfig,
+        engine: &crate::engine::Engine,
+    ) -> anyhow::Result<Connector> {
+        Self::prepare_with(config, engine, false).await
+    }
+
+    async fn prepare_with(
+        config: &OdooConfig,
+        engine: &crate::engine::Engine,
+        ask_odoo: bool,
+    ) -> anyhow::Result<Connector> {
         let declared: Vec<WarehouseCode> = engine
             .catalog()
             .warehouses
@@ -439,21 +457,23 @@ impl Connector {
         }
         let pusher = std::sync::Arc::new(Pusher::new(config, declared)?);
         let budget = config.timeout.saturating_mul(3);
-        match tokio::time::timeout(budget, pusher.setup()).await {
-            Ok(Ok(setup)) => tracing::info!(
-                warehouses = setup.warehouses.len(),
-                absent = setup.absent.len(),
-                channels = config.channels.len(),
-                "the Odoo configuration matches Odoo"
-            ),
-            Ok(Err(SetupError::Config(problems))) => {
-                anyhow::bail!("the [odoo] configuration does not match Odoo:\n{problems}")
+        if ask_odoo {
+            match tokio::time::timeout(budget, pusher.setup()).await {
+                Ok(Ok(setup)) => tracing::info!(
+                    warehouses = setup.warehouses.len(),
+                    absent = setup.absent.len(),
+                    channels = config.channels.len(),
+                    "the Odoo configuration matches Odoo"
+                ),
+                Ok(Err(SetupError::Config(problems))) => {
+                    anyhow::bail!("the [odoo] configuration does not match Odoo:\n{problems}")
+                }
+                Ok(Err(SetupError::Unreachable(e))) if e.is_permanent() || matches!(e, RpcError::Login { .. }) => {
+                    anyhow::bail!("checking the [odoo] configuration: {e}")
+                }
+                Ok(Err(SetupError::Unreachable(e))) => tracing::warn!(error = %e, "Odoo did not answer at start; the [odoo] configuration is checked before the first push"),
+                Err(_) => tracing::warn!(timeout_ms = budget.as_millis() as u64, "Odoo did not answer at start; the [odoo] configuration is checked before the first push"),
             }
-            Ok(Err(SetupError::Unreachable(e))) if e.is_permanent() || matches!(e, RpcError::Login { .. }) => {
-                anyhow::bail!("checking the [odoo] configuration: {e}")
-            }
-            Ok(Err(SetupError::Unreachable(e))) => tracing::warn!(error = %e, "Odoo did not answer at start; the [odoo] configuration is checked before the first push"),
-            Err(_) => tracing::warn!(timeout_ms = budget.as_millis() as u64, "Odoo did not answer at start; the [odoo] configuration is checked before the first push"),
         }
         engine.set_stock_master(config.stock_master);
         engine.enable_outbox();

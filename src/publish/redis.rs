@@ -314,7 +314,9 @@ impl RedisMirror {
         let mut check = tokio::time::interval(self.config.check_every);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if *stop.borrow() {
+            // A server that is no longer the active one writes nothing more:
+            // its successor's mirror resyncs every hash from its own memory.
+            if *stop.borrow() || !self.engine.is_current() {
                 break;
             }
             self.drain(&mut backlog);
@@ -407,7 +409,7 @@ impl RedisMirror {
         } else {
             tracing::debug!(error = %e, failures, "Redis mirror still failing");
         }
-        if (failures + 1) % REBUILD_AFTER == 0 {
+        if (failures + 1).is_multiple_of(REBUILD_AFTER) {
             match connect(&self.client) {
                 Ok(conn) => self.conn = conn,
                 Err(e) => tracing::debug!(error = %e, "rebuilding the Redis connection"),
@@ -558,6 +560,12 @@ impl RedisMirror {
 
     async fn send(&mut self, pipes: Vec<Pipeline>) -> redis::RedisResult<()> {
         for pipe in pipes {
+            // Checked before every pipeline, so a server that resumes after
+            // a pause past its lease overwrites nothing its successor wrote;
+            // the loop then stops.
+            if !self.engine.is_current() {
+                return Ok(());
+            }
             pipe.exec_async(&mut self.conn).await?;
         }
         Ok(())

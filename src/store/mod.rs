@@ -6,6 +6,7 @@
 //! commits after an earlier one failed is still correct on its own.
 
 mod fold;
+pub mod lease;
 mod postgres;
 mod sqlite;
 mod sqlite_batch;
@@ -18,8 +19,9 @@ use crate::domain::{
     WarehouseCode,
 };
 
+pub use lease::{Campaign, Elector, Leader, Lease, LeaseTimings, Tenure};
 pub use postgres::{redact_url, PostgresStore};
-pub use sqlite::SqliteStore;
+pub use sqlite::{DataDirLock, SqliteStore};
 pub use writer::{CommitError, GroupCommit, JobGuard, Ticket};
 
 /// What can go wrong below the engine.
@@ -40,6 +42,11 @@ pub enum StoreError {
     /// (Postgres).
     #[error("{0}")]
     Blocked(String),
+    /// Nothing was written: this server's tenure as the active one ended
+    /// (another server took over, or its lease lapsed), so its commits are
+    /// refused, by the fencing step or before it (Postgres).
+    #[error("{0}")]
+    Fenced(String),
 }
 
 /// What a failed commit tells about the store, and about the writes in it.
@@ -57,6 +64,10 @@ pub enum Failure {
     /// refused again. A bug: validation at the boundary should have caught
     /// it.
     Rejected,
+    /// This server is no longer the active one: nothing was written, and
+    /// nothing it commits again will be. The write belongs on the active
+    /// server.
+    Deposed,
 }
 
 impl StoreError {
@@ -64,6 +75,7 @@ impl StoreError {
     pub fn failure(&self) -> Failure {
         match self {
             StoreError::InDoubt(_) => Failure::InDoubt,
+            StoreError::Fenced(_) => Failure::Deposed,
             StoreError::Blocked(_) | StoreError::Migrate(_) => Failure::Unavailable,
             StoreError::Corrupt(_) => Failure::Rejected,
             StoreError::Database(e) => match e {
@@ -430,4 +442,10 @@ pub trait Store: Send + Sync + 'static {
     /// The entries of these ids that exist, by id.
     async fn outbox_entries(&self, ids: &[i64]) -> Result<Vec<OutboxEntry>, StoreError>;
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+    /// Whether this store's server is still the one that acts: false once a
+    /// fenced store's tenure has ended. Work with effects outside the
+    /// database (pushes to Odoo, writes to Redis) stops then.
+    fn is_current(&self) -> bool {
+        true
+    }
 }

@@ -17,6 +17,12 @@
 //!   is unknown. Each batch writes a random id into `commits` first; the
 //!   store asks another connection whether that id exists and answers
 //!   exactly (see [`PostgresStore::commit`]).
+//!
+//! Several servers may share the database (high availability): a server's
+//! store is [`PostgresStore::fenced`] by the lease it holds, and the first
+//! statement of each of its commits is the fencing step (`stockpool_fence`,
+//! see [`super::lease`] for why a deposed server can then never commit after
+//! its successor took over).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -31,6 +37,7 @@ use tokio_stream::StreamExt;
 use uuid::Uuid;
 
 use super::fold::{fold_pools, PoolFold};
+use super::lease::{Elector, LeaseTimings, Tenure};
 use super::sqlite::{
     code_of, corrupt, now_ms, to_json, EventRecord, LedgerRecord, OutboxRecord, PoolRecord,
     ReservationRecord, RuleChangeRecord, RuleRecord,
@@ -58,6 +65,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest a single statement may run (set on every connection). A commit
 /// stuck on a lock fails rather than holding the writer indefinitely.
 const STATEMENT_TIMEOUT: &str = "5s";
+/// How long a commit waits for the server to answer its statements, and
+/// then its `COMMIT`: a little more than [`STATEMENT_TIMEOUT`], after which
+/// a server that is still there has answered. A connection whose network
+/// went silent (no reset, no answer) would otherwise hold the writer until
+/// TCP gives up, many minutes later. No answer to `COMMIT` is an unknown
+/// outcome, settled as a lost answer is.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(6);
 /// `load()` streams every pool in one statement: millions of rows may take
 /// longer than [`STATEMENT_TIMEOUT`], so its transaction raises the limit.
 const LOAD_STATEMENT_TIMEOUT: &str = "10min";
@@ -80,6 +94,8 @@ const PRUNE_AFTER: &str = "1 hour";
 /// serializes writers, so ledger and rule-history ids are handed out in
 /// commit order even if a second instance writes to the same database.
 const COMMIT_LOCK: i64 = 0x5354_4f43_4b50_4f4c;
+/// The SQLSTATE `stockpool_fence` fails with when the epoch moved on.
+const FENCED: &str = "SPF01";
 
 /// A Postgres database.
 pub struct PostgresStore {
@@ -94,6 +110,12 @@ pub struct PostgresStore {
     in_doubt: AtomicBool,
     /// Commits begun, to prune `commits` every [`PRUNE_EVERY`].
     commits: AtomicU64,
+    /// The lease's timings (its `ttl` bounds how long a transaction may sit
+    /// idle on any connection of the pool).
+    timings: LeaseTimings,
+    /// A server's store: the lease whose epoch every commit checks first.
+    /// None (tests, tools): commits are not fenced.
+    tenure: Option<Tenure>,
 }
 
 /// What the store knows about a batch it reported as failed.
@@ -129,11 +151,22 @@ impl PostgresStore {
     /// (the default, made explicit: an acknowledged write must be on disk).
     /// Errors never contain the password.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, LeaseTimings::default()).await
+    }
+
+    /// [`Self::connect`] for servers that elect an active one with these
+    /// lease timings. Every connection also sets
+    /// `idle_in_transaction_session_timeout` to the lease: a transaction
+    /// left open by a stopped or cut-off process is ended by the database
+    /// within a lease, so it cannot hold up its successor's takeover.
+    pub async fn connect_with(url: &str, timings: LeaseTimings) -> Result<Self, StoreError> {
+        let idle = format!("{}ms", timings.ttl.as_millis().max(1));
         let options = PgConnectOptions::from_str(url)?
             .application_name("stockpool")
             .options([
                 ("statement_timeout", STATEMENT_TIMEOUT),
                 ("synchronous_commit", "on"),
+                ("idle_in_transaction_session_timeout", idle.as_str()),
             ]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -156,7 +189,71 @@ impl PostgresStore {
             doubt: tokio::sync::Mutex::new(Doubt::Clear),
             in_doubt: AtomicBool::new(false),
             commits: AtomicU64::new(0),
+            timings,
+            tenure: None,
         })
+    }
+
+    /// This server's side of the election among the servers on this
+    /// database, as `identity` (shown to the others as the holder).
+    pub fn elector(&self, identity: String) -> Elector {
+        Elector::new(&self.options, identity, self.timings)
+    }
+
+    /// The store of one tenure: the same connections, commits fenced by
+    /// `tenure`'s epoch and refused once it has ended, and an outcome
+    /// bookkeeping of its own (nothing in doubt from an earlier tenure
+    /// carries over: the state is loaded again at every takeover).
+    pub fn fenced(&self, tenure: Tenure) -> PostgresStore {
+        PostgresStore {
+            pool: self.pool.clone(),
+            options: self.options.clone(),
+            doubt: tokio::sync::Mutex::new(Doubt::Clear),
+            in_doubt: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+            timings: self.timings,
+            tenure: Some(tenure),
+        }
+    }
+
+    /// The fencing step: the first statement of every commit's transaction
+    /// of a fenced store (None: not fenced). See [`super::lease`].
+    fn fence_step(&self) -> Option<String> {
+        self.tenure
+            .as_ref()
+            .map(|t| format!("SELECT stockpool_fence({})", t.epoch()))
+    }
+
+    /// Refuses, without asking the database, a commit of a tenure that has
+    /// ended (deposed, or its lease lapsed before it could be renewed).
+    fn check_tenure(&self) -> Result<(), StoreError> {
+        match &self.tenure {
+            Some(t) if !t.is_held() => Err(StoreError::Fenced(format!(
+                "this server no longer holds the lease of epoch {} ({})",
+                t.epoch(),
+                t.ended().as_deref().unwrap_or("it was not renewed in time")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `e` as the store reports it: the fencing step's refusal becomes
+    /// [`StoreError::Fenced`] and ends the tenure at once.
+    fn fenced_error(&self, e: sqlx::Error) -> StoreError {
+        let fenced = match &e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some(FENCED) => {
+                Some(db.message().to_string())
+            }
+            _ => None,
+        };
+        match (fenced, &self.tenure) {
+            (Some(why), Some(tenure)) => {
+                tenure.end(why.clone());
+                StoreError::Fenced(why)
+            }
+            (Some(why), None) => StoreError::Fenced(why),
+            (None, _) => e.into(),
+        }
     }
 
     /// Closes every connection, waiting for those in use.
@@ -254,22 +351,51 @@ impl PostgresStore {
     /// Err from here on means nothing was committed, except from `COMMIT`.
     async fn write(&self, id: Uuid, ops: &[Op]) -> Result<PgTransaction<'static>, StoreError> {
         let batch = Batch::fold(ops)?;
-        let prune = self.commits.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == 0;
-        // One round trip opens the transaction, takes the writers' lock and
-        // records the batch id (a UUID: safe to inline).
-        let mut begin = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK}); \
+        let prune = self
+            .commits
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PRUNE_EVERY);
+        // The transaction is opened on its own: when a statement sent in one
+        // string with BEGIN fails (the fencing step, a lock wait past the
+        // statement timeout), sqlx does not know the connection is in a
+        // transaction and would hand it out again still inside the aborted
+        // one. Then one round trip runs the fencing step, takes the writers'
+        // lock and records the batch id (a UUID and an integer: safe to
+        // inline); a failure there rolls the transaction back.
+        let mut tx = self.pool.begin().await?;
+        let mut steps = String::new();
+        if let Some(fence) = self.fence_step() {
+            steps.push_str(&fence);
+            steps.push_str("; ");
+        }
+        steps.push_str(&format!(
+            "SELECT pg_advisory_xact_lock({COMMIT_LOCK}); \
              INSERT INTO commits (id) VALUES ('{id}')"
-        );
+        ));
         if prune {
-            begin.push_str(&format!(
+            steps.push_str(&format!(
                 "; DELETE FROM commits WHERE committed_at < now() - interval '{PRUNE_AFTER}'"
             ));
         }
-        let mut tx = self.pool.begin_with(begin).await?;
+        // A string without arguments goes as one simple query.
+        sqlx::Executor::execute(&mut *tx, steps.as_str())
+            .await
+            .map_err(|e| self.fenced_error(e))?;
         batch.execute(&mut tx, now_ms()).await?;
         Ok(tx)
     }
+}
+
+/// The error of a statement the server did not answer in
+/// [`ANSWER_TIMEOUT`].
+fn no_answer(what: &str) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "Postgres did not answer {what} within {} s",
+            ANSWER_TIMEOUT.as_secs()
+        ),
+    ))
 }
 
 /// A new connection outside the pool, given up after `timeout`.
@@ -291,7 +417,8 @@ impl Store for PostgresStore {
             .pool
             .begin_with(format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
-                 SET LOCAL statement_timeout = '{LOAD_STATEMENT_TIMEOUT}'"
+                 SET LOCAL statement_timeout = '{LOAD_STATEMENT_TIMEOUT}'; \
+                 SET LOCAL idle_in_transaction_session_timeout = 0"
             ))
             .await?;
 
@@ -441,11 +568,16 @@ impl Store for PostgresStore {
             self.in_doubt.store(false, Ordering::SeqCst);
         }
 
+        self.check_tenure()?;
         let id = Uuid::new_v4();
         // On an error the transaction is dropped, which rolls it back.
-        let tx = self.write(id, ops).await?;
-        let Err(lost) = tx.commit().await else {
-            return Ok(());
+        let tx = tokio::time::timeout(ANSWER_TIMEOUT, self.write(id, ops))
+            .await
+            .map_err(|_| no_answer("the batch"))??;
+        let lost = match tokio::time::timeout(ANSWER_TIMEOUT, tx.commit()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(lost)) => lost,
+            Err(_) => no_answer("COMMIT"),
         };
         tracing::warn!(batch = %id, error = %crate::telemetry::chain(&lost), "COMMIT failed; asking the database whether it went through");
         match self.outcome(id, OUTCOME_BUDGET).await {
@@ -606,6 +738,10 @@ impl Store for PostgresStore {
             .into_iter()
             .map(OutboxRecord::into_entry)
             .collect()
+    }
+
+    fn is_current(&self) -> bool {
+        self.tenure.as_ref().is_none_or(Tenure::is_held)
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {

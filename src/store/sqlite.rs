@@ -8,6 +8,10 @@
 //!
 //! SQLite allows one writer at a time, so one connection writes and a few
 //! others read: in WAL mode readers and the writer never block each other.
+//!
+//! One server process per data directory: `serve` holds [`DataDirLock`]
+//! while it runs, and a second one on the same directory refuses to start
+//! (two engines over one file would each trust a memory the other changes).
 
 use std::fmt::Display;
 use std::path::Path;
@@ -48,6 +52,78 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
 /// SKUs bound per `IN (...)` list, well below SQLite's variable limit.
 const SKUS_PER_QUERY: usize = 500;
+
+/// The lock file in the data directory, beside the database.
+const LOCK_FILE: &str = "stockpool.lock";
+
+/// The exclusive lock of one server on a data directory (an advisory lock
+/// on `<data_dir>/stockpool.lock`, which also holds the holder's process
+/// id). The operating system releases it when the process ends, however it
+/// ends.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock on `data_dir` (creating the directory), or says which
+    /// process holds it.
+    pub fn acquire(data_dir: &Path) -> std::io::Result<DataDirLock> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create the data directory {}: {e}",
+                    data_dir.display()
+                ),
+            )
+        })?;
+        let path = data_dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => String::new(),
+                    pid => format!(" (process {pid})"),
+                };
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "another stockpool server{holder} is already using the data directory {}: \
+                         one directory serves one process; stop it first, or give this one its own \
+                         --data-dir (several servers share one Postgres database instead, see \
+                         README \"High availability\")",
+                        data_dir.display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot lock {}: {e}", path.display()),
+                ))
+            }
+        }
+        // Best effort: the process id is only for the message above.
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = writeln!(file, "{}", std::process::id());
+        let _ = file.flush();
+        Ok(DataDirLock { _file: file })
+    }
+}
 
 /// The SQLite file `stockpool.db` in a data directory.
 pub struct SqliteStore {

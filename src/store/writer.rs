@@ -13,6 +13,7 @@
 //! ends this.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -60,11 +61,32 @@ impl CommitError {
     }
 
     /// This job was not attempted: the store failed with `self` a moment ago.
+    /// A deposed server stays deposed.
     fn not_attempted(&self) -> Self {
-        CommitError::unavailable(format!(
+        let mut err = CommitError::unavailable(format!(
             "not attempted: the store could not commit a moment ago ({})",
             self.text
-        ))
+        ));
+        if self.failure == Failure::Deposed {
+            err.failure = Failure::Deposed;
+        }
+        err
+    }
+}
+
+/// A commit that failed so that the writer should fail fast, and when its
+/// jobs were answered.
+struct Failed {
+    err: CommitError,
+    answered: Instant,
+}
+
+impl Failed {
+    fn now(err: CommitError) -> Failed {
+        Failed {
+            err,
+            answered: Instant::now(),
+        }
     }
 }
 
@@ -81,6 +103,9 @@ pub trait JobGuard: Send + Sync + 'static {
 
 struct Job {
     ops: Vec<Op>,
+    /// When it was queued: a job queued after a failure was answered is
+    /// tried, not refused with the jobs that waited for that failure.
+    queued: Instant,
     /// Number of ops this job put into the batch.
     len: usize,
     guard: Option<Box<dyn JobGuard>>,
@@ -149,6 +174,7 @@ impl GroupCommit {
     fn send(&self, ops: Vec<Op>, guard: Option<Box<dyn JobGuard>>) -> Ticket {
         let (done, rx) = oneshot::channel();
         let job = Job {
+            queued: Instant::now(),
             len: ops.len(),
             ops,
             guard,
@@ -168,7 +194,16 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut waiting: Vec<Job> = Vec::new();
     // Set while the store cannot be reached: the failure that said so.
     let mut down: Option<CommitError> = None;
-    while let Some(first) = rx.recv().await {
+    // A job taken from the queue after a failure, to start the next batch.
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => break,
+            },
+        };
         let mut next = Some(first);
         while let Some(mut job) = next.take() {
             if job.valid() {
@@ -206,11 +241,19 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
                     tracing::info!("the store commits again");
                 }
             }
-            Err(failed) => {
+            Err(Failed {
+                err: failed,
+                answered,
+            }) => {
                 // Everything queued while the failing commit was tried would
-                // only wait for the same failure.
+                // only wait for the same failure. What was queued after its
+                // jobs heard of it is tried.
                 let mut refused = 0usize;
                 while let Ok(job) = rx.try_recv() {
+                    if job.queued > answered {
+                        carried = Some(job);
+                        break;
+                    }
                     job.finish(Err(failed.not_attempted()));
                     refused += 1;
                 }
@@ -233,7 +276,7 @@ async fn commit_batch(
     store: &dyn Store,
     ops: &mut Vec<Op>,
     waiting: &mut Vec<Job>,
-) -> Result<(), CommitError> {
+) -> Result<(), Failed> {
     let jobs = waiting.len();
     let started = std::time::Instant::now();
     let result = store.commit(ops).await;
@@ -249,12 +292,15 @@ async fn commit_batch(
             let err = CommitError::new(&e);
             if jobs == 1 || err.failure() != Failure::Rejected {
                 tracing::error!(error = %err, jobs, "commit failed");
+                let answered = Instant::now();
                 for job in waiting.drain(..) {
                     job.finish(Err(err.clone()));
                 }
                 match err.failure() {
                     Failure::Rejected => Ok(()),
-                    Failure::Unavailable | Failure::InDoubt => Err(err),
+                    Failure::Unavailable | Failure::InDoubt | Failure::Deposed => {
+                        Err(Failed { err, answered })
+                    }
                 }
             } else {
                 tracing::warn!(error = %err, jobs, "the database refused a batch; retrying job by job");
@@ -271,7 +317,7 @@ async fn retry_one_by_one(
     store: &dyn Store,
     ops: &mut Vec<Op>,
     waiting: &mut Vec<Job>,
-) -> Result<(), CommitError> {
+) -> Result<(), Failed> {
     // The ops were moved out of the jobs into `ops`; give each job its own
     // slice back, in order.
     let mut rest = ops.drain(..);
@@ -280,14 +326,14 @@ async fn retry_one_by_one(
         mine.push(rest.by_ref().take(job.len).collect::<Vec<Op>>());
     }
     drop(rest);
-    let mut down: Option<CommitError> = None;
+    let mut down: Option<Failed> = None;
     for (job, job_ops) in waiting.drain(..).zip(mine) {
         if !job.valid() {
             job.finish(Err(stale()));
             continue;
         }
         if let Some(failed) = &down {
-            job.finish(Err(failed.not_attempted()));
+            job.finish(Err(failed.err.not_attempted()));
             continue;
         }
         let result = store
@@ -297,7 +343,7 @@ async fn retry_one_by_one(
         if let Err(err) = &result {
             tracing::error!(error = %err, "commit failed");
             if err.failure() != Failure::Rejected {
-                down = Some(err.clone());
+                down = Some(Failed::now(err.clone()));
             }
         }
         job.finish(result);

@@ -98,7 +98,9 @@ async fn start(config: Config) -> Started {
     let tls = app.tls();
     let grpc_addr = app.grpc_addr();
     let http_addr = app.http_addr();
-    let engine = app.engine();
+    let engine = app
+        .engine()
+        .expect("a server alone on its store is active from the start");
     let odoo = app.odoo_inbound();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async {

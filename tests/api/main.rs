@@ -8,6 +8,7 @@ mod fake_odoo;
 #[path = "../support/fake_shopify.rs"]
 mod fake_shopify;
 mod faults;
+mod ha;
 mod helpers;
 mod hostile;
 mod lifecycle;

@@ -346,9 +346,16 @@ async fn grpc_health_is_not_serving_while_readyz_would_fail_and_serving_again_af
         .unwrap();
     let (reporter, _server) = tonic_health::server::health_reporter();
     let health = HealthService::from_health_reporter(reporter.clone());
+    let serving = stockpool::ha::Serving::new("sqlite");
+    serving.activate(stockpool::ha::Term {
+        epoch: 0,
+        engine: engine.clone(),
+        grpc: axum::Router::new(),
+        http: axum::Router::new(),
+    });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(stockpool::http::follow_readiness(
-        engine.clone(),
+        serving.clone(),
         reporter,
         stopped,
     ));
@@ -366,7 +373,7 @@ async fn grpc_health_is_not_serving_while_readyz_would_fail_and_serving_again_af
         })
         .await
         .expect_err("the store is down");
-    assert!(!stockpool::http::is_ready(&engine));
+    assert!(!stockpool::http::is_ready(&serving));
     wait_for_health(&health, "", ServingStatus::NotServing).await;
     wait_for_health(&health, "stockpool.v1.Inventory", ServingStatus::NotServing).await;
 
@@ -374,7 +381,7 @@ async fn grpc_health_is_not_serving_while_readyz_would_fail_and_serving_again_af
     store.reads_failing.store(false, Ordering::SeqCst);
     wait_for_health(&health, "", ServingStatus::Serving).await;
     wait_for_health(&health, "stockpool.v1.Admin", ServingStatus::Serving).await;
-    assert!(stockpool::http::is_ready(&engine));
+    assert!(stockpool::http::is_ready(&serving));
 
     stop.send(true).unwrap();
     follower.await.unwrap();

@@ -1497,3 +1497,136 @@ async fn without_odoo_as_master_a_fulfill_takes_the_units_off_on_hand_itself() {
     let east = level(&mut app, "TEE", "WH-EAST").await;
     assert_eq!((east.on_hand, east.reserved), (7, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_a_failover_each_hold_expires_once_and_each_reservation_reaches_odoo_once() {
+    use crate::ha::{converge, short_lease, stored_orders, twice_in_ledger, Node};
+    use stockpool::ha::Role;
+    let Some(db) = crate::postgres::pg::TestDb::create().await else {
+        return;
+    };
+    let world = World::new(&["TEE"]).await;
+    // Pushes take a while: some are in flight when the active server is
+    // deposed.
+    world
+        .odoo
+        .delay_after_commit("sale.order", "create", Duration::from_millis(150));
+    let odoo = world.config();
+    let proxy = crate::postgres::Proxy::start().await;
+    let mut old = Node::start_with(&proxy.url(&db), short_lease(), |c| {
+        c.odoo = Some(odoo.clone())
+    })
+    .await;
+    old.wait_role(Role::Active).await;
+    let mut new = Node::start_with(&db.url, short_lease(), |c| c.odoo = Some(odoo.clone())).await;
+    let mut inventory = old.inventory();
+    for (warehouse, on_hand) in [("WH-EAST", 500), ("WH-CENTRAL", 100)] {
+        inventory
+            .set_stock(pb::SetStockRequest {
+                sku: "TEE".into(),
+                warehouse: warehouse.into(),
+                on_hand,
+                reason: "count".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let reserve = |order_id: String, hold_seconds: u32| pb::ReserveRequest {
+        channel: "shopify".into(),
+        order_id,
+        lines: vec![line("TEE", 1)],
+        hold_seconds,
+        ..Default::default()
+    };
+    const EACH: usize = 12;
+    for i in 0..EACH {
+        inventory
+            .reserve(reserve(format!("c-{i}"), 0))
+            .await
+            .unwrap();
+        inventory
+            .reserve(reserve(format!("h-{i}"), 1))
+            .await
+            .unwrap();
+    }
+
+    // Deposed: its connections to Postgres die, and it cannot connect again
+    // for a while; its lease session is gone, so the standby takes over at
+    // once, while the old server still believes it is active.
+    proxy
+        .refusing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    proxy.cut_connections();
+    new.wait_role(Role::Active).await;
+    proxy
+        .refusing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    old.wait_role(Role::Standby).await;
+
+    converge(
+        "every hold expired and every confirmed order pushed",
+        || async {
+            let stored = stored_orders(&db).await;
+            let held_out = (0..EACH)
+                .all(|i| stored.get(&format!("h-{i}")).map(String::as_str) == Some("EXPIRED"));
+            let pushed = (0..EACH).all(|i| {
+                world
+                    .odoo
+                    .order_by_ref(&format!("shopify:c-{i}:WH-EAST"))
+                    .is_some()
+            });
+            let mut admin = new.admin();
+            let pending = admin
+                .list_outbox(pb::ListOutboxRequest {
+                    state: pb::OutboxState::Pending as i32,
+                    after_id: 0,
+                    limit: 1000,
+                })
+                .await
+                .map(|r| r.into_inner().entries.len());
+            held_out && pushed && pending.is_ok_and(|n| n == 0)
+        },
+    )
+    .await;
+    assert!(
+        twice_in_ledger(&db, "expire").await.is_empty(),
+        "each hold expired once"
+    );
+    assert!(twice_in_ledger(&db, "reserve").await.is_empty());
+    let creates = |reference: &str| {
+        world
+            .odoo
+            .writes()
+            .iter()
+            .filter(|c| {
+                c.model == "sale.order"
+                    && c.method == "create"
+                    && c.args[0]["client_order_ref"].as_str() == Some(reference)
+            })
+            .count()
+    };
+    for i in 0..EACH {
+        let reference = format!("shopify:c-{i}:WH-EAST");
+        assert_eq!(creates(&reference), 1, "{reference} created once in Odoo");
+        assert_eq!(world.odoo.orders_by_ref(&reference).len(), 1, "{reference}");
+        assert_eq!(
+            world.writes_of(&format!("shopify:h-{i}:WH-EAST")),
+            Vec::<String>::new(),
+            "an expired hold never reaches Odoo"
+        );
+    }
+    let mut conn = crate::ha::look(&db).await;
+    let doubled: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT reservation_id, event, count(*) FROM outbox GROUP BY 1, 2 HAVING count(*) > 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        doubled.is_empty(),
+        "one outbox entry per change: {doubled:?}"
+    );
+    old.stop().await;
+    new.stop().await;
+}

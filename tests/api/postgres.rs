@@ -119,27 +119,39 @@ const PASS: u8 = 0;
 const LOSE_ANSWER: u8 = 1;
 /// Drop the connection instead of forwarding it: the batch never commits.
 const SWALLOW: u8 = 2;
+/// Hold it, and from then on everything on every connection, until
+/// [`Proxy::resume`]: the transaction stays open on the server, as when the
+/// client is stopped (SIGSTOP) just before committing.
+pub(crate) const STALL_BEFORE: u8 = 3;
+/// Forward it, then hold everything on every connection (its answer too)
+/// until [`Proxy::resume`]: the batch commits, and the client hears of it
+/// only when it runs again.
+pub(crate) const STALL_AFTER: u8 = 4;
 
 /// The simple-protocol message sqlx sends to commit: 'Q', length 11, "COMMIT\0".
 const COMMIT_MESSAGE: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
 
 /// A TCP proxy on loopback in front of the test server.
-struct Proxy {
+pub(crate) struct Proxy {
     port: u16,
-    next_commit: Arc<AtomicU8>,
+    pub(crate) next_commit: Arc<AtomicU8>,
     /// While set, new connections are accepted and closed at once.
-    refusing: Arc<AtomicBool>,
+    pub(crate) refusing: Arc<AtomicBool>,
     /// While set, new connections are accepted and never answered, as
     /// behind a network cut.
     silent: Arc<AtomicBool>,
     /// Connections accepted while `silent`: each is one attempt to connect.
     silent_accepts: Arc<AtomicUsize>,
     cut: watch::Sender<u64>,
+    /// While true, nothing is forwarded either way on any connection (the
+    /// bytes wait), as behind a network that went silent or a client that
+    /// is stopped.
+    stall: Arc<watch::Sender<bool>>,
     accept: JoinHandle<()>,
 }
 
 impl Proxy {
-    async fn start() -> Proxy {
+    pub(crate) async fn start() -> Proxy {
         let server = sqlx::postgres::PgConnectOptions::from_str(&pg::server_url()).unwrap();
         let upstream: SocketAddr = tokio::net::lookup_host((server.get_host(), server.get_port()))
             .await
@@ -153,7 +165,9 @@ impl Proxy {
         let silent = Arc::new(AtomicBool::new(false));
         let silent_accepts = Arc::new(AtomicUsize::new(0));
         let (cut, _) = watch::channel(0u64);
+        let stall = Arc::new(watch::channel(false).0);
         let accept = tokio::spawn({
+            let stall = stall.clone();
             let next_commit = next_commit.clone();
             let refusing = refusing.clone();
             let silent = silent.clone();
@@ -179,6 +193,7 @@ impl Proxy {
                         upstream,
                         next_commit.clone(),
                         cut.subscribe(),
+                        stall.clone(),
                     ));
                 }
             }
@@ -190,17 +205,28 @@ impl Proxy {
             silent,
             silent_accepts,
             cut,
+            stall,
             accept,
         }
     }
 
+    /// Holds every byte on every connection from now on.
+    pub(crate) fn stall(&self) {
+        self.stall.send_replace(true);
+    }
+
+    /// Forwards what was held, and everything after.
+    pub(crate) fn resume(&self) {
+        self.stall.send_replace(false);
+    }
+
     /// Cuts every open connection; the port stays open.
-    fn cut_connections(&self) {
+    pub(crate) fn cut_connections(&self) {
         self.cut.send_modify(|n| *n += 1);
     }
 
     /// `db`'s URL through this proxy.
-    fn url(&self, db: &TestDb) -> String {
+    pub(crate) fn url(&self, db: &TestDb) -> String {
         let server = sqlx::postgres::PgConnectOptions::from_str(&pg::server_url()).unwrap();
         format!(
             "postgres://{}@127.0.0.1:{}/{}",
@@ -223,20 +249,47 @@ impl Drop for Proxy {
     }
 }
 
+/// Waits while the proxy is stalled; false when the connection is cut
+/// meanwhile.
+async fn unstalled(stall: &mut watch::Receiver<bool>, cut: &mut watch::Receiver<u64>) -> bool {
+    tokio::select! {
+        held = stall.wait_for(|s| !*s) => held.is_ok(),
+        _ = cut.changed() => false,
+    }
+}
+
 async fn relay(
     client: TcpStream,
     upstream: SocketAddr,
     next_commit: Arc<AtomicU8>,
     mut cut: watch::Receiver<u64>,
+    stall_tx: Arc<watch::Sender<bool>>,
 ) {
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
     let (mut from_client, to_client) = client.into_split();
     let (from_server, mut to_server) = server.into_split();
-    let back = tokio::spawn(async move {
-        let (mut from_server, mut to_client) = (from_server, to_client);
-        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+    let mut stall = stall_tx.subscribe();
+    let back = tokio::spawn({
+        let mut stall = stall_tx.subscribe();
+        let mut cut = cut.clone();
+        async move {
+            let (mut from_server, mut to_client) = (from_server, to_client);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match from_server.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if !unstalled(&mut stall, &mut cut).await {
+                    return;
+                }
+                if to_client.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
     });
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -259,8 +312,17 @@ async fn relay(
         if mode == SWALLOW {
             break;
         }
+        if mode == STALL_BEFORE {
+            stall_tx.send_replace(true);
+        }
+        if !unstalled(&mut stall, &mut cut).await {
+            break;
+        }
         if to_server.write_all(chunk).await.is_err() {
             break;
+        }
+        if mode == STALL_AFTER {
+            stall_tx.send_replace(true);
         }
         if mode == LOSE_ANSWER {
             // The client loses its connection now; the server keeps its
@@ -714,4 +776,62 @@ async fn the_server_serves_from_postgres_and_keeps_its_state_across_a_restart() 
         .unwrap();
     assert!(replay.replayed, "the reservation came back from Postgres");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_commit_of_an_old_epoch_fails_in_the_database_even_while_its_server_believes_it_is_active(
+) {
+    use stockpool::store::{Campaign, LeaseTimings};
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let timings = LeaseTimings {
+        ttl: Duration::from_secs(30),
+        renew_every: Duration::from_secs(10),
+        poll_every: Duration::from_millis(50),
+    };
+    let store = PostgresStore::connect_with(&db.url, timings).await.unwrap();
+    let won = |c: Campaign| match c {
+        Campaign::Won(lease) => lease,
+        Campaign::Held(l) => panic!("held by {l:?}"),
+    };
+    let first = won(store.elector("first".into()).campaign().await.unwrap());
+    assert_eq!(first.epoch(), 1);
+    let old = store.fenced(first.tenure());
+    old.commit(&[movement("m1")]).await.unwrap();
+
+    // The lease runs out by the database's clock, and another server takes
+    // over, before the first one has renewed or heard anything.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE leader SET expires_at = '-infinity'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let second = won(store.elector("second".into()).campaign().await.unwrap());
+    assert_eq!(second.epoch(), 2);
+    let Campaign::Held(seen) = store.elector("third".into()).campaign().await.unwrap() else {
+        panic!("a lease just taken is not free");
+    };
+    assert_eq!((seen.epoch, seen.holder.as_str()), (2, "second"));
+    assert!(
+        first.tenure().is_held(),
+        "the first server has not heard yet"
+    );
+
+    let refused = old.commit(&[movement("m2")]).await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Fenced(m) if m.contains("epoch 2 is held by second")),
+        "{refused:?}"
+    );
+    assert!(!first.tenure().is_held(), "a fenced commit ends the tenure");
+    let refused = old.commit(&[movement("m3")]).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced(_)), "{refused:?}");
+    store
+        .fenced(second.tenure())
+        .commit(&[movement("m4")])
+        .await
+        .unwrap();
+    assert_eq!(stored_movements(&store).await, ["m1", "m4"]);
 }
