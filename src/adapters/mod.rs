@@ -17,6 +17,8 @@
 //!   paces calls to a rate-limited API from what it reports.
 //! - [`serve`]: the adapter's own HTTP port: `/metrics`, `/healthz`,
 //!   `/readyz`, `/unapplied`.
+//! - [`writer`]: the level writer's loop (rounds, wake-ups, backoff,
+//!   readiness), for any channel.
 //! - [`metrics`]: the adapter metric names, labelled by channel.
 //! - [`shopify`]: the Shopify adapter.
 
@@ -26,6 +28,7 @@ pub mod serve;
 pub mod shopify;
 pub mod state;
 pub mod stream;
+pub mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
