@@ -165,6 +165,17 @@ impl TokenBucket {
         }
     }
 
+    /// A call that took a token `in_flight` ago was answered. The API
+    /// took that token some time in between, perhaps only now: the
+    /// restore counted since it was sent is taken back, so the estimate
+    /// never runs ahead of the API's own bucket (the first call of all,
+    /// slowed by its connection, would otherwise let a burst through
+    /// early).
+    pub fn answered(&mut self, in_flight: Duration) {
+        self.restore();
+        self.tokens -= (self.rate * in_flight.as_secs_f64()).min(self.burst);
+    }
+
     /// Tokens held now (negative: promised to waiting callers).
     pub fn tokens(&mut self) -> f64 {
         self.restore();

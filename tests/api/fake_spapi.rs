@@ -372,6 +372,15 @@ impl FakeSpApi {
             .sum()
     }
 
+    /// 429s per operation.
+    pub fn throttles(&self) -> BTreeMap<&'static str, u64> {
+        self.lock()
+            .throttled
+            .iter()
+            .map(|(o, n)| (*o, *n))
+            .collect()
+    }
+
     pub fn throttled_total(&self) -> u64 {
         self.lock().throttled.values().sum()
     }
@@ -885,7 +894,8 @@ impl Amazon {
                 match Self::patch_quantity(&parsed) {
                     Ok(quantity) => {
                         self.accepted += 1;
-                        let dropped = self.drop_every > 0 && self.accepted % self.drop_every == 0;
+                        let dropped =
+                            self.drop_every > 0 && self.accepted.is_multiple_of(self.drop_every);
                         if dropped {
                             self.dropped += 1;
                         } else {

@@ -112,7 +112,8 @@ pub struct AmazonConfig {
     pub hold: Duration,
     /// Also reserve orders Amazon fulfils from its own stock (AFN/FBA).
     pub include_afn: bool,
-    /// Amazon SellerSKU → stockpool SKU, where they differ.
+    /// Amazon SellerSKU → stockpool SKU, where they differ (one to one:
+    /// the SKU's level is written to that listing).
     pub sku_map: BTreeMap<String, String>,
     /// Above this many SKUs due, one JSON_LISTINGS_FEED instead of patches.
     pub feed_threshold: usize,
@@ -203,7 +204,11 @@ impl AmazonConfig {
         if marketplace_id.is_empty() || !marketplace_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             anyhow::bail!("marketplace_id = {marketplace_id:?}: expected a marketplace id, like ATVPDKIKX0DER");
         }
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
         for (from, to) in &f.sku_map {
+            if let Some(other) = seen.insert(to, from) {
+                anyhow::bail!("sku_map: {other:?} and {from:?} both map to {to:?}: one Amazon listing per stockpool SKU (its level is written to that listing)");
+            }
             if !crate::adapters::valid_sku(to) {
                 anyhow::bail!("sku_map: {from:?} = {to:?}: not a SKU stockpool accepts (at most 64 letters, digits, -, _, .)");
             }
@@ -344,6 +349,7 @@ mod tests {
         );
         assert!(err("[rates]\nputItem = { rate = 1.0, burst = 5 }").contains("rates.putItem"));
         assert!(err("[sku_map]\n\"AMZ 1\" = \"BAD SKU\"").contains("sku_map"));
+        assert!(err("[sku_map]\nA1 = \"TEE\"\nA2 = \"TEE\"").contains("both map to"));
         let missing = AmazonConfig::parse(
             "seller_id = \"A1\"\nmarketplace_id = \"M1\"\n",
             Secrets::default(),

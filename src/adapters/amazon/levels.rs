@@ -52,6 +52,9 @@ pub struct Writer {
     db: StateDb,
     config: AmazonConfig,
     awaiting: HashMap<String, Awaiting>,
+    /// stockpool SKU → the Amazon SellerSKU of its listing (the reverse
+    /// of `sku_map`; a SKU not in it is listed under its own code).
+    listing_of: HashMap<String, String>,
 }
 
 /// The patch that sets a listing's quantity.
@@ -80,14 +83,24 @@ impl Writer {
             db,
             config: config.clone(),
             awaiting: HashMap::new(),
+            listing_of: config
+                .sku_map
+                .iter()
+                .map(|(seller, sku)| (sku.clone(), seller.clone()))
+                .collect(),
         }
+    }
+
+    /// The SellerSKU of `sku`'s listing.
+    fn listing<'a>(&'a self, sku: &'a str) -> &'a str {
+        self.listing_of.get(sku).map(String::as_str).unwrap_or(sku)
     }
 
     fn item_path(&self, sku: &str) -> String {
         format!(
             "/listings/2021-08-01/items/{}/{}?marketplaceIds={}",
             enc(&self.config.seller_id),
-            enc(sku),
+            enc(self.listing(sku)),
             enc(&self.config.marketplace_id)
         )
     }
@@ -263,7 +276,7 @@ impl Writer {
             .map(|(i, r)| {
                 json!({
                     "messageId": i + 1,
-                    "sku": r.sku,
+                    "sku": self.listing(&r.sku),
                     "operationType": "PATCH",
                     "productType": "PRODUCT",
                     "patches": patches(r.published),

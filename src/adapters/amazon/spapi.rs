@@ -8,7 +8,9 @@
 //!   `Unauthorized` (revoked or expired early): the call is sent again with
 //!   the new token, so an expiring token never fails a write.
 //! - Pacing: every operation has its own bucket with the usage plan's rate
-//!   and burst (configurable). A call waits for a token; a 429
+//!   and burst (configurable), used at [`HEADROOM`] of the rate and
+//!   restored only from when each call was answered (Amazon took its
+//!   token somewhere in between). A call waits for a token; a 429
 //!   `QuotaExceeded` empties the bucket, takes the rate named in
 //!   `x-amzn-RateLimit-Limit` when lower, and the call waits its turn again.
 //! - Errors: `{"errors":[{"code","message","details"}]}`; 5xx and no answer
@@ -26,6 +28,13 @@ use super::config::{AmazonConfig, Rate};
 use crate::adapters::metrics;
 use crate::adapters::pacing::TokenBucket;
 use crate::outbound::{Answer, JsonHttp};
+
+/// The part of a plan's rate the adapter uses. Its clock and Amazon's
+/// see a call at different moments (the time on the wire varies), so at
+/// exactly the rate a call now and then meets an empty bucket; a tenth
+/// below it, Amazon's bucket refills faster than it is used, and that
+/// slack absorbs the difference.
+pub const HEADROOM: f64 = 0.9;
 
 /// Why a call gave no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -140,7 +149,7 @@ impl SpApi {
             });
             buckets
                 .entry(op)
-                .or_insert_with(|| TokenBucket::new(plan.rate, plan.burst))
+                .or_insert_with(|| TokenBucket::new(plan.rate * HEADROOM, plan.burst))
                 .take()
         };
         if !wait.is_zero() {
@@ -148,10 +157,17 @@ impl SpApi {
         }
     }
 
+    fn answered(&self, op: &'static str, in_flight: Duration) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = buckets.get_mut(op) {
+            b.answered(in_flight);
+        }
+    }
+
     fn throttled(&self, op: &'static str, limit: Option<f64>) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = buckets.get_mut(op) {
-            b.throttled(limit);
+            b.throttled(limit.map(|l| l * HEADROOM));
         }
     }
 
@@ -260,6 +276,7 @@ impl SpApi {
                 .await
                 .map_err(|e| SpError::Unavailable(format!("{op}: {e}")))?;
             metrics::channel_call(&self.channel, op, started.elapsed());
+            self.answered(op, started.elapsed());
             let status = answer.status.as_u16();
             if status == 429 {
                 metrics::throttled(&self.channel);
