@@ -152,7 +152,13 @@ impl Orders {
 
     pub async fn init(db: &StateDb) -> anyhow::Result<()> {
         for statement in [
-            "CREATE TABLE IF NOT EXISTS amazon_orders (order_id TEXT PRIMARY KEY, state TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS amazon_orders (
+                order_id TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                -- When the open hold ends (0: none), for the renewal scan.
+                hold_until INTEGER NOT NULL DEFAULT 0
+            )",
+            "CREATE INDEX IF NOT EXISTS amazon_orders_holds ON amazon_orders (hold_until) WHERE hold_until > 0",
             "CREATE TABLE IF NOT EXISTS amazon_poll (id INTEGER PRIMARY KEY CHECK (id = 1), until_ms INTEGER NOT NULL)",
         ] {
             sqlx::query(statement).execute(db.pool()).await?;
@@ -174,11 +180,16 @@ impl Orders {
 
     async fn save(&self, id: &str, state: &OrderState) -> anyhow::Result<()> {
         sqlx::query(
-            "INSERT INTO amazon_orders (order_id, state) VALUES (?1, ?2)
-             ON CONFLICT (order_id) DO UPDATE SET state = excluded.state",
+            "INSERT INTO amazon_orders (order_id, state, hold_until) VALUES (?1, ?2, ?3)
+             ON CONFLICT (order_id) DO UPDATE SET state = excluded.state, hold_until = excluded.hold_until",
         )
         .bind(id)
         .bind(serde_json::to_string(state)?)
+        .bind(if state.closed || state.skipped.is_some() {
+            0
+        } else {
+            state.held_until_ms
+        })
         .execute(self.db.pool())
         .await?;
         Ok(())
@@ -645,13 +656,15 @@ impl Orders {
 
     /// Holds every order still Pending near the end of its hold again.
     async fn renew_holds(&self) -> Result<(), String> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT order_id, state FROM amazon_orders")
-                .fetch_all(self.db.pool())
-                .await
-                .map_err(|e| format!("the adapter's state: {e}"))?;
         let hold = self.config.hold.as_millis() as i64;
         let margin = (hold / 4).min(600_000) + self.config.poll_interval.as_millis() as i64;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT order_id, state FROM amazon_orders WHERE hold_until > 0 AND hold_until <= ?1",
+        )
+        .bind(now_ms() + margin)
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(|e| format!("the adapter's state: {e}"))?;
         for (id, text) in rows {
             let Ok(mut state) = serde_json::from_str::<OrderState>(&text) else {
                 continue;
