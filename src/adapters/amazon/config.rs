@@ -331,6 +331,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_says_the_documented_defaults() {
+        let c = AmazonConfig::parse(
+            include_str!("../../../examples/amazon-adapter.toml"),
+            secrets(),
+        )
+        .unwrap();
+        assert_eq!(c.rates, Rates::default());
+        assert_eq!(
+            c.sku_map.get("TEE-BLK-M-FBM").map(String::as_str),
+            Some("TEE-BLK-M")
+        );
+        assert_eq!(c.poll_interval, Duration::from_secs(60));
+    }
+
+    #[test]
     fn wrong_values_are_refused_with_the_key_that_is_wrong() {
         let err = |extra: &str| {
             AmazonConfig::parse(
