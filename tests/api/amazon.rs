@@ -401,6 +401,27 @@ async fn a_hundred_orders_through_pending_unshipped_shipped_some_cancelled_end_w
         first.allocations.iter().any(|a| a.unit_price == "19.90"),
         "{first:?}"
     );
+    // The in-flight window the adapter achieved (placed on Amazon to
+    // reserved in stockpool), measured, not asserted on.
+    let metrics =
+        crate::helpers::http_get(rig.adapter.as_ref().unwrap().metrics_addr, "/metrics").await;
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (sum, count) = (
+        series("stockpool_adapter_order_inflight_seconds_sum"),
+        series("stockpool_adapter_order_inflight_seconds_count"),
+    );
+    assert!(count >= 1.0, "the window is measured");
+    eprintln!(
+        "in-flight window: {:.3} s on average over {count} orders (rule {RULE:?}, poll every 100 ms)",
+        sum / count
+    );
     assert!(
         rig.fake.throttled_total() <= 1,
         "no call over a plan after the first throttle: {:?}",
