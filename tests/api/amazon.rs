@@ -513,6 +513,58 @@ async fn a_token_expiring_mid_run_is_refreshed_without_a_failed_write() {
     rig.adapter.take().unwrap().stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amazon_down_slows_no_reservation_and_the_newest_level_of_each_sku_goes_out_when_it_is_back(
+) {
+    let stock = stock("DOWN", 8, 50);
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
+    let mut rig = Rig::new(&stock, 1, Rig::standard_fake().await).await;
+    rig.start_adapter("", "").await;
+    rig.converged(&skus, Duration::from_secs(20)).await;
+    let metrics_addr = rig.adapter.as_ref().unwrap().metrics_addr;
+    let ready = crate::helpers::http_get(metrics_addr, "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    rig.fake.set_down(true);
+    // While Amazon is down, the other channels go on reserving and the
+    // levels move many times.
+    for round in 0..5 {
+        for (i, sku) in skus.iter().enumerate() {
+            rig.app
+                .reserve("shopify", &format!("shop-{round}-{i}"), &[(sku, 1)], 0)
+                .await
+                .expect("stockpool answers whatever Amazon does");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = crate::helpers::http_get(metrics_addr, "/readyz").await;
+        if ready.starts_with("HTTP/1.1 503") {
+            assert!(ready.contains("amazon"), "{ready}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never not ready: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pending = crate::helpers::http_get(metrics_addr, "/metrics").await;
+    assert!(
+        pending.lines().any(|l| l
+            .starts_with("stockpool_adapter_levels_pending{channel=\"amazon\"}")
+            && !l.ends_with(" 0")),
+        "the backlog is visible"
+    );
+    rig.fake.set_down(false);
+    rig.converged(&skus, Duration::from_secs(20)).await;
+    let ready = crate::helpers::http_get(metrics_addr, "/readyz").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ready = ready;
+    while !ready.starts_with("HTTP/1.1 200") {
+        assert!(Instant::now() < deadline, "never ready again: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ready = crate::helpers::http_get(metrics_addr, "/readyz").await;
+    }
+    rig.adapter.take().unwrap().stop().await;
+}
+
 /// A free loopback port (bound, then released for the adapter).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

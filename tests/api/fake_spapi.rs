@@ -34,6 +34,7 @@
 //!   uploaded document only), getFeed (`IN_QUEUE`, `IN_PROGRESS`, then
 //!   `DONE` after `feed_delay`, when the messages apply), getFeedDocument
 //!   for the processing report (issues per `messageId`).
+//! - An outage on demand: every SP-API call answered 503.
 //! - The storefront: an order placed takes its units off the listing at
 //!   once (refused when the listing has fewer: Amazon does not oversell);
 //!   a cancel puts them back.
@@ -165,6 +166,8 @@ struct Amazon {
     feed_delay: Duration,
     next_id: u64,
     refused_orders: u64,
+    /// Every SP-API call answered 503 (an outage).
+    down: bool,
 }
 
 /// The fake. Cheap to clone.
@@ -233,6 +236,7 @@ impl FakeSpApi {
                 feed_delay: Duration::from_millis(100),
                 next_id: 1,
                 refused_orders: 0,
+                down: false,
             })),
         };
         let app = Router::new().fallback(handle).with_state(fake.clone());
@@ -405,6 +409,11 @@ impl FakeSpApi {
     /// Every access token given so far stops working (revoked).
     pub fn revoke_tokens(&self) {
         self.lock().tokens.clear();
+    }
+
+    /// An outage: every SP-API call (not Login with Amazon) is 503.
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
     }
 
     pub fn feeds(&self) -> usize {
@@ -670,6 +679,14 @@ async fn handle(
             return (s, axum::Json(v)).into_response();
         }
     };
+    if a.down {
+        let (s, v) = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "Service temporarily unavailable.",
+        );
+        return (s, axum::Json(v)).into_response();
+    }
     let token = headers
         .get("x-amz-access-token")
         .and_then(|v| v.to_str().ok())

@@ -552,7 +552,18 @@ impl Orders {
     ) -> Result<bool, String> {
         let id = order.amazon_order_id.as_str();
         if state.lines.is_none() {
-            let (lines, currency, without) = self.items(id).await.map_err(|e| e.to_string())?;
+            let (lines, currency, without) = match self.items(id).await {
+                Ok(read) => read,
+                Err(e @ SpError::Refused { .. }) => {
+                    // Amazon will not give this order's items: listed, and
+                    // the window moves on without it.
+                    let why = format!("getOrderItems: {e}");
+                    state.skipped = Some(why.clone());
+                    self.unapplied(id, "items_refused", why).await;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             for why in without {
                 self.unapplied(id, "line_without_sku", why).await;
             }
