@@ -27,7 +27,9 @@
 //! never paid, and a cancel the adapter misses must not keep the units.
 //! An order still Pending near the end of its hold is reserved again under
 //! the order id `<amazon id>/<generation>` before the old hold is released,
-//! so its units are never free in between. The generation in use is kept
+//! so its units are never free in between (when stock is too short for
+//! both at once, the old hold goes first and the new one follows at once).
+//! The generation in use is kept
 //! per order; every later step uses it.
 //!
 //! FBA orders (`FulfillmentChannel` `AFN`) ship from Amazon's stock: they
@@ -594,75 +596,105 @@ impl Orders {
             customer_ref: state.customer_ref.clone(),
             prices_include_tax: false,
         };
-        let started = Instant::now();
-        let r = inv.reserve(request).await;
-        metrics::rpc(&channel, "Reserve", started.elapsed());
-        match r {
-            Ok(answer) => {
-                let replayed = answer.get_ref().replayed;
-                if !replayed && generation == 1 {
-                    if let Some(placed) = iso::parse(&order.purchase_date) {
-                        metrics::inflight(&channel, (now_ms() - placed) as f64 / 1000.0);
-                    }
-                }
-                metrics::order(
-                    &channel,
-                    if generation > 1 {
-                        "held_again"
-                    } else {
-                        "reserved"
-                    },
-                );
-            }
-            Err(s) if s.code() == Code::AlreadyExists => {
-                // Reserved before a crash with what Amazon said then.
-                self.unapplied(
-                    id,
-                    "lines_differ",
-                    format!(
-                        "stockpool holds this order with other lines or prices: {}",
-                        s.message()
-                    ),
-                )
-                .await;
-            }
-            Err(s) if s.code() == Code::FailedPrecondition || s.code() == Code::InvalidArgument => {
-                let why = format!(
-                    "stockpool refused the order (an oversell on Amazon?): {}",
-                    code_name(&s)
-                );
-                state.skipped = Some(why.clone());
-                self.unapplied(id, "refused", why).await;
-                return Ok(false);
-            }
-            Err(s) => return Err(format!("Reserve: {}", code_name(&s))),
-        }
         let previous = state.generation;
+        let mut released_first = false;
+        loop {
+            let started = Instant::now();
+            let r = inv.reserve(request.clone()).await;
+            metrics::rpc(&channel, "Reserve", started.elapsed());
+            match r {
+                Ok(answer) => {
+                    let replayed = answer.get_ref().replayed;
+                    if !replayed && generation == 1 {
+                        if let Some(placed) = iso::parse(&order.purchase_date) {
+                            metrics::inflight(&channel, (now_ms() - placed) as f64 / 1000.0);
+                        }
+                    }
+                    metrics::order(
+                        &channel,
+                        if generation > 1 {
+                            "held_again"
+                        } else {
+                            "reserved"
+                        },
+                    );
+                }
+                Err(s) if s.code() == Code::AlreadyExists => {
+                    // Reserved before a crash with what Amazon said then.
+                    self.unapplied(
+                        id,
+                        "lines_differ",
+                        format!(
+                            "stockpool holds this order with other lines or prices: {}",
+                            s.message()
+                        ),
+                    )
+                    .await;
+                }
+                Err(s)
+                    if s.code() == Code::FailedPrecondition
+                        && previous >= 1
+                        && previous != generation
+                        && !released_first =>
+                {
+                    // Not enough for both holds at once (the order takes the
+                    // last units): the old one goes first, then the new one.
+                    self.release_generation(id, previous, inv).await;
+                    released_first = true;
+                    continue;
+                }
+                Err(s)
+                    if s.code() == Code::FailedPrecondition
+                        || s.code() == Code::InvalidArgument =>
+                {
+                    let why = format!(
+                        "stockpool refused the order (an oversell on Amazon?): {}",
+                        code_name(&s)
+                    );
+                    state.skipped = Some(why.clone());
+                    self.unapplied(id, "refused", why).await;
+                    return Ok(false);
+                }
+                Err(s) => return Err(format!("Reserve: {}", code_name(&s))),
+            }
+            break;
+        }
         state.generation = generation;
         state.held_until_ms = if hold_seconds > 0 {
             now_ms() + i64::from(hold_seconds) * 1000
         } else {
             0
         };
-        if previous >= 1 && previous != generation {
+        if previous >= 1 && previous != generation && !released_first {
             // The new hold stands: the old one goes (if it did not expire).
-            let started = Instant::now();
-            let r = inv
-                .release(pb::ReleaseRequest {
-                    channel: channel.clone(),
-                    order_id: Self::key(id, previous),
-                    lines: vec![],
-                    reason: "held again under a new generation".into(),
-                })
-                .await;
-            metrics::rpc(&channel, "Release", started.elapsed());
-            if let Err(s) = r {
-                if s.code() != Code::FailedPrecondition {
-                    tracing::warn!(channel = %channel, order = id, error = %code_name(&s), "the previous hold could not be released; it expires by itself");
-                }
-            }
+            self.release_generation(id, previous, inv).await;
         }
         Ok(true)
+    }
+
+    /// Releases what generation `generation` of the order still holds.
+    async fn release_generation(
+        &self,
+        id: &str,
+        generation: u32,
+        inv: &mut crate::adapters::Inventory,
+    ) {
+        let channel = &self.config.channel;
+        let started = Instant::now();
+        let r = inv
+            .release(pb::ReleaseRequest {
+                channel: channel.clone(),
+                order_id: Self::key(id, generation),
+                lines: vec![],
+                reason: "held again under a new generation".into(),
+            })
+            .await;
+        metrics::rpc(channel, "Release", started.elapsed());
+        if let Err(s) = r {
+            if s.code() != Code::FailedPrecondition {
+                tracing::warn!(channel = %channel, order = id, error = %code_name(&s), "the previous hold could not be released; it expires by itself");
+            }
+        }
     }
 
     /// Holds every order still Pending near the end of its hold again.
