@@ -46,7 +46,7 @@ fn config_text(fake: &FakeSpApi, dir: &std::path::Path, keys: &str, tables: &str
         "endpoint = \"{}\"\nlwa_url = \"{}\"\nseller_id = \"{SELLER}\"\nmarketplace_id = \"{MARKETPLACE}\"\n\
          metrics_addr = \"127.0.0.1:0\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\noverlap_s = 5\n\
          data_delay_ms = {}\nstart_back_s = 60\nhold_s = 3600\nfeed_threshold = 500\nfeed_poll_ms = 50\n\
-         verify_after_ms = 50\nverify_attempts = 3\ntimeout_ms = 5000\nmax_backoff_ms = 500\n",
+         verify_after_ms = 50\nverify_attempts = 3\ntimeout_ms = 5000\nmax_backoff_ms = 500\npage_size = 30\n",
         fake.url(),
         fake.lwa_url(),
         dir.join("adapter").display(),
@@ -418,6 +418,10 @@ async fn a_hundred_orders_through_pending_unshipped_shipped_some_cancelled_end_w
         series("stockpool_adapter_order_inflight_seconds_count"),
     );
     assert!(count >= 1.0, "the window is measured");
+    assert!(
+        rig.fake.next_pages() >= 1,
+        "getOrders pages followed by NextToken"
+    );
     eprintln!(
         "in-flight window: {:.3} s on average over {count} orders (rule {RULE:?}, poll every 100 ms)",
         sum / count
@@ -719,7 +723,7 @@ async fn fba_orders_are_skipped_and_seller_skus_map_through_the_table() {
         .await;
     // MAP-0's level (20 less the buffer of 1) goes to the listing AMZ-SKU-0.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while rig.fake.listing("AMZ-SKU-0") != Some(19) {
+    while rig.fake.listing("AMZ-SKU-0") != Some(19) || rig.fake.listing("MAP-1") != Some(19) {
         assert!(
             Instant::now() < deadline,
             "AMZ-SKU-0 shows {:?}",
@@ -731,9 +735,18 @@ async fn fba_orders_are_skipped_and_seller_skus_map_through_the_table() {
         .fake
         .place_order(&[("MAP-1", 1, "3.00")], false, true)
         .unwrap();
+    // Three items: two pages of getOrderItems; MAP-1 on two of them.
     let mapped = rig
         .fake
-        .place_order(&[("AMZ-SKU-0", 2, "4.25")], true, false)
+        .place_order(
+            &[
+                ("AMZ-SKU-0", 2, "4.25"),
+                ("MAP-1", 1, "3.00"),
+                ("MAP-1", 2, "6.00"),
+            ],
+            true,
+            false,
+        )
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let r = loop {
@@ -743,8 +756,16 @@ async fn fba_orders_are_skipped_and_seller_skus_map_through_the_table() {
         assert!(Instant::now() < deadline, "the mapped order never arrived");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(r.allocations[0].sku, "MAP-0");
-    assert_eq!(r.allocations[0].unit_price, "4.25");
+    let lines: Vec<(&str, i64, &str)> = r
+        .allocations
+        .iter()
+        .map(|a| (a.sku.as_str(), a.quantity, a.unit_price.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![("MAP-0", 2, "4.25"), ("MAP-1", 3, "5.00")],
+        "mapped, summed per SKU, unit prices from the lines' totals"
+    );
     assert!(r.customer_ref.starts_with("buyer-"), "{r:?}");
     // Later polls have gone by the FBA order too; it is not ours to hold.
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -168,6 +168,8 @@ struct Amazon {
     refused_orders: u64,
     /// Every SP-API call answered 503 (an outage).
     down: bool,
+    /// Pages served by NextToken (getOrders, getOrderItems).
+    next_pages: u64,
 }
 
 /// The fake. Cheap to clone.
@@ -237,6 +239,7 @@ impl FakeSpApi {
                 next_id: 1,
                 refused_orders: 0,
                 down: false,
+                next_pages: 0,
             })),
         };
         let app = Router::new().fallback(handle).with_state(fake.clone());
@@ -414,6 +417,11 @@ impl FakeSpApi {
     /// An outage: every SP-API call (not Login with Amazon) is 503.
     pub fn set_down(&self, down: bool) {
         self.lock().down = down;
+    }
+
+    /// Pages asked for by NextToken.
+    pub fn next_pages(&self) -> u64 {
+        self.lock().next_pages
     }
 
     pub fn feeds(&self) -> usize {
@@ -742,6 +750,7 @@ impl Amazon {
                     let Some(ids) = self.pages.remove(token) else {
                         return invalid("Invalid NextToken");
                     };
+                    self.next_pages += 1;
                     return self.orders_page(ids);
                 }
                 let now = now_ms();
@@ -838,7 +847,10 @@ impl Amazon {
                 let start = match q.get("NextToken") {
                     None => 0,
                     Some(t) => match self.item_pages.remove(t) {
-                        Some((oid, start)) if oid == id => start,
+                        Some((oid, start)) if oid == id => {
+                            self.next_pages += 1;
+                            start
+                        }
                         _ => return invalid("Invalid NextToken"),
                     },
                 };

@@ -59,6 +59,7 @@ struct File {
     metrics_addr: Option<String>,
     state_dir: Option<PathBuf>,
     poll_interval_ms: Option<u64>,
+    page_size: Option<u32>,
     overlap_s: Option<u64>,
     data_delay_ms: Option<u64>,
     start_back_s: Option<u64>,
@@ -99,6 +100,8 @@ pub struct AmazonConfig {
     pub state_dir: PathBuf,
     /// Time between getOrders polls (default 60 s: its sustained rate).
     pub poll_interval: Duration,
+    /// Orders per getOrders page (`MaxResultsPerPage`, 1..=100).
+    pub page_size: u32,
     /// How far back each poll reaches before the last one's end: Amazon's
     /// data lags, an order updated just before may show up late.
     pub overlap: Duration,
@@ -255,6 +258,10 @@ impl AmazonConfig {
             "STOCKPOOL_AMAZON_REFRESH_TOKEN",
             "LWA refresh token",
         )?;
+        let page_size = f.page_size.unwrap_or(100);
+        if !(1..=100).contains(&page_size) {
+            anyhow::bail!("page_size = {page_size}: getOrders pages hold 1 to 100 orders");
+        }
         let hold_s = f.hold_s.unwrap_or(86_400);
         if hold_s == 0 {
             anyhow::bail!("hold_s = 0: a Pending order needs a hold (seconds, at least 1)");
@@ -270,6 +277,7 @@ impl AmazonConfig {
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from("./data/amazon")),
             poll_interval: Duration::from_millis(f.poll_interval_ms.unwrap_or(60_000).max(10)),
+            page_size,
             overlap: Duration::from_secs(f.overlap_s.unwrap_or(300)),
             data_delay: Duration::from_millis(f.data_delay_ms.unwrap_or(120_000)),
             start_back: Duration::from_secs(f.start_back_s.unwrap_or(3_600)),
@@ -358,6 +366,7 @@ mod tests {
         assert!(err("region = \"mars\"").contains("region"));
         assert!(err("endpoint = \"ftp://x\"").contains("endpoint"));
         assert!(err("hold_s = 0").contains("hold_s"));
+        assert!(err("page_size = 101").contains("page_size"));
         assert!(
             err("[rates]\npatchListingsItem = { rate = 0.0, burst = 5 }")
                 .contains("rates.patchListingsItem")

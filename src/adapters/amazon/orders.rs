@@ -49,9 +49,6 @@ use crate::adapters::state::StateDb;
 use crate::adapters::{metrics, micros, price_text, valid_sku, Upstream};
 use crate::api::pb;
 
-/// Orders per getOrders page (Amazon's maximum).
-const PAGE: u32 = 100;
-
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -239,9 +236,10 @@ impl Orders {
             let query = match &next {
                 Some(token) => format!("/orders/v0/orders?MarketplaceIds={mp}&NextToken={}", enc(token)),
                 None => format!(
-                    "/orders/v0/orders?MarketplaceIds={mp}&LastUpdatedAfter={}&LastUpdatedBefore={}&MaxResultsPerPage={PAGE}",
+                    "/orders/v0/orders?MarketplaceIds={mp}&LastUpdatedAfter={}&LastUpdatedBefore={}&MaxResultsPerPage={}",
                     enc(&iso::format(after)),
-                    enc(&iso::format(before))
+                    enc(&iso::format(before)),
+                    self.config.page_size
                 ),
             };
             let page = self
