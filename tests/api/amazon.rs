@@ -569,6 +569,27 @@ async fn amazon_down_slows_no_reservation_and_the_newest_level_of_each_sku_goes_
     rig.adapter.take().unwrap().stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_amazon_refuses_as_too_recent_is_ended_earlier_and_no_order_is_missed() {
+    let stock = stock("SKEW", 1, 10);
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
+    let mut rig = Rig::new(&stock, 1, Rig::standard_fake().await).await;
+    // The adapter thinks the rule is shorter than Amazon applies it (as a
+    // host clock running ahead would): Amazon refuses its windows.
+    rig.start_adapter("data_delay_ms = 50", "").await;
+    rig.converged(&skus, Duration::from_secs(20)).await;
+    let id = rig
+        .fake
+        .place_order(&[(skus[0].as_str(), 2, "1.00")], false, false)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rig.reservation(&id).await.is_none() {
+        assert!(Instant::now() < deadline, "the order never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rig.adapter.take().unwrap().stop().await;
+}
+
 /// A free loopback port (bound, then released for the adapter).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

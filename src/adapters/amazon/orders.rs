@@ -128,6 +128,9 @@ pub struct Orders {
     upstream: Upstream,
     db: StateDb,
     config: AmazonConfig,
+    /// Milliseconds more taken off the window's end after Amazon refused
+    /// it as too recent (this host's clock runs ahead of Amazon's).
+    skew_ms: std::sync::atomic::AtomicI64,
 }
 
 fn code_name(s: &tonic::Status) -> String {
@@ -146,6 +149,7 @@ impl Orders {
             upstream,
             db,
             config,
+            skew_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -219,7 +223,8 @@ impl Orders {
         let delay = self.config.data_delay.as_millis() as i64;
         // A margin (a second, less for a shortened rule): the clocks of
         // Amazon and this host differ.
-        let before = now - delay - (delay / 20).min(1000);
+        let skew = self.skew_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let before = now - delay - (delay / 20).min(1000) - skew;
         let until = self
             .polled_until()
             .await
@@ -242,11 +247,20 @@ impl Orders {
                     self.config.page_size
                 ),
             };
-            let page = self
-                .api
-                .call("getOrders", Method::GET, &query, None)
-                .await
-                .map_err(|e| e.to_string())?;
+            let page = match self.api.call("getOrders", Method::GET, &query, None).await {
+                Ok(page) => page,
+                Err(e @ SpError::Refused { status: 400, .. }) if next.is_none() => {
+                    // Most likely this host's clock runs ahead of Amazon's:
+                    // end the next windows a few seconds earlier (up to a
+                    // minute more).
+                    let more = (skew + 5000).min(60_000);
+                    self.skew_ms
+                        .store(more, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(channel = %self.config.channel, error = %e, skew_ms = more, "Amazon refused the window; ending it earlier from now on");
+                    return Err(e.to_string());
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             let payload = page.get("payload").cloned().unwrap_or(Value::Null);
             for o in payload
                 .get("Orders")
