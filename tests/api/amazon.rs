@@ -808,6 +808,28 @@ async fn fba_orders_are_skipped_and_seller_skus_map_through_the_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_whose_report_cannot_be_read_is_confirmed_by_reading_every_sku_back() {
+    let stock = stock("GZ", 300, 6);
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
+    let mut rig = Rig::new(&stock, 0, Rig::standard_fake().await).await;
+    rig.fake.gzip_reports(true);
+    rig.start_adapter("feed_threshold = 100", "").await;
+    rig.converged(&skus, Duration::from_secs(30)).await;
+    assert!(rig.fake.feeds() >= 1, "by feed");
+    // Every SKU's level is confirmed by a read of its listing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rig.fake.calls("getListingsItem") < skus.len() as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "read-backs never finished: {}",
+            rig.fake.calls("getListingsItem")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rig.adapter.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_patch_that_did_not_take_is_read_back_and_sent_again() {
     let stock = stock("LOSSY", 12, 9);
     let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();

@@ -170,6 +170,8 @@ struct Amazon {
     down: bool,
     /// Pages served by NextToken (getOrders, getOrderItems).
     next_pages: u64,
+    /// Processing reports said to be GZIP-compressed.
+    gzip_reports: bool,
 }
 
 /// The fake. Cheap to clone.
@@ -240,6 +242,7 @@ impl FakeSpApi {
                 refused_orders: 0,
                 down: false,
                 next_pages: 0,
+                gzip_reports: false,
             })),
         };
         let app = Router::new().fallback(handle).with_state(fake.clone());
@@ -417,6 +420,11 @@ impl FakeSpApi {
     /// An outage: every SP-API call (not Login with Amazon) is 503.
     pub fn set_down(&self, down: bool) {
         self.lock().down = down;
+    }
+
+    /// Processing reports are announced GZIP-compressed (as Amazon may).
+    pub fn gzip_reports(&self, on: bool) {
+        self.lock().gzip_reports = on;
     }
 
     /// Pages asked for by NextToken.
@@ -1021,10 +1029,11 @@ impl Amazon {
                 if !self.documents.contains_key(id) {
                     return error(StatusCode::NOT_FOUND, "NotFound", "Document not found");
                 }
-                (
-                    StatusCode::OK,
-                    json!({ "feedDocumentId": id, "url": format!("{base}/s3/{id}") }),
-                )
+                let mut v = json!({ "feedDocumentId": id, "url": format!("{base}/s3/{id}") });
+                if self.gzip_reports && id.contains(".result.") {
+                    v["compressionAlgorithm"] = json!("GZIP");
+                }
+                (StatusCode::OK, v)
             }
             _ => unreachable!(),
         }

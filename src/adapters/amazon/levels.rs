@@ -15,7 +15,10 @@
 //!   getFeed until `DONE`, then the processing report (getFeedDocument):
 //!   every message without an `ERROR` issue is applied (the report is
 //!   written once the feed is processed); one with an error is settled as
-//!   failed. A feed `CANCELLED` or `FATAL` leaves everything due.
+//!   failed. A GZIP-compressed report (not read) sends every SKU of the feed
+//!   to the read-backs instead. A feed `CANCELLED` or `FATAL` leaves
+//!   everything due. Read-backs go at most a bucketful per round, so a long
+//!   list of them never holds up newer levels.
 //!
 //! A SKU whose level moved on while its write was in flight is written
 //! again at its newer level; nothing stale is ever settled as written.
@@ -226,6 +229,15 @@ impl Writer {
             .iter()
             .filter(|(_, a)| a.check_at <= now)
             .map(|(s, _)| s.clone())
+            // As many as the bucket holds now (at least one): a long list
+            // of read-backs never holds up the next levels.
+            .take(
+                self.api
+                    .tokens("getListingsItem")
+                    .unwrap_or(f64::from(self.config.rates.get_listings_item.burst))
+                    .floor()
+                    .max(1.0) as usize,
+            )
             .collect();
         let mut count = 0;
         for sku in ready {
@@ -377,10 +389,22 @@ impl Writer {
                 )
                 .await?;
             if doc.get("compressionAlgorithm").and_then(Value::as_str) == Some("GZIP") {
-                return Err(SpError::Unavailable(
-                    "the processing report is GZIP-compressed, which the adapter does not read"
-                        .into(),
-                ));
+                // A report the adapter cannot read: every SKU of the feed is
+                // read back instead, like an accepted patch.
+                tracing::warn!(%channel, feed_id = %feed_id, "the processing report is GZIP-compressed, which the adapter does not read; reading every SKU back instead");
+                metrics::feed(&channel, "done");
+                let at = Instant::now() + self.config.verify_after;
+                for row in due {
+                    self.awaiting.insert(
+                        row.sku.clone(),
+                        Awaiting {
+                            row: row.clone(),
+                            check_at: at,
+                            reads: 0,
+                        },
+                    );
+                }
+                return Ok(due.len());
             }
             let url = doc.get("url").and_then(Value::as_str).unwrap_or("");
             let bytes = self
