@@ -10,7 +10,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
+    /// Requests per second restored.
     pub rate: f64,
+    /// Requests that may go at once from a full bucket.
     pub burst: u32,
 }
 
@@ -19,13 +21,21 @@ pub struct Rate {
 /// `x-amzn-RateLimit-Limit`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rates {
+    /// Orders API v0: one call a minute sustained.
     pub get_orders: Rate,
+    /// Orders API v0, once per new order (and per page of items).
     pub get_order_items: Rate,
+    /// Listings Items 2021-08-01: one SKU's level per call.
     pub patch_listings_item: Rate,
+    /// Listings Items 2021-08-01: the read-back of an accepted patch.
     pub get_listings_item: Rate,
+    /// Feeds 2021-06-30, once per feed.
     pub create_feed_document: Rate,
+    /// Feeds 2021-06-30, once per feed: the slowest plan of all.
     pub create_feed: Rate,
+    /// Feeds 2021-06-30: the status reads while a feed is processed.
     pub get_feed: Rate,
+    /// Feeds 2021-06-30: the processing report's address.
     pub get_feed_document: Rate,
 }
 
@@ -126,13 +136,17 @@ pub struct AmazonConfig {
     pub verify_after: Duration,
     /// Read-backs before an accepted patch that did not take is sent again.
     pub verify_attempts: u32,
+    /// The usage plans the adapter paces itself by.
     pub rates: Rates,
     /// Per call to Amazon.
     pub timeout: Duration,
     /// Longest wait between retries while Amazon is down.
     pub max_backoff: Duration,
+    /// The app's LWA client id.
     pub client_id: String,
+    /// The app's LWA client secret.
     pub client_secret: String,
+    /// The seller's refresh token (it authorises the app for the seller).
     pub refresh_token: String,
 }
 
@@ -157,8 +171,11 @@ fn url(key: &str, text: String) -> anyhow::Result<String> {
 /// The three secrets, each from its variable when set.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
+    /// `STOCKPOOL_AMAZON_CLIENT_ID`.
     pub client_id: Option<String>,
+    /// `STOCKPOOL_AMAZON_CLIENT_SECRET`.
     pub client_secret: Option<String>,
+    /// `STOCKPOOL_AMAZON_REFRESH_TOKEN`.
     pub refresh_token: Option<String>,
 }
 

@@ -50,10 +50,15 @@ struct Awaiting {
     reads: u32,
 }
 
+/// The levels side: patches, feeds, read-backs.
 pub struct Writer {
     api: Arc<SpApi>,
+    /// The levels due (coalesced per SKU) and what was written.
     db: StateDb,
     config: AmazonConfig,
+    /// Accepted patches not yet seen applied, by SKU. In memory only: after
+    /// a restart those SKUs are still due and are sent again (an absolute
+    /// quantity: sending it twice changes nothing).
     awaiting: HashMap<String, Awaiting>,
     /// stockpool SKU → the Amazon SellerSKU of its listing (the reverse
     /// of `sku_map`; a SKU not in it is listed under its own code).

@@ -80,8 +80,11 @@ pub fn want(status: &str) -> Want {
 /// One line as reserved.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Line {
+    /// The stockpool SKU (the SellerSKU through `sku_map`).
     pub sku: String,
+    /// Units ordered, summed over the order's items of this SKU.
     pub quantity: i64,
+    /// Per unit, decimal; empty when Amazon gave no price.
     pub unit_price: String,
 }
 
@@ -109,23 +112,34 @@ struct OrderState {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AmazonOrder {
+    /// `3-7-7` digits: the order id in stockpool.
     pub amazon_order_id: String,
+    /// When the buyer placed it: the start of the in-flight window.
     pub purchase_date: String,
+    /// What the poll window selects on (and the order orders are applied in).
     pub last_update_date: String,
+    /// Pending, Unshipped, PartiallyShipped, Shipped, Canceled, ...
     pub order_status: String,
+    /// `AFN` (Amazon ships from its stock) or `MFN` (we ship).
     #[serde(default)]
     pub fulfillment_channel: Option<String>,
+    /// Amazon Business: the buyer becomes the customer_ref.
     #[serde(default)]
     pub is_business_order: Option<bool>,
+    /// Restricted data: empty without the roles for it.
     #[serde(default)]
     pub buyer_info: Option<Value>,
+    /// Kept for the log; prices come from the items.
     #[serde(default)]
     pub order_total: Option<Value>,
 }
 
+/// The orders side: polls, applies, renews holds.
 pub struct Orders {
     api: std::sync::Arc<SpApi>,
+    /// stockpool, where the orders become reservations.
     upstream: Upstream,
+    /// The orders' records and the end of the last window polled.
     db: StateDb,
     config: AmazonConfig,
     /// Milliseconds more taken off the window's end after Amazon refused

@@ -68,15 +68,20 @@ struct Token {
     refresh_at: Instant,
 }
 
+/// One seller's SP-API client. Shared by the poller and the writer.
 pub struct SpApi {
     http: JsonHttp,
+    /// The region's SP-API base address.
     endpoint: String,
     lwa: hyper::Uri,
     client_id: String,
     client_secret: String,
     refresh_token: String,
+    /// The access token; an async lock so one refresh serves every caller.
     token: tokio::sync::Mutex<Option<Token>>,
+    /// Per operation, made on first use from `plans`.
     buckets: Mutex<HashMap<&'static str, TokenBucket>>,
+    /// The configured usage plans by operation name.
     plans: HashMap<&'static str, Rate>,
     timeout: Duration,
     channel: String,
