@@ -545,6 +545,236 @@ async fn a_server_cut_off_from_postgres_steps_down_and_the_standby_takes_over() 
     old.stop().await;
 }
 
+/// What the reads of HOT answer: its levels, and shopify's availability.
+async fn hot_reads(node: &Node) -> (Vec<pb::StockLevel>, Vec<(i64, i64)>) {
+    let levels = node
+        .inventory()
+        .get_stock(pb::GetStockRequest {
+            skus: vec!["HOT".into()],
+        })
+        .await
+        .expect("GetStock is served")
+        .into_inner()
+        .levels;
+    let availability = node
+        .inventory()
+        .get_availability(pb::GetAvailabilityRequest {
+            skus: vec!["HOT".into()],
+            channel: "shopify".into(),
+        })
+        .await
+        .expect("GetAvailability is served")
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|i| (i.atp, i.published))
+        .collect();
+    (levels, availability)
+}
+
+/// The level of HOT a new `WatchChannelStock` of shopify starts with:
+/// what the channel was last told, as stored.
+async fn watched_hot(node: &Node) -> i64 {
+    let mut stream = node
+        .inventory()
+        .watch_channel_stock(pb::WatchChannelStockRequest {
+            channel: "shopify".into(),
+            after_seq: 0,
+        })
+        .await
+        .expect("WatchChannelStock is served")
+        .into_inner();
+    loop {
+        let update = tokio::time::timeout(NEVER, stream.message())
+            .await
+            .expect("the watch starts with the current levels")
+            .expect("the watch streams")
+            .expect("the watch stays open");
+        if update.sku == "HOT" {
+            return update.published;
+        }
+    }
+}
+
+/// Asserts `refused` is an isolated server's refusal of a write: nothing
+/// done, the cause named, marked for clients to go elsewhere.
+fn assert_refused_as_isolated(refused: &tonic::Status) {
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("isolated") && refused.message().contains("lease"),
+        "it names the cause: {refused:?}"
+    );
+    assert_eq!(
+        refused
+            .metadata()
+            .get("stockpool-role")
+            .and_then(|v| v.to_str().ok()),
+        Some("standby"),
+        "marked like a standby's refusal: nothing was done"
+    );
+}
+
+/// How long the hold placed just before the cut lasts: longer than the
+/// lease, so it falls due while the server is isolated.
+const HOLD_S: u32 = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_server_cut_off_from_postgres_past_its_lease_serves_reads_refuses_writes_and_resumes_with_the_same_state_when_the_cut_heals(
+) {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let proxy = Proxy::start().await;
+    let mut node = Node::start(&proxy.url(&db), short_lease()).await;
+    node.wait_role(Role::Active).await;
+    let mut inventory = node.inventory();
+    inventory.set_stock(count(1000)).await.unwrap();
+    inventory
+        .set_stock(pb::SetStockRequest {
+            sku: "PROBE".into(),
+            ..count(1000)
+        })
+        .await
+        .unwrap();
+    inventory.reserve(order("before-1", 2, 0)).await.unwrap();
+    inventory.reserve(order("held-1", 3, HOLD_S)).await.unwrap();
+    let hold_due = Instant::now() + Duration::from_secs(u64::from(HOLD_S));
+    let before = hot_reads(&node).await;
+    let published = before.1[0].1;
+    converge("the channel was told HOT's level", || async {
+        watched_hot(&node).await == published
+    })
+    .await;
+
+    proxy.partition();
+    let cut = Instant::now();
+    // A write on another SKU right after the cut: how soon it is refused.
+    let refused = node
+        .inventory()
+        .reserve(pb::ReserveRequest {
+            lines: vec![line("PROBE", 1)],
+            ..order("probe-1", 1, 0)
+        })
+        .await
+        .expect_err("a write is never acknowledged without Postgres");
+    let first_refusal = cut.elapsed();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    node.wait_role(Role::Isolated).await;
+    let isolated_after = cut.elapsed();
+    eprintln!(
+        "lone server cut from Postgres: first write refused {} ms after the cut; isolated {} ms after the cut (lease {} ms)",
+        first_refusal.as_millis(),
+        isolated_after.as_millis(),
+        short_lease().ttl.as_millis()
+    );
+    let info = server_info(&node.url())
+        .await
+        .expect("GetServerInfo is served");
+    assert_eq!((info.role.as_str(), info.leader_epoch), ("isolated", 1));
+    let readyz = http_get(node.http, "/readyz").await;
+    assert!(
+        readyz.starts_with("HTTP/1.1 503") && readyz.contains("isolated"),
+        "{readyz}"
+    );
+    assert_eq!(
+        hot_reads(&node).await,
+        before,
+        "reads are served from memory"
+    );
+    assert_eq!(watched_hot(&node).await, published, "and so is a new watch");
+    for (n, refused) in [
+        inventory.reserve(order("during-1", 1, 0)).await.map(|_| ()),
+        inventory.set_stock(count(50)).await.map(|_| ()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let refused = refused.expect_err(&format!("write {n} is refused while isolated"));
+        assert_refused_as_isolated(&refused);
+    }
+    assert_eq!(
+        hot_reads(&node).await,
+        before,
+        "a refused write changed nothing"
+    );
+    // Past the hold's due time, still isolated: hold expiry waits too.
+    let wait = hold_due + Duration::from_millis(500);
+    if isolated_after < Duration::from_secs(u64::from(HOLD_S)) {
+        tokio::time::sleep_until(wait.into()).await;
+        if node.serving.role() == Role::Isolated {
+            assert_eq!(
+                hot_reads(&node).await,
+                before,
+                "no hold expires while isolated"
+            );
+        }
+    } else {
+        eprintln!("isolated only after the hold fell due: its pause is not checked");
+    }
+
+    proxy.heal();
+    let healed = Instant::now();
+    let resumed = first_write_after(healed, node.inventory(), "after-1").await;
+    eprintln!(
+        "lone server: first acknowledged write {} ms after the cut healed",
+        resumed.as_millis()
+    );
+    assert_eq!(node.serving.role(), Role::Active);
+    let info = server_info(&node.url()).await.unwrap();
+    assert_eq!(
+        (info.role.as_str(), info.leader_epoch),
+        ("active", 1),
+        "active again under the same epoch: no takeover, no reload"
+    );
+    // The hold expires once the background work resumes.
+    converge("the hold placed before the cut expires", || async {
+        let (levels, _) = hot_reads(&node).await;
+        levels
+            .iter()
+            .find(|l| l.warehouse == "WH-EAST")
+            .is_some_and(|l| l.reserved == 2 + 1)
+    })
+    .await;
+    converge("memory and the store agree on HOT", || async {
+        stored_hot(&db).await == (1000, 3)
+    })
+    .await;
+    // Ready once the SKU of the write refused before the lease lapsed has
+    // been reloaded.
+    converge("the server is ready again", || async {
+        http_get(node.http, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    let stored = stored_orders(&db).await;
+    assert_eq!(
+        stored.get("before-1").map(String::as_str),
+        Some("CONFIRMED")
+    );
+    assert_eq!(stored.get("held-1").map(String::as_str), Some("EXPIRED"));
+    assert_eq!(stored.get("after-1").map(String::as_str), Some("CONFIRMED"));
+    assert!(
+        stored
+            .keys()
+            .all(|k| !k.starts_with("during-") && !k.starts_with("probe-")),
+        "a refused write was stored: {stored:?}"
+    );
+    assert!(twice_in_ledger(&db, "reserve").await.is_empty());
+    let replay = node
+        .inventory()
+        .reserve(order("before-1", 2, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        replay.replayed,
+        "the reservation from before the cut is still known once"
+    );
+    assert_gap_free(&db).await;
+    node.stop().await;
+}
+
 /// Every channel's event log numbers its entries 1, 2, 3, … without a gap
 /// or a repeat, across every failover.
 async fn assert_gap_free(db: &TestDb) {
