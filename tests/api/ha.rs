@@ -484,7 +484,8 @@ async fn a_commit_that_landed_before_the_takeover_is_on_the_successor_whatever_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_cut_off_from_postgres_steps_down_and_the_standby_takes_over() {
+async fn a_server_cut_off_from_postgres_is_isolated_while_the_standby_takes_over_and_steps_down_without_committing_when_the_cut_heals(
+) {
     let Some(db) = TestDb::create().await else {
         return;
     };
@@ -499,6 +500,7 @@ async fn a_server_cut_off_from_postgres_steps_down_and_the_standby_takes_over() 
         .reserve(order("before", 1, 0))
         .await
         .unwrap();
+    let before = hot_reads(&old).await;
 
     proxy.stall();
     let cut = Instant::now();
@@ -510,24 +512,58 @@ async fn a_server_cut_off_from_postgres_steps_down_and_the_standby_takes_over() 
         took_over.as_millis(),
         lease.ttl.as_millis()
     );
-    old.wait_role(Role::Standby).await;
+    // Cut off, the old server cannot know it was deposed: it is isolated,
+    // serves reads from its memory and refuses writes.
+    old.wait_role(Role::Isolated).await;
+    let readyz = http_get(old.http, "/readyz").await;
+    assert!(
+        readyz.starts_with("HTTP/1.1 503") && readyz.contains("isolated"),
+        "{readyz}"
+    );
+    // Served from memory: that memory still holds the write whose commit
+    // the cut caught ("during", refused below), until HOT is reloaded
+    // once Postgres answers.
+    let (levels, _) = hot_reads(&old).await;
+    assert_eq!(
+        levels.iter().map(|l| l.on_hand).collect::<Vec<_>>(),
+        before.0.iter().map(|l| l.on_hand).collect::<Vec<_>>(),
+        "reads are served from memory"
+    );
+    let late = old
+        .inventory()
+        .reserve(order("late", 1, 0))
+        .await
+        .expect_err("an isolated server acknowledges no write");
+    assert_refused_as_isolated(&late);
+    // Answered while the network is still silent: a commit waits for an
+    // answer a bounded time, not until TCP gives up.
+    let during = tokio::time::timeout(NEVER, refused).await.unwrap().unwrap();
+    assert_eq!(during.unwrap_err().code(), Code::Unavailable);
+
+    // The cut heals: its renewal finds the epoch taken over, and it steps
+    // down without committing anything.
+    proxy.resume();
+    wait_for_successor(&old.url(), 2).await;
+    assert_eq!(old.serving.role(), Role::Standby);
     let readyz = http_get(old.http, "/readyz").await;
     assert!(
         readyz.starts_with("HTTP/1.1 503") && readyz.contains("standby"),
         "{readyz}"
     );
-    // Answered while the network is still silent: a commit waits for an
-    // answer a bounded time, not until TCP gives up.
-    let during = tokio::time::timeout(NEVER, refused).await.unwrap().unwrap();
-    assert_eq!(during.unwrap_err().code(), Code::Unavailable);
-    proxy.resume();
-    wait_for_successor(&old.url(), 2).await;
+    let refused = old
+        .inventory()
+        .reserve(order("later", 1, 0))
+        .await
+        .expect_err("a standby acknowledges no write");
+    assert!(refused.message().contains("standby"), "{refused:?}");
     let stored = stored_orders(&db).await;
     assert!(stored.contains_key("before") && stored.contains_key("after"));
-    assert!(
-        !stored.contains_key("during"),
-        "the cut-off server wrote nothing"
-    );
+    for never in ["during", "late", "later"] {
+        assert!(
+            !stored.contains_key(never),
+            "the cut-off server wrote {never}"
+        );
+    }
 
     // Healed, it is a standby like any other: it takes over when the
     // active one goes.
