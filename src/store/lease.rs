@@ -487,15 +487,18 @@ impl Drop for Lease {
 /// is held.
 const RENEW_RETRY: Duration = Duration::from_millis(200);
 
-/// Wait before a failed renewal is tried again once the tenure has lapsed:
-/// short, so writes resume soon after the database answers again.
-const LAPSED_RETRY: Duration = Duration::from_millis(50);
+/// Once the tenure has lapsed, a new renewal attempt starts this often,
+/// each on a fresh connection, without waiting for those still under way:
+/// behind a network that went silent an attempt hangs until its timeout,
+/// and the first one started after the network heals gets through.
+const LAPSED_RETRY: Duration = Duration::from_millis(100);
 
 /// Longest a renewal attempt (connecting included) may take once the
-/// tenure has lapsed: behind a network that went silent, attempts are
-/// given up and started again this often, so the first one after the
-/// network heals is not stuck behind a dead connection.
-const LAPSED_ATTEMPT: Duration = Duration::from_millis(500);
+/// tenure has lapsed.
+const LAPSED_ATTEMPT: Duration = Duration::from_secs(1);
+
+/// Most renewal attempts under way at once while lapsed.
+const LAPSED_PARALLEL: usize = 10;
 
 /// Renews the lease every `renew_every` until the tenure ends or the lease
 /// is released; reconnects when the connection fails. A lapsed tenure is
@@ -538,30 +541,31 @@ async fn hold(
             }
             _ = tokio::time::sleep_until(next.into()) => {}
         }
+        if tenure.is_lapsed() {
+            drop(conn.take());
+            match renew_lapsed(&options, &tenure, timings, &mut release).await {
+                Some(renewed) => {
+                    // Renewed on one of several connections: the next
+                    // renewal, at once, names this one as the lease
+                    // session (another attempt may have landed after it).
+                    conn = Some(renewed);
+                    next = Instant::now();
+                    continue;
+                }
+                None => break,
+            }
+        }
         let sent = Instant::now();
-        let lapsed = tenure.is_lapsed();
-        // While held, a renewal may take until the deadline (and at least
-        // one interval); once lapsed, attempts are short and frequent.
-        let attempt = if lapsed {
-            LAPSED_ATTEMPT
-        } else {
-            tenure
-                .until()
-                .saturating_duration_since(sent)
-                .max(timings.renew_every)
-        };
-        let retry = if lapsed {
-            LAPSED_RETRY
-        } else {
-            timings.renew_every.min(RENEW_RETRY)
-        };
+        // A renewal may take until the deadline, and at least one interval.
+        let attempt = tenure
+            .until()
+            .saturating_duration_since(sent)
+            .max(timings.renew_every);
+        let retry = timings.renew_every.min(RENEW_RETRY);
         match tokio::time::timeout(attempt, renew(&mut conn, &options, epoch, timings)).await {
             Ok(Ok(true)) => {
                 tenure.set_trouble(String::new());
                 tenure.extend(sent + timings.ttl - timings.margin());
-                if lapsed {
-                    tracing::info!(epoch, "lease renewed after it had lapsed: still the holder");
-                }
                 next = sent + timings.renew_every;
             }
             Ok(Ok(false)) => {
@@ -591,6 +595,69 @@ async fn hold(
     }
     if let Some(c) = conn {
         let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
+    }
+}
+
+/// Renews a lapsed tenure: starts an attempt every [`LAPSED_RETRY`], each
+/// on a fresh connection, until one gets through (the tenure is held again;
+/// its connection is returned) or finds the epoch taken over, the tenure
+/// ends otherwise, or the lease is released (None for those three).
+async fn renew_lapsed(
+    options: &PgConnectOptions,
+    tenure: &Tenure,
+    timings: LeaseTimings,
+    release: &mut oneshot::Receiver<oneshot::Sender<()>>,
+) -> Option<PgConnection> {
+    let epoch = i64::try_from(tenure.epoch()).unwrap_or(i64::MAX);
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut *release => {
+                // Nothing to free: no connection reaches the database.
+                tenure.end("the lease was released");
+                return None;
+            }
+            _ = tenure.lost() => return None,
+            Some(done) = attempts.join_next(), if !attempts.is_empty() => match done {
+                Ok((sent, Ok(Some(conn)))) => {
+                    tenure.set_trouble(String::new());
+                    tenure.extend(sent + timings.ttl - timings.margin());
+                    tracing::info!(epoch, "lease renewed after it had lapsed: still the holder");
+                    return Some(conn);
+                }
+                Ok((_, Ok(None))) => {
+                    tenure.end(format!("epoch {epoch} was taken over by another server"));
+                    return None;
+                }
+                Ok((_, Err(why))) => tenure.set_trouble(why),
+                Err(_) => {}
+            },
+            _ = tokio::time::sleep_until(next.into()), if attempts.len() < LAPSED_PARALLEL => {
+                let options = options.clone();
+                attempts.spawn(async move {
+                    let sent = Instant::now();
+                    let mut conn = None;
+                    let renewed = tokio::time::timeout(
+                        LAPSED_ATTEMPT,
+                        renew(&mut conn, &options, epoch, timings),
+                    )
+                    .await;
+                    let outcome = match renewed {
+                        Ok(Ok(true)) => Ok(conn),
+                        Ok(Ok(false)) => Ok(None),
+                        Ok(Err(e)) => Err(crate::telemetry::chain(&e)),
+                        Err(_) => Err(format!(
+                            "Postgres did not answer a renewal within {} ms",
+                            LAPSED_ATTEMPT.as_millis()
+                        )),
+                    };
+                    (sent, outcome)
+                });
+                next = Instant::now() + LAPSED_RETRY;
+            }
+        }
     }
 }
 
