@@ -28,8 +28,18 @@
 //!   until `sent + ttl`. The holder gives up `ttl / 5` earlier (a margin for
 //!   the two clocks' rates), measured on the monotonic clock, which keeps
 //!   running while the process is stopped. A renewal that touches no row
-//!   (the epoch moved on), or no successful renewal before that deadline,
-//!   ends the tenure.
+//!   (the epoch moved on) ends the tenure.
+//! - **Lapsing.** No successful renewal before that deadline *lapses* the
+//!   tenure: the holder acts no more (no commit, no push), but it has not
+//!   learned that anyone took over, so it keeps its memory and keeps
+//!   renewing, every 100 ms on a fresh connection while earlier attempts
+//!   may still hang behind a silent network. A renewal that still finds
+//!   its epoch in the row (`WHERE epoch = e`) makes the tenure held again,
+//!   with the same epoch and the same memory; one that finds the epoch
+//!   moved on ends it. Renewing a lease that expired meanwhile is sound:
+//!   nobody took over (the epoch is unchanged), and if someone does later,
+//!   the fence below stops every commit of the old epoch whatever its
+//!   holder believes.
 //! - **Releasing.** A server shutting down sets `expires_at` to `-infinity`
 //!   after its last commit: its successor takes over at its next poll.
 //!
@@ -64,11 +74,12 @@
 //!    answers is true; nothing it acknowledges is missing from its
 //!    successor.
 //!
-//! Beyond commits, the holder stops acting the moment its tenure ends, even
-//! before it has heard of a successor: the store refuses commits without
-//! asking the database, the Odoo dispatcher and the Redis mirror check
-//! [`Tenure::is_held`] before every push and write, and the server stops
-//! serving reads and steps down to standby (see `server.rs`). A takeover by
+//! Beyond commits, the holder stops acting the moment its tenure lapses or
+//! ends, even before it has heard of a successor: the store refuses commits
+//! without asking the database, the Odoo dispatcher and the Redis mirror
+//! check [`Tenure::is_held`] before every push and write, and the server is
+//! isolated (reads from memory only) until the tenure is held again, or
+//! steps down to standby once it has ended (see `server.rs`). A takeover by
 //! expiry can only come after the holder's own deadline. A takeover because
 //! the holder's session vanished can come earlier (the holder's connection
 //! died while the process lives); the holder then fails its next renewal
