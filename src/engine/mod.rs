@@ -490,6 +490,27 @@ impl Engine {
             .enqueue_guarded(ops, Box::new(EpochGuard(epochs)))
     }
 
+    /// Runs a write on a task of its own and waits for it. A caller that
+    /// stops waiting (a client that cancels or whose deadline passes drops
+    /// the request) does not cut the write short: what follows its commit
+    /// (the pending count, the reload after a failure, the slot restored,
+    /// the hold tracked, the publish) always runs, so memory never keeps a
+    /// change the store refused.
+    async fn to_completion<T, F, Fut>(&self, work: F) -> Result<T, EngineError>
+    where
+        F: FnOnce(Engine) -> Fut,
+        Fut: std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        match tokio::spawn(work(self.clone())).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(EngineError::Unavailable(
+                crate::store::CommitError::unavailable("the server is shutting down"),
+            )),
+        }
+    }
+
     /// Waits for a ticket enqueued by [`Self::enqueue_locked`] on `skus`; on
     /// failure marks them for reload and starts the reload.
     async fn settle(
