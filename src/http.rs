@@ -134,6 +134,27 @@ async fn scrape(State(state): State<HttpState>, headers: HeaderMap) -> axum::res
     .into_response()
 }
 
+/// The services gRPC health reports on: the overall status ("") and
+/// every stockpool service.
+const HEALTH_SERVICES: [&str; 3] = [
+    "",
+    crate::api::pb::inventory_server::SERVICE_NAME,
+    crate::api::pb::admin_server::SERVICE_NAME,
+];
+
+/// Reports readiness on gRPC health once, so a health check that arrives
+/// as soon as the listener opens finds every service registered.
+pub async fn report_health(serving: &Serving, reporter: &HealthReporter) {
+    let status = if is_ready(serving) {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for service in HEALTH_SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
 /// Keeps gRPC health in step with `/readyz` (at once when the role
 /// changes) until `stop` fires, then reports NOT_SERVING so balancers stop
 /// sending calls while the server drains. Covers the overall status ("")
@@ -143,15 +164,10 @@ pub async fn follow_readiness(
     reporter: HealthReporter,
     mut stop: watch::Receiver<bool>,
 ) {
-    let services = [
-        "",
-        crate::api::pb::inventory_server::SERVICE_NAME,
-        crate::api::pb::admin_server::SERVICE_NAME,
-    ];
     let set = |status: ServingStatus| {
         let reporter = reporter.clone();
         async move {
-            for service in services {
+            for service in HEALTH_SERVICES {
                 reporter.set_service_status(service, status).await;
             }
         }

@@ -497,6 +497,23 @@ impl Engine {
             .enqueue_guarded(ops, Box::new(EpochGuard(epochs)))
     }
 
+    /// Runs a write to its end, whether or not the caller still waits. A
+    /// caller that stops waiting (a client that cancels, or whose deadline
+    /// passes, drops the request) does not cut the write short: what
+    /// follows its commit (the pending count, the reload after a failure,
+    /// the slot restored, the hold tracked, the publish) always runs, so
+    /// memory never keeps a change the store refused. The write runs on
+    /// the caller's task and moves to a task of its own only if the caller
+    /// leaves.
+    async fn to_completion<T, F, Fut>(&self, work: F) -> Result<T, EngineError>
+    where
+        F: FnOnce(Engine) -> Fut,
+        Fut: std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        Finish(Some(Box::pin(work(self.clone())))).await
+    }
+
     /// Waits for a ticket enqueued by [`Self::enqueue_locked`] on `skus`; on
     /// failure marks them for reload and starts the reload.
     async fn settle(
@@ -685,4 +702,52 @@ fn builtin_channels() -> impl Iterator<Item = Channel> {
         code: ChannelCode::parse(*c).expect("built-in channel codes are valid"),
         name: c.to_string(),
     })
+}
+
+/// A future finished on a task of its own if it is dropped before it is
+/// done: see [`Engine::to_completion`].
+struct Finish<F: std::future::Future + Send + 'static>(Option<std::pin::Pin<Box<F>>>)
+where
+    F::Output: Send;
+
+impl<F> std::future::Future for Finish<F>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        // Taken out while polled: a write that panics is not finished again.
+        let mut work = self
+            .0
+            .take()
+            .expect("a Finish is not polled after it is done");
+        match work.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => std::task::Poll::Ready(out),
+            std::task::Poll::Pending => {
+                self.0 = Some(work);
+                std::task::Poll::Pending
+            }
+        }
+    }
+}
+
+impl<F> Drop for Finish<F>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    work.await;
+                });
+            }
+        }
+    }
 }

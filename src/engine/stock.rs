@@ -170,6 +170,11 @@ impl Engine {
 
     /// Adds `delta` to `on_hand`; `on_hand` may not go below 0.
     pub async fn adjust_stock(&self, cmd: AdjustCmd) -> Result<StockLevel, EngineError> {
+        self.to_completion(move |e| async move { e.adjust_stock_now(cmd).await })
+            .await
+    }
+
+    async fn adjust_stock_now(&self, cmd: AdjustCmd) -> Result<StockLevel, EngineError> {
         let catalog = self.catalog();
         let w = self.check_warehouse(&catalog, &cmd.warehouse)?;
         check_delta(cmd.delta)?;
@@ -226,6 +231,11 @@ impl Engine {
     /// Sets `on_hand` to a physical count. A count below `reserved` is
     /// accepted: the shortfall is reported in the level and counted.
     pub async fn set_stock(&self, cmd: SetCmd) -> Result<StockLevel, EngineError> {
+        self.to_completion(move |e| async move { e.set_stock_now(cmd).await })
+            .await
+    }
+
+    async fn set_stock_now(&self, cmd: SetCmd) -> Result<StockLevel, EngineError> {
         let catalog = self.catalog();
         let w = self.check_warehouse(&catalog, &cmd.warehouse)?;
         if !(0..=MAX_QUANTITY).contains(&cmd.on_hand) {

@@ -49,7 +49,7 @@ impl CommitError {
     }
 
     /// Nothing was written, and a retry may succeed.
-    fn unavailable(text: impl Into<Arc<str>>) -> Self {
+    pub(crate) fn unavailable(text: impl Into<Arc<str>>) -> Self {
         CommitError {
             text: text.into(),
             failure: Failure::Unavailable,
