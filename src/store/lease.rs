@@ -32,7 +32,7 @@
 //! - **Lapsing.** No successful renewal before that deadline *lapses* the
 //!   tenure: the holder acts no more (no commit, no push), but it has not
 //!   learned that anyone took over, so it keeps its memory and keeps
-//!   renewing, every 100 ms on a fresh connection while earlier attempts
+//!   renewing, every 50 ms on a fresh connection while earlier attempts
 //!   may still hang behind a silent network. A renewal that still finds
 //!   its epoch in the row (`WHERE epoch = e`) makes the tenure held again,
 //!   with the same epoch and the same memory; one that finds the epoch
@@ -502,14 +502,14 @@ const RENEW_RETRY: Duration = Duration::from_millis(200);
 /// each on a fresh connection, without waiting for those still under way:
 /// behind a network that went silent an attempt hangs until its timeout,
 /// and the first one started after the network heals gets through.
-const LAPSED_RETRY: Duration = Duration::from_millis(100);
+const LAPSED_RETRY: Duration = Duration::from_millis(50);
 
 /// Longest a renewal attempt (connecting included) may take once the
 /// tenure has lapsed.
 const LAPSED_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// Most renewal attempts under way at once while lapsed.
-const LAPSED_PARALLEL: usize = 10;
+const LAPSED_PARALLEL: usize = 20;
 
 /// Renews the lease every `renew_every` until the tenure ends or the lease
 /// is released; reconnects when the connection fails. A lapsed tenure is
@@ -550,6 +550,8 @@ async fn hold(
                 tracing::debug!(epoch, %why, "lease renewal stops");
                 break;
             }
+            // At the deadline, the lapsed renewals start at once.
+            _ = tenure.lapsed() => {}
             _ = tokio::time::sleep_until(next.into()) => {}
         }
         if tenure.is_lapsed() {
@@ -567,11 +569,9 @@ async fn hold(
             }
         }
         let sent = Instant::now();
-        // A renewal may take until the deadline, and at least one interval.
-        let attempt = tenure
-            .until()
-            .saturating_duration_since(sent)
-            .max(timings.renew_every);
+        // A renewal may take until the deadline; past it, the lapsed
+        // renewals take over.
+        let attempt = tenure.until().saturating_duration_since(sent);
         let retry = timings.renew_every.min(RENEW_RETRY);
         match tokio::time::timeout(attempt, renew(&mut conn, &options, epoch, timings)).await {
             Ok(Ok(true)) => {

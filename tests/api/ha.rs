@@ -807,6 +807,31 @@ async fn a_lone_server_cut_off_from_postgres_past_its_lease_serves_reads_refuses
         replay.replayed,
         "the reservation from before the cut is still known once"
     );
+
+    // A second outage, with Postgres refusing connections (down, or
+    // restarting) rather than silent: the same isolation, and the same
+    // resumption.
+    proxy
+        .refusing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    proxy.cut_connections();
+    node.wait_role(Role::Isolated).await;
+    proxy
+        .refusing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let healed = Instant::now();
+    let resumed = first_write_after(healed, node.inventory(), "after-2").await;
+    eprintln!(
+        "lone server: first acknowledged write {} ms after Postgres accepted connections again",
+        resumed.as_millis()
+    );
+    assert_eq!(
+        server_info(&node.url()).await.unwrap().leader_epoch,
+        1,
+        "still the same epoch"
+    );
+    assert!(stored_orders(&db).await.contains_key("after-2"));
+    assert!(twice_in_ledger(&db, "reserve").await.is_empty());
     assert_gap_free(&db).await;
     node.stop().await;
 }
