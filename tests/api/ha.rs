@@ -712,6 +712,21 @@ async fn a_lone_server_cut_off_from_postgres_past_its_lease_serves_reads_refuses
         readyz.starts_with("HTTP/1.1 503") && readyz.contains("isolated"),
         "{readyz}"
     );
+    let health = tonic_health::pb::health_client::HealthClient::new(
+        Channel::from_shared(node.url()).unwrap().connect_lazy(),
+    );
+    converge("the isolated server's gRPC health says NOT_SERVING", || {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "stockpool.v1.Inventory".into(),
+                })
+                .await
+                .is_ok_and(|r| r.into_inner().status == 2)
+        }
+    })
+    .await;
     assert_eq!(
         hot_reads(&node).await,
         before,
