@@ -851,6 +851,64 @@ async fn a_lone_server_cut_off_from_postgres_past_its_lease_serves_reads_refuses
     node.stop().await;
 }
 
+#[tokio::test]
+async fn a_write_refused_while_isolated_changes_no_memory_reaches_no_store_and_needs_no_reload() {
+    use std::sync::atomic::Ordering;
+    use stockpool::domain::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode};
+    use stockpool::engine::{Engine, EngineError, ReserveCmd, SetCmd, SystemClock};
+    use stockpool::store::{Failure, SqliteStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(crate::helpers::Flaky::new(
+        SqliteStore::open(dir.path()).await.unwrap(),
+    ));
+    let engine = Engine::open(store.clone(), seed(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let hot = Sku::parse("HOT").unwrap();
+    engine
+        .set_stock(SetCmd {
+            sku: hot.clone(),
+            warehouse: WarehouseCode::parse("WH-EAST").unwrap(),
+            on_hand: 1000,
+            reason: "count".into(),
+            expected_version: None,
+            movement_id: None,
+        })
+        .await
+        .unwrap();
+    let reserve = |id: &str| ReserveCmd {
+        channel: ChannelCode::parse("shopify").unwrap(),
+        order_id: OrderId::parse(id).unwrap(),
+        lines: vec![(hot.clone(), Quantity::parse("quantity", 2).unwrap())],
+        hold_seconds: 0,
+        terms: Default::default(),
+    };
+    let before = engine.get_stock(std::slice::from_ref(&hot));
+    let commits = store.commits.load(Ordering::SeqCst);
+
+    store.isolated.store(true, Ordering::SeqCst);
+    let refused = engine.reserve(reserve("o-1")).await.unwrap_err();
+    assert!(
+        matches!(&refused, EngineError::Unavailable(c)
+            if c.failure() == Failure::Isolated && c.to_string().contains("isolated")),
+        "{refused:?}"
+    );
+    assert_eq!(engine.get_stock(std::slice::from_ref(&hot)), before);
+    assert!(engine.is_consistent(), "nothing waits for a reload");
+    assert_eq!(
+        store.commits.load(Ordering::SeqCst),
+        commits,
+        "nothing reached the store"
+    );
+
+    store.isolated.store(false, Ordering::SeqCst);
+    engine
+        .reserve(reserve("o-1"))
+        .await
+        .expect("writes resume once current again");
+}
+
 /// Every channel's event log numbers its entries 1, 2, 3, … without a gap
 /// or a repeat, across every failover.
 async fn assert_gap_free(db: &TestDb) {
