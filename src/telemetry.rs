@@ -317,7 +317,7 @@ fn describe_metrics() {
     describe_counter!(
         STEP_DOWNS,
         Unit::Count,
-        "Times this server stopped being the active one: deposed (another server took over), lapsed (the lease could not be renewed in time)."
+        "Times this server stopped being the active one: deposed (another server took over), lapsed (its tenure ended otherwise). A lease that could not be renewed in time isolates the server instead (stockpool_isolations_total)."
     );
     describe_counter!(
         ISOLATIONS,
