@@ -2,8 +2,11 @@
 //! orchestrators and scrapers, and the routes of the edges that are called
 //! over HTTP (the Odoo webhook, from [`crate::odoo::routes`], served by the
 //! active term only; a standby answers them 503). Readiness is defined once
-//! here, served at `/readyz` (503 with the word `standby` on a standby, for
-//! load balancers) and mirrored into gRPC health.
+//! here, served at `/readyz` (503 with the word `standby` on a standby,
+//! `isolated` on an active server that cannot renew its lease, for load
+//! balancers) and mirrored into gRPC health. The Odoo webhook is served
+//! only while current: an isolated server answers it 503 (it could not
+//! apply what Odoo sends).
 //! With tokens configured, `/metrics` (stock and channel figures) answers
 //! only a bearer token of any role; `/healthz` and `/readyz` stay open for
 //! probes.
@@ -64,7 +67,7 @@ pub fn router(serving: Serving, metrics: PrometheusHandle, tokens: Tokens) -> Ro
                     }
                     _ => (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        format!("{}\n", serving.standby_message()),
+                        format!("{}\n", serving.refusal()),
                     )
                         .into_response(),
                 }

@@ -252,7 +252,7 @@ impl Engine {
         let skus = [cmd.sku.clone()];
         let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
         let (followed, ticket) = {
-            let mut sku_guards = Self::lock_all(&skus, &cells)?;
+            let mut sku_guards = self.lock_all(&skus, &cells)?;
             let mut warehouses: BTreeSet<usize> = counts.keys().copied().collect();
             warehouses.extend(newly.keys().copied());
             let mut changes = Vec::new();

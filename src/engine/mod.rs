@@ -29,7 +29,8 @@ use crate::domain::{
     Catalog, Channel, ChannelCode, OrderId, Pool, Reservation, Sku, WarehouseCode, BUILTIN_CHANNELS,
 };
 use crate::store::{
-    ChannelEvent, GroupCommit, JobGuard, LedgerEntry, MovementKind, Op, Store, Ticket,
+    ChannelEvent, CommitError, GroupCommit, JobGuard, LedgerEntry, MovementKind, Op, Standing,
+    Store, Ticket,
 };
 
 pub use admin::{Seed, SimulatedChange};
@@ -459,11 +460,17 @@ impl Engine {
     }
 
     /// Locks `cells` (already sorted by SKU) and refuses when one of them
-    /// waits for a reload.
+    /// waits for a reload, or when this server may not commit now (its
+    /// lease lapsed or was taken over): refused here, before memory
+    /// changes, a write leaves nothing to reload.
     fn lock_all<'a>(
+        &self,
         skus: &[Sku],
         cells: &'a [Arc<SkuCell>],
     ) -> Result<Vec<MutexGuard<'a, SkuState>>, EngineError> {
+        if let Some(refused) = self.inner.store.standing().refusal() {
+            return Err(EngineError::Unavailable(CommitError::new(&refused)));
+        }
         let guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
         if let Some(i) = guards.iter().position(|g| g.needs_reload) {
             return Err(EngineError::Reloading(skus[i].clone()));
@@ -621,6 +628,25 @@ impl Engine {
     /// checks it first.
     pub fn is_current(&self) -> bool {
         self.inner.store.is_current()
+    }
+
+    /// Where this engine's server stands: current, isolated (its lease
+    /// lapsed; writes are refused, memory kept) or deposed.
+    pub fn standing(&self) -> Standing {
+        self.inner.store.standing()
+    }
+
+    /// Waits while this server is isolated: true once it is current again,
+    /// false once it is deposed. Background work with effects beyond the
+    /// store pauses on it rather than stopping.
+    pub async fn until_current(&self) -> bool {
+        loop {
+            match self.inner.store.standing() {
+                Standing::Current => return true,
+                Standing::Deposed(_) => return false,
+                Standing::Isolated(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Whether every SKU's memory matches the store (no reload pending).

@@ -201,7 +201,7 @@ impl Engine {
         let refer = reference(&cmd.channel, &cmd.order_id);
         let id = new_reservation_id();
         let (reservation, ticket) = {
-            let mut guards = match Self::lock_all(&skus, &cells) {
+            let mut guards = match self.lock_all(&skus, &cells) {
                 Ok(g) => g,
                 Err(e) => {
                     drop(current);
@@ -563,7 +563,7 @@ impl Engine {
         skus.dedup();
         let cells: Vec<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, true)).collect();
         let ticket = {
-            let mut guards = Self::lock_all(&skus, &cells)?;
+            let mut guards = self.lock_all(&skus, &cells)?;
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
             if let Some(c) = catalog.channel_index(channel) {

@@ -190,7 +190,7 @@ impl Engine {
                 adjusted(&Pool::default(), &cmd)?;
             }
             let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
-            let mut guards = Self::lock_all(&skus, &cells)?;
+            let mut guards = self.lock_all(&skus, &cells)?;
             let pool = guards[0].pools.get(w).copied().unwrap_or_default();
             adjusted(&pool, &cmd)?;
             let change = PoolChange {
@@ -255,7 +255,7 @@ impl Engine {
                 check_version(&Pool::default(), &cmd)?;
             }
             let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
-            let mut guards = Self::lock_all(&skus, &cells)?;
+            let mut guards = self.lock_all(&skus, &cells)?;
             check_version(&guards[0].pools.get(w).copied().unwrap_or_default(), &cmd)?;
             let pool = guards[0].pool_mut(w);
             let delta = cmd.on_hand - pool.on_hand;
