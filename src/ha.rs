@@ -7,14 +7,29 @@
 //! current [`Term`] (the engine loaded at a takeover, its Inventory and
 //! Admin services, its Odoo webhook), or, without one, is refused as a
 //! standby's (`api::edge`, `http::router`). The server (`server.rs`)
-//! decides the role; this module only holds it. On SQLite the process is
-//! active from start to end.
+//! decides the role; this module only holds it. An active server whose
+//! lease lapsed (Postgres unreachable) is **isolated**: its term still
+//! serves reads from memory while its store refuses writes, until the
+//! lease is renewed (active again) or found taken over (standby). On
+//! SQLite the process is active from start to end.
 
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
 use crate::engine::Engine;
+use crate::store::Standing;
+
+/// The role of a process serving `term` (None: no term).
+fn role_of(term: Option<&Term>) -> Role {
+    match term.map(|t| t.engine.standing()) {
+        None => Role::Standby,
+        Some(Standing::Isolated(_)) => Role::Isolated,
+        // A term whose tenure ended is being stepped down: still active
+        // until it is gone (it serves nothing meanwhile).
+        Some(_) => Role::Active,
+    }
+}
 
 /// What this process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +38,12 @@ pub enum Role {
     Active,
     /// Waits to take over; refuses calls as `UNAVAILABLE`.
     Standby,
+    /// Was active, but could not renew its lease in time (Postgres is
+    /// unreachable): keeps its memory and serves reads, refuses writes as
+    /// `UNAVAILABLE`, pauses its background work, and answers `/readyz`
+    /// 503. Active again once a renewal gets through; standby once it
+    /// learns another server took over.
+    Isolated,
 }
 
 impl Role {
@@ -31,6 +52,7 @@ impl Role {
         match self {
             Role::Active => "active",
             Role::Standby => "standby",
+            Role::Isolated => "isolated",
         }
     }
 }
@@ -109,11 +131,18 @@ impl Serving {
     }
 
     pub fn role(&self) -> Role {
-        if self.read().term.is_some() {
-            Role::Active
-        } else {
-            Role::Standby
-        }
+        role_of(self.read().term.as_ref())
+    }
+
+    /// Tells those following the role (gRPC health) that it may have
+    /// changed: the server calls it when its tenure lapses or is renewed.
+    pub fn refresh_role(&self) {
+        let role = self.role();
+        self.inner.role.send_if_modified(|r| {
+            let changed = *r != role;
+            *r = role;
+            changed
+        });
     }
 
     /// Follows the role as it changes.
@@ -125,11 +154,7 @@ impl Serving {
         let state = self.read();
         ServerInfo {
             version: env!("CARGO_PKG_VERSION"),
-            role: if state.term.is_some() {
-                Role::Active
-            } else {
-                Role::Standby
-            },
+            role: role_of(state.term.as_ref()),
             store: self.inner.store,
             started_at_ms: self.inner.started_at_ms,
             leader_epoch: state.leader_epoch,
@@ -171,21 +196,57 @@ impl Serving {
         self.read().term.clone()
     }
 
+    /// The term that takes calls for its services: the current one while
+    /// active, and while isolated too (its reads are served from memory;
+    /// its store refuses writes). None on a standby, or while stepping
+    /// down.
+    pub fn serving_term(&self) -> Option<Term> {
+        self.read()
+            .term
+            .as_ref()
+            .filter(|t| {
+                matches!(
+                    t.engine.standing(),
+                    Standing::Current | Standing::Isolated(_)
+                )
+            })
+            .cloned()
+    }
+
     /// The engine of the current term, while active.
     pub fn engine(&self) -> Option<Engine> {
         self.read().term.as_ref().map(|t| t.engine.clone())
     }
 
     /// Why this server does not take calls right now, None when it does:
-    /// it is the standby, its tenure just ended, or memory is being
-    /// reloaded after a failed write.
+    /// it is the standby, its tenure just ended, it is isolated from
+    /// Postgres, or memory is being reloaded after a failed write.
     pub fn unready(&self) -> Option<&'static str> {
         match &self.read().term {
             None => Some("standby"),
-            Some(t) if !t.engine.is_current() => Some("standby: stepping down"),
-            Some(t) if !t.engine.is_consistent() => Some("reloading state after a failed write"),
-            Some(_) => None,
+            Some(t) => match t.engine.standing() {
+                Standing::Deposed(_) => Some("standby: stepping down"),
+                Standing::Isolated(_) => Some(
+                    "isolated: the lease could not be renewed in Postgres; writes are refused, \
+                     reads are served from memory",
+                ),
+                Standing::Current if !t.engine.is_consistent() => {
+                    Some("reloading state after a failed write")
+                }
+                Standing::Current => None,
+            },
         }
+    }
+
+    /// The sentence a call that this server does not serve now is refused
+    /// with: the isolated server's, or the standby's.
+    pub fn refusal(&self) -> String {
+        if let Some(Standing::Isolated(why)) =
+            self.read().term.as_ref().map(|t| t.engine.standing())
+        {
+            return why;
+        }
+        self.standby_message()
     }
 
     /// The sentence a standby answers calls with: its role, and where the

@@ -2,8 +2,11 @@
 //! orchestrators and scrapers, and the routes of the edges that are called
 //! over HTTP (the Odoo webhook, from [`crate::odoo::routes`], served by the
 //! active term only; a standby answers them 503). Readiness is defined once
-//! here, served at `/readyz` (503 with the word `standby` on a standby, for
-//! load balancers) and mirrored into gRPC health.
+//! here, served at `/readyz` (503 with the word `standby` on a standby,
+//! `isolated` on an active server that cannot renew its lease, for load
+//! balancers) and mirrored into gRPC health. The Odoo webhook is served
+//! only while current: an isolated server answers it 503 (it could not
+//! apply what Odoo sends).
 //! With tokens configured, `/metrics` (stock and channel figures) answers
 //! only a bearer token of any role; `/healthz` and `/readyz` stay open for
 //! probes.
@@ -64,7 +67,7 @@ pub fn router(serving: Serving, metrics: PrometheusHandle, tokens: Tokens) -> Ro
                     }
                     _ => (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        format!("{}\n", serving.standby_message()),
+                        format!("{}\n", serving.refusal()),
                     )
                         .into_response(),
                 }
@@ -131,6 +134,27 @@ async fn scrape(State(state): State<HttpState>, headers: HeaderMap) -> axum::res
     .into_response()
 }
 
+/// The services gRPC health reports on: the overall status ("") and
+/// every stockpool service.
+const HEALTH_SERVICES: [&str; 3] = [
+    "",
+    crate::api::pb::inventory_server::SERVICE_NAME,
+    crate::api::pb::admin_server::SERVICE_NAME,
+];
+
+/// Reports readiness on gRPC health once, so a health check that arrives
+/// as soon as the listener opens finds every service registered.
+pub async fn report_health(serving: &Serving, reporter: &HealthReporter) {
+    let status = if is_ready(serving) {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for service in HEALTH_SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
 /// Keeps gRPC health in step with `/readyz` (at once when the role
 /// changes) until `stop` fires, then reports NOT_SERVING so balancers stop
 /// sending calls while the server drains. Covers the overall status ("")
@@ -140,15 +164,10 @@ pub async fn follow_readiness(
     reporter: HealthReporter,
     mut stop: watch::Receiver<bool>,
 ) {
-    let services = [
-        "",
-        crate::api::pb::inventory_server::SERVICE_NAME,
-        crate::api::pb::admin_server::SERVICE_NAME,
-    ];
     let set = |status: ServingStatus| {
         let reporter = reporter.clone();
         async move {
-            for service in services {
+            for service in HEALTH_SERVICES {
                 reporter.set_service_status(service, status).await;
             }
         }

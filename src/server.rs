@@ -8,8 +8,13 @@
 //! (`store::lease`); the winner loads state from the database (after its
 //! takeover, so it sees every commit of its predecessor), starts the
 //! background work (hold expiry, the channel publisher, the Redis mirror,
-//! Odoo), and serves. When its tenure ends (another server took over, or the
-//! lease could not be renewed in time) it steps down: it stops serving
+//! Odoo), and serves. When the lease cannot be renewed in time (Postgres
+//! unreachable) it is **isolated**: it keeps its memory and serves reads,
+//! its store refuses writes, its background work pauses and `/readyz`
+//! answers 503; a renewal that gets through with its own epoch makes it
+//! active again at once, with the same memory. When its tenure ends
+//! (another server took over, found at a renewal or by a fenced commit) it
+//! steps down: it stops serving
 //! calls at once, its store refuses every commit (waiting writers get
 //! `UNAVAILABLE` naming the role), its background work stops, its memory is
 //! dropped, and it campaigns again like any standby. It does not exit: it
@@ -233,6 +238,7 @@ impl Application {
             .transpose()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (grpc_router, health) = crate::api::edge(serving.clone(), config.tokens.clone())?;
+        crate::http::report_health(&serving, &health).await;
         let health_task = tokio::spawn(crate::http::follow_readiness(
             serving.clone(),
             health,
@@ -503,17 +509,51 @@ async fn serve_terms(
         };
         let tenure = running.tenure().expect("a Postgres term holds a lease");
         tracing::info!(epoch = tenure.epoch(), "active");
-        tokio::select! {
-            why = tenure.lost() => {
-                let reason = if why.contains("taken over") || why.contains("fenced") {
-                    "deposed"
-                } else {
-                    "lapsed"
-                };
-                metrics::counter!(crate::telemetry::STEP_DOWNS, "reason" => reason).increment(1);
-                running.step_down(serving, &why).await;
-            }
+        let why = tokio::select! {
+            why = serve_tenure(&tenure, serving) => why,
             _ = shutdown.as_mut() => return Some(running),
+        };
+        let reason = if why.contains("taken over") || why.contains("fenced") {
+            "deposed"
+        } else {
+            "lapsed"
+        };
+        metrics::counter!(crate::telemetry::STEP_DOWNS, "reason" => reason).increment(1);
+        running.step_down(serving, &why).await;
+    }
+}
+
+/// Follows one tenure until it ends, with the reason: active while the
+/// lease is held, isolated while it has lapsed (Postgres could not be
+/// reached to renew it: memory kept, reads served, writes and background
+/// work paused), active again when a renewal gets through.
+async fn serve_tenure(tenure: &Tenure, serving: &Serving) -> std::sync::Arc<str> {
+    loop {
+        tokio::select! {
+            why = tenure.lost() => return why,
+            _ = tenure.lapsed() => {}
+        }
+        if tenure.ended().is_some() {
+            continue;
+        }
+        let since = Instant::now();
+        serving.refresh_role();
+        metrics::counter!(crate::telemetry::ISOLATIONS).increment(1);
+        metrics::gauge!(crate::telemetry::ISOLATED).set(1.0);
+        tracing::warn!(
+            epoch = tenure.epoch(),
+            trouble = tenure.trouble().as_deref().unwrap_or("no answer"),
+            "isolated: the lease could not be renewed in time; writes are refused and background work paused, reads are served from memory until Postgres answers"
+        );
+        let regained = tenure.regained().await;
+        metrics::gauge!(crate::telemetry::ISOLATED).set(0.0);
+        serving.refresh_role();
+        if regained {
+            tracing::info!(
+                epoch = tenure.epoch(),
+                isolated_ms = since.elapsed().as_millis() as u64,
+                "lease renewed: active again with the same memory"
+            );
         }
     }
 }
@@ -624,6 +664,11 @@ async fn sweep_holds(engine: Engine, every: Duration, mut stop: watch::Receiver<
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // Paused while isolated: the holds expire once the lease
+                // is renewed (or on the successor).
+                if !engine.is_current() {
+                    continue;
+                }
                 let n = engine.expire_due().await;
                 if n > 0 {
                     tracing::debug!(expired = n, "holds expired");

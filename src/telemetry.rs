@@ -97,6 +97,12 @@ pub const LEADER_EPOCH: &str = "stockpool_leader_epoch";
 pub const TAKEOVERS: &str = "stockpool_takeovers_total";
 /// Counter: times this server stopped being the active one, by reason.
 pub const STEP_DOWNS: &str = "stockpool_step_downs_total";
+/// Counter: times the active server's lease lapsed (Postgres unreachable)
+/// and it became isolated.
+pub const ISOLATIONS: &str = "stockpool_isolations_total";
+/// Gauge: 1 while this server is isolated (active, lease lapsed: reads
+/// served, writes refused), else 0.
+pub const ISOLATED: &str = "stockpool_isolated";
 
 /// The `outcome` label values of [`RESERVATIONS`].
 pub const RESERVE_OUTCOMES: [&str; 3] = ["accepted", "rejected", "replayed"];
@@ -311,7 +317,17 @@ fn describe_metrics() {
     describe_counter!(
         STEP_DOWNS,
         Unit::Count,
-        "Times this server stopped being the active one: deposed (another server took over), lapsed (the lease could not be renewed in time)."
+        "Times this server stopped being the active one: deposed (another server took over), lapsed (its tenure ended otherwise). A lease that could not be renewed in time isolates the server instead (stockpool_isolations_total)."
+    );
+    describe_counter!(
+        ISOLATIONS,
+        Unit::Count,
+        "Times the lease of this (active) server lapsed because Postgres could not be reached in time: it then serves reads from memory and refuses writes until a renewal gets through or it learns it was deposed."
+    );
+    describe_gauge!(
+        ISOLATED,
+        Unit::Count,
+        "1 while this server is isolated (its lease lapsed: reads served from memory, writes refused), else 0."
     );
 
     metrics::counter!(SHORTFALL_UNITS).increment(0);
@@ -340,6 +356,8 @@ fn describe_metrics() {
     metrics::counter!(REDIS_RESYNCS).increment(0);
     metrics::gauge!(ACTIVE).set(0.0);
     metrics::gauge!(LEADER_EPOCH).set(0.0);
+    metrics::counter!(ISOLATIONS).increment(0);
+    metrics::gauge!(ISOLATED).set(0.0);
     for outcome in ["loaded", "failed"] {
         metrics::counter!(TAKEOVERS, "outcome" => outcome).increment(0);
     }

@@ -65,6 +65,13 @@ impl From<EngineError> for Status {
                      standby, and the change was not saved; retry on the active server",
                 );
             }
+            if c.failure() == Failure::Isolated {
+                // The sentence names the cause: the lease could not be
+                // renewed. Marked like a standby's refusal: nothing was
+                // done, and the write belongs on the active server.
+                tracing::warn!(error = %c, "write refused: this server is isolated from Postgres");
+                return not_active(c.to_string());
+            }
         }
         let code = match &e {
             EngineError::Domain(d) if matches!(**d, DomainError::Invalid(_)) => {

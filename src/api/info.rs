@@ -67,12 +67,13 @@ impl tonic::server::UnaryService<pb::GetServerInfoRequest> for InfoService {
     }
 }
 
-/// A call for the term's services: served by the current term, or refused
-/// as a standby's when there is none, or when its tenure has just ended and
+/// A call for the term's services: served by the current term (also while
+/// isolated: reads from memory, writes refused by its store), or refused as
+/// a standby's when there is none, or when its tenure has just ended and
 /// the server is stepping down.
 pub async fn to_term(serving: &Serving, request: axum::extract::Request) -> Response {
-    match serving.term() {
-        Some(term) if term.engine.is_current() => match term.grpc.oneshot(request).await {
+    match serving.serving_term() {
+        Some(term) => match term.grpc.oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         },

@@ -84,6 +84,7 @@ pub fn edge(serving: Serving, tokens: Tokens) -> anyhow::Result<(axum::Router, H
             tokens,
             auth::reflection_needs_token,
         ))
+        .layer(axum::middleware::from_fn(protocol::deadline))
         .layer(axum::middleware::from_fn(protocol::protocol_errors))
         .layer(axum::middleware::from_fn(crate::telemetry::track_rpc));
     Ok((router, reporter))

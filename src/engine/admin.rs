@@ -92,6 +92,11 @@ impl Engine {
     }
 
     pub async fn upsert_warehouse(&self, warehouse: Warehouse) -> Result<Warehouse, EngineError> {
+        self.to_completion(move |e| async move { e.upsert_warehouse_now(warehouse).await })
+            .await
+    }
+
+    async fn upsert_warehouse_now(&self, warehouse: Warehouse) -> Result<Warehouse, EngineError> {
         let _admin = self.inner.admin.lock().await;
         let mut next = (*self.catalog()).clone();
         next.upsert_warehouse(warehouse.clone());
@@ -102,6 +107,11 @@ impl Engine {
     }
 
     pub async fn upsert_channel(&self, channel: Channel) -> Result<Channel, EngineError> {
+        self.to_completion(move |e| async move { e.upsert_channel_now(channel).await })
+            .await
+    }
+
+    async fn upsert_channel_now(&self, channel: Channel) -> Result<Channel, EngineError> {
         let _admin = self.inner.admin.lock().await;
         let mut next = (*self.catalog()).clone();
         next.upsert_channel(channel.clone());
@@ -114,6 +124,19 @@ impl Engine {
     /// Stores a rule (replacing the one for the same channel and SKU) and
     /// records the change in the rule history.
     pub async fn put_rule(
+        &self,
+        rule: Rule,
+        changed_by: &str,
+        comment: &str,
+    ) -> Result<Rule, EngineError> {
+        let (changed_by, comment) = (changed_by.to_owned(), comment.to_owned());
+        self.to_completion(
+            move |e| async move { e.put_rule_now(rule, &changed_by, &comment).await },
+        )
+        .await
+    }
+
+    async fn put_rule_now(
         &self,
         rule: Rule,
         changed_by: &str,
@@ -142,6 +165,22 @@ impl Engine {
     /// Deletes the rule of `channel` for `sku` (the default when None) and
     /// records the change in the rule history.
     pub async fn delete_rule(
+        &self,
+        channel: &ChannelCode,
+        sku: Option<&Sku>,
+        changed_by: &str,
+        comment: &str,
+    ) -> Result<Rule, EngineError> {
+        let (channel, sku) = (channel.clone(), sku.cloned());
+        let (changed_by, comment) = (changed_by.to_owned(), comment.to_owned());
+        self.to_completion(move |e| async move {
+            e.delete_rule_now(&channel, sku.as_ref(), &changed_by, &comment)
+                .await
+        })
+        .await
+    }
+
+    async fn delete_rule_now(
         &self,
         channel: &ChannelCode,
         sku: Option<&Sku>,

@@ -180,6 +180,11 @@ impl Engine {
     /// (one ledger line, one version bump). Repeated or late reports change
     /// nothing; nothing is written when nothing changes.
     pub async fn follow_erp(&self, cmd: ErpStock) -> Result<Vec<FollowedPool>, EngineError> {
+        self.to_completion(move |e| async move { e.follow_erp_now(cmd).await })
+            .await
+    }
+
+    async fn follow_erp_now(&self, cmd: ErpStock) -> Result<Vec<FollowedPool>, EngineError> {
         let catalog = self.catalog();
         let mut counts: BTreeMap<usize, i64> = BTreeMap::new();
         for (warehouse, count) in &cmd.counts {
@@ -247,7 +252,7 @@ impl Engine {
         let skus = [cmd.sku.clone()];
         let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
         let (followed, ticket) = {
-            let mut sku_guards = Self::lock_all(&skus, &cells)?;
+            let mut sku_guards = self.lock_all(&skus, &cells)?;
             let mut warehouses: BTreeSet<usize> = counts.keys().copied().collect();
             warehouses.extend(newly.keys().copied());
             let mut changes = Vec::new();

@@ -29,7 +29,8 @@ use crate::domain::{
     Catalog, Channel, ChannelCode, OrderId, Pool, Reservation, Sku, WarehouseCode, BUILTIN_CHANNELS,
 };
 use crate::store::{
-    ChannelEvent, GroupCommit, JobGuard, LedgerEntry, MovementKind, Op, Store, Ticket,
+    ChannelEvent, CommitError, GroupCommit, JobGuard, LedgerEntry, MovementKind, Op, Standing,
+    Store, Ticket,
 };
 
 pub use admin::{Seed, SimulatedChange};
@@ -459,11 +460,17 @@ impl Engine {
     }
 
     /// Locks `cells` (already sorted by SKU) and refuses when one of them
-    /// waits for a reload.
+    /// waits for a reload, or when this server may not commit now (its
+    /// lease lapsed or was taken over): refused here, before memory
+    /// changes, a write leaves nothing to reload.
     fn lock_all<'a>(
+        &self,
         skus: &[Sku],
         cells: &'a [Arc<SkuCell>],
     ) -> Result<Vec<MutexGuard<'a, SkuState>>, EngineError> {
+        if let Some(refused) = self.inner.store.standing().refusal() {
+            return Err(EngineError::Unavailable(CommitError::new(&refused)));
+        }
         let guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
         if let Some(i) = guards.iter().position(|g| g.needs_reload) {
             return Err(EngineError::Reloading(skus[i].clone()));
@@ -488,6 +495,23 @@ impl Engine {
         self.inner
             .writer
             .enqueue_guarded(ops, Box::new(EpochGuard(epochs)))
+    }
+
+    /// Runs a write to its end, whether or not the caller still waits. A
+    /// caller that stops waiting (a client that cancels, or whose deadline
+    /// passes, drops the request) does not cut the write short: what
+    /// follows its commit (the pending count, the reload after a failure,
+    /// the slot restored, the hold tracked, the publish) always runs, so
+    /// memory never keeps a change the store refused. The write runs on
+    /// the caller's task and moves to a task of its own only if the caller
+    /// leaves.
+    async fn to_completion<T, F, Fut>(&self, work: F) -> Result<T, EngineError>
+    where
+        F: FnOnce(Engine) -> Fut,
+        Fut: std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        Finish(Some(Box::pin(work(self.clone())))).await
     }
 
     /// Waits for a ticket enqueued by [`Self::enqueue_locked`] on `skus`; on
@@ -606,6 +630,25 @@ impl Engine {
         self.inner.store.is_current()
     }
 
+    /// Where this engine's server stands: current, isolated (its lease
+    /// lapsed; writes are refused, memory kept) or deposed.
+    pub fn standing(&self) -> Standing {
+        self.inner.store.standing()
+    }
+
+    /// Waits while this server is isolated: true once it is current again,
+    /// false once it is deposed. Background work with effects beyond the
+    /// store pauses on it rather than stopping.
+    pub async fn until_current(&self) -> bool {
+        loop {
+            match self.inner.store.standing() {
+                Standing::Current => return true,
+                Standing::Deposed(_) => return false,
+                Standing::Isolated(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     /// Whether every SKU's memory matches the store (no reload pending).
     pub fn is_consistent(&self) -> bool {
         self.inner.skus.iter().all(|c| !c.lock().needs_reload)
@@ -659,4 +702,52 @@ fn builtin_channels() -> impl Iterator<Item = Channel> {
         code: ChannelCode::parse(*c).expect("built-in channel codes are valid"),
         name: c.to_string(),
     })
+}
+
+/// A future finished on a task of its own if it is dropped before it is
+/// done: see [`Engine::to_completion`].
+struct Finish<F: std::future::Future + Send + 'static>(Option<std::pin::Pin<Box<F>>>)
+where
+    F::Output: Send;
+
+impl<F> std::future::Future for Finish<F>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        // Taken out while polled: a write that panics is not finished again.
+        let mut work = self
+            .0
+            .take()
+            .expect("a Finish is not polled after it is done");
+        match work.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => std::task::Poll::Ready(out),
+            std::task::Poll::Pending => {
+                self.0 = Some(work);
+                std::task::Poll::Pending
+            }
+        }
+    }
+}
+
+impl<F> Drop for Finish<F>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    work.await;
+                });
+            }
+        }
+    }
 }

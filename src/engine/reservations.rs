@@ -137,6 +137,11 @@ impl Engine {
     /// reservation as it stands with `replayed = true`; other lines or
     /// other terms are a conflict.
     pub async fn reserve(&self, cmd: ReserveCmd) -> Result<(Reservation, bool), EngineError> {
+        self.to_completion(move |e| async move { e.reserve_now(cmd).await })
+            .await
+    }
+
+    async fn reserve_now(&self, cmd: ReserveCmd) -> Result<(Reservation, bool), EngineError> {
         let catalog = self.catalog();
         let channel = self.check_channel(&catalog, &cmd.channel)?;
         if cmd.hold_seconds > MAX_HOLD_SECONDS {
@@ -196,7 +201,7 @@ impl Engine {
         let refer = reference(&cmd.channel, &cmd.order_id);
         let id = new_reservation_id();
         let (reservation, ticket) = {
-            let mut guards = match Self::lock_all(&skus, &cells) {
+            let mut guards = match self.lock_all(&skus, &cells) {
                 Ok(g) => g,
                 Err(e) => {
                     drop(current);
@@ -325,6 +330,16 @@ impl Engine {
         channel: &ChannelCode,
         order_id: &OrderId,
     ) -> Result<Reservation, EngineError> {
+        let (channel, order_id) = (channel.clone(), order_id.clone());
+        self.to_completion(move |e| async move { e.confirm_now(&channel, &order_id).await })
+            .await
+    }
+
+    async fn confirm_now(
+        &self,
+        channel: &ChannelCode,
+        order_id: &OrderId,
+    ) -> Result<Reservation, EngineError> {
         let now = self.now_ms();
         self.change(channel, order_id, Some(OutboxEvent::Confirmed), |r, _| {
             r.confirm(now)?;
@@ -336,6 +351,11 @@ impl Engine {
 
     /// Releases the named lines (or every open unit) back to free stock.
     pub async fn release(&self, cmd: ReleaseCmd) -> Result<Reservation, EngineError> {
+        self.to_completion(move |e| async move { e.release_now(cmd).await })
+            .await
+    }
+
+    async fn release_now(&self, cmd: ReleaseCmd) -> Result<Reservation, EngineError> {
         self.check_line_warehouses(&cmd.lines)?;
         let refer = reference(&cmd.channel, &cmd.order_id);
         self.change(
@@ -368,6 +388,11 @@ impl Engine {
     /// [`Engine::follow_erp`]), so free stock is never overstated while
     /// on-hand still counts them.
     pub async fn fulfill(&self, cmd: FulfillCmd) -> Result<Reservation, EngineError> {
+        self.to_completion(move |e| async move { e.fulfill_now(cmd).await })
+            .await
+    }
+
+    async fn fulfill_now(&self, cmd: FulfillCmd) -> Result<Reservation, EngineError> {
         let master = self.stock_master();
         self.check_line_warehouses(&cmd.lines)?;
         let refer = cmd.shipment_id.clone().map_or_else(
@@ -407,6 +432,11 @@ impl Engine {
     /// is left to the ERP's count: the units are back when the ERP receives
     /// them, once, however many refunds report the return.
     pub async fn restock(&self, cmd: RestockCmd) -> Result<Restocked, EngineError> {
+        self.to_completion(move |e| async move { e.restock_now(cmd).await })
+            .await
+    }
+
+    async fn restock_now(&self, cmd: RestockCmd) -> Result<Restocked, EngineError> {
         let master = self.stock_master();
         self.check_line_warehouses(&cmd.lines)?;
         let refer = format!("{}/{} refund {}", cmd.channel, cmd.order_id, cmd.refund_id);
@@ -533,7 +563,7 @@ impl Engine {
         skus.dedup();
         let cells: Vec<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, true)).collect();
         let ticket = {
-            let mut guards = Self::lock_all(&skus, &cells)?;
+            let mut guards = self.lock_all(&skus, &cells)?;
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
             self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
             if let Some(c) = catalog.channel_index(channel) {

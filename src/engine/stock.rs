@@ -170,6 +170,11 @@ impl Engine {
 
     /// Adds `delta` to `on_hand`; `on_hand` may not go below 0.
     pub async fn adjust_stock(&self, cmd: AdjustCmd) -> Result<StockLevel, EngineError> {
+        self.to_completion(move |e| async move { e.adjust_stock_now(cmd).await })
+            .await
+    }
+
+    async fn adjust_stock_now(&self, cmd: AdjustCmd) -> Result<StockLevel, EngineError> {
         let catalog = self.catalog();
         let w = self.check_warehouse(&catalog, &cmd.warehouse)?;
         check_delta(cmd.delta)?;
@@ -185,7 +190,7 @@ impl Engine {
                 adjusted(&Pool::default(), &cmd)?;
             }
             let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
-            let mut guards = Self::lock_all(&skus, &cells)?;
+            let mut guards = self.lock_all(&skus, &cells)?;
             let pool = guards[0].pools.get(w).copied().unwrap_or_default();
             adjusted(&pool, &cmd)?;
             let change = PoolChange {
@@ -226,6 +231,11 @@ impl Engine {
     /// Sets `on_hand` to a physical count. A count below `reserved` is
     /// accepted: the shortfall is reported in the level and counted.
     pub async fn set_stock(&self, cmd: SetCmd) -> Result<StockLevel, EngineError> {
+        self.to_completion(move |e| async move { e.set_stock_now(cmd).await })
+            .await
+    }
+
+    async fn set_stock_now(&self, cmd: SetCmd) -> Result<StockLevel, EngineError> {
         let catalog = self.catalog();
         let w = self.check_warehouse(&catalog, &cmd.warehouse)?;
         if !(0..=MAX_QUANTITY).contains(&cmd.on_hand) {
@@ -245,7 +255,7 @@ impl Engine {
                 check_version(&Pool::default(), &cmd)?;
             }
             let cells: Vec<Arc<SkuCell>> = vec![self.cell(&cmd.sku, true)];
-            let mut guards = Self::lock_all(&skus, &cells)?;
+            let mut guards = self.lock_all(&skus, &cells)?;
             check_version(&guards[0].pools.get(w).copied().unwrap_or_default(), &cmd)?;
             let pool = guards[0].pool_mut(w);
             let delta = cmd.on_hand - pool.on_hand;

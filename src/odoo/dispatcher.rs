@@ -75,9 +75,20 @@ impl Dispatcher {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         loop {
-            // Only the active server pushes: a deposed one stops here.
-            if *stop.borrow() || !this.engine.is_current() {
+            // Only the active server pushes: a deposed one stops here, an
+            // isolated one (its lease lapsed) waits to be renewed.
+            if *stop.borrow() {
                 return;
+            }
+            if !this.engine.is_current() {
+                let resumed = tokio::select! {
+                    current = this.engine.until_current() => current,
+                    _ = stop.changed() => false,
+                };
+                if !resumed {
+                    return;
+                }
+                continue;
             }
             let busy = match this.round().await {
                 Ok(n) => n > 0,

@@ -627,6 +627,11 @@ impl Inbound {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.changed() => return,
             }
+            // Paused while this server is not the current one (isolated:
+            // its corrections could not be committed).
+            if !self.engine.is_current() {
+                continue;
+            }
             match self.reconcile().await {
                 Ok(d) => tracing::info!(
                     compared = d.compared,

@@ -265,6 +265,16 @@ async fn run(inner: Arc<Inner>, mut changes: mpsc::UnboundedReceiver<Changed>) {
                 } else {
                     Changed::Skus(skus)
                 });
+                if !inner.engine.is_current() {
+                    // Isolated (its lease lapsed): tried again as soon as
+                    // the lease is renewed; deposed: the term is stopping.
+                    tokio::select! {
+                        current = inner.engine.until_current() => if !current { return },
+                        _ = stop.changed() => return,
+                    }
+                    backoff = Duration::from_millis(50);
+                    continue;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return,

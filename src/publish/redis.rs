@@ -316,8 +316,21 @@ impl RedisMirror {
         loop {
             // A server that is no longer the active one writes nothing more:
             // its successor's mirror resyncs every hash from its own memory.
-            if *stop.borrow() || !self.engine.is_current() {
+            // An isolated one (its lease lapsed) pauses, and resyncs if it
+            // is renewed: a pipeline skipped meanwhile is written again.
+            if *stop.borrow() {
                 break;
+            }
+            if !self.engine.is_current() {
+                let resumed = tokio::select! {
+                    current = self.engine.until_current() => current,
+                    _ = stop.changed() => false,
+                };
+                if !resumed {
+                    break;
+                }
+                backlog.need_resync();
+                continue;
             }
             self.drain(&mut backlog);
             if backlog.is_empty() {

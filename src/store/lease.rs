@@ -28,8 +28,18 @@
 //!   until `sent + ttl`. The holder gives up `ttl / 5` earlier (a margin for
 //!   the two clocks' rates), measured on the monotonic clock, which keeps
 //!   running while the process is stopped. A renewal that touches no row
-//!   (the epoch moved on), or no successful renewal before that deadline,
-//!   ends the tenure.
+//!   (the epoch moved on) ends the tenure.
+//! - **Lapsing.** No successful renewal before that deadline *lapses* the
+//!   tenure: the holder acts no more (no commit, no push), but it has not
+//!   learned that anyone took over, so it keeps its memory and keeps
+//!   renewing, every 50 ms on a fresh connection while earlier attempts
+//!   may still hang behind a silent network. A renewal that still finds
+//!   its epoch in the row (`WHERE epoch = e`) makes the tenure held again,
+//!   with the same epoch and the same memory; one that finds the epoch
+//!   moved on ends it. Renewing a lease that expired meanwhile is sound:
+//!   nobody took over (the epoch is unchanged), and if someone does later,
+//!   the fence below stops every commit of the old epoch whatever its
+//!   holder believes.
 //! - **Releasing.** A server shutting down sets `expires_at` to `-infinity`
 //!   after its last commit: its successor takes over at its next poll.
 //!
@@ -64,11 +74,12 @@
 //!    answers is true; nothing it acknowledges is missing from its
 //!    successor.
 //!
-//! Beyond commits, the holder stops acting the moment its tenure ends, even
-//! before it has heard of a successor: the store refuses commits without
-//! asking the database, the Odoo dispatcher and the Redis mirror check
-//! [`Tenure::is_held`] before every push and write, and the server stops
-//! serving reads and steps down to standby (see `server.rs`). A takeover by
+//! Beyond commits, the holder stops acting the moment its tenure lapses or
+//! ends, even before it has heard of a successor: the store refuses commits
+//! without asking the database, the Odoo dispatcher and the Redis mirror
+//! check [`Tenure::is_held`] before every push and write, and the server is
+//! isolated (reads from memory only) until the tenure is held again, or
+//! steps down to standby once it has ended (see `server.rs`). A takeover by
 //! expiry can only come after the holder's own deadline. A takeover because
 //! the holder's session vanished can come earlier (the holder's connection
 //! died while the process lives); the holder then fails its next renewal
@@ -152,6 +163,16 @@ impl LeaseTimings {
 
 /// The holder's own view of its lease: the epoch it took over with, and
 /// until when it may act. Cheap to clone; every clone sees the same tenure.
+///
+/// A tenure is in one of three states:
+/// - **held**: not ended, and its deadline has not passed: the holder acts;
+/// - **lapsed**: not ended, but its deadline passed without a renewal (the
+///   database could not be reached in time): the holder commits nothing and
+///   pushes nothing, but keeps its memory and keeps trying to renew; a
+///   renewal that still finds its epoch in the row makes it held again;
+/// - **ended**: another server took over (a renewal touched no row, or a
+///   commit was fenced), or the lease was released or dropped. It never
+///   restarts.
 #[derive(Clone)]
 pub struct Tenure {
     inner: Arc<TenureInner>,
@@ -159,10 +180,13 @@ pub struct Tenure {
 
 struct TenureInner {
     epoch: u64,
-    /// Until when the holder may act (monotonic clock).
-    until: Mutex<Instant>,
+    /// Until when the holder may act (monotonic clock); every change is
+    /// seen by those waiting for a renewal.
+    until: watch::Sender<Instant>,
     /// Why the tenure ended, once it has; it never restarts.
     ended: watch::Sender<Option<Arc<str>>>,
+    /// Why the last renewal failed, while they fail ('' after a success).
+    trouble: Mutex<String>,
 }
 
 impl Tenure {
@@ -170,8 +194,9 @@ impl Tenure {
         Tenure {
             inner: Arc::new(TenureInner {
                 epoch,
-                until: Mutex::new(until),
+                until: watch::channel(until).0,
                 ended: watch::channel(None).0,
+                trouble: Mutex::new(String::new()),
             }),
         }
     }
@@ -182,21 +207,32 @@ impl Tenure {
     }
 
     fn until(&self) -> Instant {
-        *self.inner.until.lock().unwrap_or_else(|p| p.into_inner())
+        *self.inner.until.borrow()
     }
 
     /// Moves the deadline forward (never back).
     fn extend(&self, until: Instant) {
-        let mut current = self.inner.until.lock().unwrap_or_else(|p| p.into_inner());
-        if until > *current {
-            *current = until;
-        }
+        self.inner.until.send_if_modified(|current| {
+            if until > *current {
+                *current = until;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Whether the holder may still act: the tenure has not ended and its
     /// deadline has not passed.
     pub fn is_held(&self) -> bool {
         self.inner.ended.borrow().is_none() && Instant::now() < self.until()
+    }
+
+    /// Whether the tenure has lapsed: not ended, but its deadline passed
+    /// before a renewal got through. The holder waits to renew or to learn
+    /// it was deposed.
+    pub fn is_lapsed(&self) -> bool {
+        self.inner.ended.borrow().is_none() && Instant::now() >= self.until()
     }
 
     /// Ends the tenure (the first reason given is kept).
@@ -216,25 +252,65 @@ impl Tenure {
         self.inner.ended.borrow().clone()
     }
 
-    /// Resolves once the tenure has ended (ended by someone, or its
-    /// deadline passed without a renewal), with the reason.
+    /// Why the renewals fail, while they do.
+    pub fn trouble(&self) -> Option<String> {
+        let trouble = self.inner.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        (!trouble.is_empty()).then(|| trouble.clone())
+    }
+
+    fn set_trouble(&self, why: String) {
+        *self.inner.trouble.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// Resolves once the tenure has ended, with the reason. A lapse does
+    /// not end it (see [`Self::lapsed`]).
     pub async fn lost(&self) -> Arc<str> {
         let mut ended = self.inner.ended.subscribe();
         loop {
             if let Some(why) = ended.borrow_and_update().clone() {
                 return why;
             }
-            let until = self.until();
-            if Instant::now() >= until {
-                self.end(format!(
-                    "the lease of epoch {} was not renewed in time",
-                    self.epoch()
-                ));
-                continue;
+            if ended.changed().await.is_err() {
+                // Unreachable: `self` holds the sender.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Resolves once the tenure is no longer held: its deadline passed
+    /// without a renewal, or it ended.
+    pub async fn lapsed(&self) {
+        let mut until = self.inner.until.subscribe();
+        let mut ended = self.inner.ended.subscribe();
+        loop {
+            let deadline = *until.borrow_and_update();
+            if ended.borrow_and_update().is_some() || Instant::now() >= deadline {
+                return;
             }
             tokio::select! {
+                _ = until.changed() => {}
                 _ = ended.changed() => {}
-                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
+    }
+
+    /// Resolves once the tenure is held again after a lapse (a renewal got
+    /// through), or has ended; true when held.
+    pub async fn regained(&self) -> bool {
+        let mut until = self.inner.until.subscribe();
+        let mut ended = self.inner.ended.subscribe();
+        loop {
+            until.borrow_and_update();
+            if ended.borrow_and_update().is_some() {
+                return false;
+            }
+            if self.is_held() {
+                return true;
+            }
+            tokio::select! {
+                _ = until.changed() => {}
+                _ = ended.changed() => {}
             }
         }
     }
@@ -418,11 +494,27 @@ impl Drop for Lease {
     }
 }
 
-/// Longest wait before a failed renewal is tried again.
+/// Longest wait before a failed renewal is tried again while the tenure
+/// is held.
 const RENEW_RETRY: Duration = Duration::from_millis(200);
 
+/// Once the tenure has lapsed, a new renewal attempt starts this often,
+/// each on a fresh connection, without waiting for those still under way:
+/// behind a network that went silent an attempt hangs until its timeout,
+/// and the first one started after the network heals gets through.
+const LAPSED_RETRY: Duration = Duration::from_millis(50);
+
+/// Longest a renewal attempt (connecting included) may take once the
+/// tenure has lapsed.
+const LAPSED_ATTEMPT: Duration = Duration::from_secs(1);
+
+/// Most renewal attempts under way at once while lapsed.
+const LAPSED_PARALLEL: usize = 20;
+
 /// Renews the lease every `renew_every` until the tenure ends or the lease
-/// is released; reconnects when the connection fails.
+/// is released; reconnects when the connection fails. A lapsed tenure is
+/// not given up: renewals go on until one gets through (the tenure is held
+/// again, with the same epoch) or finds the epoch taken over (it ends).
 async fn hold(
     conn: PgConnection,
     options: PgConnectOptions,
@@ -458,12 +550,32 @@ async fn hold(
                 tracing::debug!(epoch, %why, "lease renewal stops");
                 break;
             }
+            // At the deadline, the lapsed renewals start at once.
+            _ = tenure.lapsed() => {}
             _ = tokio::time::sleep_until(next.into()) => {}
         }
+        if tenure.is_lapsed() {
+            drop(conn.take());
+            match renew_lapsed(&options, &tenure, timings, &mut release).await {
+                Some(renewed) => {
+                    // Renewed on one of several connections: the next
+                    // renewal, at once, names this one as the lease
+                    // session (another attempt may have landed after it).
+                    conn = Some(renewed);
+                    next = Instant::now();
+                    continue;
+                }
+                None => break,
+            }
+        }
         let sent = Instant::now();
-        let left = tenure.until().saturating_duration_since(sent);
-        match tokio::time::timeout(left, renew(&mut conn, &options, epoch, timings)).await {
+        // A renewal may take until the deadline; past it, the lapsed
+        // renewals take over.
+        let attempt = tenure.until().saturating_duration_since(sent);
+        let retry = timings.renew_every.min(RENEW_RETRY);
+        match tokio::time::timeout(attempt, renew(&mut conn, &options, epoch, timings)).await {
             Ok(Ok(true)) => {
+                tenure.set_trouble(String::new());
                 tenure.extend(sent + timings.ttl - timings.margin());
                 next = sent + timings.renew_every;
             }
@@ -471,16 +583,92 @@ async fn hold(
                 tenure.end(format!("epoch {epoch} was taken over by another server"));
             }
             Ok(Err(e)) => {
-                tracing::warn!(epoch, error = %crate::telemetry::chain(&e), "lease renewal failed; retrying until the lease runs out");
+                let why = crate::telemetry::chain(&e);
+                if tenure.trouble().is_none() {
+                    tracing::warn!(epoch, error = %why, "lease renewal failed; retrying");
+                }
+                tenure.set_trouble(why);
                 conn = None;
-                next = Instant::now() + timings.renew_every.min(RENEW_RETRY);
+                next = Instant::now() + retry;
             }
-            // The deadline passed while renewing: `lost` ends the tenure.
-            Err(_) => conn = None,
+            Err(_) => {
+                if tenure.trouble().is_none() {
+                    tracing::warn!(epoch, "lease renewal got no answer in time; retrying");
+                }
+                tenure.set_trouble(format!(
+                    "Postgres did not answer a renewal within {} ms",
+                    attempt.as_millis()
+                ));
+                conn = None;
+                next = Instant::now() + retry;
+            }
         }
     }
     if let Some(c) = conn {
         let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
+    }
+}
+
+/// Renews a lapsed tenure: starts an attempt every [`LAPSED_RETRY`], each
+/// on a fresh connection, until one gets through (the tenure is held again;
+/// its connection is returned) or finds the epoch taken over, the tenure
+/// ends otherwise, or the lease is released (None for those three).
+async fn renew_lapsed(
+    options: &PgConnectOptions,
+    tenure: &Tenure,
+    timings: LeaseTimings,
+    release: &mut oneshot::Receiver<oneshot::Sender<()>>,
+) -> Option<PgConnection> {
+    let epoch = i64::try_from(tenure.epoch()).unwrap_or(i64::MAX);
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut *release => {
+                // Nothing to free: no connection reaches the database.
+                tenure.end("the lease was released");
+                return None;
+            }
+            _ = tenure.lost() => return None,
+            Some(done) = attempts.join_next(), if !attempts.is_empty() => match done {
+                Ok((sent, Ok(Some(conn)))) => {
+                    tenure.set_trouble(String::new());
+                    tenure.extend(sent + timings.ttl - timings.margin());
+                    tracing::info!(epoch, "lease renewed after it had lapsed: still the holder");
+                    return Some(conn);
+                }
+                Ok((_, Ok(None))) => {
+                    tenure.end(format!("epoch {epoch} was taken over by another server"));
+                    return None;
+                }
+                Ok((_, Err(why))) => tenure.set_trouble(why),
+                Err(_) => {}
+            },
+            _ = tokio::time::sleep_until(next.into()), if attempts.len() < LAPSED_PARALLEL => {
+                let options = options.clone();
+                attempts.spawn(async move {
+                    let sent = Instant::now();
+                    let mut conn = None;
+                    let renewed = tokio::time::timeout(
+                        LAPSED_ATTEMPT,
+                        renew(&mut conn, &options, epoch, timings),
+                    )
+                    .await;
+                    let outcome = match renewed {
+                        Ok(Ok(true)) => Ok(conn),
+                        Ok(Ok(false)) => Ok(None),
+                        Ok(Err(e)) => Err(crate::telemetry::chain(&e)),
+                        Err(_) => Err(format!(
+                            "Postgres did not answer a renewal within {} ms",
+                            LAPSED_ATTEMPT.as_millis()
+                        )),
+                    };
+                    (sent, outcome)
+                });
+                next = Instant::now() + LAPSED_RETRY;
+            }
+        }
     }
 }
 
@@ -529,21 +717,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_tenure_ends_at_its_deadline_unless_extended_and_never_restarts() {
+    async fn a_tenure_lapses_at_its_deadline_is_held_again_when_renewed_and_never_restarts_once_ended(
+    ) {
         let tenure = Tenure::new(7, Instant::now() + Duration::from_millis(80));
-        assert!(tenure.is_held());
+        assert!(tenure.is_held() && !tenure.is_lapsed());
         tenure.extend(Instant::now() + Duration::from_millis(200));
         tenure.extend(Instant::now());
         let started = Instant::now();
-        let why = tenure.lost().await;
+        tenure.lapsed().await;
         assert!(
             started.elapsed() >= Duration::from_millis(150),
             "extended, never shortened"
         );
-        assert!(why.contains("epoch 7"), "{why}");
-        assert!(!tenure.is_held());
+        assert!(!tenure.is_held() && tenure.is_lapsed());
+        assert!(tenure.ended().is_none(), "a lapse does not end the tenure");
+        let renewal = {
+            let tenure = tenure.clone();
+            tokio::spawn(async move { tenure.regained().await })
+        };
         tenure.extend(Instant::now() + Duration::from_secs(60));
-        assert!(!tenure.is_held(), "an ended tenure stays ended");
+        assert!(renewal.await.unwrap(), "held again after the renewal");
+        assert!(tenure.is_held());
+        tenure.end("taken over");
+        assert!(!tenure.regained().await);
+        tenure.extend(Instant::now() + Duration::from_secs(120));
+        assert!(
+            !tenure.is_held() && !tenure.is_lapsed(),
+            "an ended tenure stays ended"
+        );
     }
 
     #[tokio::test]

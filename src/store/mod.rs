@@ -47,6 +47,11 @@ pub enum StoreError {
     /// refused, by the fencing step or before it (Postgres).
     #[error("{0}")]
     Fenced(String),
+    /// Nothing was attempted: this server's lease lapsed because the
+    /// database could not be reached to renew it, and it has not learned
+    /// whether another server took over (Postgres).
+    #[error("{0}")]
+    Isolated(String),
 }
 
 /// What a failed commit tells about the store, and about the writes in it.
@@ -68,6 +73,11 @@ pub enum Failure {
     /// nothing it commits again will be. The write belongs on the active
     /// server.
     Deposed,
+    /// This server could not renew its lease in time (the database is
+    /// unreachable) and commits nothing until it has: nothing was written.
+    /// It may be the active one again once the database answers, or find
+    /// that another server took over.
+    Isolated,
 }
 
 impl StoreError {
@@ -76,6 +86,7 @@ impl StoreError {
         match self {
             StoreError::InDoubt(_) => Failure::InDoubt,
             StoreError::Fenced(_) => Failure::Deposed,
+            StoreError::Isolated(_) => Failure::Isolated,
             StoreError::Blocked(_) | StoreError::Migrate(_) => Failure::Unavailable,
             StoreError::Corrupt(_) => Failure::Rejected,
             StoreError::Database(e) => match e {
@@ -447,5 +458,35 @@ pub trait Store: Send + Sync + 'static {
     /// database (pushes to Odoo, writes to Redis) stops then.
     fn is_current(&self) -> bool {
         true
+    }
+    /// Where this store's server stands as the active one; a fenced store
+    /// answers from its tenure, without asking the database.
+    fn standing(&self) -> Standing {
+        Standing::Current
+    }
+}
+
+/// Where a store's server stands as the one that commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// It holds its lease (or needs none): it commits.
+    Current,
+    /// Its lease lapsed because the database could not be reached in time:
+    /// it commits nothing until a renewal gets through. Why, as a sentence.
+    Isolated(String),
+    /// Its tenure ended (another server took over, or it gave the lease
+    /// up): it commits nothing again. Why, as a sentence.
+    Deposed(String),
+}
+
+impl Standing {
+    /// The refusal of a commit (or of a write before it touches memory):
+    /// None when the store is current.
+    pub fn refusal(self) -> Option<StoreError> {
+        match self {
+            Standing::Current => None,
+            Standing::Isolated(why) => Some(StoreError::Isolated(why)),
+            Standing::Deposed(why) => Some(StoreError::Fenced(why)),
+        }
     }
 }

@@ -44,7 +44,7 @@ use super::sqlite::{
 };
 use super::{
     ChannelEvent, LedgerRow, MovementRecord, Op, OutboxEntry, OutboxState, OutboxStats, PoolRow,
-    RuleChange, Snapshot, Store, StoreError,
+    RuleChange, Snapshot, Standing, Store, StoreError,
 };
 use crate::domain::{Channel, ChannelCode, OrderId, Reservation, Sku, Warehouse, WarehouseCode};
 
@@ -225,15 +225,11 @@ impl PostgresStore {
     }
 
     /// Refuses, without asking the database, a commit of a tenure that has
-    /// ended (deposed, or its lease lapsed before it could be renewed).
+    /// ended (deposed) or lapsed (its lease could not be renewed in time).
     fn check_tenure(&self) -> Result<(), StoreError> {
-        match &self.tenure {
-            Some(t) if !t.is_held() => Err(StoreError::Fenced(format!(
-                "this server no longer holds the lease of epoch {} ({})",
-                t.epoch(),
-                t.ended().as_deref().unwrap_or("it was not renewed in time")
-            ))),
-            _ => Ok(()),
+        match self.standing().refusal() {
+            Some(refused) => Err(refused),
+            None => Ok(()),
         }
     }
 
@@ -742,6 +738,32 @@ impl Store for PostgresStore {
 
     fn is_current(&self) -> bool {
         self.tenure.as_ref().is_none_or(Tenure::is_held)
+    }
+
+    fn standing(&self) -> Standing {
+        let Some(t) = &self.tenure else {
+            return Standing::Current;
+        };
+        if let Some(why) = t.ended() {
+            return Standing::Deposed(format!(
+                "this server no longer holds the lease of epoch {} ({why})",
+                t.epoch()
+            ));
+        }
+        if t.is_held() {
+            return Standing::Current;
+        }
+        let trouble = t
+            .trouble()
+            .unwrap_or_else(|| "its renewals got no answer".to_string());
+        Standing::Isolated(format!(
+            "this stockpool server is isolated: it could not renew its lease (epoch {}) in \
+             Postgres in time ({trouble}); it refuses writes until Postgres answers again, and \
+             steps down to standby if another server took over meanwhile. Nothing was saved; \
+             reads are still served from memory. Retry the write on the active server, or here \
+             once Postgres is back",
+            t.epoch()
+        ))
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {

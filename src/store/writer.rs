@@ -33,7 +33,8 @@ pub struct CommitError {
 }
 
 impl CommitError {
-    fn new(e: &StoreError) -> Self {
+    /// `e` as the callers of a failed commit hear it.
+    pub fn new(e: &StoreError) -> Self {
         let mut text = e.to_string();
         let mut cause = std::error::Error::source(e);
         while let Some(c) = cause {
@@ -48,7 +49,7 @@ impl CommitError {
     }
 
     /// Nothing was written, and a retry may succeed.
-    fn unavailable(text: impl Into<Arc<str>>) -> Self {
+    pub(crate) fn unavailable(text: impl Into<Arc<str>>) -> Self {
         CommitError {
             text: text.into(),
             failure: Failure::Unavailable,
@@ -61,14 +62,14 @@ impl CommitError {
     }
 
     /// This job was not attempted: the store failed with `self` a moment ago.
-    /// A deposed server stays deposed.
+    /// A deposed server stays deposed, and an isolated one isolated.
     fn not_attempted(&self) -> Self {
         let mut err = CommitError::unavailable(format!(
             "not attempted: the store could not commit a moment ago ({})",
             self.text
         ));
-        if self.failure == Failure::Deposed {
-            err.failure = Failure::Deposed;
+        if matches!(self.failure, Failure::Deposed | Failure::Isolated) {
+            err.failure = self.failure;
         }
         err
     }
@@ -298,9 +299,10 @@ async fn commit_batch(
                 }
                 match err.failure() {
                     Failure::Rejected => Ok(()),
-                    Failure::Unavailable | Failure::InDoubt | Failure::Deposed => {
-                        Err(Failed { err, answered })
-                    }
+                    Failure::Unavailable
+                    | Failure::InDoubt
+                    | Failure::Deposed
+                    | Failure::Isolated => Err(Failed { err, answered }),
                 }
             } else {
                 tracing::warn!(error = %err, jobs, "the database refused a batch; retrying job by job");

@@ -404,3 +404,103 @@ async fn a_reserve_whose_commit_answer_was_lost_is_read_back_once_the_store_answ
     let stored = store.load().await.unwrap();
     assert_eq!(stored.reservations.len(), 1);
 }
+
+/// Starts `cmd` on its own task, waits until its commit is at the store
+/// (held there by the gate), then drops the caller, as a client that
+/// cancels or whose deadline passes does.
+async fn reserve_and_walk_away(engine: &Engine, store: &Flaky, cmd: ReserveCmd, attempts: usize) {
+    let caller = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.reserve(cmd).await }
+    });
+    wait_for_attempts(store, attempts).await;
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_whose_caller_left_before_its_commit_failed_leaves_nothing_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine_on(dir.path()).await;
+    count(&engine, "TEE", "WH-WEST", 10).await;
+    let attempts = store.commits.load(Ordering::SeqCst);
+
+    let gate = store.gate.lock().await;
+    store.fail_once.store(true, Ordering::SeqCst);
+    reserve_and_walk_away(
+        &engine,
+        &store,
+        order("shopify", "gone", "TEE", 4),
+        attempts + 1,
+    )
+    .await;
+    drop(gate);
+
+    // The commit fails behind the caller's back; memory must follow.
+    for _ in 0..500 {
+        if engine.get_stock(&[sku("TEE")])[1].pool.reserved == 0 && engine.is_consistent() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        engine.get_stock(&[sku("TEE")])[1].pool.reserved,
+        0,
+        "the refused commit is not in memory although no one waited for it"
+    );
+    assert!(engine.is_consistent());
+    assert!(matches!(
+        engine
+            .get_reservation(
+                &ChannelCode::parse("shopify").unwrap(),
+                &OrderId::parse("gone").unwrap()
+            )
+            .await,
+        Err(EngineError::ReservationNotFound { .. })
+    ));
+    let (r, replayed) = engine
+        .reserve(order("shopify", "gone", "TEE", 4))
+        .await
+        .expect("the client's retry is a first reservation");
+    assert!(!replayed);
+    assert_eq!(r.allocations[0].quantity, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_whose_caller_left_before_its_commit_succeeded_still_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Flaky::new(SqliteStore::open(dir.path()).await.unwrap()));
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let engine = Engine::open(store.clone(), crate::helpers::seed(), clock.clone())
+        .await
+        .unwrap();
+    count(&engine, "CAP", "WH-WEST", 5).await;
+    let attempts = store.commits.load(Ordering::SeqCst);
+
+    let gate = store.gate.lock().await;
+    let mut cmd = order("shopify", "cart", "CAP", 5);
+    cmd.hold_seconds = 60;
+    reserve_and_walk_away(&engine, &store, cmd, attempts + 1).await;
+    drop(gate);
+
+    let channel = ChannelCode::parse("shopify").unwrap();
+    let cart = OrderId::parse("cart").unwrap();
+    for _ in 0..500 {
+        if engine.get_reservation(&channel, &cart).await.is_ok() && engine.is_consistent() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(engine.get_stock(&[sku("CAP")])[1].pool.free(), 0);
+    clock.advance_ms(60_000);
+    let mut expired = 0;
+    for _ in 0..500 {
+        expired += engine.expire_due().await;
+        if expired > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(expired, 1, "the committed hold is tracked for expiry");
+    assert_eq!(engine.get_stock(&[sku("CAP")])[1].pool.free(), 5);
+}

@@ -484,7 +484,8 @@ async fn a_commit_that_landed_before_the_takeover_is_on_the_successor_whatever_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_cut_off_from_postgres_steps_down_and_the_standby_takes_over() {
+async fn a_server_cut_off_from_postgres_is_isolated_while_the_standby_takes_over_and_steps_down_without_committing_when_the_cut_heals(
+) {
     let Some(db) = TestDb::create().await else {
         return;
     };
@@ -499,6 +500,7 @@ async fn a_server_cut_off_from_postgres_steps_down_and_the_standby_takes_over() 
         .reserve(order("before", 1, 0))
         .await
         .unwrap();
+    let before = hot_reads(&old).await;
 
     proxy.stall();
     let cut = Instant::now();
@@ -510,24 +512,58 @@ async fn a_server_cut_off_from_postgres_steps_down_and_the_standby_takes_over() 
         took_over.as_millis(),
         lease.ttl.as_millis()
     );
-    old.wait_role(Role::Standby).await;
+    // Cut off, the old server cannot know it was deposed: it is isolated,
+    // serves reads from its memory and refuses writes.
+    old.wait_role(Role::Isolated).await;
+    let readyz = http_get(old.http, "/readyz").await;
+    assert!(
+        readyz.starts_with("HTTP/1.1 503") && readyz.contains("isolated"),
+        "{readyz}"
+    );
+    // Served from memory: that memory still holds the write whose commit
+    // the cut caught ("during", refused below), until HOT is reloaded
+    // once Postgres answers.
+    let (levels, _) = hot_reads(&old).await;
+    assert_eq!(
+        levels.iter().map(|l| l.on_hand).collect::<Vec<_>>(),
+        before.0.iter().map(|l| l.on_hand).collect::<Vec<_>>(),
+        "reads are served from memory"
+    );
+    let late = old
+        .inventory()
+        .reserve(order("late", 1, 0))
+        .await
+        .expect_err("an isolated server acknowledges no write");
+    assert_refused_as_isolated(&late);
+    // Answered while the network is still silent: a commit waits for an
+    // answer a bounded time, not until TCP gives up.
+    let during = tokio::time::timeout(NEVER, refused).await.unwrap().unwrap();
+    assert_eq!(during.unwrap_err().code(), Code::Unavailable);
+
+    // The cut heals: its renewal finds the epoch taken over, and it steps
+    // down without committing anything.
+    proxy.resume();
+    wait_for_successor(&old.url(), 2).await;
+    assert_eq!(old.serving.role(), Role::Standby);
     let readyz = http_get(old.http, "/readyz").await;
     assert!(
         readyz.starts_with("HTTP/1.1 503") && readyz.contains("standby"),
         "{readyz}"
     );
-    // Answered while the network is still silent: a commit waits for an
-    // answer a bounded time, not until TCP gives up.
-    let during = tokio::time::timeout(NEVER, refused).await.unwrap().unwrap();
-    assert_eq!(during.unwrap_err().code(), Code::Unavailable);
-    proxy.resume();
-    wait_for_successor(&old.url(), 2).await;
+    let refused = old
+        .inventory()
+        .reserve(order("later", 1, 0))
+        .await
+        .expect_err("a standby acknowledges no write");
+    assert!(refused.message().contains("standby"), "{refused:?}");
     let stored = stored_orders(&db).await;
     assert!(stored.contains_key("before") && stored.contains_key("after"));
-    assert!(
-        !stored.contains_key("during"),
-        "the cut-off server wrote nothing"
-    );
+    for never in ["during", "late", "later"] {
+        assert!(
+            !stored.contains_key(never),
+            "the cut-off server wrote {never}"
+        );
+    }
 
     // Healed, it is a standby like any other: it takes over when the
     // active one goes.
@@ -543,6 +579,334 @@ async fn a_server_cut_off_from_postgres_steps_down_and_the_standby_takes_over() 
     assert_eq!(old.serving.info().leader_epoch, 3);
     assert_gap_free(&db).await;
     old.stop().await;
+}
+
+/// What the reads of HOT answer: its levels, and shopify's availability.
+async fn hot_reads(node: &Node) -> (Vec<pb::StockLevel>, Vec<(i64, i64)>) {
+    let levels = node
+        .inventory()
+        .get_stock(pb::GetStockRequest {
+            skus: vec!["HOT".into()],
+        })
+        .await
+        .expect("GetStock is served")
+        .into_inner()
+        .levels;
+    let availability = node
+        .inventory()
+        .get_availability(pb::GetAvailabilityRequest {
+            skus: vec!["HOT".into()],
+            channel: "shopify".into(),
+        })
+        .await
+        .expect("GetAvailability is served")
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|i| (i.atp, i.published))
+        .collect();
+    (levels, availability)
+}
+
+/// The level of HOT a new `WatchChannelStock` of shopify starts with:
+/// what the channel was last told, as stored.
+async fn watched_hot(node: &Node) -> i64 {
+    let mut stream = node
+        .inventory()
+        .watch_channel_stock(pb::WatchChannelStockRequest {
+            channel: "shopify".into(),
+            after_seq: 0,
+        })
+        .await
+        .expect("WatchChannelStock is served")
+        .into_inner();
+    loop {
+        let update = tokio::time::timeout(NEVER, stream.message())
+            .await
+            .expect("the watch starts with the current levels")
+            .expect("the watch streams")
+            .expect("the watch stays open");
+        if update.sku == "HOT" {
+            return update.published;
+        }
+    }
+}
+
+/// Asserts `refused` is an isolated server's refusal of a write: nothing
+/// done, the cause named, marked for clients to go elsewhere.
+fn assert_refused_as_isolated(refused: &tonic::Status) {
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("isolated") && refused.message().contains("lease"),
+        "it names the cause: {refused:?}"
+    );
+    assert_eq!(
+        refused
+            .metadata()
+            .get("stockpool-role")
+            .and_then(|v| v.to_str().ok()),
+        Some("standby"),
+        "marked like a standby's refusal: nothing was done"
+    );
+}
+
+/// How long the hold placed just before the cut lasts: longer than the
+/// lease, so it falls due while the server is isolated.
+const HOLD_S: u32 = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_server_cut_off_from_postgres_past_its_lease_serves_reads_refuses_writes_and_resumes_with_the_same_state_when_the_cut_heals(
+) {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let proxy = Proxy::start().await;
+    let mut node = Node::start(&proxy.url(&db), short_lease()).await;
+    node.wait_role(Role::Active).await;
+    let mut inventory = node.inventory();
+    inventory.set_stock(count(1000)).await.unwrap();
+    inventory
+        .set_stock(pb::SetStockRequest {
+            sku: "PROBE".into(),
+            ..count(1000)
+        })
+        .await
+        .unwrap();
+    inventory.reserve(order("before-1", 2, 0)).await.unwrap();
+    inventory.reserve(order("held-1", 3, HOLD_S)).await.unwrap();
+    let hold_due = Instant::now() + Duration::from_secs(u64::from(HOLD_S));
+    let before = hot_reads(&node).await;
+    let published = before.1[0].1;
+    converge("the channel was told HOT's level", || async {
+        watched_hot(&node).await == published
+    })
+    .await;
+
+    proxy.partition();
+    let cut = Instant::now();
+    // A write on another SKU right after the cut: how soon it is refused.
+    let refused = node
+        .inventory()
+        .reserve(pb::ReserveRequest {
+            lines: vec![line("PROBE", 1)],
+            ..order("probe-1", 1, 0)
+        })
+        .await
+        .expect_err("a write is never acknowledged without Postgres");
+    let first_refusal = cut.elapsed();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    node.wait_role(Role::Isolated).await;
+    let isolated_after = cut.elapsed();
+    eprintln!(
+        "lone server cut from Postgres: first write refused {} ms after the cut; isolated {} ms after the cut (lease {} ms)",
+        first_refusal.as_millis(),
+        isolated_after.as_millis(),
+        short_lease().ttl.as_millis()
+    );
+    let info = server_info(&node.url())
+        .await
+        .expect("GetServerInfo is served");
+    assert_eq!((info.role.as_str(), info.leader_epoch), ("isolated", 1));
+    let readyz = http_get(node.http, "/readyz").await;
+    assert!(
+        readyz.starts_with("HTTP/1.1 503") && readyz.contains("isolated"),
+        "{readyz}"
+    );
+    let health = tonic_health::pb::health_client::HealthClient::new(
+        Channel::from_shared(node.url()).unwrap().connect_lazy(),
+    );
+    converge("the isolated server's gRPC health says NOT_SERVING", || {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "stockpool.v1.Inventory".into(),
+                })
+                .await
+                .is_ok_and(|r| r.into_inner().status == 2)
+        }
+    })
+    .await;
+    assert_eq!(
+        hot_reads(&node).await,
+        before,
+        "reads are served from memory"
+    );
+    assert_eq!(watched_hot(&node).await, published, "and so is a new watch");
+    for (n, refused) in [
+        inventory.reserve(order("during-1", 1, 0)).await.map(|_| ()),
+        inventory.set_stock(count(50)).await.map(|_| ()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let refused = refused.expect_err(&format!("write {n} is refused while isolated"));
+        assert_refused_as_isolated(&refused);
+    }
+    assert_eq!(
+        hot_reads(&node).await,
+        before,
+        "a refused write changed nothing"
+    );
+    // Past the hold's due time, still isolated: hold expiry waits too.
+    let wait = hold_due + Duration::from_millis(500);
+    if isolated_after < Duration::from_secs(u64::from(HOLD_S)) {
+        tokio::time::sleep_until(wait.into()).await;
+        if node.serving.role() == Role::Isolated {
+            assert_eq!(
+                hot_reads(&node).await,
+                before,
+                "no hold expires while isolated"
+            );
+        }
+    } else {
+        eprintln!("isolated only after the hold fell due: its pause is not checked");
+    }
+
+    proxy.heal();
+    let healed = Instant::now();
+    let resumed = first_write_after(healed, node.inventory(), "after-1").await;
+    eprintln!(
+        "lone server: first acknowledged write {} ms after the cut healed",
+        resumed.as_millis()
+    );
+    assert_eq!(node.serving.role(), Role::Active);
+    let info = server_info(&node.url()).await.unwrap();
+    assert_eq!(
+        (info.role.as_str(), info.leader_epoch),
+        ("active", 1),
+        "active again under the same epoch: no takeover, no reload"
+    );
+    // The hold expires once the background work resumes.
+    converge("the hold placed before the cut expires", || async {
+        let (levels, _) = hot_reads(&node).await;
+        levels
+            .iter()
+            .find(|l| l.warehouse == "WH-EAST")
+            .is_some_and(|l| l.reserved == 2 + 1)
+    })
+    .await;
+    converge("memory and the store agree on HOT", || async {
+        stored_hot(&db).await == (1000, 3)
+    })
+    .await;
+    // Ready once the SKU of the write refused before the lease lapsed has
+    // been reloaded.
+    converge("the server is ready again", || async {
+        http_get(node.http, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    let stored = stored_orders(&db).await;
+    assert_eq!(
+        stored.get("before-1").map(String::as_str),
+        Some("CONFIRMED")
+    );
+    assert_eq!(stored.get("held-1").map(String::as_str), Some("EXPIRED"));
+    assert_eq!(stored.get("after-1").map(String::as_str), Some("CONFIRMED"));
+    assert!(
+        stored
+            .keys()
+            .all(|k| !k.starts_with("during-") && !k.starts_with("probe-")),
+        "a refused write was stored: {stored:?}"
+    );
+    assert!(twice_in_ledger(&db, "reserve").await.is_empty());
+    let replay = node
+        .inventory()
+        .reserve(order("before-1", 2, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        replay.replayed,
+        "the reservation from before the cut is still known once"
+    );
+
+    // A second outage, with Postgres refusing connections (down, or
+    // restarting) rather than silent: the same isolation, and the same
+    // resumption.
+    proxy
+        .refusing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    proxy.cut_connections();
+    node.wait_role(Role::Isolated).await;
+    proxy
+        .refusing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let healed = Instant::now();
+    let resumed = first_write_after(healed, node.inventory(), "after-2").await;
+    eprintln!(
+        "lone server: first acknowledged write {} ms after Postgres accepted connections again",
+        resumed.as_millis()
+    );
+    assert_eq!(
+        server_info(&node.url()).await.unwrap().leader_epoch,
+        1,
+        "still the same epoch"
+    );
+    assert!(stored_orders(&db).await.contains_key("after-2"));
+    assert!(twice_in_ledger(&db, "reserve").await.is_empty());
+    assert_gap_free(&db).await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_refused_while_isolated_changes_no_memory_reaches_no_store_and_needs_no_reload() {
+    use std::sync::atomic::Ordering;
+    use stockpool::domain::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode};
+    use stockpool::engine::{Engine, EngineError, ReserveCmd, SetCmd, SystemClock};
+    use stockpool::store::{Failure, SqliteStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(crate::helpers::Flaky::new(
+        SqliteStore::open(dir.path()).await.unwrap(),
+    ));
+    let engine = Engine::open(store.clone(), seed(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let hot = Sku::parse("HOT").unwrap();
+    engine
+        .set_stock(SetCmd {
+            sku: hot.clone(),
+            warehouse: WarehouseCode::parse("WH-EAST").unwrap(),
+            on_hand: 1000,
+            reason: "count".into(),
+            expected_version: None,
+            movement_id: None,
+        })
+        .await
+        .unwrap();
+    let reserve = |id: &str| ReserveCmd {
+        channel: ChannelCode::parse("shopify").unwrap(),
+        order_id: OrderId::parse(id).unwrap(),
+        lines: vec![(hot.clone(), Quantity::parse("quantity", 2).unwrap())],
+        hold_seconds: 0,
+        terms: Default::default(),
+    };
+    let before = engine.get_stock(std::slice::from_ref(&hot));
+    let commits = store.commits.load(Ordering::SeqCst);
+
+    store.isolated.store(true, Ordering::SeqCst);
+    let refused = engine.reserve(reserve("o-1")).await.unwrap_err();
+    assert!(
+        matches!(&refused, EngineError::Unavailable(c)
+            if c.failure() == Failure::Isolated && c.to_string().contains("isolated")),
+        "{refused:?}"
+    );
+    assert_eq!(engine.get_stock(std::slice::from_ref(&hot)), before);
+    assert!(engine.is_consistent(), "nothing waits for a reload");
+    assert_eq!(
+        store.commits.load(Ordering::SeqCst),
+        commits,
+        "nothing reached the store"
+    );
+
+    store.isolated.store(false, Ordering::SeqCst);
+    engine
+        .reserve(reserve("o-1"))
+        .await
+        .expect("writes resume once current again");
 }
 
 /// Every channel's event log numbers its entries 1, 2, 3, … without a gap

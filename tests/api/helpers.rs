@@ -290,6 +290,9 @@ pub struct Flaky {
     pub gate: tokio::sync::Mutex<()>,
     pub commits: AtomicUsize,
     pub read_backs: AtomicUsize,
+    /// While set, the store stands as an isolated server's (its lease
+    /// lapsed): it refuses commits without trying them.
+    pub isolated: AtomicBool,
 }
 
 impl Flaky {
@@ -303,6 +306,7 @@ impl Flaky {
             gate: Default::default(),
             commits: AtomicUsize::new(0),
             read_backs: AtomicUsize::new(0),
+            isolated: AtomicBool::new(false),
         }
     }
 
@@ -385,6 +389,18 @@ impl Store for Flaky {
     }
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
         self.inner.outbox_stats().await
+    }
+    fn is_current(&self) -> bool {
+        !self.isolated.load(Ordering::SeqCst)
+    }
+    fn standing(&self) -> stockpool::store::Standing {
+        if self.isolated.load(Ordering::SeqCst) {
+            stockpool::store::Standing::Isolated(
+                "this stockpool server is isolated (a test)".into(),
+            )
+        } else {
+            stockpool::store::Standing::Current
+        }
     }
 }
 

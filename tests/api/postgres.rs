@@ -225,6 +225,19 @@ impl Proxy {
         self.cut.send_modify(|n| *n += 1);
     }
 
+    /// A network cut: every open connection drops, and new ones are
+    /// accepted and never answered.
+    pub(crate) fn partition(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+        self.cut_connections();
+    }
+
+    /// The cut heals: new connections go through again (those accepted
+    /// during the cut stay unanswered until their clients give up on them).
+    pub(crate) fn heal(&self) {
+        self.silent.store(false, Ordering::SeqCst);
+    }
+
     /// `db`'s URL through this proxy.
     pub(crate) fn url(&self, db: &TestDb) -> String {
         let server = sqlx::postgres::PgConnectOptions::from_str(&pg::server_url()).unwrap();
