@@ -58,14 +58,32 @@ impl JsonHttp {
         body: String,
         timeout: Duration,
     ) -> Result<(hyper::StatusCode, Bytes), TransportError> {
-        let mut request = hyper::Request::post(uri.clone())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send(hyper::Method::POST, uri, &all, Bytes::from(body), timeout)
+            .await
+            .map(|a| (a.status, a.body))
+    }
+
+    /// Any method with `headers` (a `content-type` among them when there
+    /// is a body); the status, the answer's headers and its body.
+    pub async fn send(
+        &self,
+        method: hyper::Method,
+        uri: &hyper::Uri,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Answer, TransportError> {
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(uri.clone())
             .header(hyper::header::ACCEPT, "application/json");
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         let request = request
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| TransportError::Failed(e.to_string()))?;
         let exchange = async {
             let response = self
@@ -74,15 +92,28 @@ impl JsonHttp {
                 .await
                 .map_err(|e| TransportError::Failed(crate::telemetry::chain(&e)))?;
             let status = response.status();
+            let headers = response.headers().clone();
             let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
                 .collect()
                 .await
                 .map_err(|e| TransportError::Failed(format!("reading the answer: {e}")))?
                 .to_bytes();
-            Ok::<_, TransportError>((status, body))
+            Ok::<_, TransportError>(Answer {
+                status,
+                headers,
+                body,
+            })
         };
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| TransportError::Timeout(timeout.as_millis()))?
     }
+}
+
+/// An answer: status, headers (a rate limit may be in them), body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: hyper::StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
 }

@@ -17,6 +17,13 @@ pub const RECONCILIATIONS: &str = "stockpool_adapter_reconciliations_total";
 pub const PENDING: &str = "stockpool_adapter_levels_pending";
 pub const CURSOR: &str = "stockpool_adapter_stream_cursor";
 pub const CHANNEL_ERRORS: &str = "stockpool_adapter_channel_errors_total";
+pub const CHANNEL_CALLS: &str = "stockpool_adapter_channel_call_duration_seconds";
+pub const TOKEN_REFRESHES: &str = "stockpool_adapter_token_refreshes_total";
+pub const ORDERS: &str = "stockpool_adapter_orders_total";
+pub const INFLIGHT: &str = "stockpool_adapter_order_inflight_seconds";
+pub const INFLIGHT_LAST: &str = "stockpool_adapter_order_inflight_last_seconds";
+pub const POLL_LAG: &str = "stockpool_adapter_poll_lag_seconds";
+pub const FEEDS: &str = "stockpool_adapter_feeds_total";
 
 /// HELP for every series, and zero series for the outcomes known at start.
 pub fn describe(channel: &str) {
@@ -59,7 +66,39 @@ pub fn describe(channel: &str) {
         CHANNEL_ERRORS,
         "Failed calls to the channel's API (outage, server error), retried with backoff."
     );
+    describe_histogram!(
+        CHANNEL_CALLS,
+        "Time of the adapter's calls to the channel's API, by operation."
+    );
+    describe_counter!(
+        TOKEN_REFRESHES,
+        "Access tokens obtained from the channel's login service."
+    );
+    describe_counter!(ORDERS, "Channel orders applied in stockpool, by step (reserved, held_again, confirmed, fulfilled, released, skipped_afn).");
+    describe_histogram!(INFLIGHT, "From an order placed on the channel to its reservation in stockpool: the window in which the channel has sold units stockpool does not know of (polled channels).");
+    describe_gauge!(
+        INFLIGHT_LAST,
+        "The last order's in-flight window, in seconds."
+    );
+    describe_gauge!(
+        POLL_LAG,
+        "How old the newest order data of the last poll is (its window's end)."
+    );
+    describe_counter!(
+        FEEDS,
+        "Bulk level feeds, by outcome (submitted, done, failed)."
+    );
     let c = channel.to_string();
+    for step in [
+        "reserved",
+        "held_again",
+        "confirmed",
+        "fulfilled",
+        "released",
+        "skipped_afn",
+    ] {
+        metrics::counter!(ORDERS, "channel" => c.clone(), "step" => step).absolute(0);
+    }
     for outcome in ["written", "unchanged", "unmapped", "failed"] {
         metrics::counter!(WRITES, "channel" => c.clone(), "outcome" => outcome).absolute(0);
     }
@@ -124,4 +163,31 @@ pub fn cursor(channel: &str, seq: u64) {
 
 pub fn channel_error(channel: &str) {
     metrics::counter!(CHANNEL_ERRORS, "channel" => channel.to_string()).increment(1);
+}
+
+pub fn channel_call(channel: &str, op: &'static str, took: Duration) {
+    metrics::histogram!(CHANNEL_CALLS, "channel" => channel.to_string(), "op" => op)
+        .record(took.as_secs_f64());
+}
+
+pub fn token_refresh(channel: &str) {
+    metrics::counter!(TOKEN_REFRESHES, "channel" => channel.to_string()).increment(1);
+}
+
+pub fn order(channel: &str, step: &'static str) {
+    metrics::counter!(ORDERS, "channel" => channel.to_string(), "step" => step).increment(1);
+}
+
+pub fn inflight(channel: &str, seconds: f64) {
+    let s = seconds.max(0.0);
+    metrics::histogram!(INFLIGHT, "channel" => channel.to_string()).record(s);
+    metrics::gauge!(INFLIGHT_LAST, "channel" => channel.to_string()).set(s);
+}
+
+pub fn poll_lag(channel: &str, seconds: f64) {
+    metrics::gauge!(POLL_LAG, "channel" => channel.to_string()).set(seconds.max(0.0));
+}
+
+pub fn feed(channel: &str, outcome: &'static str) {
+    metrics::counter!(FEEDS, "channel" => channel.to_string(), "outcome" => outcome).increment(1);
 }

@@ -17,18 +17,55 @@
 //!   paces calls to a rate-limited API from what it reports.
 //! - [`serve`]: the adapter's own HTTP port: `/metrics`, `/healthz`,
 //!   `/readyz`, `/unapplied`.
+//! - [`writer`]: the level writer's loop (rounds, wake-ups, backoff,
+//!   readiness), for any channel.
 //! - [`metrics`]: the adapter metric names, labelled by channel.
 //! - [`shopify`]: the Shopify adapter.
+//! - [`amazon`]: the Amazon (SP-API) adapter.
 
+pub mod amazon;
 pub mod metrics;
 pub mod pacing;
 pub mod serve;
 pub mod shopify;
 pub mod state;
 pub mod stream;
+pub mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+/// stockpool's SKU rule (README: at most 64 letters, digits, `-`, `_`, `.`).
+pub fn valid_sku(sku: &str) -> bool {
+    !sku.is_empty()
+        && sku.len() <= 64
+        && sku
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A decimal price (`19.90`) in millionths, or None when it is not one.
+pub fn micros(price: &str) -> Option<i64> {
+    let (whole, frac) = price.trim().split_once('.').unwrap_or((price.trim(), ""));
+    if whole.is_empty()
+        || frac.len() > 6
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: i64 = whole.parse().ok()?;
+    let frac: i64 = format!("{frac:0<6}").parse().ok()?;
+    whole.checked_mul(1_000_000)?.checked_add(frac)
+}
+
+/// Millionths as a decimal with at least two places (`19.90`).
+pub fn price_text(micros: i64) -> String {
+    let text = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    let trimmed = text.trim_end_matches('0');
+    let (whole, frac) = trimmed.split_once('.').unwrap_or((trimmed, ""));
+    format!("{whole}.{frac:0<2}")
+}
 
 /// The gRPC client adapters use: the CLI's connection, bearer token included.
 pub use crate::cli::client::{Conn, Inventory};

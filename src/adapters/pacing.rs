@@ -1,6 +1,7 @@
 //! Pacing calls to a channel's API: exponential backoff with jitter for
-//! outages, and a cost bucket (a leaky bucket as the API reports it) so a
-//! rate-limited API is never asked for more than it has.
+//! outages, a cost bucket (a leaky bucket as the API reports it) so a
+//! rate-limited API is never asked for more than it has, and a token
+//! bucket for APIs that document a rate and a burst per operation.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -120,6 +121,82 @@ impl CostBucket {
     }
 }
 
+/// A token bucket as SP-API documents its usage plans: `rate` requests
+/// per second restored, at most `burst` held. A call takes one token;
+/// [`TokenBucket::take`] says how long to wait for it. After a refusal
+/// for the rate ([`TokenBucket::throttled`]) the bucket is emptied and the
+/// rate the API named is taken, so the next call waits a full interval.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: u32) -> TokenBucket {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            rate: rate.max(1e-6),
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    fn restore(&mut self) {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + self.rate * now.duration_since(self.at).as_secs_f64()).min(self.burst);
+        self.at = now;
+    }
+
+    /// Takes a token: zero when one was there, else how long until it is
+    /// (the token is spoken for: the caller waits that long, then goes).
+    pub fn take(&mut self) -> Duration {
+        self.restore();
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+
+    /// A call that took a token `in_flight` ago was answered. The API
+    /// took that token some time in between, perhaps only now: the
+    /// restore counted since it was sent is taken back, so the estimate
+    /// never runs ahead of the API's own bucket (the first call of all,
+    /// slowed by its connection, would otherwise let a burst through
+    /// early).
+    pub fn answered(&mut self, in_flight: Duration) {
+        self.restore();
+        self.tokens -= (self.rate * in_flight.as_secs_f64()).min(self.burst);
+    }
+
+    /// Tokens held now (negative: promised to waiting callers).
+    pub fn tokens(&mut self) -> f64 {
+        self.restore();
+        self.tokens
+    }
+
+    /// The API refused a call for its rate: nothing is left, and its rate
+    /// (from `x-amzn-RateLimit-Limit`, when given and lower) is taken.
+    pub fn throttled(&mut self, limit: Option<f64>) {
+        if let Some(rate) = limit.filter(|r| *r > 0.0 && r.is_finite()) {
+            self.rate = self.rate.min(rate);
+        }
+        self.restore();
+        self.tokens = self.tokens.min(0.0);
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +244,22 @@ mod tests {
         assert_eq!(bucket.wait_for("write", 1), Duration::ZERO);
         bucket.note_throttled();
         assert!(bucket.wait_for("write", 1) >= Duration::from_secs(8));
+    }
+
+    #[test]
+    fn a_token_bucket_lets_a_burst_through_then_paces_at_its_rate_and_a_throttle_empties_it() {
+        let mut b = TokenBucket::new(2.0, 3);
+        for _ in 0..3 {
+            assert_eq!(b.take(), Duration::ZERO);
+        }
+        let wait = b.take();
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        let mut b = TokenBucket::new(10.0, 5);
+        b.throttled(Some(1.0));
+        assert_eq!(b.rate(), 1.0, "the rate the API named is taken");
+        assert!(b.take() > Duration::from_millis(900));
     }
 }

@@ -384,6 +384,17 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
         )
         .await;
     }
+    if let Command::Adapter(super::AdapterCommand::Amazon { config, log_format }) = &cli.command {
+        crate::telemetry::init_logging(*log_format);
+        let config = crate::adapters::amazon::AmazonConfig::load(config)?;
+        return crate::adapters::amazon::run(
+            config,
+            &servers,
+            cli.token.as_deref(),
+            cli.ca_file.as_deref(),
+        )
+        .await;
+    }
     if let Command::Bench(args) = &cli.command {
         let report =
             super::bench::run(&servers, cli.token.as_deref(), cli.ca_file.as_deref(), args).await?;

@@ -117,6 +117,16 @@ pub enum AdapterCommand {
         #[arg(long, value_enum, default_value = "text", env = "STOCKPOOL_LOG_FORMAT")]
         log_format: crate::config::LogFormat,
     },
+    /// Amazon: orders polled from SP-API, levels out by Listings Items
+    /// patches or JSON_LISTINGS_FEED (README "Amazon").
+    Amazon {
+        /// The adapter's TOML file (see examples/amazon-adapter.toml).
+        #[arg(long, env = "STOCKPOOL_AMAZON_CONFIG")]
+        config: PathBuf,
+        /// Logs to stderr as text or JSON; RUST_LOG filters (default info).
+        #[arg(long, value_enum, default_value = "text", env = "STOCKPOOL_LOG_FORMAT")]
+        log_format: crate::config::LogFormat,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]

@@ -2,11 +2,13 @@
 //! embedded store.
 
 mod access;
+mod amazon;
 mod bench;
 mod errors;
 mod fake_odoo;
 #[path = "../support/fake_shopify.rs"]
 mod fake_shopify;
+mod fake_spapi;
 mod faults;
 mod ha;
 mod helpers;

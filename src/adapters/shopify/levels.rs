@@ -177,55 +177,10 @@ impl Writer {
     }
 
     /// Writes due levels until `stop`; woken by the stream, else every second.
-    pub async fn run(
-        mut self,
-        wake: Arc<Notify>,
-        ready: Readiness,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        ready.add("shopify", "no call to Shopify yet");
-        // Nothing is written before the stream is followed once: a cursor
-        // stockpool refuses resets the levels stored under it first.
-        while !ready.passes("stream") {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = stop.changed() => return,
-            }
-        }
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let outcome = self.round().await;
-            let wait = match outcome {
-                Ok(0) => {
-                    ready.ready("shopify");
-                    self.backoff.reset();
-                    tokio::select! {
-                        _ = wake.notified() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.changed() => return,
-                    }
-                    continue;
-                }
-                Ok(_) => {
-                    ready.ready("shopify");
-                    self.backoff.reset();
-                    continue;
-                }
-                Err(e) => {
-                    metrics::channel_error(&self.channel);
-                    ready.not_ready("shopify", e.to_string());
-                    tracing::warn!(channel = %self.channel, error = %e, "writing levels to Shopify failed; retrying");
-                    self.backoff.next_wait()
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => return,
-            }
-        }
+    pub async fn run(self, wake: Arc<Notify>, ready: Readiness, stop: watch::Receiver<bool>) {
+        let channel = self.channel.clone();
+        let backoff = self.backoff.clone();
+        crate::adapters::writer::drive(self, channel, "shopify", backoff, wake, ready, stop).await
     }
 
     /// Forgets SKUs found on no variant, so the next round looks again.
@@ -235,7 +190,7 @@ impl Writer {
 
     /// One round: the due rows written (or found right). Returns how many
     /// rows it settled.
-    async fn round(&mut self) -> Result<usize, GqlError> {
+    async fn settle(&mut self) -> Result<usize, GqlError> {
         let rows = self
             .db
             .due(ROUND)
@@ -599,6 +554,13 @@ impl Writer {
         Ok((0..changes.len())
             .filter(|i| !refused.contains(i))
             .collect())
+    }
+}
+
+impl crate::adapters::writer::Rounds for Writer {
+    type Error = GqlError;
+    fn round(&mut self) -> impl std::future::Future<Output = Result<usize, GqlError>> + Send {
+        self.settle()
     }
 }
 

@@ -97,36 +97,7 @@ pub struct Orders {
     locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
-/// stockpool's SKU rule (README: at most 64 letters, digits, `-`, `_`, `.`).
-pub fn valid_sku(sku: &str) -> bool {
-    !sku.is_empty()
-        && sku.len() <= 64
-        && sku
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// A decimal price in millionths, or None when it is not one.
-fn micros(price: &str) -> Option<i64> {
-    let (whole, frac) = price.trim().split_once('.').unwrap_or((price.trim(), ""));
-    if whole.is_empty()
-        || frac.len() > 6
-        || !whole.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let whole: i64 = whole.parse().ok()?;
-    let frac: i64 = format!("{frac:0<6}").parse().ok()?;
-    whole.checked_mul(1_000_000)?.checked_add(frac)
-}
-
-fn price_text(micros: i64) -> String {
-    let text = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
-    let trimmed = text.trim_end_matches('0');
-    let (whole, frac) = trimmed.split_once('.').unwrap_or((trimmed, ""));
-    format!("{whole}.{frac:0<2}")
-}
+pub use crate::adapters::{micros, price_text, valid_sku};
 
 /// The unit price of a SKU ordered on several lines: the quantity-weighted
 /// mean of theirs (empty when any is not a price).
