@@ -8,6 +8,7 @@ pub mod convert;
 pub mod error;
 pub mod info;
 mod inventory;
+pub mod paging;
 pub mod protocol;
 
 use tonic::service::Routes;

@@ -313,6 +313,7 @@ async fn warehouses(inv: &mut Inventory) -> anyhow::Result<Vec<String>> {
     let levels = inv
         .get_stock(pb::GetStockRequest {
             skus: vec!["BENCH-HOT".into()],
+            ..Default::default()
         })
         .await
         .map_err(refused)?
@@ -570,6 +571,7 @@ async fn probe_lag(
             .get_availability(pb::GetAvailabilityRequest {
                 skus: vec![sku.clone()],
                 channel: channel.clone(),
+                ..Default::default()
             })
             .await
             .map_err(refused)?

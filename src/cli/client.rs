@@ -45,6 +45,16 @@ pub type Admin = AdminClient<InterceptedService<Failover, Auth>>;
 /// server is cut off from Postgres takes at most about this long.
 pub const DEFAULT_FAILOVER_WAIT: Duration = Duration::from_secs(15);
 
+/// The largest answer a client reads: a page of 10000 SKUs with every
+/// channel's explanation is several megabytes, beyond tonic's 4 MiB default.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Rows per BatchSetStock of `stock import` (the server takes 10000).
+const IMPORT_CHUNK: usize = 5000;
+
+/// SKUs per GetStock when naming them (the server takes 1000).
+const NAMED_SKUS_PER_CALL: usize = 1000;
+
 /// One connection to one or several servers, and the token sent with every
 /// call. Every client of the public contract (the subcommands, the channel
 /// adapters) connects through [`Conn::open`].
@@ -140,11 +150,13 @@ impl Conn {
     /// The Inventory service, sending the token with every call.
     pub fn inventory(&self) -> Inventory {
         InventoryClient::with_interceptor(self.channel.clone(), self.auth.clone())
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// The Admin service, sending the token with every call.
     pub fn admin(&self) -> Admin {
         AdminClient::with_interceptor(self.channel.clone(), self.auth.clone())
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 }
 
@@ -489,21 +501,34 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stock(cmd) => stock(&conn, &mut inv, cmd).await?,
         Command::Availability(a) => {
-            let resp = inv
-                .get_availability(pb::GetAvailabilityRequest {
-                    skus: a.skus,
-                    channel: a.channel.unwrap_or_default(),
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            if resp.items.is_empty() {
+            let mut items = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let resp = inv
+                    .get_availability(pb::GetAvailabilityRequest {
+                        skus: a.skus.clone(),
+                        channel: a.channel.clone().unwrap_or_default(),
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                items.extend(resp.items);
+                if resp.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = resp.next_page_token;
+            }
+            if items.is_empty() {
                 println!("no SKUs yet: put stock in with `stockpool stock import FILE.csv`");
             }
-            for line in output::availability_lines(&resp.items, a.explain) {
+            for line in output::availability_lines(&items, a.explain) {
                 println!("{line}");
             }
         }
+        Command::Reservations(cmd) => reservations(&mut inv, cmd).await?,
+        Command::Movements(a) => movements(&mut inv, a).await?,
         Command::Rules(cmd) => rules(&mut conn.admin(), cmd).await?,
         Command::Outbox(cmd) => outbox(&mut conn.admin(), cmd).await?,
         Command::Watch(a) => {
@@ -563,16 +588,12 @@ fn print_restock(refund_id: &str, resp: &pb::RestockResponse) {
 async fn stock(conn: &Conn, inv: &mut Inventory, cmd: StockCommand) -> anyhow::Result<()> {
     match cmd {
         StockCommand::Get { skus } => {
-            let resp = inv
-                .get_stock(pb::GetStockRequest { skus })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            if resp.levels.is_empty() {
+            let levels = all_levels(inv, skus).await?;
+            if levels.is_empty() {
                 println!("no stock yet: put some in with `stockpool stock import FILE.csv`");
                 return Ok(());
             }
-            output::stock_table(&resp.levels).print();
+            output::stock_table(&levels).print();
         }
         StockCommand::Set {
             sku,
@@ -716,14 +737,8 @@ async fn import(
     // Levels before, to tell a fresh count from a replay (a replay leaves
     // the version as it was).
     let skus: BTreeSet<String> = rows.iter().map(|r| r.sku.clone()).collect();
-    let before: HashMap<(String, String), (i64, u64)> = inv
-        .get_stock(pb::GetStockRequest {
-            skus: skus.into_iter().collect(),
-        })
-        .await
-        .map_err(refused)?
-        .into_inner()
-        .levels
+    let before: HashMap<(String, String), (i64, u64)> = all_levels(inv, skus.into_iter().collect())
+        .await?
         .into_iter()
         .map(|l| ((l.sku, l.warehouse), (l.on_hand, l.version)))
         .collect();
@@ -742,9 +757,11 @@ async fn import(
         ("RESULT", Align::Left),
     ]);
     let mut counts: HashMap<Outcome, usize> = HashMap::new();
-    for row in &rows {
-        let sent = inv
-            .set_stock(pb::SetStockRequest {
+    let mut progress = Progress::new(rows.len());
+    for chunk in rows.chunks(IMPORT_CHUNK) {
+        let items = chunk
+            .iter()
+            .map(|row| pb::SetStockRequest {
                 sku: row.sku.clone(),
                 warehouse: row.warehouse.clone(),
                 on_hand: row.on_hand,
@@ -752,39 +769,70 @@ async fn import(
                 expected_version: None,
                 movement_id: input::import_movement_id(&hash, row.line),
             })
-            .await;
-        let (outcome, shown) = match sent {
-            Ok(level) => {
-                let level = level.into_inner();
-                let key = (row.sku.clone(), row.warehouse.clone());
-                match before.get(&key) {
-                    Some(&(_, version)) if version == level.version => {
-                        (Outcome::Replayed, "replayed (already imported)".to_string())
-                    }
-                    Some(&(on_hand, _)) if on_hand == row.on_hand => {
-                        (Outcome::Unchanged, "unchanged (count matched)".to_string())
-                    }
-                    Some(&(on_hand, _)) => (Outcome::Applied, format!("applied (was {on_hand})")),
-                    None => (Outcome::Applied, "applied".to_string()),
-                }
-            }
-            Err(status) => {
-                eprintln!("line {}: error: {}", row.line, describe(&status));
-                (
-                    Outcome::Failed,
-                    format!("failed: {}", output::code_name(status.code())),
+            .collect();
+        let results = inv
+            .batch_set_stock(pb::BatchSetStockRequest { items })
+            .await
+            .map_err(|status| {
+                progress.finish();
+                anyhow!(
+                    "{} (lines {} to {} were not applied; importing this same file again skips \
+                     the rows already applied)",
+                    describe(&status),
+                    chunk[0].line,
+                    chunk[chunk.len() - 1].line
                 )
-            }
-        };
-        *counts.entry(outcome).or_default() += 1;
-        table.row(vec![
-            row.line.to_string(),
-            row.sku.clone(),
-            row.warehouse.clone(),
-            row.on_hand.to_string(),
-            shown,
-        ]);
+            })?
+            .into_inner()
+            .results;
+        if results.len() != chunk.len() {
+            bail!(
+                "the server answered {} results for {} rows",
+                results.len(),
+                chunk.len()
+            );
+        }
+        for (row, result) in chunk.iter().zip(results) {
+            let (outcome, shown) = match result.level {
+                Some(level) if result.error_code.is_empty() => {
+                    let key = (row.sku.clone(), row.warehouse.clone());
+                    match before.get(&key) {
+                        _ if result.replayed => {
+                            (Outcome::Replayed, "replayed (already imported)".to_string())
+                        }
+                        Some(&(_, version)) if version == level.version => {
+                            (Outcome::Replayed, "replayed (already imported)".to_string())
+                        }
+                        Some(&(on_hand, _)) if on_hand == row.on_hand => {
+                            (Outcome::Unchanged, "unchanged (count matched)".to_string())
+                        }
+                        Some(&(on_hand, _)) => {
+                            (Outcome::Applied, format!("applied (was {on_hand})"))
+                        }
+                        None => (Outcome::Applied, "applied".to_string()),
+                    }
+                }
+                _ => {
+                    progress.clear();
+                    eprintln!(
+                        "line {}: error: {}: {}",
+                        row.line, result.error_code, result.error_message
+                    );
+                    (Outcome::Failed, format!("failed: {}", result.error_code))
+                }
+            };
+            *counts.entry(outcome).or_default() += 1;
+            table.row(vec![
+                row.line.to_string(),
+                row.sku.clone(),
+                row.warehouse.clone(),
+                row.on_hand.to_string(),
+                shown,
+            ]);
+        }
+        progress.advance(chunk.len());
     }
+    progress.finish();
     table.print();
     let n = |o| counts.get(&o).copied().unwrap_or(0);
     println!();
@@ -987,5 +1035,166 @@ fn rule_of(a: RulePutArgs) -> pb::Rule {
         buffer: a.buffer,
         max_published: a.max_published,
         min_published: a.min_published,
+    }
+}
+
+/// Every level of `skus` (all SKUs when empty), paging through GetStock.
+async fn all_levels(inv: &mut Inventory, skus: Vec<String>) -> anyhow::Result<Vec<pb::StockLevel>> {
+    let mut levels = Vec::new();
+    if !skus.is_empty() {
+        for chunk in skus.chunks(NAMED_SKUS_PER_CALL) {
+            let resp = inv
+                .get_stock(pb::GetStockRequest {
+                    skus: chunk.to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            levels.extend(resp.levels);
+        }
+        return Ok(levels);
+    }
+    let mut page_token = String::new();
+    loop {
+        let resp = inv
+            .get_stock(pb::GetStockRequest {
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        levels.extend(resp.levels);
+        if resp.next_page_token.is_empty() {
+            return Ok(levels);
+        }
+        page_token = resp.next_page_token;
+    }
+}
+
+async fn reservations(inv: &mut Inventory, cmd: super::ReservationsCommand) -> anyhow::Result<()> {
+    let super::ReservationsCommand::List {
+        channel,
+        statuses,
+        sku,
+        created_after_ms,
+    } = cmd;
+    let statuses: Vec<i32> = statuses.iter().map(|s| s.to_pb() as i32).collect();
+    let mut page_token = String::new();
+    let mut table = Table::new(&[
+        ("CHANNEL", Align::Left),
+        ("ORDER", Align::Left),
+        ("STATUS", Align::Left),
+        ("CREATED", Align::Left),
+        ("LINES", Align::Left),
+    ]);
+    loop {
+        let resp = inv
+            .list_reservations(pb::ListReservationsRequest {
+                channel: channel.clone().unwrap_or_default(),
+                statuses: statuses.clone(),
+                sku: sku.clone().unwrap_or_default(),
+                created_after_ms,
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        for r in &resp.reservations {
+            table.row(output::reservation_row(r));
+        }
+        if resp.next_page_token.is_empty() {
+            break;
+        }
+        page_token = resp.next_page_token;
+    }
+    if table.is_empty() {
+        println!("no reservations match");
+    } else {
+        table.print();
+    }
+    Ok(())
+}
+
+async fn movements(inv: &mut Inventory, a: super::MovementsArgs) -> anyhow::Result<()> {
+    let mut after_id = a.after_id;
+    let mut table = output::movements_table();
+    loop {
+        let resp = inv
+            .list_movements(pb::ListMovementsRequest {
+                sku: a.sku.clone(),
+                warehouse: a.warehouse.clone().unwrap_or_default(),
+                after_id,
+                limit: MOVEMENTS_PER_CALL,
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        for m in &resp.movements {
+            table.row(output::movement_row(m));
+        }
+        match resp.movements.last() {
+            Some(last) if resp.movements.len() == MOVEMENTS_PER_CALL as usize => after_id = last.id,
+            _ => break,
+        }
+    }
+    if table.is_empty() {
+        println!("no movements recorded");
+    } else {
+        table.print();
+    }
+    Ok(())
+}
+
+/// Ledger lines per ListMovements (the server's most).
+const MOVEMENTS_PER_CALL: i32 = 1000;
+
+/// A progress bar on stderr while a long import runs, only when stderr is
+/// a terminal: a script's output stays clean.
+struct Progress {
+    total: usize,
+    done: usize,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            total,
+            done: 0,
+            shown: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.done += n;
+        if self.shown {
+            let width = 30;
+            let filled = (self.done * width).checked_div(self.total).unwrap_or(width);
+            eprint!(
+                "\r[{}{}] {}/{} rows",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                self.done,
+                self.total
+            );
+        }
+    }
+
+    /// Clears the bar's line so an error message starts at column 0.
+    fn clear(&self) {
+        if self.shown && self.done > 0 {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.shown && self.done > 0 {
+            eprintln!();
+        }
+        self.shown = false;
     }
 }

@@ -85,6 +85,11 @@ pub enum Command {
     Stock(StockCommand),
     /// What each channel may sell: ATP and published figure (GetAvailability).
     Availability(AvailabilityArgs),
+    /// List reservations (ListReservations), newest first.
+    #[command(subcommand)]
+    Reservations(ReservationsCommand),
+    /// The ledger of a SKU: every movement of its pools, oldest first (ListMovements).
+    Movements(MovementsArgs),
     /// Channel allocation rules.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -268,7 +273,7 @@ pub enum StockCommand {
         #[arg(long, value_name = "ID")]
         movement_id: Option<String>,
     },
-    /// Set counts from a CSV file of sku,warehouse,on_hand (one SetStock per row).
+    /// Set counts from a CSV file of sku,warehouse,on_hand (BatchSetStock, in chunks).
     ///
     /// The whole file is checked first and refused, naming each bad line,
     /// before anything is sent. Each row's movement id is derived from the
@@ -297,6 +302,59 @@ pub struct AvailabilityArgs {
     /// under each row, each naming the rule that set it.
     #[arg(long)]
     pub explain: bool,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ReservationsCommand {
+    /// Reservations matching the filters, newest first, every page.
+    List {
+        /// Only this channel's.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only in this status; repeatable.
+        #[arg(long = "status", value_enum)]
+        statuses: Vec<StatusArg>,
+        /// Only those holding this SKU.
+        #[arg(long)]
+        sku: Option<String>,
+        /// Only those created after this time (ms since the Unix epoch).
+        #[arg(long = "created-after", value_name = "MS", default_value_t = 0)]
+        created_after_ms: i64,
+    },
+}
+
+/// A reservation status, as `reservations list --status` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusArg {
+    Held,
+    Confirmed,
+    Fulfilled,
+    Released,
+    Expired,
+}
+
+impl StatusArg {
+    pub fn to_pb(self) -> crate::api::pb::ReservationStatus {
+        use crate::api::pb::ReservationStatus as S;
+        match self {
+            StatusArg::Held => S::Held,
+            StatusArg::Confirmed => S::Confirmed,
+            StatusArg::Fulfilled => S::Fulfilled,
+            StatusArg::Released => S::Released,
+            StatusArg::Expired => S::Expired,
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MovementsArgs {
+    /// The SKU whose ledger to read.
+    pub sku: String,
+    /// Only this warehouse's pool.
+    pub warehouse: Option<String>,
+    /// Only lines after this ledger id.
+    #[arg(long, value_name = "ID", default_value_t = 0)]
+    pub after_id: u64,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]

@@ -305,6 +305,53 @@ pub fn availability_lines(items: &[pb::ChannelAvailability], explain: bool) -> V
 }
 
 /// What a simulated rule change would move, before -> after.
+/// One reservation as a row of `reservations list`.
+pub fn reservation_row(r: &pb::Reservation) -> Vec<String> {
+    vec![
+        r.channel.clone(),
+        r.order_id.clone(),
+        status_name(r.status).to_string(),
+        fmt_utc(r.created_at_ms),
+        r.allocations
+            .iter()
+            .map(|a| format!("{}={}@{}", a.sku, a.quantity, a.warehouse))
+            .collect::<Vec<_>>()
+            .join(" "),
+    ]
+}
+
+/// The ledger table of `movements`.
+pub fn movements_table() -> Table {
+    Table::new(&[
+        ("ID", Align::Right),
+        ("AT", Align::Left),
+        ("WAREHOUSE", Align::Left),
+        ("KIND", Align::Left),
+        ("ON_HAND", Align::Right),
+        ("RESERVED", Align::Right),
+        ("ON_HAND_AFTER", Align::Right),
+        ("RESERVED_AFTER", Align::Right),
+        ("REFERENCE", Align::Left),
+        ("REASON", Align::Left),
+    ])
+}
+
+/// One ledger line as a row of [`movements_table`].
+pub fn movement_row(m: &pb::Movement) -> Vec<String> {
+    vec![
+        m.id.to_string(),
+        fmt_utc(m.at_ms),
+        m.warehouse.clone(),
+        m.kind.clone(),
+        format!("{:+}", m.on_hand_delta),
+        format!("{:+}", m.reserved_delta),
+        m.on_hand_after.to_string(),
+        m.reserved_after.to_string(),
+        m.reference.clone(),
+        m.reason.clone(),
+    ]
+}
+
 pub fn simulation_table(changes: &[pb::SimulatedChange]) -> Table {
     use Align::*;
     let mut t = Table::new(&[

@@ -259,7 +259,10 @@ async fn a_standby_refuses_calls_naming_its_role_but_answers_health_reflection_a
 
     let refused = standby
         .inventory()
-        .get_stock(pb::GetStockRequest { skus: vec![] })
+        .get_stock(pb::GetStockRequest {
+            skus: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable);
@@ -379,6 +382,7 @@ async fn when_the_active_server_stops_the_standby_takes_over_and_a_cli_connectio
     let levels = inventory
         .get_stock(pb::GetStockRequest {
             skus: vec!["HOT".into()],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -228,6 +228,7 @@ impl TestApp {
         self.inventory
             .get_stock(pb::GetStockRequest {
                 skus: skus.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             })
             .await
             .expect("get stock")

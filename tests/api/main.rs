@@ -18,6 +18,7 @@ mod metrics;
 mod odoo;
 mod postgres;
 mod redis;
+mod scale;
 mod service;
 mod shopify;
 mod terms;
