@@ -32,6 +32,26 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/stockpool_descriptor.bin"));
 }
 
+/// How the generated messages serialize their enum fields to JSON (the
+/// CLI's `-o json`): by the proto name of the value, as grpcurl shows them.
+pub mod pb_json {
+    use super::pb;
+
+    pub fn reservation_status<S: serde::Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
+        match pb::ReservationStatus::try_from(*v) {
+            Ok(x) => s.serialize_str(x.as_str_name()),
+            Err(_) => s.serialize_i32(*v),
+        }
+    }
+
+    pub fn outbox_state<S: serde::Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
+        match pb::OutboxState::try_from(*v) {
+            Ok(x) => s.serialize_str(x.as_str_name()),
+            Err(_) => s.serialize_i32(*v),
+        }
+    }
+}
+
 /// The services of one term of an active server: Inventory and Admin over
 /// its engine. [`edge`] routes to them while the term is served.
 pub fn term_routes(

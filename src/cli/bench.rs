@@ -83,8 +83,8 @@ pub struct BenchArgs {
     /// Skip stocking the SKUs (they were stocked by an earlier run).
     #[arg(long)]
     pub no_setup: bool,
-    /// `json` for machines.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    /// `json` for machines (set by the global `-o`).
+    #[arg(skip = Format::Text)]
     pub output: Format,
 }
 

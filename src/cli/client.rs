@@ -88,6 +88,18 @@ impl Conn {
         ca_file: Option<&Path>,
         failover_wait: Duration,
     ) -> anyhow::Result<Conn> {
+        Self::open_timed(server, token, ca_file, failover_wait, None).await
+    }
+
+    /// [`Self::open_with`] where every call is given up after `timeout`
+    /// (for a stream: until it starts), connecting included.
+    pub async fn open_timed(
+        server: &str,
+        token: Option<&str>,
+        ca_file: Option<&Path>,
+        failover_wait: Duration,
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<Conn> {
         let auth = match token {
             None | Some("") => Auth(None),
             Some(t) => Auth(Some(
@@ -106,7 +118,7 @@ impl Conn {
         }
         let endpoints = addresses
             .iter()
-            .map(|a| endpoint(a, auth.0.is_some(), ca_file))
+            .map(|a| endpoint(a, auth.0.is_some(), ca_file, timeout))
             .collect::<anyhow::Result<Vec<_>>>()?;
         // The first server that answers becomes the current one; the others
         // connect when a call moves to them.
@@ -166,6 +178,7 @@ fn endpoint(
     server: &str,
     has_token: bool,
     ca_file: Option<&Path>,
+    timeout: Option<Duration>,
 ) -> anyhow::Result<(String, Endpoint)> {
     let url = if server.contains("://") {
         server.to_string()
@@ -174,7 +187,10 @@ fn endpoint(
     };
     let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| anyhow!("--server {server:?} is not a valid address: {e}"))?
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(timeout.map_or(Duration::from_secs(5), |t| t.min(Duration::from_secs(5))));
+    if let Some(t) = timeout {
+        endpoint = endpoint.timeout(t);
+    }
     match endpoint.uri().scheme_str() {
         Some("https") => {
             let tls = match ca_file {
@@ -351,6 +367,9 @@ fn describe(status: &Status) -> String {
         Code::Unauthenticated => {
             text.push_str(" (check --token or STOCKPOOL_TOKEN)");
         }
+        _ if status.message().contains("Timeout expired") => {
+            text.push_str(" (the call took longer than --timeout; raise it, or 0 for no limit)");
+        }
         Code::Unavailable | Code::Unknown if std::error::Error::source(status).is_some() => {
             text.push_str(" (the connection to the server failed; is it still running?)");
         }
@@ -399,20 +418,34 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Bench(args) = &cli.command {
         let report =
             super::bench::run(&servers, cli.token.as_deref(), cli.ca_file.as_deref(), args).await?;
-        return super::bench::print(&report, args.output);
+        return super::bench::print(&report, cli.output);
     }
-    let conn = Conn::open_with(
+    if let Command::Completions { shell } = &cli.command {
+        super::completions(*shell);
+        return Ok(());
+    }
+    if !cli.timeout.is_finite() || cli.timeout < 0.0 {
+        bail!(
+            "--timeout must be a number of seconds, 0 or more, got {}",
+            cli.timeout
+        );
+    }
+    let timeout = (cli.timeout > 0.0).then(|| Duration::from_secs_f64(cli.timeout));
+    let conn = Conn::open_timed(
         &servers,
         cli.token.as_deref(),
         cli.ca_file.as_deref(),
         Duration::from_secs(cli.failover_wait),
+        timeout,
     )
     .await?;
+    let json = cli.output == super::bench::Format::Json;
     let mut inv = conn.inventory();
     match cli.command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
         Command::Adapter(_) => unreachable!("adapters are run above"),
         Command::Bench(_) => unreachable!("bench is handled above"),
+        Command::Completions { .. } => unreachable!("completions are printed above"),
         Command::Reserve(a) => {
             let mut lines = to_pb(&a.lines);
             for p in &a.prices {
@@ -439,7 +472,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            output::print_reservation(&reservation(resp.reservation)?, Some(resp.replayed));
+            if json {
+                output::emit_json(&resp);
+            } else {
+                output::print_reservation(&reservation(resp.reservation)?, Some(resp.replayed));
+            }
         }
         Command::Confirm(a) => {
             let r = inv
@@ -449,7 +486,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(refused)?;
-            output::print_reservation(r.get_ref(), None);
+            show_reservation(json, r.get_ref());
         }
         Command::Release(a) => {
             let r = inv
@@ -461,7 +498,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(refused)?;
-            output::print_reservation(r.get_ref(), None);
+            show_reservation(json, r.get_ref());
         }
         Command::Fulfill(a) => {
             let r = inv
@@ -473,7 +510,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(refused)?;
-            output::print_reservation(r.get_ref(), None);
+            show_reservation(json, r.get_ref());
         }
         Command::Restock(a) => {
             let refund_id = a.refund_id.clone();
@@ -487,7 +524,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            print_restock(&refund_id, &resp);
+            if json {
+                output::emit_json(&resp);
+            } else {
+                print_restock(&refund_id, &resp);
+            }
         }
         Command::Reservation(a) => {
             let r = inv
@@ -497,9 +538,9 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(refused)?;
-            output::print_reservation(r.get_ref(), None);
+            show_reservation(json, r.get_ref());
         }
-        Command::Stock(cmd) => stock(&conn, &mut inv, cmd).await?,
+        Command::Stock(cmd) => stock(&conn, &mut inv, cmd, json).await?,
         Command::Availability(a) => {
             let mut items = Vec::new();
             let mut page_token = String::new();
@@ -520,44 +561,97 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 page_token = resp.next_page_token;
             }
+            if json {
+                items.iter().for_each(output::emit_json);
+                return Ok(());
+            }
             if items.is_empty() {
-                println!("no SKUs yet: put stock in with `stockpool stock import FILE.csv`");
+                crate::out!("no SKUs yet: put stock in with `stockpool stock import FILE.csv`");
             }
             for line in output::availability_lines(&items, a.explain) {
-                println!("{line}");
+                crate::out!("{line}");
             }
         }
-        Command::Reservations(cmd) => reservations(&mut inv, cmd).await?,
-        Command::Movements(a) => movements(&mut inv, a).await?,
-        Command::Rules(cmd) => rules(&mut conn.admin(), cmd).await?,
-        Command::Outbox(cmd) => outbox(&mut conn.admin(), cmd).await?,
-        Command::Watch(a) => {
-            let mut stream = inv
-                .watch_channel_stock(pb::WatchChannelStockRequest {
-                    channel: a.channel,
-                    after_seq: a.after_seq,
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            println!(
-                "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
-                "SEQ", "SKU", "PUBLISHED", "ATP", "OPEN"
-            );
-            while let Some(u) = stream.message().await.map_err(refused)? {
-                println!(
-                    "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
-                    u.seq, u.sku, u.published, u.atp, u.open
-                );
-            }
-        }
+        Command::Reservations(cmd) => reservations(&mut inv, cmd, json).await?,
+        Command::Movements(a) => movements(&mut inv, a, json).await?,
+        Command::Rules(cmd) => rules(&mut conn.admin(), cmd, json).await?,
+        Command::Outbox(cmd) => outbox(&mut conn.admin(), cmd, json).await?,
+        Command::Watch(a) => watch(&mut inv, a, json).await?,
     }
     Ok(())
 }
 
+/// Follows a channel until the stream ends, then says why and fails: a
+/// watch only ends when the server went away or stopped streaming.
+async fn watch(inv: &mut Inventory, a: super::WatchArgs, json: bool) -> anyhow::Result<()> {
+    let mut stream = inv
+        .watch_channel_stock(pb::WatchChannelStockRequest {
+            channel: a.channel.clone(),
+            after_seq: a.after_seq,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    if !json {
+        crate::out!(
+            "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
+            "SEQ",
+            "SKU",
+            "PUBLISHED",
+            "ATP",
+            "OPEN"
+        );
+    }
+    let mut last_seq = a.after_seq;
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(u)) => {
+                last_seq = u.seq;
+                if json {
+                    output::emit_json(&u);
+                } else {
+                    crate::out!(
+                        "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
+                        u.seq,
+                        u.sku,
+                        u.published,
+                        u.atp,
+                        u.open
+                    );
+                }
+            }
+            Ok(None) => break "the server closed the stream".to_string(),
+            Err(status) => break describe(&status),
+        }
+    };
+    bail!(
+        "watch of {} ended: {ended}; resume with `stockpool watch {} --after-seq {last_seq}`",
+        a.channel,
+        a.channel
+    )
+}
+
+/// A reservation as text, or as one JSON object.
+fn show_reservation(json: bool, r: &pb::Reservation) {
+    if json {
+        output::emit_json(r);
+    } else {
+        output::print_reservation(r, None);
+    }
+}
+
+/// A stock level as a table, or as one JSON object.
+fn show_level(json: bool, level: &pb::StockLevel) {
+    if json {
+        output::emit_json(level);
+    } else {
+        output::stock_table(std::slice::from_ref(level)).print();
+    }
+}
+
 fn print_restock(refund_id: &str, resp: &pb::RestockResponse) {
-    println!("refund       {refund_id}");
-    println!(
+    crate::out!("refund       {refund_id}");
+    crate::out!(
         "replayed     {}",
         if resp.replayed {
             "yes: this refund was already applied; nothing changed"
@@ -565,9 +659,9 @@ fn print_restock(refund_id: &str, resp: &pb::RestockResponse) {
             "no"
         }
     );
-    println!();
+    crate::out!();
     if resp.restocked.is_empty() {
-        println!("nothing restocked: no shipped unit of these lines is left to put back");
+        crate::out!("nothing restocked: no shipped unit of these lines is left to put back");
         return;
     }
     let mut t = Table::new(&[
@@ -585,12 +679,21 @@ fn print_restock(refund_id: &str, resp: &pb::RestockResponse) {
     t.print();
 }
 
-async fn stock(conn: &Conn, inv: &mut Inventory, cmd: StockCommand) -> anyhow::Result<()> {
+async fn stock(
+    conn: &Conn,
+    inv: &mut Inventory,
+    cmd: StockCommand,
+    json: bool,
+) -> anyhow::Result<()> {
     match cmd {
         StockCommand::Get { skus } => {
             let levels = all_levels(inv, skus).await?;
+            if json {
+                levels.iter().for_each(output::emit_json);
+                return Ok(());
+            }
             if levels.is_empty() {
-                println!("no stock yet: put some in with `stockpool stock import FILE.csv`");
+                crate::out!("no stock yet: put some in with `stockpool stock import FILE.csv`");
                 return Ok(());
             }
             output::stock_table(&levels).print();
@@ -619,7 +722,7 @@ async fn stock(conn: &Conn, inv: &mut Inventory, cmd: StockCommand) -> anyhow::R
                 .await
                 .map_err(refused)?
                 .into_inner();
-            output::stock_table(&[level]).print();
+            show_level(json, &level);
         }
         StockCommand::Adjust {
             sku,
@@ -642,10 +745,10 @@ async fn stock(conn: &Conn, inv: &mut Inventory, cmd: StockCommand) -> anyhow::R
                 .await
                 .map_err(refused)?
                 .into_inner();
-            output::stock_table(&[level]).print();
+            show_level(json, &level);
         }
         StockCommand::Import { file, reason } => {
-            import(conn, inv, &file, reason).await?;
+            import(conn, inv, &file, reason, json).await?;
         }
     }
     Ok(())
@@ -688,6 +791,7 @@ async fn import(
     inv: &mut Inventory,
     file: &Path,
     reason: Option<String>,
+    json: bool,
 ) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let text = std::str::from_utf8(&bytes)
@@ -822,6 +926,17 @@ async fn import(
                 }
             };
             *counts.entry(outcome).or_default() += 1;
+            if json {
+                output::emit_json(&serde_json::json!({
+                    "line": row.line,
+                    "sku": row.sku,
+                    "warehouse": row.warehouse,
+                    "on_hand": row.on_hand,
+                    "result": format!("{outcome:?}").to_lowercase(),
+                    "detail": shown,
+                }));
+                continue;
+            }
             table.row(vec![
                 row.line.to_string(),
                 row.sku.clone(),
@@ -833,18 +948,20 @@ async fn import(
         progress.advance(chunk.len());
     }
     progress.finish();
-    table.print();
     let n = |o| counts.get(&o).copied().unwrap_or(0);
-    println!();
-    println!(
-        "{}: {} rows: {} applied, {} unchanged, {} replayed, {} failed",
-        file.display(),
-        rows.len(),
-        n(Outcome::Applied),
-        n(Outcome::Unchanged),
-        n(Outcome::Replayed),
-        n(Outcome::Failed)
-    );
+    if !json {
+        table.print();
+        crate::out!();
+        crate::out!(
+            "{}: {} rows: {} applied, {} unchanged, {} replayed, {} failed",
+            file.display(),
+            rows.len(),
+            n(Outcome::Applied),
+            n(Outcome::Unchanged),
+            n(Outcome::Replayed),
+            n(Outcome::Failed)
+        );
+    }
     if n(Outcome::Failed) > 0 {
         bail!(
             "{} of {} rows failed (see above); importing this same file again skips the rows \
@@ -856,7 +973,7 @@ async fn import(
     Ok(())
 }
 
-async fn outbox(admin: &mut Admin, cmd: OutboxCommand) -> anyhow::Result<()> {
+async fn outbox(admin: &mut Admin, cmd: OutboxCommand, json: bool) -> anyhow::Result<()> {
     let entries = match cmd {
         OutboxCommand::List {
             state,
@@ -887,19 +1004,23 @@ async fn outbox(admin: &mut Admin, cmd: OutboxCommand) -> anyhow::Result<()> {
                 .map_err(refused)?
                 .into_inner()
                 .entries;
-            println!("{} entries put back in line for Odoo", entries.len());
+            if !json {
+                crate::out!("{} entries put back in line for Odoo", entries.len());
+            }
             entries
         }
     };
-    if entries.is_empty() {
-        println!("no outbox entries");
+    if json {
+        entries.iter().for_each(output::emit_json);
+    } else if entries.is_empty() {
+        crate::out!("no outbox entries");
     } else {
         output::outbox_table(&entries).print();
     }
     Ok(())
 }
 
-async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
+async fn rules(admin: &mut Admin, cmd: RulesCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
         RulesCommand::List { channel } => {
             let rules = admin
@@ -910,15 +1031,19 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 .map_err(refused)?
                 .into_inner()
                 .rules;
+            if json {
+                rules.iter().for_each(output::emit_json);
+                return Ok(());
+            }
             if rules.is_empty() {
-                println!(
+                crate::out!(
                     "no rules stored: every channel may use every warehouse, no fence, share 100%, buffer 0"
                 );
                 return Ok(());
             }
             output::rules_table(&rules).print();
-            println!();
-            println!("{}", output::RULES_FOOTNOTE);
+            crate::out!();
+            crate::out!("{}", output::RULES_FOOTNOTE);
         }
         RulesCommand::Put(a) => {
             let changed_by = who(a.changed_by.clone());
@@ -932,7 +1057,11 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            println!("stored:");
+            if json {
+                output::emit_json(&stored);
+                return Ok(());
+            }
+            crate::out!("stored:");
             output::rules_table(&[stored]).print();
         }
         RulesCommand::Delete {
@@ -950,9 +1079,15 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(refused)?;
+            if json {
+                output::emit_json(&serde_json::json!({
+                    "deleted": { "channel": channel, "sku": sku.unwrap_or_default() }
+                }));
+                return Ok(());
+            }
             match sku {
-                Some(sku) => println!("deleted the {channel} rule for {sku}"),
-                None => println!("deleted the {channel} default rule"),
+                Some(sku) => crate::out!("deleted the {channel} rule for {sku}"),
+                None => crate::out!("deleted the {channel} default rule"),
             }
         }
         RulesCommand::History { channel, sku, all } => {
@@ -966,11 +1101,15 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 .map_err(refused)?
                 .into_inner()
                 .changes;
+            if json {
+                changes.iter().for_each(output::emit_json);
+                return Ok(());
+            }
             if changes.is_empty() {
-                println!("no changes recorded");
+                crate::out!("no changes recorded");
             }
             for c in &changes {
-                println!(
+                crate::out!(
                     "{}  by {}  {}",
                     output::fmt_utc(c.at_ms),
                     c.changed_by,
@@ -979,17 +1118,17 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 let rows: Vec<pb::Rule> = c.before.iter().chain(c.after.iter()).cloned().collect();
                 let mut lines = output::rules_table(&rows).lines().into_iter();
                 if let Some(header) = lines.next() {
-                    println!("         {header}");
+                    crate::out!("         {header}");
                 }
                 if c.before.is_some() {
-                    println!("  before {}", lines.next().unwrap_or_default());
+                    crate::out!("  before {}", lines.next().unwrap_or_default());
                 } else {
-                    println!("  before (no rule)");
+                    crate::out!("  before (no rule)");
                 }
                 if c.after.is_some() {
-                    println!("  after  {}", lines.next().unwrap_or_default());
+                    crate::out!("  after  {}", lines.next().unwrap_or_default());
                 } else {
-                    println!("  after  (deleted)");
+                    crate::out!("  after  (deleted)");
                 }
             }
         }
@@ -1003,8 +1142,10 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 .map_err(refused)?
                 .into_inner()
                 .changes;
-            if changes.is_empty() {
-                println!("nothing would change");
+            if json {
+                changes.iter().for_each(output::emit_json);
+            } else if changes.is_empty() {
+                crate::out!("nothing would change");
             } else {
                 output::simulation_table(&changes).print();
             }
@@ -1073,7 +1214,11 @@ async fn all_levels(inv: &mut Inventory, skus: Vec<String>) -> anyhow::Result<Ve
     }
 }
 
-async fn reservations(inv: &mut Inventory, cmd: super::ReservationsCommand) -> anyhow::Result<()> {
+async fn reservations(
+    inv: &mut Inventory,
+    cmd: super::ReservationsCommand,
+    json: bool,
+) -> anyhow::Result<()> {
     let super::ReservationsCommand::List {
         channel,
         statuses,
@@ -1103,22 +1248,27 @@ async fn reservations(inv: &mut Inventory, cmd: super::ReservationsCommand) -> a
             .map_err(refused)?
             .into_inner();
         for r in &resp.reservations {
-            table.row(output::reservation_row(r));
+            if json {
+                output::emit_json(r);
+            } else {
+                table.row(output::reservation_row(r));
+            }
         }
         if resp.next_page_token.is_empty() {
             break;
         }
         page_token = resp.next_page_token;
     }
-    if table.is_empty() {
-        println!("no reservations match");
+    if json {
+    } else if table.is_empty() {
+        crate::out!("no reservations match");
     } else {
         table.print();
     }
     Ok(())
 }
 
-async fn movements(inv: &mut Inventory, a: super::MovementsArgs) -> anyhow::Result<()> {
+async fn movements(inv: &mut Inventory, a: super::MovementsArgs, json: bool) -> anyhow::Result<()> {
     let mut after_id = a.after_id;
     let mut table = output::movements_table();
     loop {
@@ -1133,15 +1283,20 @@ async fn movements(inv: &mut Inventory, a: super::MovementsArgs) -> anyhow::Resu
             .map_err(refused)?
             .into_inner();
         for m in &resp.movements {
-            table.row(output::movement_row(m));
+            if json {
+                output::emit_json(m);
+            } else {
+                table.row(output::movement_row(m));
+            }
         }
         match resp.movements.last() {
             Some(last) if resp.movements.len() == MOVEMENTS_PER_CALL as usize => after_id = last.id,
             _ => break,
         }
     }
-    if table.is_empty() {
-        println!("no movements recorded");
+    if json {
+    } else if table.is_empty() {
+        crate::out!("no movements recorded");
     } else {
         table.print();
     }

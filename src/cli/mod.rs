@@ -45,6 +45,27 @@ pub struct Cli {
         default_value_t = 15
     )]
     pub failover_wait: u64,
+    /// How client subcommands print: text tables, or JSON (one object per
+    /// line for lists and streams, the proto field names).
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "STOCKPOOL_OUTPUT"
+    )]
+    pub output: bench::Format,
+    /// Seconds a call may take before it is given up (connecting included;
+    /// for `watch`, until the stream starts). 0: no limit.
+    #[arg(
+        long,
+        global = true,
+        env = "STOCKPOOL_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 10.0
+    )]
+    pub timeout: f64,
     /// Bearer token sent with every call (client subcommands).
     #[arg(long, global = true, env = "STOCKPOOL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -105,6 +126,11 @@ pub enum Command {
     /// and prints throughput, latency percentiles, the server's commit
     /// batch sizes and the commit-to-watcher lag of a probe.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script: `stockpool completions bash > ...`.
+    Completions {
+        /// bash, zsh or fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
     /// Run a channel adapter: a long-running client that connects a sales
     /// channel to this server (--server, --token).
     #[command(subcommand)]
@@ -456,6 +482,15 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
     client::run(cli).await
 }
 
+/// Writes the completion script for `shell` to stdout.
+pub fn completions(shell: clap_complete::Shell) {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut command, "stockpool", &mut buf);
+    output::emit_bytes(&buf);
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, Parser};
@@ -596,6 +631,30 @@ mod tests {
         assert_eq!(ids, vec![4, 7]);
         assert!(parse(&["outbox", "retry"]).is_err());
         assert!(parse(&["outbox", "list", "--state", "lost"]).is_err());
+    }
+
+    #[test]
+    fn output_and_timeout_are_global_with_a_ten_second_default() {
+        let cli = parse(&["stock", "get", "-o", "json"]).unwrap();
+        assert_eq!((cli.output, cli.timeout), (bench::Format::Json, 10.0));
+        let cli = parse(&["--timeout", "2.5", "watch", "shopify"]).unwrap();
+        assert_eq!(cli.timeout, 2.5);
+        assert!(parse(&["completions", "fish"]).is_ok());
+        assert!(parse(&["completions", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn a_completion_script_names_the_subcommands() {
+        use clap::CommandFactory;
+        let mut buf = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "stockpool",
+            &mut buf,
+        );
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("reservations") && text.contains("movements"));
     }
 
     #[test]

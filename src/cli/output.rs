@@ -84,7 +84,7 @@ impl Table {
 
     pub fn print(&self) {
         for line in self.lines() {
-            println!("{line}");
+            crate::out!("{line}");
         }
     }
 }
@@ -219,7 +219,7 @@ pub fn reservation_lines(r: &pb::Reservation, replayed: Option<bool>, now_ms: i6
 
 pub fn print_reservation(r: &pb::Reservation, replayed: Option<bool>) {
     for line in reservation_lines(r, replayed, now_ms()) {
-        println!("{line}");
+        crate::out!("{line}");
     }
 }
 
@@ -445,6 +445,52 @@ pub fn rules_table(rules: &[pb::Rule]) -> Table {
 /// Printed under a rules table.
 pub const RULES_FOOTNOTE: &str = "-: not set. A SKU rule inherits the field from the channel's default rule;\n\
 a default falls back to every warehouse in declared order, fence 0, share 100%, buffer 0, no max, no min.";
+
+/// Prints one line of a client's answer. A closed stdout (`| head`) ends
+/// the process quietly with status 0 instead of a panic: the reader has all
+/// it wanted.
+pub fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+    closed_pipe_ends(written);
+}
+
+/// [`emit`] for raw bytes (no line end added).
+pub fn emit_bytes(bytes: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    closed_pipe_ends(out.write_all(bytes).and_then(|()| out.flush()));
+}
+
+fn closed_pipe_ends(written: std::io::Result<()>) {
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// One JSON object on one line.
+pub fn emit_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(text) => emit(format_args!("{text}")),
+        Err(e) => {
+            eprintln!("error: cannot render JSON: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `println!` that ends quietly on a closed pipe ([`emit`]).
+#[macro_export]
+macro_rules! out {
+    () => { $crate::cli::output::emit(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::output::emit(format_args!($($arg)*)) };
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,7 @@
 
 mod access;
 mod bench;
+mod cli;
 mod errors;
 mod fake_odoo;
 #[path = "../support/fake_shopify.rs"]
