@@ -89,12 +89,19 @@ pub fn term_routes(
 /// returned so the server keeps it in step with readiness.
 pub fn edge(serving: Serving, tokens: Tokens) -> anyhow::Result<(axum::Router, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: grpcurl before 1.9 and many other tools
+    // speak only v1alpha. Health is in the reflection data too.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let info = info::route(serving.clone(), tokens.clone());
     let router = Routes::new(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .into_axum_router()
         .route(info::PATH, info)
         .fallback(move |request: axum::extract::Request| {

@@ -23,4 +23,5 @@ mod scale;
 mod service;
 mod shopify;
 mod terms;
+mod tooling;
 mod watch;
