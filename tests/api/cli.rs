@@ -196,3 +196,59 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
         assert!(text.contains("reservations"), "{shell}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_line_names_version_store_addresses_counts_and_load_time_without_colour() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stockpool"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let serving = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)
+                .await
+                .unwrap();
+            assert!(!line.is_empty(), "the server exited before serving:\n{log}");
+            log.push_str(&line);
+            if line.contains("stockpool serving") {
+                return line.clone();
+            }
+        }
+    })
+    .await
+    .expect("the server started");
+    let _ = child.kill().await;
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a log that is not a terminal:\n{log}"
+    );
+    for field in [
+        &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
+        "store=sqlite ",
+        "grpc_addr=127.0.0.1:",
+        "http_addr=127.0.0.1:",
+        "skus=0",
+        "reservations=0",
+        "load_ms=",
+    ] {
+        assert!(serving.contains(field), "{field} not in: {serving}");
+    }
+    assert!(serving.contains("stockpool.db"), "{serving}");
+    assert!(!log.contains("state loaded"), "one start-up line:\n{log}");
+}
