@@ -207,7 +207,7 @@ fn describe_metrics() {
     describe_counter!(
         RPCS,
         Unit::Count,
-        "Finished gRPC calls by method and status code; method is unknown for paths this server does not implement."
+        "Finished gRPC calls by service, method and status code; service and method are unknown for paths this server does not implement."
     );
     describe_histogram!(
         RPC_DURATION,
@@ -363,7 +363,13 @@ fn describe_metrics() {
         metrics::counter!(STEP_DOWNS, "reason" => reason).increment(0);
     }
     for method in rpc_methods().values() {
-        metrics::counter!(RPCS, "method" => method.name.as_str(), "code" => "OK").increment(0);
+        metrics::counter!(
+            RPCS,
+            "service" => method.service.as_str(),
+            "method" => method.name.as_str(),
+            "code" => "OK"
+        )
+        .increment(0);
     }
 }
 
