@@ -420,6 +420,32 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
             super::bench::run(&servers, cli.token.as_deref(), cli.ca_file.as_deref(), args).await?;
         return super::bench::print(&report, cli.output);
     }
+    let json = cli.output == super::bench::Format::Json;
+    if let Command::Backup { data_dir, file } = &cli.command {
+        let started = std::time::Instant::now();
+        crate::store::SqliteStore::backup(data_dir, file)
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "backup of {}: {}",
+                    data_dir.display(),
+                    crate::telemetry::chain(&e)
+                )
+            })?;
+        let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        if !json {
+            crate::out!(
+                "{} written: {bytes} bytes in {} ms; restore by copying it to {}/stockpool.db \
+                 before the server starts",
+                file.display(),
+                started.elapsed().as_millis(),
+                data_dir.display()
+            );
+        } else {
+            output::emit_json(&serde_json::json!({"file": file, "bytes": bytes}));
+        }
+        return Ok(());
+    }
     if let Command::Completions { shell } = &cli.command {
         super::completions(*shell);
         return Ok(());
@@ -439,13 +465,13 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
         timeout,
     )
     .await?;
-    let json = cli.output == super::bench::Format::Json;
     let mut inv = conn.inventory();
     match cli.command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
         Command::Adapter(_) => unreachable!("adapters are run above"),
         Command::Bench(_) => unreachable!("bench is handled above"),
         Command::Completions { .. } => unreachable!("completions are printed above"),
+        Command::Backup { .. } => unreachable!("backup is done above"),
         Command::Reserve(a) => {
             let mut lines = to_pb(&a.lines);
             for p in &a.prices {

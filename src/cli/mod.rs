@@ -126,6 +126,17 @@ pub enum Command {
     /// and prints throughput, latency percentiles, the server's commit
     /// batch sizes and the commit-to-watcher lag of a probe.
     Bench(bench::BenchArgs),
+    /// Copy the SQLite store consistently, also while a server runs on it.
+    ///
+    /// Restore by copying FILE to DIR/stockpool.db before starting the
+    /// server. On Postgres use pg_dump (see the README).
+    Backup {
+        /// The server's data directory (holding stockpool.db).
+        #[arg(long, env = "STOCKPOOL_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Where to write the copy; must not exist yet.
+        file: PathBuf,
+    },
     /// Print a shell completion script: `stockpool completions bash > ...`.
     Completions {
         /// bash, zsh or fish (also elvish, powershell).

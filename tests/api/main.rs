@@ -2,6 +2,7 @@
 //! embedded store.
 
 mod access;
+mod backup;
 mod bench;
 mod cli;
 mod errors;
