@@ -446,6 +446,28 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Migrate { from, to } = &cli.command {
+        let started = std::time::Instant::now();
+        let dir = crate::store::migrate::sqlite_dir(from)?;
+        let copied = crate::store::migrate::sqlite_to_postgres(dir, to)
+            .await
+            .map_err(|e| anyhow!("migrate: {}", crate::telemetry::chain(&e)))?;
+        for (table, rows) in &copied {
+            if json {
+                output::emit_json(&serde_json::json!({"table": table, "rows": rows}));
+            } else {
+                crate::out!("{table:<16} {rows:>10} rows");
+            }
+        }
+        if !json {
+            crate::out!(
+                "copied into {} in {} ms; start the servers with --database-url",
+                crate::store::redact_url(to),
+                started.elapsed().as_millis()
+            );
+        }
+        return Ok(());
+    }
     if let Command::Completions { shell } = &cli.command {
         super::completions(*shell);
         return Ok(());
@@ -472,6 +494,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(_) => unreachable!("bench is handled above"),
         Command::Completions { .. } => unreachable!("completions are printed above"),
         Command::Backup { .. } => unreachable!("backup is done above"),
+        Command::Migrate { .. } => unreachable!("migrate is done above"),
         Command::Reserve(a) => {
             let mut lines = to_pb(&a.lines);
             for p in &a.prices {

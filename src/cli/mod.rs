@@ -137,6 +137,17 @@ pub enum Command {
         /// Where to write the copy; must not exist yet.
         file: PathBuf,
     },
+    /// Copy a SQLite store into an empty Postgres database: pools, ledger,
+    /// reservations, movement ids, catalog, rules and their history,
+    /// channel events and the Odoo outbox. Stop the server first.
+    Migrate {
+        /// sqlite://DIR: the data directory of the SQLite store.
+        #[arg(long, value_name = "sqlite://DIR")]
+        from: String,
+        /// postgres://user@host/db: an empty database (its schema is created).
+        #[arg(long, value_name = "postgres://...")]
+        to: String,
+    },
     /// Print a shell completion script: `stockpool completions bash > ...`.
     Completions {
         /// bash, zsh or fish (also elvish, powershell).

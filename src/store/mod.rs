@@ -7,6 +7,7 @@
 
 mod fold;
 pub mod lease;
+pub mod migrate;
 mod postgres;
 mod sqlite;
 mod sqlite_batch;

@@ -17,6 +17,7 @@ mod lifecycle;
 mod listeners;
 mod load;
 mod metrics;
+mod migrate;
 mod odoo;
 mod postgres;
 mod redis;
