@@ -136,6 +136,24 @@ async fn scrape(State(state): State<HttpState>, headers: HeaderMap) -> axum::res
 /// changes) until `stop` fires, then reports NOT_SERVING so balancers stop
 /// sending calls while the server drains. Covers the overall status ("")
 /// and every stockpool service.
+/// Sets gRPC health of every service to the readiness right now: done
+/// before the listeners serve, so the first health check already knows the
+/// services ([`follow_readiness`] keeps it in step afterwards).
+pub async fn report_readiness(serving: &Serving, reporter: &HealthReporter) {
+    let status = if is_ready(serving) {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for service in [
+        "",
+        crate::api::pb::inventory_server::SERVICE_NAME,
+        crate::api::pb::admin_server::SERVICE_NAME,
+    ] {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
 pub async fn follow_readiness(
     serving: Serving,
     reporter: HealthReporter,

@@ -239,6 +239,7 @@ impl Application {
             .transpose()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (grpc_router, health) = crate::api::edge(serving.clone(), config.tokens.clone())?;
+        crate::http::report_readiness(&serving, &health).await;
         let health_task = tokio::spawn(crate::http::follow_readiness(
             serving.clone(),
             health,

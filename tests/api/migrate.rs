@@ -35,8 +35,12 @@ async fn a_sqlite_store_migrated_to_postgres_serves_the_same_state() {
     for i in 0..20 {
         app.set_stock(&format!("M-{i}"), "WH-WEST", 10 + i).await;
     }
-    app.reserve("shopify", "O-1", &[("M-1", 3)], 0).await.unwrap();
-    app.reserve("amazon", "O-2", &[("M-2", 1)], 600).await.unwrap();
+    app.reserve("shopify", "O-1", &[("M-1", 3)], 0)
+        .await
+        .unwrap();
+    app.reserve("amazon", "O-2", &[("M-2", 1)], 600)
+        .await
+        .unwrap();
     app.admin
         .put_rule(pb::PutRuleRequest {
             rule: Some(pb::Rule {
@@ -68,9 +72,16 @@ async fn a_sqlite_store_migrated_to_postgres_serves_the_same_state() {
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ledger") && stdout.contains("rule_history"), "{stdout}");
+    assert!(
+        stdout.contains("ledger") && stdout.contains("rule_history"),
+        "{stdout}"
+    );
 
     let url = db.url.clone();
     let mut moved = spawn_app_with(move |c| c.store = StoreConfig::Postgres { url }).await;
