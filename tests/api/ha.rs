@@ -282,6 +282,25 @@ async fn a_standby_refuses_calls_naming_its_role_but_answers_health_reflection_a
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "Admin too: {refused:?}");
+    // The reads and the batch write of "Reading at scale" route the same way.
+    let mut inventory = standby.inventory();
+    let refusals = [
+        inventory
+            .list_reservations(pb::ListReservationsRequest::default())
+            .await
+            .map(|_| ()),
+        inventory
+            .list_movements(pb::ListMovementsRequest::default())
+            .await
+            .map(|_| ()),
+        inventory
+            .batch_set_stock(pb::BatchSetStockRequest::default())
+            .await
+            .map(|_| ()),
+    ];
+    for refused in refusals {
+        assert_eq!(refused.unwrap_err().code(), Code::Unavailable);
+    }
 
     let info = server_info(&standby.url()).await.unwrap();
     assert_eq!(
