@@ -11,7 +11,6 @@ fn uncommented(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let mut missing = Vec::new();
-    let mut depth_in_oneof_or_reserved = false;
     for (i, raw) in lines.iter().enumerate() {
         let line = raw.trim();
         if line.starts_with("//") || line.is_empty() || line == "}" {
@@ -19,14 +18,12 @@ fn uncommented(path: &Path) -> Vec<String> {
         }
         if line.starts_with("syntax")
             || line.starts_with("package")
-            || line.starts_with("option")
-            || line.starts_with("import")
-            || line.starts_with("reserved")
+            || line.starts_with("option ")
+            || line.starts_with("import ")
+            || line.starts_with("reserved ")
         {
             continue;
         }
-        let _ = depth_in_oneof_or_reserved;
-        depth_in_oneof_or_reserved = false;
         let declares = line.starts_with("message ")
             || line.starts_with("enum ")
             || line.starts_with("service ")
