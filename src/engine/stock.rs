@@ -426,11 +426,25 @@ impl Engine {
     /// A page of the SKUs that ever held stock, in code order: at most
     /// `size` after `after` (from the first when None), and whether more
     /// follow.
+    ///
+    /// Linear in the SKUs after `after` (a selection, not a sort of them
+    /// all), then a sort of the page.
     pub fn sku_page(&self, after: Option<&Sku>, size: usize) -> (Vec<Sku>, bool) {
-        let all = self.skus();
-        let start = after.map_or(0, |a| all.partition_point(|s| s <= a));
-        let end = start.saturating_add(size).min(all.len());
-        (all[start..end].to_vec(), end < all.len())
+        let mut page: Vec<Sku> = self
+            .inner
+            .skus
+            .iter()
+            .filter(|e| after.is_none_or(|a| e.key() > a))
+            .filter(|e| !e.value().lock().pools.is_empty())
+            .map(|e| e.key().clone())
+            .collect();
+        let more = page.len() > size;
+        if more {
+            page.select_nth_unstable(size);
+            page.truncate(size);
+        }
+        page.sort_unstable();
+        (page, more)
     }
 
     /// One level per SKU and declared warehouse, in request order (every SKU
