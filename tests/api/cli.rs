@@ -252,3 +252,35 @@ async fn the_start_up_line_names_version_store_addresses_counts_and_load_time_wi
     assert!(serving.contains("stockpool.db"), "{serving}");
     assert!(!log.contains("state loaded"), "one start-up line:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_bounds_the_start_of_a_watch_not_how_long_it_streams() {
+    let mut app = spawn_app().await;
+    app.set_stock("T-1", "WH-WEST", 5).await;
+    let mut child = stockpool(&app.grpc_url)
+        .args(["--timeout", "1", "watch", "shopify"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let header = rx.recv().await.unwrap();
+    assert!(header.contains("SEQ"), "{header}");
+    assert!(rx.recv().await.unwrap().contains("T-1"));
+    // Well past the timeout, the stream still delivers.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    app.set_stock("T-2", "WH-WEST", 7).await;
+    let next = rx.recv().await.expect("the watch still runs");
+    assert!(next.contains("T-2"), "{next}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
