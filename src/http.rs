@@ -107,10 +107,11 @@ async fn scrape(State(state): State<HttpState>, headers: HeaderMap) -> axum::res
             .into_response();
     }
     let body = tokio::task::spawn_blocking(move || {
+        crate::telemetry::observe_build(serving.info().store);
         if let Some(engine) = serving.engine() {
             crate::telemetry::observe_engine(&engine);
         }
-        metrics.render()
+        metrics.render() + &crate::telemetry::process_metrics_text()
     })
     .await;
     match body {

@@ -82,6 +82,8 @@ struct Loaded {
     odoo: Option<crate::odoo::Connector>,
     /// On Postgres: the lease this term holds.
     lease: Option<Lease>,
+    /// How long loading the state took, for the start-up line.
+    took_ms: u64,
 }
 
 impl Application {
@@ -224,6 +226,10 @@ impl Application {
             serving,
             backend,
         } = self;
+        let load_ms = match &backend {
+            Backend::Sqlite { term, .. } => Some(term.took_ms),
+            Backend::Postgres { first, .. } => first.as_ref().map(|t| t.took_ms),
+        };
         // A term loaded at build is served from the first call on.
         let (first, postgres, _lock) = match backend {
             Backend::Sqlite { term, _lock } => (Some(*term), None, Some(_lock)),
@@ -267,7 +273,25 @@ impl Application {
         ));
         let hangup_task = tls.map(|tls| tokio::spawn(reload_on_hangup(tls, stop_rx.clone())));
 
-        tracing::info!(%grpc_addr, %http_addr, tls = hangup_task.is_some(), role = serving.role().as_str(), "stockpool serving");
+        let store = match &config.store {
+            StoreConfig::Sqlite { data_dir } => {
+                format!("sqlite {}", data_dir.join("stockpool.db").display())
+            }
+            StoreConfig::Postgres { url } => crate::store::redact_url(url),
+        };
+        let engine = serving.engine();
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            %store,
+            %grpc_addr,
+            %http_addr,
+            tls = hangup_task.is_some(),
+            role = serving.role().as_str(),
+            skus = engine.as_ref().map_or(0, |e| e.skus().len()),
+            reservations = engine.as_ref().map_or(0, Engine::reservation_count),
+            load_ms = load_ms.unwrap_or(0),
+            "stockpool serving"
+        );
         tokio::pin!(shutdown);
         let running = match postgres {
             None => {
@@ -373,17 +397,22 @@ async fn load(
         Some(odoo) => Some(crate::odoo::Connector::prepare_at_takeover(odoo, &engine).await?),
         None => None,
     };
-    tracing::info!(
-        skus = engine.skus().len(),
-        reservations = engine.reservation_count(),
-        epoch = lease.as_ref().map_or(0, Lease::epoch),
-        took_ms = started.elapsed().as_millis() as u64,
-        "state loaded"
-    );
+    let took_ms = started.elapsed().as_millis() as u64;
+    // At start the "stockpool serving" line says it; a takeover says it here.
+    if !at_start {
+        tracing::info!(
+            skus = engine.skus().len(),
+            reservations = engine.reservation_count(),
+            epoch = lease.as_ref().map_or(0, Lease::epoch),
+            took_ms,
+            "state loaded"
+        );
+    }
     Ok(Loaded {
         engine,
         odoo,
         lease,
+        took_ms,
     })
 }
 
@@ -404,6 +433,7 @@ impl Running {
             engine,
             odoo,
             lease,
+            ..
         } = loaded;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(sweep_holds(

@@ -49,6 +49,17 @@ pub const COMMIT_DURATION: &str = "stockpool_commit_duration_seconds";
 pub const COMMIT_FAILURES: &str = "stockpool_commit_failures_total";
 /// Counter by `method` and `code`; fed by [`track_rpc`].
 pub const RPCS: &str = "stockpool_rpcs_total";
+/// Gauge, always 1, labelled with the `version` and the `store` kind.
+pub const BUILD_INFO: &str = "stockpool_build_info";
+/// The standard process series (Prometheus client conventions), read from
+/// `/proc/self` at scrape time by [`observe_process`] (Linux only).
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
+pub const PROCESS_VSIZE: &str = "process_virtual_memory_bytes";
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+pub const PROCESS_START: &str = "process_start_time_seconds";
+pub const PROCESS_THREADS: &str = "process_threads";
 /// Histogram by `method` and `code`, unary calls only; fed by [`track_rpc`].
 pub const RPC_DURATION: &str = "stockpool_rpc_duration_seconds";
 /// Gauge by `channel`; set at scrape time by [`observe_engine`].
@@ -202,12 +213,17 @@ fn describe_metrics() {
     describe_counter!(
         RPCS,
         Unit::Count,
-        "Finished gRPC calls by method and status code; method is unknown for paths this server does not implement."
+        "Finished gRPC calls by service, method and status code; service and method are unknown for paths this server does not implement."
     );
     describe_histogram!(
         RPC_DURATION,
         Unit::Seconds,
         "Time from request to the end of the response, by gRPC method and status code; streaming methods are not timed."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        Unit::Count,
+        "Always 1; the labels say which stockpool version runs on which store kind."
     );
     describe_gauge!(
         PUBLISHED_UNITS,
@@ -365,7 +381,13 @@ fn describe_metrics() {
         metrics::counter!(STEP_DOWNS, "reason" => reason).increment(0);
     }
     for method in rpc_methods().values() {
-        metrics::counter!(RPCS, "method" => method.name.as_str(), "code" => "OK").increment(0);
+        metrics::counter!(
+            RPCS,
+            "service" => method.service.as_str(),
+            "method" => method.name.as_str(),
+            "code" => "OK"
+        )
+        .increment(0);
     }
 }
 
@@ -471,6 +493,8 @@ pub fn shortfall(units: i64) {
 
 /// A gRPC method this server implements, as labels name it.
 struct RpcMethod {
+    /// `package.Service`, the `service` label.
+    service: String,
     name: String,
     /// Streaming calls last as long as the client listens: their duration is
     /// not a latency, so they are counted but not timed.
@@ -501,6 +525,7 @@ fn rpc_methods() -> &'static HashMap<String, RpcMethod> {
                         methods.insert(
                             path,
                             RpcMethod {
+                                service: format!("{}.{}", file.package(), service.name()),
                                 name: method.name().to_string(),
                                 streaming: method.client_streaming() || method.server_streaming(),
                             },
@@ -531,6 +556,7 @@ pub async fn track_rpc(
     let method = rpc_methods().get(request.uri().path());
     let response = next.run(request).await;
     let call = RpcCall {
+        service: method.map_or("unknown", |m| m.service.as_str()),
         method: method.map_or("unknown", |m| m.name.as_str()),
         timed: method.is_some_and(|m| !m.streaming),
         started,
@@ -549,6 +575,9 @@ pub async fn track_rpc(
 
 /// One call in flight, recorded once when its status is known.
 struct RpcCall {
+    /// The service's full name (`stockpool.v1.Inventory`,
+    /// `grpc.health.v1.Health`): health's `Watch` is not Inventory's.
+    service: &'static str,
     method: &'static str,
     timed: bool,
     started: Instant,
@@ -556,9 +585,10 @@ struct RpcCall {
 
 impl RpcCall {
     fn finish(self, code: &'static str) {
-        metrics::counter!(RPCS, "method" => self.method, "code" => code).increment(1);
+        metrics::counter!(RPCS, "service" => self.service, "method" => self.method, "code" => code)
+            .increment(1);
         if self.timed {
-            metrics::histogram!(RPC_DURATION, "method" => self.method, "code" => code)
+            metrics::histogram!(RPC_DURATION, "service" => self.service, "method" => self.method, "code" => code)
                 .record(self.started.elapsed().as_secs_f64());
         }
     }
@@ -678,11 +708,20 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Structured logs to stderr, text or JSON; `RUST_LOG` filters (default info).
+/// The log filter when RUST_LOG is not set.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
+
 pub fn init_logging(format: crate::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // sqlx says at INFO what is routine on every start (Postgres's notice
+    // "_sqlx_migrations already exists, skipping", slow statements of the
+    // load): warnings and above only, unless RUST_LOG asks.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal, never in a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         crate::config::LogFormat::Text => builder.init(),
@@ -715,4 +754,148 @@ pub async fn shutdown_signal() {
 /// Counts watchers of a channel as they come and go.
 pub fn watchers(channel: &ChannelCode, delta: i64) {
     metrics::gauge!(WATCHERS, "channel" => channel.to_string()).increment(delta as f64);
+}
+
+/// Sets `stockpool_build_info`. Called at scrape time.
+pub fn observe_build(store: &str) {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "store" => store.to_string())
+        .set(1.0);
+}
+
+/// The standard process series in Prometheus text format, read from
+/// `/proc/self` (empty elsewhere), appended to the scrape. Written here
+/// rather than through the recorder: `process_cpu_seconds_total` is a
+/// counter of fractional seconds, which the recorder's integer counters
+/// cannot hold.
+pub fn process_metrics_text() -> String {
+    let Some(p) = read_proc() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+        if let Some(v) = value {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n\n"
+            ));
+        }
+    };
+    put(
+        PROCESS_CPU,
+        "counter",
+        "User and system CPU time spent, in seconds.",
+        Some(p.cpu_seconds),
+    );
+    put(
+        PROCESS_RSS,
+        "gauge",
+        "Resident memory size in bytes.",
+        Some(p.rss_bytes),
+    );
+    put(
+        PROCESS_VSIZE,
+        "gauge",
+        "Virtual memory size in bytes.",
+        Some(p.vsize_bytes),
+    );
+    put(
+        PROCESS_START,
+        "gauge",
+        "Start time of the process since the Unix epoch in seconds.",
+        Some(p.start_time_seconds),
+    );
+    put(
+        PROCESS_THREADS,
+        "gauge",
+        "Number of OS threads in the process.",
+        Some(p.threads),
+    );
+    put(
+        PROCESS_OPEN_FDS,
+        "gauge",
+        "Number of open file descriptors.",
+        p.open_fds,
+    );
+    put(
+        PROCESS_MAX_FDS,
+        "gauge",
+        "Maximum number of open file descriptors.",
+        p.max_fds,
+    );
+    out
+}
+
+/// What `/proc/self` says of this process.
+#[derive(Debug, Clone, PartialEq)]
+struct ProcStats {
+    cpu_seconds: f64,
+    rss_bytes: f64,
+    vsize_bytes: f64,
+    start_time_seconds: f64,
+    threads: f64,
+    open_fds: Option<f64>,
+    max_fds: Option<f64>,
+}
+
+fn read_proc() -> Option<ProcStats> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let boot = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut p = parse_stat(&stat, &boot)?;
+    p.open_fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|d| d.count() as f64);
+    p.max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        });
+    Some(p)
+}
+
+/// Clock ticks per second and page size as Linux sets them on every
+/// platform stockpool runs on (x86_64, aarch64).
+const TICKS: f64 = 100.0;
+const PAGE: f64 = 4096.0;
+
+/// `/proc/self/stat` (fields after the command name, which may hold
+/// spaces) and `btime` of `/proc/stat`.
+fn parse_stat(stat: &str, proc_stat: &str) -> Option<ProcStats> {
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ")": state(3) ... utime(14) stime(15) ... num_threads(20)
+    // starttime(22) vsize(23) rss(24); index = field - 3.
+    let num = |field: usize| f.get(field - 3)?.parse::<f64>().ok();
+    let btime: f64 = proc_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(ProcStats {
+        cpu_seconds: (num(14)? + num(15)?) / TICKS,
+        threads: num(20)?,
+        start_time_seconds: btime + num(22)? / TICKS,
+        vsize_bytes: num(23)?,
+        rss_bytes: num(24)? * PAGE,
+        open_fds: None,
+        max_fds: None,
+    })
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn the_process_figures_are_read_from_proc_stat_even_with_spaces_in_the_name() {
+        let stat = "4242 (stock pool) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 \
+                    9 0 123400 104857600 2560 18446744073709551615";
+        let p = parse_stat(stat, "cpu 1 2 3\nbtime 1700000000\n").unwrap();
+        assert_eq!(p.cpu_seconds, 3.0);
+        assert_eq!(p.threads, 9.0);
+        assert_eq!(p.start_time_seconds, 1_700_001_234.0);
+        assert_eq!(p.vsize_bytes, 104_857_600.0);
+        assert_eq!(p.rss_bytes, 2560.0 * 4096.0);
+    }
 }

@@ -13,7 +13,7 @@ use crate::domain::{
     UnitPrice, WarehouseCode, MAX_LINES,
 };
 use crate::engine::{ChannelAvailability, StockLevel};
-use crate::store::{OutboxEntry, OutboxState};
+use crate::store::{LedgerRow, OutboxEntry, OutboxState};
 
 pub fn channel(raw: &str) -> Result<ChannelCode, Status> {
     ChannelCode::parse(raw).map_err(invalid)
@@ -169,6 +169,39 @@ fn status(s: ResStatus) -> pb::ReservationStatus {
         ResStatus::Fulfilled => pb::ReservationStatus::Fulfilled,
         ResStatus::Released => pb::ReservationStatus::Released,
         ResStatus::Expired => pb::ReservationStatus::Expired,
+    }
+}
+
+/// A status filter of ListReservations: one of the five statuses.
+pub fn reservation_status(field: &str, raw: i32) -> Result<ResStatus, Status> {
+    match pb::ReservationStatus::try_from(raw) {
+        Ok(pb::ReservationStatus::Held) => Ok(ResStatus::Held),
+        Ok(pb::ReservationStatus::Confirmed) => Ok(ResStatus::Confirmed),
+        Ok(pb::ReservationStatus::Fulfilled) => Ok(ResStatus::Fulfilled),
+        Ok(pb::ReservationStatus::Released) => Ok(ResStatus::Released),
+        Ok(pb::ReservationStatus::Expired) => Ok(ResStatus::Expired),
+        _ => Err(invalid(InvalidInput::new(
+            field,
+            format!("{raw} is not a status: HELD, CONFIRMED, FULFILLED, RELEASED or EXPIRED"),
+        ))),
+    }
+}
+
+/// A ledger line as ListMovements answers it.
+pub fn movement(row: &LedgerRow) -> pb::Movement {
+    let e = &row.entry;
+    pb::Movement {
+        id: row.id.max(0) as u64,
+        at_ms: e.at_ms,
+        sku: e.sku.to_string(),
+        warehouse: e.warehouse.to_string(),
+        kind: e.kind.as_str().to_string(),
+        on_hand_delta: e.on_hand_delta,
+        reserved_delta: e.reserved_delta,
+        on_hand_after: e.on_hand_after,
+        reserved_after: e.reserved_after,
+        reason: e.reason.clone(),
+        reference: e.reference.clone(),
     }
 }
 

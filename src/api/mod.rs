@@ -8,6 +8,7 @@ pub mod convert;
 pub mod error;
 pub mod info;
 mod inventory;
+pub mod paging;
 pub mod protocol;
 
 use tonic::service::Routes;
@@ -29,6 +30,26 @@ pub mod pb {
     /// The compiled protos, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/stockpool_descriptor.bin"));
+}
+
+/// How the generated messages serialize their enum fields to JSON (the
+/// CLI's `-o json`): by the proto name of the value, as grpcurl shows them.
+pub mod pb_json {
+    use super::pb;
+
+    pub fn reservation_status<S: serde::Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
+        match pb::ReservationStatus::try_from(*v) {
+            Ok(x) => s.serialize_str(x.as_str_name()),
+            Err(_) => s.serialize_i32(*v),
+        }
+    }
+
+    pub fn outbox_state<S: serde::Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
+        match pb::OutboxState::try_from(*v) {
+            Ok(x) => s.serialize_str(x.as_str_name()),
+            Err(_) => s.serialize_i32(*v),
+        }
+    }
 }
 
 /// The services of one term of an active server: Inventory and Admin over
@@ -68,12 +89,19 @@ pub fn term_routes(
 /// returned so the server keeps it in step with readiness.
 pub fn edge(serving: Serving, tokens: Tokens) -> anyhow::Result<(axum::Router, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: grpcurl before 1.9 and many other tools
+    // speak only v1alpha. Health is in the reflection data too.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let info = info::route(serving.clone(), tokens.clone());
     let router = Routes::new(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .into_axum_router()
         .route(info::PATH, info)
         .fallback(move |request: axum::extract::Request| {

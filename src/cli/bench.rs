@@ -83,8 +83,8 @@ pub struct BenchArgs {
     /// Skip stocking the SKUs (they were stocked by an earlier run).
     #[arg(long)]
     pub no_setup: bool,
-    /// `json` for machines.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    /// `json` for machines (set by the global `-o`).
+    #[arg(skip = Format::Text)]
     pub output: Format,
 }
 
@@ -313,6 +313,7 @@ async fn warehouses(inv: &mut Inventory) -> anyhow::Result<Vec<String>> {
     let levels = inv
         .get_stock(pb::GetStockRequest {
             skus: vec!["BENCH-HOT".into()],
+            ..Default::default()
         })
         .await
         .map_err(refused)?
@@ -570,6 +571,7 @@ async fn probe_lag(
             .get_availability(pb::GetAvailabilityRequest {
                 skus: vec![sku.clone()],
                 channel: channel.clone(),
+                ..Default::default()
             })
             .await
             .map_err(refused)?

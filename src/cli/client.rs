@@ -45,6 +45,16 @@ pub type Admin = AdminClient<InterceptedService<Failover, Auth>>;
 /// server is cut off from Postgres takes at most about this long.
 pub const DEFAULT_FAILOVER_WAIT: Duration = Duration::from_secs(15);
 
+/// The largest answer a client reads: a page of 10000 SKUs with every
+/// channel's explanation is several megabytes, beyond tonic's 4 MiB default.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Rows per BatchSetStock of `stock import` (the server takes 10000).
+const IMPORT_CHUNK: usize = 5000;
+
+/// SKUs per GetStock when naming them (the server takes 1000).
+const NAMED_SKUS_PER_CALL: usize = 1000;
+
 /// One connection to one or several servers, and the token sent with every
 /// call. Every client of the public contract (the subcommands, the channel
 /// adapters) connects through [`Conn::open`].
@@ -78,6 +88,18 @@ impl Conn {
         ca_file: Option<&Path>,
         failover_wait: Duration,
     ) -> anyhow::Result<Conn> {
+        Self::open_timed(server, token, ca_file, failover_wait, None).await
+    }
+
+    /// [`Self::open_with`] where every call is given up after `timeout`
+    /// (for a stream: until it starts), connecting included.
+    pub async fn open_timed(
+        server: &str,
+        token: Option<&str>,
+        ca_file: Option<&Path>,
+        failover_wait: Duration,
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<Conn> {
         let auth = match token {
             None | Some("") => Auth(None),
             Some(t) => Auth(Some(
@@ -96,7 +118,7 @@ impl Conn {
         }
         let endpoints = addresses
             .iter()
-            .map(|a| endpoint(a, auth.0.is_some(), ca_file))
+            .map(|a| endpoint(a, auth.0.is_some(), ca_file, timeout))
             .collect::<anyhow::Result<Vec<_>>>()?;
         // The first server that answers becomes the current one; the others
         // connect when a call moves to them.
@@ -140,11 +162,13 @@ impl Conn {
     /// The Inventory service, sending the token with every call.
     pub fn inventory(&self) -> Inventory {
         InventoryClient::with_interceptor(self.channel.clone(), self.auth.clone())
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// The Admin service, sending the token with every call.
     pub fn admin(&self) -> Admin {
         AdminClient::with_interceptor(self.channel.clone(), self.auth.clone())
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 }
 
@@ -154,6 +178,7 @@ fn endpoint(
     server: &str,
     has_token: bool,
     ca_file: Option<&Path>,
+    timeout: Option<Duration>,
 ) -> anyhow::Result<(String, Endpoint)> {
     let url = if server.contains("://") {
         server.to_string()
@@ -162,7 +187,10 @@ fn endpoint(
     };
     let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| anyhow!("--server {server:?} is not a valid address: {e}"))?
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(timeout.map_or(Duration::from_secs(5), |t| t.min(Duration::from_secs(5))));
+    if let Some(t) = timeout {
+        endpoint = endpoint.timeout(t);
+    }
     match endpoint.uri().scheme_str() {
         Some("https") => {
             let tls = match ca_file {
@@ -339,6 +367,9 @@ fn describe(status: &Status) -> String {
         Code::Unauthenticated => {
             text.push_str(" (check --token or STOCKPOOL_TOKEN)");
         }
+        _ if status.message().contains("Timeout expired") => {
+            text.push_str(" (the call took longer than --timeout; raise it, or 0 for no limit)");
+        }
         Code::Unavailable | Code::Unknown if std::error::Error::source(status).is_some() => {
             text.push_str(" (the connection to the server failed; is it still running?)");
         }
@@ -398,13 +429,73 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Bench(args) = &cli.command {
         let report =
             super::bench::run(&servers, cli.token.as_deref(), cli.ca_file.as_deref(), args).await?;
-        return super::bench::print(&report, args.output);
+        return super::bench::print(&report, cli.output);
     }
-    let conn = Conn::open_with(
+    let json = cli.output == super::bench::Format::Json;
+    if let Command::Backup { data_dir, file } = &cli.command {
+        let started = std::time::Instant::now();
+        crate::store::SqliteStore::backup(data_dir, file)
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "backup of {}: {}",
+                    data_dir.display(),
+                    crate::telemetry::chain(&e)
+                )
+            })?;
+        let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        if !json {
+            crate::out!(
+                "{} written: {bytes} bytes in {} ms; restore by copying it to {}/stockpool.db \
+                 before the server starts",
+                file.display(),
+                started.elapsed().as_millis(),
+                data_dir.display()
+            );
+        } else {
+            output::emit_json(&serde_json::json!({"file": file, "bytes": bytes}));
+        }
+        return Ok(());
+    }
+    if let Command::Migrate { from, to } = &cli.command {
+        let started = std::time::Instant::now();
+        let dir = crate::store::migrate::sqlite_dir(from)?;
+        let copied = crate::store::migrate::sqlite_to_postgres(dir, to)
+            .await
+            .map_err(|e| anyhow!("migrate: {}", crate::telemetry::chain(&e)))?;
+        for (table, rows) in &copied {
+            if json {
+                output::emit_json(&serde_json::json!({"table": table, "rows": rows}));
+            } else {
+                crate::out!("{table:<16} {rows:>10} rows");
+            }
+        }
+        if !json {
+            crate::out!(
+                "copied into {} in {} ms; start the servers with --database-url",
+                crate::store::redact_url(to),
+                started.elapsed().as_millis()
+            );
+        }
+        return Ok(());
+    }
+    if let Command::Completions { shell } = &cli.command {
+        super::completions(*shell);
+        return Ok(());
+    }
+    if !cli.timeout.is_finite() || cli.timeout < 0.0 {
+        bail!(
+            "--timeout must be a number of seconds, 0 or more, got {}",
+            cli.timeout
+        );
+    }
+    let timeout = (cli.timeout > 0.0).then(|| Duration::from_secs_f64(cli.timeout));
+    let conn = Conn::open_timed(
         &servers,
         cli.token.as_deref(),
         cli.ca_file.as_deref(),
         Duration::from_secs(cli.failover_wait),
+        timeout,
     )
     .await?;
     let mut inv = conn.inventory();
@@ -412,6 +503,9 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(_) => unreachable!("serve is handled by main"),
         Command::Adapter(_) => unreachable!("adapters are run above"),
         Command::Bench(_) => unreachable!("bench is handled above"),
+        Command::Completions { .. } => unreachable!("completions are printed above"),
+        Command::Backup { .. } => unreachable!("backup is done above"),
+        Command::Migrate { .. } => unreachable!("migrate is done above"),
         Command::Reserve(a) => {
             let mut lines = to_pb(&a.lines);
             for p in &a.prices {
@@ -438,7 +532,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            output::print_reservation(&reservation(resp.reservation)?, Some(resp.replayed));
+            if json {
+                output::emit_json(&resp);
+            } else {
+                output::print_reservation(&reservation(resp.reservation)?, Some(resp.replayed));
+            }
         }
         Command::Confirm(a) => {
             let r = inv
@@ -448,7 +546,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(refused)?;
-            output::print_reservation(r.get_ref(), None);
+            show_reservation(json, r.get_ref());
         }
         Command::Release(a) => {
             let r = inv
@@ -460,7 +558,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(refused)?;
-            output::print_reservation(r.get_ref(), None);
+            show_reservation(json, r.get_ref());
         }
         Command::Fulfill(a) => {
             let r = inv
@@ -472,7 +570,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(refused)?;
-            output::print_reservation(r.get_ref(), None);
+            show_reservation(json, r.get_ref());
         }
         Command::Restock(a) => {
             let refund_id = a.refund_id.clone();
@@ -486,7 +584,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            print_restock(&refund_id, &resp);
+            if json {
+                output::emit_json(&resp);
+            } else {
+                print_restock(&refund_id, &resp);
+            }
         }
         Command::Reservation(a) => {
             let r = inv
@@ -496,54 +598,120 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(refused)?;
-            output::print_reservation(r.get_ref(), None);
+            show_reservation(json, r.get_ref());
         }
-        Command::Stock(cmd) => stock(&conn, &mut inv, cmd).await?,
+        Command::Stock(cmd) => stock(&conn, &mut inv, cmd, json).await?,
         Command::Availability(a) => {
-            let resp = inv
-                .get_availability(pb::GetAvailabilityRequest {
-                    skus: a.skus,
-                    channel: a.channel.unwrap_or_default(),
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            if resp.items.is_empty() {
-                println!("no SKUs yet: put stock in with `stockpool stock import FILE.csv`");
+            let mut items = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let resp = inv
+                    .get_availability(pb::GetAvailabilityRequest {
+                        skus: a.skus.clone(),
+                        channel: a.channel.clone().unwrap_or_default(),
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                items.extend(resp.items);
+                if resp.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = resp.next_page_token;
             }
-            for line in output::availability_lines(&resp.items, a.explain) {
-                println!("{line}");
+            if json {
+                items.iter().for_each(output::emit_json);
+                return Ok(());
             }
-        }
-        Command::Rules(cmd) => rules(&mut conn.admin(), cmd).await?,
-        Command::Outbox(cmd) => outbox(&mut conn.admin(), cmd).await?,
-        Command::Watch(a) => {
-            let mut stream = inv
-                .watch_channel_stock(pb::WatchChannelStockRequest {
-                    channel: a.channel,
-                    after_seq: a.after_seq,
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            println!(
-                "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
-                "SEQ", "SKU", "PUBLISHED", "ATP", "OPEN"
-            );
-            while let Some(u) = stream.message().await.map_err(refused)? {
-                println!(
-                    "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
-                    u.seq, u.sku, u.published, u.atp, u.open
-                );
+            if items.is_empty() {
+                crate::out!("no SKUs yet: put stock in with `stockpool stock import FILE.csv`");
+            }
+            for line in output::availability_lines(&items, a.explain) {
+                crate::out!("{line}");
             }
         }
+        Command::Reservations(cmd) => reservations(&mut inv, cmd, json).await?,
+        Command::Movements(a) => movements(&mut inv, a, json).await?,
+        Command::Rules(cmd) => rules(&mut conn.admin(), cmd, json).await?,
+        Command::Outbox(cmd) => outbox(&mut conn.admin(), cmd, json).await?,
+        Command::Watch(a) => watch(&mut inv, a, json).await?,
     }
     Ok(())
 }
 
+/// Follows a channel until the stream ends, then says why and fails: a
+/// watch only ends when the server went away or stopped streaming.
+async fn watch(inv: &mut Inventory, a: super::WatchArgs, json: bool) -> anyhow::Result<()> {
+    let mut stream = inv
+        .watch_channel_stock(pb::WatchChannelStockRequest {
+            channel: a.channel.clone(),
+            after_seq: a.after_seq,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    if !json {
+        crate::out!(
+            "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
+            "SEQ",
+            "SKU",
+            "PUBLISHED",
+            "ATP",
+            "OPEN"
+        );
+    }
+    let mut last_seq = a.after_seq;
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(u)) => {
+                last_seq = u.seq;
+                if json {
+                    output::emit_json(&u);
+                } else {
+                    crate::out!(
+                        "{:>10}  {:<24}  {:>10}  {:>10}  {:>10}",
+                        u.seq,
+                        u.sku,
+                        u.published,
+                        u.atp,
+                        u.open
+                    );
+                }
+            }
+            Ok(None) => break "the server closed the stream".to_string(),
+            Err(status) => break describe(&status),
+        }
+    };
+    bail!(
+        "watch of {} ended: {ended}; resume with `stockpool watch {} --after-seq {last_seq}`",
+        a.channel,
+        a.channel
+    )
+}
+
+/// A reservation as text, or as one JSON object.
+fn show_reservation(json: bool, r: &pb::Reservation) {
+    if json {
+        output::emit_json(r);
+    } else {
+        output::print_reservation(r, None);
+    }
+}
+
+/// A stock level as a table, or as one JSON object.
+fn show_level(json: bool, level: &pb::StockLevel) {
+    if json {
+        output::emit_json(level);
+    } else {
+        output::stock_table(std::slice::from_ref(level)).print();
+    }
+}
+
 fn print_restock(refund_id: &str, resp: &pb::RestockResponse) {
-    println!("refund       {refund_id}");
-    println!(
+    crate::out!("refund       {refund_id}");
+    crate::out!(
         "replayed     {}",
         if resp.replayed {
             "yes: this refund was already applied; nothing changed"
@@ -551,9 +719,9 @@ fn print_restock(refund_id: &str, resp: &pb::RestockResponse) {
             "no"
         }
     );
-    println!();
+    crate::out!();
     if resp.restocked.is_empty() {
-        println!("nothing restocked: no shipped unit of these lines is left to put back");
+        crate::out!("nothing restocked: no shipped unit of these lines is left to put back");
         return;
     }
     let mut t = Table::new(&[
@@ -571,19 +739,24 @@ fn print_restock(refund_id: &str, resp: &pb::RestockResponse) {
     t.print();
 }
 
-async fn stock(conn: &Conn, inv: &mut Inventory, cmd: StockCommand) -> anyhow::Result<()> {
+async fn stock(
+    conn: &Conn,
+    inv: &mut Inventory,
+    cmd: StockCommand,
+    json: bool,
+) -> anyhow::Result<()> {
     match cmd {
         StockCommand::Get { skus } => {
-            let resp = inv
-                .get_stock(pb::GetStockRequest { skus })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            if resp.levels.is_empty() {
-                println!("no stock yet: put some in with `stockpool stock import FILE.csv`");
+            let levels = all_levels(inv, skus).await?;
+            if json {
+                levels.iter().for_each(output::emit_json);
                 return Ok(());
             }
-            output::stock_table(&resp.levels).print();
+            if levels.is_empty() {
+                crate::out!("no stock yet: put some in with `stockpool stock import FILE.csv`");
+                return Ok(());
+            }
+            output::stock_table(&levels).print();
         }
         StockCommand::Set {
             sku,
@@ -609,7 +782,7 @@ async fn stock(conn: &Conn, inv: &mut Inventory, cmd: StockCommand) -> anyhow::R
                 .await
                 .map_err(refused)?
                 .into_inner();
-            output::stock_table(&[level]).print();
+            show_level(json, &level);
         }
         StockCommand::Adjust {
             sku,
@@ -632,10 +805,10 @@ async fn stock(conn: &Conn, inv: &mut Inventory, cmd: StockCommand) -> anyhow::R
                 .await
                 .map_err(refused)?
                 .into_inner();
-            output::stock_table(&[level]).print();
+            show_level(json, &level);
         }
         StockCommand::Import { file, reason } => {
-            import(conn, inv, &file, reason).await?;
+            import(conn, inv, &file, reason, json).await?;
         }
     }
     Ok(())
@@ -678,6 +851,7 @@ async fn import(
     inv: &mut Inventory,
     file: &Path,
     reason: Option<String>,
+    json: bool,
 ) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let text = std::str::from_utf8(&bytes)
@@ -727,14 +901,8 @@ async fn import(
     // Levels before, to tell a fresh count from a replay (a replay leaves
     // the version as it was).
     let skus: BTreeSet<String> = rows.iter().map(|r| r.sku.clone()).collect();
-    let before: HashMap<(String, String), (i64, u64)> = inv
-        .get_stock(pb::GetStockRequest {
-            skus: skus.into_iter().collect(),
-        })
-        .await
-        .map_err(refused)?
-        .into_inner()
-        .levels
+    let before: HashMap<(String, String), (i64, u64)> = all_levels(inv, skus.into_iter().collect())
+        .await?
         .into_iter()
         .map(|l| ((l.sku, l.warehouse), (l.on_hand, l.version)))
         .collect();
@@ -753,9 +921,11 @@ async fn import(
         ("RESULT", Align::Left),
     ]);
     let mut counts: HashMap<Outcome, usize> = HashMap::new();
-    for row in &rows {
-        let sent = inv
-            .set_stock(pb::SetStockRequest {
+    let mut progress = Progress::new(rows.len());
+    for chunk in rows.chunks(IMPORT_CHUNK) {
+        let items = chunk
+            .iter()
+            .map(|row| pb::SetStockRequest {
                 sku: row.sku.clone(),
                 warehouse: row.warehouse.clone(),
                 on_hand: row.on_hand,
@@ -763,51 +933,95 @@ async fn import(
                 expected_version: None,
                 movement_id: input::import_movement_id(&hash, row.line),
             })
-            .await;
-        let (outcome, shown) = match sent {
-            Ok(level) => {
-                let level = level.into_inner();
-                let key = (row.sku.clone(), row.warehouse.clone());
-                match before.get(&key) {
-                    Some(&(_, version)) if version == level.version => {
-                        (Outcome::Replayed, "replayed (already imported)".to_string())
-                    }
-                    Some(&(on_hand, _)) if on_hand == row.on_hand => {
-                        (Outcome::Unchanged, "unchanged (count matched)".to_string())
-                    }
-                    Some(&(on_hand, _)) => (Outcome::Applied, format!("applied (was {on_hand})")),
-                    None => (Outcome::Applied, "applied".to_string()),
-                }
-            }
-            Err(status) => {
-                eprintln!("line {}: error: {}", row.line, describe(&status));
-                (
-                    Outcome::Failed,
-                    format!("failed: {}", output::code_name(status.code())),
+            .collect();
+        let results = inv
+            .batch_set_stock(pb::BatchSetStockRequest { items })
+            .await
+            .map_err(|status| {
+                progress.finish();
+                anyhow!(
+                    "{} (lines {} to {} were not applied; importing this same file again skips \
+                     the rows already applied)",
+                    describe(&status),
+                    chunk[0].line,
+                    chunk[chunk.len() - 1].line
                 )
+            })?
+            .into_inner()
+            .results;
+        if results.len() != chunk.len() {
+            bail!(
+                "the server answered {} results for {} rows",
+                results.len(),
+                chunk.len()
+            );
+        }
+        for (row, result) in chunk.iter().zip(results) {
+            let (outcome, shown) = match result.level {
+                Some(level) if result.error_code.is_empty() => {
+                    let key = (row.sku.clone(), row.warehouse.clone());
+                    match before.get(&key) {
+                        _ if result.replayed => {
+                            (Outcome::Replayed, "replayed (already imported)".to_string())
+                        }
+                        Some(&(_, version)) if version == level.version => {
+                            (Outcome::Replayed, "replayed (already imported)".to_string())
+                        }
+                        Some(&(on_hand, _)) if on_hand == row.on_hand => {
+                            (Outcome::Unchanged, "unchanged (count matched)".to_string())
+                        }
+                        Some(&(on_hand, _)) => {
+                            (Outcome::Applied, format!("applied (was {on_hand})"))
+                        }
+                        None => (Outcome::Applied, "applied".to_string()),
+                    }
+                }
+                _ => {
+                    progress.clear();
+                    eprintln!(
+                        "line {}: error: {}: {}",
+                        row.line, result.error_code, result.error_message
+                    );
+                    (Outcome::Failed, format!("failed: {}", result.error_code))
+                }
+            };
+            *counts.entry(outcome).or_default() += 1;
+            if json {
+                output::emit_json(&serde_json::json!({
+                    "line": row.line,
+                    "sku": row.sku,
+                    "warehouse": row.warehouse,
+                    "on_hand": row.on_hand,
+                    "result": format!("{outcome:?}").to_lowercase(),
+                    "detail": shown,
+                }));
+                continue;
             }
-        };
-        *counts.entry(outcome).or_default() += 1;
-        table.row(vec![
-            row.line.to_string(),
-            row.sku.clone(),
-            row.warehouse.clone(),
-            row.on_hand.to_string(),
-            shown,
-        ]);
+            table.row(vec![
+                row.line.to_string(),
+                row.sku.clone(),
+                row.warehouse.clone(),
+                row.on_hand.to_string(),
+                shown,
+            ]);
+        }
+        progress.advance(chunk.len());
     }
-    table.print();
+    progress.finish();
     let n = |o| counts.get(&o).copied().unwrap_or(0);
-    println!();
-    println!(
-        "{}: {} rows: {} applied, {} unchanged, {} replayed, {} failed",
-        file.display(),
-        rows.len(),
-        n(Outcome::Applied),
-        n(Outcome::Unchanged),
-        n(Outcome::Replayed),
-        n(Outcome::Failed)
-    );
+    if !json {
+        table.print();
+        crate::out!();
+        crate::out!(
+            "{}: {} rows: {} applied, {} unchanged, {} replayed, {} failed",
+            file.display(),
+            rows.len(),
+            n(Outcome::Applied),
+            n(Outcome::Unchanged),
+            n(Outcome::Replayed),
+            n(Outcome::Failed)
+        );
+    }
     if n(Outcome::Failed) > 0 {
         bail!(
             "{} of {} rows failed (see above); importing this same file again skips the rows \
@@ -819,7 +1033,7 @@ async fn import(
     Ok(())
 }
 
-async fn outbox(admin: &mut Admin, cmd: OutboxCommand) -> anyhow::Result<()> {
+async fn outbox(admin: &mut Admin, cmd: OutboxCommand, json: bool) -> anyhow::Result<()> {
     let entries = match cmd {
         OutboxCommand::List {
             state,
@@ -850,19 +1064,23 @@ async fn outbox(admin: &mut Admin, cmd: OutboxCommand) -> anyhow::Result<()> {
                 .map_err(refused)?
                 .into_inner()
                 .entries;
-            println!("{} entries put back in line for Odoo", entries.len());
+            if !json {
+                crate::out!("{} entries put back in line for Odoo", entries.len());
+            }
             entries
         }
     };
-    if entries.is_empty() {
-        println!("no outbox entries");
+    if json {
+        entries.iter().for_each(output::emit_json);
+    } else if entries.is_empty() {
+        crate::out!("no outbox entries");
     } else {
         output::outbox_table(&entries).print();
     }
     Ok(())
 }
 
-async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
+async fn rules(admin: &mut Admin, cmd: RulesCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
         RulesCommand::List { channel } => {
             let rules = admin
@@ -873,15 +1091,19 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 .map_err(refused)?
                 .into_inner()
                 .rules;
+            if json {
+                rules.iter().for_each(output::emit_json);
+                return Ok(());
+            }
             if rules.is_empty() {
-                println!(
+                crate::out!(
                     "no rules stored: every channel may use every warehouse, no fence, share 100%, buffer 0"
                 );
                 return Ok(());
             }
             output::rules_table(&rules).print();
-            println!();
-            println!("{}", output::RULES_FOOTNOTE);
+            crate::out!();
+            crate::out!("{}", output::RULES_FOOTNOTE);
         }
         RulesCommand::Put(a) => {
             let changed_by = who(a.changed_by.clone());
@@ -895,7 +1117,11 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            println!("stored:");
+            if json {
+                output::emit_json(&stored);
+                return Ok(());
+            }
+            crate::out!("stored:");
             output::rules_table(&[stored]).print();
         }
         RulesCommand::Delete {
@@ -913,9 +1139,15 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(refused)?;
+            if json {
+                output::emit_json(&serde_json::json!({
+                    "deleted": { "channel": channel, "sku": sku.unwrap_or_default() }
+                }));
+                return Ok(());
+            }
             match sku {
-                Some(sku) => println!("deleted the {channel} rule for {sku}"),
-                None => println!("deleted the {channel} default rule"),
+                Some(sku) => crate::out!("deleted the {channel} rule for {sku}"),
+                None => crate::out!("deleted the {channel} default rule"),
             }
         }
         RulesCommand::History { channel, sku, all } => {
@@ -929,11 +1161,15 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 .map_err(refused)?
                 .into_inner()
                 .changes;
+            if json {
+                changes.iter().for_each(output::emit_json);
+                return Ok(());
+            }
             if changes.is_empty() {
-                println!("no changes recorded");
+                crate::out!("no changes recorded");
             }
             for c in &changes {
-                println!(
+                crate::out!(
                     "{}  by {}  {}",
                     output::fmt_utc(c.at_ms),
                     c.changed_by,
@@ -942,17 +1178,17 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 let rows: Vec<pb::Rule> = c.before.iter().chain(c.after.iter()).cloned().collect();
                 let mut lines = output::rules_table(&rows).lines().into_iter();
                 if let Some(header) = lines.next() {
-                    println!("         {header}");
+                    crate::out!("         {header}");
                 }
                 if c.before.is_some() {
-                    println!("  before {}", lines.next().unwrap_or_default());
+                    crate::out!("  before {}", lines.next().unwrap_or_default());
                 } else {
-                    println!("  before (no rule)");
+                    crate::out!("  before (no rule)");
                 }
                 if c.after.is_some() {
-                    println!("  after  {}", lines.next().unwrap_or_default());
+                    crate::out!("  after  {}", lines.next().unwrap_or_default());
                 } else {
-                    println!("  after  (deleted)");
+                    crate::out!("  after  (deleted)");
                 }
             }
         }
@@ -966,8 +1202,10 @@ async fn rules(admin: &mut Admin, cmd: RulesCommand) -> anyhow::Result<()> {
                 .map_err(refused)?
                 .into_inner()
                 .changes;
-            if changes.is_empty() {
-                println!("nothing would change");
+            if json {
+                changes.iter().for_each(output::emit_json);
+            } else if changes.is_empty() {
+                crate::out!("nothing would change");
             } else {
                 output::simulation_table(&changes).print();
             }
@@ -998,5 +1236,180 @@ fn rule_of(a: RulePutArgs) -> pb::Rule {
         buffer: a.buffer,
         max_published: a.max_published,
         min_published: a.min_published,
+    }
+}
+
+/// Every level of `skus` (all SKUs when empty), paging through GetStock.
+async fn all_levels(inv: &mut Inventory, skus: Vec<String>) -> anyhow::Result<Vec<pb::StockLevel>> {
+    let mut levels = Vec::new();
+    if !skus.is_empty() {
+        for chunk in skus.chunks(NAMED_SKUS_PER_CALL) {
+            let resp = inv
+                .get_stock(pb::GetStockRequest {
+                    skus: chunk.to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            levels.extend(resp.levels);
+        }
+        return Ok(levels);
+    }
+    let mut page_token = String::new();
+    loop {
+        let resp = inv
+            .get_stock(pb::GetStockRequest {
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        levels.extend(resp.levels);
+        if resp.next_page_token.is_empty() {
+            return Ok(levels);
+        }
+        page_token = resp.next_page_token;
+    }
+}
+
+async fn reservations(
+    inv: &mut Inventory,
+    cmd: super::ReservationsCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    let super::ReservationsCommand::List {
+        channel,
+        statuses,
+        sku,
+        created_after_ms,
+    } = cmd;
+    let statuses: Vec<i32> = statuses.iter().map(|s| s.to_pb() as i32).collect();
+    let mut page_token = String::new();
+    let mut table = Table::new(&[
+        ("CHANNEL", Align::Left),
+        ("ORDER", Align::Left),
+        ("STATUS", Align::Left),
+        ("CREATED", Align::Left),
+        ("LINES", Align::Left),
+    ]);
+    loop {
+        let resp = inv
+            .list_reservations(pb::ListReservationsRequest {
+                channel: channel.clone().unwrap_or_default(),
+                statuses: statuses.clone(),
+                sku: sku.clone().unwrap_or_default(),
+                created_after_ms,
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        for r in &resp.reservations {
+            if json {
+                output::emit_json(r);
+            } else {
+                table.row(output::reservation_row(r));
+            }
+        }
+        if resp.next_page_token.is_empty() {
+            break;
+        }
+        page_token = resp.next_page_token;
+    }
+    if json {
+    } else if table.is_empty() {
+        crate::out!("no reservations match");
+    } else {
+        table.print();
+    }
+    Ok(())
+}
+
+async fn movements(inv: &mut Inventory, a: super::MovementsArgs, json: bool) -> anyhow::Result<()> {
+    let mut after_id = a.after_id;
+    let mut table = output::movements_table();
+    loop {
+        let resp = inv
+            .list_movements(pb::ListMovementsRequest {
+                sku: a.sku.clone(),
+                warehouse: a.warehouse.clone().unwrap_or_default(),
+                after_id,
+                limit: MOVEMENTS_PER_CALL,
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        for m in &resp.movements {
+            if json {
+                output::emit_json(m);
+            } else {
+                table.row(output::movement_row(m));
+            }
+        }
+        match resp.movements.last() {
+            Some(last) if resp.movements.len() == MOVEMENTS_PER_CALL as usize => after_id = last.id,
+            _ => break,
+        }
+    }
+    if json {
+    } else if table.is_empty() {
+        crate::out!("no movements recorded");
+    } else {
+        table.print();
+    }
+    Ok(())
+}
+
+/// Ledger lines per ListMovements (the server's most).
+const MOVEMENTS_PER_CALL: i32 = 1000;
+
+/// A progress bar on stderr while a long import runs, only when stderr is
+/// a terminal: a script's output stays clean.
+struct Progress {
+    total: usize,
+    done: usize,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            total,
+            done: 0,
+            shown: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.done += n;
+        if self.shown {
+            let width = 30;
+            let filled = (self.done * width).checked_div(self.total).unwrap_or(width);
+            eprint!(
+                "\r[{}{}] {}/{} rows",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                self.done,
+                self.total
+            );
+        }
+    }
+
+    /// Clears the bar's line so an error message starts at column 0.
+    fn clear(&self) {
+        if self.shown && self.done > 0 {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.shown && self.done > 0 {
+            eprintln!();
+        }
+        self.shown = false;
     }
 }

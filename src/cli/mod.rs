@@ -45,6 +45,27 @@ pub struct Cli {
         default_value_t = 15
     )]
     pub failover_wait: u64,
+    /// How client subcommands print: text tables, or JSON (one object per
+    /// line for lists and streams, the proto field names).
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "STOCKPOOL_OUTPUT"
+    )]
+    pub output: bench::Format,
+    /// Seconds a call may take before it is given up (connecting included;
+    /// for `watch`, until the stream starts). 0: no limit.
+    #[arg(
+        long,
+        global = true,
+        env = "STOCKPOOL_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 10.0
+    )]
+    pub timeout: f64,
     /// Bearer token sent with every call (client subcommands).
     #[arg(long, global = true, env = "STOCKPOOL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -85,6 +106,11 @@ pub enum Command {
     Stock(StockCommand),
     /// What each channel may sell: ATP and published figure (GetAvailability).
     Availability(AvailabilityArgs),
+    /// List reservations (ListReservations), newest first.
+    #[command(subcommand)]
+    Reservations(ReservationsCommand),
+    /// The ledger of a SKU: every movement of its pools, oldest first (ListMovements).
+    Movements(MovementsArgs),
     /// Channel allocation rules.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -100,6 +126,33 @@ pub enum Command {
     /// and prints throughput, latency percentiles, the server's commit
     /// batch sizes and the commit-to-watcher lag of a probe.
     Bench(bench::BenchArgs),
+    /// Copy the SQLite store consistently, also while a server runs on it.
+    ///
+    /// Restore by copying FILE to DIR/stockpool.db before starting the
+    /// server. On Postgres use pg_dump (see the README).
+    Backup {
+        /// The server's data directory (holding stockpool.db).
+        #[arg(long, env = "STOCKPOOL_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Where to write the copy; must not exist yet.
+        file: PathBuf,
+    },
+    /// Copy a SQLite store into an empty Postgres database: pools, ledger,
+    /// reservations, movement ids, catalog, rules and their history,
+    /// channel events and the Odoo outbox. Stop the server first.
+    Migrate {
+        /// sqlite://DIR: the data directory of the SQLite store.
+        #[arg(long, value_name = "sqlite://DIR")]
+        from: String,
+        /// postgres://user@host/db: an empty database (its schema is created).
+        #[arg(long, value_name = "postgres://...")]
+        to: String,
+    },
+    /// Print a shell completion script: `stockpool completions bash > ...`.
+    Completions {
+        /// bash, zsh or fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
     /// Run a channel adapter: a long-running client that connects a sales
     /// channel to this server (--server, --token).
     #[command(subcommand)]
@@ -278,7 +331,7 @@ pub enum StockCommand {
         #[arg(long, value_name = "ID")]
         movement_id: Option<String>,
     },
-    /// Set counts from a CSV file of sku,warehouse,on_hand (one SetStock per row).
+    /// Set counts from a CSV file of sku,warehouse,on_hand (BatchSetStock, in chunks).
     ///
     /// The whole file is checked first and refused, naming each bad line,
     /// before anything is sent. Each row's movement id is derived from the
@@ -307,6 +360,59 @@ pub struct AvailabilityArgs {
     /// under each row, each naming the rule that set it.
     #[arg(long)]
     pub explain: bool,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ReservationsCommand {
+    /// Reservations matching the filters, newest first, every page.
+    List {
+        /// Only this channel's.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only in this status; repeatable.
+        #[arg(long = "status", value_enum)]
+        statuses: Vec<StatusArg>,
+        /// Only those holding this SKU.
+        #[arg(long)]
+        sku: Option<String>,
+        /// Only those created after this time (ms since the Unix epoch).
+        #[arg(long = "created-after", value_name = "MS", default_value_t = 0)]
+        created_after_ms: i64,
+    },
+}
+
+/// A reservation status, as `reservations list --status` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusArg {
+    Held,
+    Confirmed,
+    Fulfilled,
+    Released,
+    Expired,
+}
+
+impl StatusArg {
+    pub fn to_pb(self) -> crate::api::pb::ReservationStatus {
+        use crate::api::pb::ReservationStatus as S;
+        match self {
+            StatusArg::Held => S::Held,
+            StatusArg::Confirmed => S::Confirmed,
+            StatusArg::Fulfilled => S::Fulfilled,
+            StatusArg::Released => S::Released,
+            StatusArg::Expired => S::Expired,
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MovementsArgs {
+    /// The SKU whose ledger to read.
+    pub sku: String,
+    /// Only this warehouse's pool.
+    pub warehouse: Option<String>,
+    /// Only lines after this ledger id.
+    #[arg(long, value_name = "ID", default_value_t = 0)]
+    pub after_id: u64,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -406,6 +512,15 @@ pub struct WatchArgs {
 /// as an error reading `<STATUS_CODE>: <message>`.
 pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
     client::run(cli).await
+}
+
+/// Writes the completion script for `shell` to stdout.
+pub fn completions(shell: clap_complete::Shell) {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut command, "stockpool", &mut buf);
+    output::emit_bytes(&buf);
 }
 
 #[cfg(test)]
@@ -548,6 +663,30 @@ mod tests {
         assert_eq!(ids, vec![4, 7]);
         assert!(parse(&["outbox", "retry"]).is_err());
         assert!(parse(&["outbox", "list", "--state", "lost"]).is_err());
+    }
+
+    #[test]
+    fn output_and_timeout_are_global_with_a_ten_second_default() {
+        let cli = parse(&["stock", "get", "-o", "json"]).unwrap();
+        assert_eq!((cli.output, cli.timeout), (bench::Format::Json, 10.0));
+        let cli = parse(&["--timeout", "2.5", "watch", "shopify"]).unwrap();
+        assert_eq!(cli.timeout, 2.5);
+        assert!(parse(&["completions", "fish"]).is_ok());
+        assert!(parse(&["completions", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn a_completion_script_names_the_subcommands() {
+        use clap::CommandFactory;
+        let mut buf = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "stockpool",
+            &mut buf,
+        );
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("reservations") && text.contains("movements"));
     }
 
     #[test]

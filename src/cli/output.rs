@@ -84,7 +84,7 @@ impl Table {
 
     pub fn print(&self) {
         for line in self.lines() {
-            println!("{line}");
+            crate::out!("{line}");
         }
     }
 }
@@ -219,7 +219,7 @@ pub fn reservation_lines(r: &pb::Reservation, replayed: Option<bool>, now_ms: i6
 
 pub fn print_reservation(r: &pb::Reservation, replayed: Option<bool>) {
     for line in reservation_lines(r, replayed, now_ms()) {
-        println!("{line}");
+        crate::out!("{line}");
     }
 }
 
@@ -305,6 +305,53 @@ pub fn availability_lines(items: &[pb::ChannelAvailability], explain: bool) -> V
 }
 
 /// What a simulated rule change would move, before -> after.
+/// One reservation as a row of `reservations list`.
+pub fn reservation_row(r: &pb::Reservation) -> Vec<String> {
+    vec![
+        r.channel.clone(),
+        r.order_id.clone(),
+        status_name(r.status).to_string(),
+        fmt_utc(r.created_at_ms),
+        r.allocations
+            .iter()
+            .map(|a| format!("{}={}@{}", a.sku, a.quantity, a.warehouse))
+            .collect::<Vec<_>>()
+            .join(" "),
+    ]
+}
+
+/// The ledger table of `movements`.
+pub fn movements_table() -> Table {
+    Table::new(&[
+        ("ID", Align::Right),
+        ("AT", Align::Left),
+        ("WAREHOUSE", Align::Left),
+        ("KIND", Align::Left),
+        ("ON_HAND", Align::Right),
+        ("RESERVED", Align::Right),
+        ("ON_HAND_AFTER", Align::Right),
+        ("RESERVED_AFTER", Align::Right),
+        ("REFERENCE", Align::Left),
+        ("REASON", Align::Left),
+    ])
+}
+
+/// One ledger line as a row of [`movements_table`].
+pub fn movement_row(m: &pb::Movement) -> Vec<String> {
+    vec![
+        m.id.to_string(),
+        fmt_utc(m.at_ms),
+        m.warehouse.clone(),
+        m.kind.clone(),
+        format!("{:+}", m.on_hand_delta),
+        format!("{:+}", m.reserved_delta),
+        m.on_hand_after.to_string(),
+        m.reserved_after.to_string(),
+        m.reference.clone(),
+        m.reason.clone(),
+    ]
+}
+
 pub fn simulation_table(changes: &[pb::SimulatedChange]) -> Table {
     use Align::*;
     let mut t = Table::new(&[
@@ -398,6 +445,52 @@ pub fn rules_table(rules: &[pb::Rule]) -> Table {
 /// Printed under a rules table.
 pub const RULES_FOOTNOTE: &str = "-: not set. A SKU rule inherits the field from the channel's default rule;\n\
 a default falls back to every warehouse in declared order, fence 0, share 100%, buffer 0, no max, no min.";
+
+/// Prints one line of a client's answer. A closed stdout (`| head`) ends
+/// the process quietly with status 0 instead of a panic: the reader has all
+/// it wanted.
+pub fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+    closed_pipe_ends(written);
+}
+
+/// [`emit`] for raw bytes (no line end added).
+pub fn emit_bytes(bytes: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    closed_pipe_ends(out.write_all(bytes).and_then(|()| out.flush()));
+}
+
+fn closed_pipe_ends(written: std::io::Result<()>) {
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// One JSON object on one line.
+pub fn emit_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(text) => emit(format_args!("{text}")),
+        Err(e) => {
+            eprintln!("error: cannot render JSON: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `println!` that ends quietly on a closed pipe ([`emit`]).
+#[macro_export]
+macro_rules! out {
+    () => { $crate::cli::output::emit(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::output::emit(format_args!($($arg)*)) };
+}
 
 #[cfg(test)]
 mod tests {

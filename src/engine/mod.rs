@@ -37,7 +37,9 @@ pub use admin::{Seed, SimulatedChange};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use erp::{AwaitingDelivery, ErpDelivery, ErpStock, FollowedPool};
 pub use error::EngineError;
-pub use reservations::{FulfillCmd, ReleaseCmd, ReserveCmd, RestockCmd, Restocked};
+pub use reservations::{
+    FulfillCmd, ReleaseCmd, ReservationFilter, ReserveCmd, RestockCmd, Restocked,
+};
 pub use stock::{AdjustCmd, ChannelAvailability, Level, SetCmd, StockLevel};
 
 /// A reservation's identity: one order of one channel.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::{open_deltas, Engine, EngineError, PoolChange, ResKey, SkuCell};
+use super::{open_deltas, Engine, EngineError, PoolChange, ResKey, SkuCell, Slot};
 use crate::domain::{
     Allocation, Catalog, ChannelCode, InvalidInput, LineRequest, OrderId, OrderLine, OrderTerms,
     Quantity, Reservation, Sku, Status, StockMaster, Take, MAX_HOLD_SECONDS,
@@ -322,6 +322,43 @@ impl Engine {
         };
         let guard = self.lock_slot(&key, &slot).await?;
         guard.clone().ok_or_else(|| not_found(&key))
+    }
+
+    /// Reservations matching `filter`, newest first (by creation time, then
+    /// id): at most `size` that come after `after` (the `(created_at_ms,
+    /// id)` of the last one of the previous page), and whether more follow.
+    pub async fn list_reservations(
+        &self,
+        filter: &ReservationFilter,
+        after: Option<&(i64, String)>,
+        size: usize,
+    ) -> (Vec<Reservation>, bool) {
+        let slots: Vec<Slot> = self
+            .inner
+            .reservations
+            .iter()
+            .filter(|e| filter.channel.as_ref().is_none_or(|c| &e.key().0 == c))
+            .map(|e| e.value().clone())
+            .collect();
+        let mut found: Vec<Reservation> = Vec::new();
+        for slot in slots {
+            let guard = slot.lock().await;
+            let Some(r) = guard.as_ref() else { continue };
+            let wanted = (filter.statuses.is_empty() || filter.statuses.contains(&r.status))
+                && filter
+                    .sku
+                    .as_ref()
+                    .is_none_or(|sku| r.allocations.iter().any(|a| &a.sku == sku))
+                && r.created_at_ms > filter.created_after_ms
+                && after.is_none_or(|(at, id)| (r.created_at_ms, &r.id) < (*at, id));
+            if wanted {
+                found.push(r.clone());
+            }
+        }
+        found.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+        let more = found.len() > size;
+        found.truncate(size);
+        (found, more)
     }
 
     /// HELD → CONFIRMED; CONFIRMED and FULFILLED are returned unchanged.
@@ -691,4 +728,15 @@ fn pool_changes(
             })
         })
         .collect()
+}
+
+/// Which reservations [`Engine::list_reservations`] returns; a filter
+/// left empty matches all.
+#[derive(Debug, Clone, Default)]
+pub struct ReservationFilter {
+    pub channel: Option<ChannelCode>,
+    pub statuses: Vec<Status>,
+    pub sku: Option<Sku>,
+    /// Only those created after this time (ms since the Unix epoch).
+    pub created_after_ms: i64,
 }

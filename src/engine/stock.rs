@@ -309,6 +309,162 @@ impl Engine {
         Ok(level)
     }
 
+    /// Many counts committed together (BatchSetStock), through the same
+    /// checks as [`Self::set_stock`], in request order. A bad item fails
+    /// alone with its error and the others apply; the applied ones are
+    /// written in one commit, so when that commit fails none of them is
+    /// applied and the outer error says why. `Ok((level, true))`: the
+    /// item's movement id was already applied (a replay).
+    pub async fn batch_set_stock(
+        &self,
+        cmds: Vec<SetCmd>,
+    ) -> Result<Vec<Result<(StockLevel, bool), EngineError>>, EngineError> {
+        self.to_completion(move |e| async move { e.batch_set_stock_now(cmds).await })
+            .await
+    }
+
+    async fn batch_set_stock_now(
+        &self,
+        cmds: Vec<SetCmd>,
+    ) -> Result<Vec<Result<(StockLevel, bool), EngineError>>, EngineError> {
+        let catalog = self.catalog();
+        let mut out: Vec<Option<Result<(StockLevel, bool), EngineError>>> =
+            (0..cmds.len()).map(|_| None).collect();
+        // Checks that need no lock, and movement ids claimed.
+        let mut todo: Vec<(usize, usize, String)> = Vec::new();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let w = match self.check_warehouse(&catalog, &cmd.warehouse) {
+                Ok(w) => w,
+                Err(e) => {
+                    out[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            if !(0..=MAX_QUANTITY).contains(&cmd.on_hand) {
+                out[i] = Some(Err(InvalidInput::new(
+                    "on_hand",
+                    format!("must be between 0 and {MAX_QUANTITY}, got {}", cmd.on_hand),
+                )
+                .into()));
+                continue;
+            }
+            if !self.is_known(&cmd.sku) {
+                if let Err(e) = check_version(&Pool::default(), cmd) {
+                    out[i] = Some(Err(e));
+                    continue;
+                }
+            }
+            let print = fingerprint("count", &cmd.sku, &cmd.warehouse, cmd.on_hand);
+            match self.claim_movement(&cmd.movement_id, &print) {
+                Ok(true) => out[i] = Some(Ok((self.level(&cmd.sku, &catalog, w), true))),
+                Ok(false) => todo.push((i, w, print)),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        let mut skus: Vec<Sku> = todo.iter().map(|(i, _, _)| cmds[*i].sku.clone()).collect();
+        skus.sort();
+        skus.dedup();
+        let cells: Vec<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, true)).collect();
+        let mut applied: Vec<usize> = Vec::new();
+        let ticket = {
+            let mut guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
+            let mut ops = Vec::with_capacity(todo.len() * 3);
+            let at_ms = self.now_ms();
+            for (i, w, print) in &todo {
+                let cmd = &cmds[*i];
+                let k = skus.binary_search(&cmd.sku).expect("a locked SKU");
+                let g = &mut guards[k];
+                if g.needs_reload {
+                    self.unclaim(&cmd.movement_id);
+                    out[*i] = Some(Err(EngineError::Reloading(cmd.sku.clone())));
+                    continue;
+                }
+                if let Err(e) = check_version(&g.pools.get(*w).copied().unwrap_or_default(), cmd) {
+                    self.unclaim(&cmd.movement_id);
+                    out[*i] = Some(Err(e));
+                    continue;
+                }
+                let pool = g.pool_mut(*w);
+                let delta = cmd.on_hand - pool.on_hand;
+                pool.on_hand = cmd.on_hand;
+                pool.version += 1;
+                let pool = *pool;
+                if pool.shortfall() > 0 {
+                    crate::telemetry::shortfall(pool.shortfall());
+                }
+                ops.push(Op::PoolSetOnHand {
+                    sku: cmd.sku.clone(),
+                    warehouse: cmd.warehouse.clone(),
+                    on_hand: cmd.on_hand,
+                });
+                ops.push(Op::Ledger(LedgerEntry {
+                    at_ms,
+                    sku: cmd.sku.clone(),
+                    warehouse: cmd.warehouse.clone(),
+                    kind: MovementKind::Count,
+                    on_hand_delta: delta,
+                    reserved_delta: 0,
+                    on_hand_after: pool.on_hand,
+                    reserved_after: pool.reserved,
+                    reason: cmd.reason.clone(),
+                    reference: cmd.movement_id.clone().unwrap_or_default(),
+                }));
+                if let Some(id) = &cmd.movement_id {
+                    ops.push(Op::Movement(MovementRecord {
+                        movement_id: id.clone(),
+                        fingerprint: print.clone(),
+                    }));
+                }
+                out[*i] = Some(Ok((
+                    StockLevel {
+                        sku: cmd.sku.clone(),
+                        warehouse: cmd.warehouse.clone(),
+                        pool,
+                    },
+                    false,
+                )));
+                applied.push(*i);
+            }
+            (!ops.is_empty()).then(|| self.enqueue_locked(&cells, &mut guards, ops))
+        };
+        if let Some(ticket) = ticket {
+            if let Err(e) = self.settle(&skus, &cells, ticket).await {
+                for i in applied {
+                    self.unclaim(&cmds[i].movement_id);
+                }
+                return Err(e);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every item decided"))
+            .collect())
+    }
+
+    /// A page of the SKUs that ever held stock, in code order: at most
+    /// `size` after `after` (from the first when None), and whether more
+    /// follow.
+    ///
+    /// Linear in the SKUs after `after` (a selection, not a sort of them
+    /// all), then a sort of the page.
+    pub fn sku_page(&self, after: Option<&Sku>, size: usize) -> (Vec<Sku>, bool) {
+        let mut page: Vec<Sku> = self
+            .inner
+            .skus
+            .iter()
+            .filter(|e| after.is_none_or(|a| e.key() > a))
+            .filter(|e| !e.value().lock().pools.is_empty())
+            .map(|e| e.key().clone())
+            .collect();
+        let more = page.len() > size;
+        if more {
+            page.select_nth_unstable(size);
+            page.truncate(size);
+        }
+        page.sort_unstable();
+        (page, more)
+    }
+
     /// One level per SKU and declared warehouse, in request order (every SKU
     /// that ever held stock when `skus` is empty). A SKU never stocked reads
     /// as zero everywhere.
@@ -392,6 +548,22 @@ impl Engine {
                 (sku.clone(), per_channel)
             })
             .collect()
+    }
+
+    /// Ledger lines after `after_id`, of one SKU or all, of one warehouse
+    /// or all, oldest first (ListMovements).
+    pub async fn movements(
+        &self,
+        sku: Option<&Sku>,
+        warehouse: Option<&WarehouseCode>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::store::LedgerRow>, EngineError> {
+        self.inner
+            .store
+            .movements(sku, warehouse, after_id, limit)
+            .await
+            .map_err(EngineError::Load)
     }
 
     /// Ledger lines after `after_id` (of one SKU or all), oldest first.

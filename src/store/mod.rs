@@ -7,6 +7,7 @@
 
 mod fold;
 pub mod lease;
+pub mod migrate;
 mod postgres;
 mod sqlite;
 mod sqlite_batch;
@@ -440,6 +441,39 @@ pub trait Store: Send + Sync + 'static {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<LedgerRow>, StoreError>;
+    /// Ledger lines with id > `after_id`, oldest first, of one SKU or all,
+    /// of one warehouse or all: at most `limit`. Filters by warehouse over
+    /// [`Self::ledger`] reads (the ledger is indexed by SKU).
+    async fn movements(
+        &self,
+        sku: Option<&Sku>,
+        warehouse: Option<&WarehouseCode>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        let Some(warehouse) = warehouse else {
+            return self.ledger(sku, after_id, limit).await;
+        };
+        let limit = usize::try_from(limit.max(0)).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut after = after_id;
+        while out.len() < limit {
+            let chunk = self.ledger(sku, after, 1000).await?;
+            let Some(last) = chunk.last() else { break };
+            after = last.id;
+            let full = chunk.len() == 1000;
+            out.extend(
+                chunk
+                    .into_iter()
+                    .filter(|r| &r.entry.warehouse == warehouse),
+            );
+            if !full {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
     /// The entries to push now: of each reservation, its oldest pending
     /// entry, when that one is due by `now_ms`. Oldest first, at most `limit`.
     async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxEntry>, StoreError>;

@@ -152,6 +152,49 @@ impl SqliteStore {
         Self::open_file(&data_dir.join(FILE_NAME)).await
     }
 
+    /// Writes a consistent copy of `<data_dir>/stockpool.db` to `target`
+    /// with `VACUUM INTO`: one read transaction, so committed rows still in
+    /// the WAL are in the copy and a server may keep writing meanwhile.
+    /// Refuses a missing store and an existing `target` (nothing is
+    /// overwritten). Restoring is copying `target` to `DIR/stockpool.db`
+    /// before the server starts.
+    pub async fn backup(data_dir: &Path, target: &Path) -> Result<(), StoreError> {
+        use sqlx::ConnectOptions;
+        let source = data_dir.join(FILE_NAME);
+        let refuse = |text: String| {
+            StoreError::from(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                text,
+            )))
+        };
+        if !source.is_file() {
+            return Err(refuse(format!(
+                "no store to back up: {} does not exist (check --data-dir)",
+                source.display()
+            )));
+        }
+        if target.exists() {
+            return Err(refuse(format!(
+                "{} already exists: give a new file name (a backup never overwrites)",
+                target.display()
+            )));
+        }
+        let target = target
+            .to_str()
+            .ok_or_else(|| refuse(format!("{} is not a UTF-8 path", target.display())))?;
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&source)
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .connect()
+            .await?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Opens (creating) the database file at `path` and runs the migrations.
     pub async fn open_file(path: &Path) -> Result<Self, StoreError> {
         // FULL: the WAL is synced on every commit, so an acknowledged write

@@ -167,6 +167,7 @@ impl Rig {
                 .get_availability(pb::GetAvailabilityRequest {
                     skus: part.to_vec(),
                     channel: "amazon".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -282,7 +283,10 @@ async fn mismatch(
     let skus: Vec<String> = initial.keys().cloned().collect();
     let levels = app
         .inventory
-        .get_stock(pb::GetStockRequest { skus: skus.clone() })
+        .get_stock(pb::GetStockRequest {
+            skus: skus.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

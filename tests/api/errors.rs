@@ -522,6 +522,7 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_wrong_roles_are_den
         .get_stock(with_token(
             pb::GetStockRequest {
                 skus: vec!["TEE".into()],
+                ..Default::default()
             },
             "read-token-0123456789",
         ))

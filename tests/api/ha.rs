@@ -259,7 +259,10 @@ async fn a_standby_refuses_calls_naming_its_role_but_answers_health_reflection_a
 
     let refused = standby
         .inventory()
-        .get_stock(pb::GetStockRequest { skus: vec![] })
+        .get_stock(pb::GetStockRequest {
+            skus: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable);
@@ -279,6 +282,25 @@ async fn a_standby_refuses_calls_naming_its_role_but_answers_health_reflection_a
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "Admin too: {refused:?}");
+    // The reads and the batch write of "Reading at scale" route the same way.
+    let mut inventory = standby.inventory();
+    let refusals = [
+        inventory
+            .list_reservations(pb::ListReservationsRequest::default())
+            .await
+            .map(|_| ()),
+        inventory
+            .list_movements(pb::ListMovementsRequest::default())
+            .await
+            .map(|_| ()),
+        inventory
+            .batch_set_stock(pb::BatchSetStockRequest::default())
+            .await
+            .map(|_| ()),
+    ];
+    for refused in refusals {
+        assert_eq!(refused.unwrap_err().code(), Code::Unavailable);
+    }
 
     let info = server_info(&standby.url()).await.unwrap();
     assert_eq!(
@@ -379,6 +401,7 @@ async fn when_the_active_server_stops_the_standby_takes_over_and_a_cli_connectio
     let levels = inventory
         .get_stock(pb::GetStockRequest {
             skus: vec!["HOT".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -587,6 +610,7 @@ async fn hot_reads(node: &Node) -> (Vec<pb::StockLevel>, Vec<(i64, i64)>) {
         .inventory()
         .get_stock(pb::GetStockRequest {
             skus: vec!["HOT".into()],
+            ..Default::default()
         })
         .await
         .expect("GetStock is served")
@@ -597,6 +621,7 @@ async fn hot_reads(node: &Node) -> (Vec<pb::StockLevel>, Vec<(i64, i64)>) {
         .get_availability(pb::GetAvailabilityRequest {
             skus: vec!["HOT".into()],
             channel: "shopify".into(),
+            ..Default::default()
         })
         .await
         .expect("GetAvailability is served")

@@ -182,6 +182,14 @@ impl TestApp {
         self.task = Some(started.task);
     }
 
+    /// The SQLite data directory this server runs on.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        match &self.config.store {
+            stockpool::config::StoreConfig::Sqlite { data_dir } => data_dir.clone(),
+            _ => panic!("not a SQLite server"),
+        }
+    }
+
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -228,6 +236,7 @@ impl TestApp {
         self.inventory
             .get_stock(pb::GetStockRequest {
                 skus: skus.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             })
             .await
             .expect("get stock")

@@ -531,6 +531,7 @@ async fn calls_that_never_reach_a_handler_get_the_readme_s_codes_and_no_internal
 
     let big = pb::GetStockRequest {
         skus: vec!["S".repeat(64); 80_000],
+        ..Default::default()
     }
     .encode_to_vec();
     assert!(big.len() > 5_000_000);
@@ -553,6 +554,7 @@ async fn calls_that_never_reach_a_handler_get_the_readme_s_codes_and_no_internal
         "/stockpool.v1.Inventory/GetStock",
         &pb::GetStockRequest {
             skus: vec!["TEE".into()],
+            ..Default::default()
         }
         .encode_to_vec(),
         None,

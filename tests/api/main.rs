@@ -3,7 +3,9 @@
 
 mod access;
 mod amazon;
+mod backup;
 mod bench;
+mod cli;
 mod errors;
 mod fake_odoo;
 #[path = "../support/fake_shopify.rs"]
@@ -17,10 +19,13 @@ mod lifecycle;
 mod listeners;
 mod load;
 mod metrics;
+mod migrate;
 mod odoo;
 mod postgres;
 mod redis;
+mod scale;
 mod service;
 mod shopify;
 mod terms;
+mod tooling;
 mod watch;

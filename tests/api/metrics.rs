@@ -391,3 +391,70 @@ async fn grpc_health_is_not_serving_while_readyz_would_fail_and_serving_again_af
         "a stopping server tells balancers to go elsewhere"
     );
 }
+
+#[tokio::test]
+async fn the_scrape_has_build_info_process_series_and_rpcs_labelled_by_service() {
+    let mut app = spawn_app().await;
+    serve_some_traffic(&mut app).await;
+    let scrape = scrape(&app).await;
+    let info = value_of(
+        &scrape,
+        "stockpool_build_info",
+        &[
+            &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
+            "store=\"sqlite\"",
+        ],
+    );
+    assert_eq!(info, Some(1.0));
+    for series in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        let v = value_of(&scrape, series, &[]);
+        assert!(v.is_some_and(|v| v > 0.0), "{series}: {v:?}");
+    }
+    let reserve = value_of(
+        &scrape,
+        "stockpool_rpcs_total",
+        &["service=\"stockpool.v1.Inventory\"", "method=\"Reserve\""],
+    );
+    assert!(reserve >= Some(1.0), "{reserve:?}");
+}
+
+#[test]
+fn the_alert_rules_pass_their_promtool_unit_tests() {
+    if std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "promtool is not on PATH: install Debian's `prometheus` package"
+        );
+        eprintln!("\n!!!!!!!! promtool is not on PATH: the alert rules were NOT tested !!!!!!!!\n");
+        return;
+    }
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/dashboards/prometheus"
+            ))
+            .output()
+            .expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

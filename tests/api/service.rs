@@ -19,6 +19,7 @@ async fn availability_explains_fence_share_and_buffer_step_by_step() {
         .get_availability(pb::GetAvailabilityRequest {
             skus: vec!["TEE".into()],
             channel: "amazon".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -67,6 +68,7 @@ async fn availability_for_every_channel_lists_each_declared_channel() {
         .get_availability(pb::GetAvailabilityRequest {
             skus: vec!["TEE".into()],
             channel: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -100,6 +102,7 @@ async fn a_rule_change_takes_effect_at_once_and_survives_a_restart() {
     let request = pb::GetAvailabilityRequest {
         skus: vec!["TEE".into()],
         channel: "shopify".into(),
+        ..Default::default()
     };
     assert_eq!(
         published(

@@ -123,6 +123,7 @@ impl Rig {
             .get_availability(pb::GetAvailabilityRequest {
                 skus: skus.to_vec(),
                 channel: "shopify".into(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -278,6 +279,7 @@ async fn two_hundred_shopify_orders_while_other_channels_reserve_never_oversell_
                     .get_availability(pb::GetAvailabilityRequest {
                         skus: skus.clone(),
                         channel: "shopify".into(),
+                        ..Default::default()
                     })
                     .await
                     .unwrap()
@@ -787,6 +789,7 @@ async fn the_adapter_killed_with_sigkill_and_restarted_misses_nothing_and_applie
             .get_availability(pb::GetAvailabilityRequest {
                 skus: skus.clone(),
                 channel: "shopify".into(),
+                ..Default::default()
             })
             .await
             .unwrap()

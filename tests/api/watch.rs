@@ -305,6 +305,7 @@ async fn simulate_equals_apply_then_read_and_applies_nothing() {
     let request = pb::GetAvailabilityRequest {
         skus: skus.clone(),
         channel: String::new(),
+        ..Default::default()
     };
     let before = read(
         app.inventory
