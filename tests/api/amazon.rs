@@ -788,6 +788,10 @@ async fn fba_orders_are_skipped_and_seller_skus_map_through_the_table() {
         "mapped, summed per SKU, unit prices from the lines' totals"
     );
     assert!(r.customer_ref.starts_with("buyer-"), "{r:?}");
+    assert!(
+        r.prices_include_tax,
+        "Amazon.de's ItemPrice includes VAT: {r:?}"
+    );
     // Later polls have gone by the FBA order too; it is not ours to hold.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(

@@ -85,6 +85,8 @@ struct File {
     sku_map: BTreeMap<String, String>,
     #[serde(default)]
     rates: BTreeMap<String, Rate>,
+    #[serde(default)]
+    prices_include_tax: BTreeMap<String, bool>,
     client_id: Option<String>,
     client_secret: Option<String>,
     refresh_token: Option<String>,
@@ -138,6 +140,11 @@ pub struct AmazonConfig {
     pub verify_attempts: u32,
     /// The usage plans the adapter paces itself by.
     pub rates: Rates,
+    /// Whether Amazon's `ItemPrice` in this marketplace includes the tax
+    /// (VAT marketplaces) or not (US sales tax is added on top): the
+    /// `prices_include_tax` of every Reserve. From `[prices_include_tax]`
+    /// when it names the marketplace, else from [`tax_included`].
+    pub prices_include_tax: bool,
     /// Per call to Amazon.
     pub timeout: Duration,
     /// Longest wait between retries while Amazon is down.
@@ -148,6 +155,22 @@ pub struct AmazonConfig {
     pub client_secret: String,
     /// The seller's refresh token (it authorises the app for the seller).
     pub refresh_token: String,
+}
+
+/// Whether `ItemPrice` includes the tax, for the marketplaces whose rule
+/// the adapter knows: VAT marketplaces (prices shown and charged with VAT)
+/// true, North and South America (tax added at checkout) false. `None`
+/// for any other: the config has to say.
+pub fn tax_included(marketplace_id: &str) -> Option<bool> {
+    match marketplace_id {
+        // UK, DE, FR, IT, ES, NL, SE, PL, BE, TR.
+        "A1F83G8C2ARO7P" | "A1PA6795UKMFR9" | "A13V1IB3VIYZZH" | "APJ6JRA9NG5V4"
+        | "A1RKKUPIHCS9HS" | "A1805IZSGTT6HS" | "A2NODRKZP88ZB9" | "A1C3SOZRARQ6R3"
+        | "AMEN7PMS3EDWL" | "A33AVAJ2PDY3EV" => Some(true),
+        // US, CA, MX, BR.
+        "ATVPDKIKX0DER" | "A2EUQ1WTGCTBG2" | "A1AM78C64UM0Y8" | "A2Q3Y263D00KWC" => Some(false),
+        _ => None,
+    }
 }
 
 fn addr(key: &str, value: Option<String>, default: &str) -> anyhow::Result<SocketAddr> {
@@ -283,6 +306,24 @@ impl AmazonConfig {
         if hold_s == 0 {
             anyhow::bail!("hold_s = 0: a Pending order needs a hold (seconds, at least 1)");
         }
+        for id in f.prices_include_tax.keys() {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                anyhow::bail!(
+                    "prices_include_tax: {id:?} is not a marketplace id, like A1PA6795UKMFR9"
+                );
+            }
+        }
+        let prices_include_tax = match f
+            .prices_include_tax
+            .get(&marketplace_id)
+            .copied()
+            .or_else(|| tax_included(&marketplace_id))
+        {
+            Some(included) => included,
+            None => anyhow::bail!(
+                "marketplace {marketplace_id}: the adapter does not know whether its ItemPrice includes tax; say so under [prices_include_tax] as {marketplace_id} = true (VAT included) or false (tax added on top)"
+            ),
+        };
         Ok(AmazonConfig {
             endpoint,
             lwa_url,
@@ -306,6 +347,7 @@ impl AmazonConfig {
             verify_after: Duration::from_millis(f.verify_after_ms.unwrap_or(5_000)),
             verify_attempts: f.verify_attempts.unwrap_or(5).max(1),
             rates,
+            prices_include_tax,
             timeout: Duration::from_millis(f.timeout_ms.unwrap_or(10_000).max(1)),
             max_backoff: Duration::from_millis(f.max_backoff_ms.unwrap_or(30_000).max(50)),
             client_id,
@@ -368,6 +410,58 @@ mod tests {
             Some("TEE-BLK-M")
         );
         assert_eq!(c.poll_interval, Duration::from_secs(60));
+        assert!(c.prices_include_tax, "Amazon.de prices include VAT");
+    }
+
+    #[test]
+    fn prices_include_tax_follows_the_marketplace_unless_the_file_says_otherwise() {
+        let parse = |marketplace: &str, table: &str| {
+            AmazonConfig::parse(
+                &format!("seller_id = \"A1\"\nmarketplace_id = \"{marketplace}\"\n{table}"),
+                secrets(),
+            )
+        };
+        assert!(
+            parse("A1F83G8C2ARO7P", "").unwrap().prices_include_tax,
+            "UK"
+        );
+        assert!(
+            parse("A33AVAJ2PDY3EV", "").unwrap().prices_include_tax,
+            "TR"
+        );
+        assert!(
+            !parse("ATVPDKIKX0DER", "").unwrap().prices_include_tax,
+            "US"
+        );
+        assert!(
+            !parse("A2Q3Y263D00KWC", "").unwrap().prices_include_tax,
+            "BR"
+        );
+        let overridden = parse(
+            "ATVPDKIKX0DER",
+            "[prices_include_tax]\nATVPDKIKX0DER = true\n",
+        );
+        assert!(overridden.unwrap().prices_include_tax);
+        let other = parse(
+            "A1VC38T7YXB528",
+            "[prices_include_tax]\nA1VC38T7YXB528 = true\n",
+        );
+        assert!(other.unwrap().prices_include_tax, "JP, from the file");
+        let unknown = parse(
+            "A1VC38T7YXB528",
+            "[prices_include_tax]\nATVPDKIKX0DER = true\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            unknown.contains("marketplace A1VC38T7YXB528")
+                && unknown.contains("[prices_include_tax]"),
+            "{unknown}"
+        );
+        let bad = parse("ATVPDKIKX0DER", "[prices_include_tax]\n\"US 1\" = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("prices_include_tax"), "{bad}");
     }
 
     #[test]

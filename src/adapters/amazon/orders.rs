@@ -620,7 +620,7 @@ impl Orders {
             hold_seconds,
             currency: state.currency.clone(),
             customer_ref: state.customer_ref.clone(),
-            prices_include_tax: false,
+            prices_include_tax: self.config.prices_include_tax,
         };
         let previous = state.generation;
         let mut released_first = false;
