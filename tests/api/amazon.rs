@@ -27,6 +27,7 @@ const RATES: &[(&str, f64, u32)] = &[
     ("createFeed", 10.0, 15),
     ("getFeed", 40.0, 15),
     ("getFeedDocument", 20.0, 10),
+    ("createRestrictedDataToken", 50.0, 10),
 ];
 /// The two-minute rule, scaled.
 const RULE: Duration = Duration::from_millis(300);
@@ -787,7 +788,11 @@ async fn fba_orders_are_skipped_and_seller_skus_map_through_the_table() {
         vec![("MAP-0", 2, "4.25"), ("MAP-1", 3, "5.00")],
         "mapped, summed per SKU, unit prices from the lines' totals"
     );
-    assert!(r.customer_ref.starts_with("buyer-"), "{r:?}");
+    assert_eq!(
+        r.customer_ref, "",
+        "without buyer_info no restricted data token, so no BuyerInfo: {r:?}"
+    );
+    assert_eq!(rig.fake.buyer_info_served(), 0);
     assert!(
         r.prices_include_tax,
         "Amazon.de's ItemPrice includes VAT: {r:?}"
@@ -874,6 +879,64 @@ async fn a_throttled_listings_api_is_met_by_the_rate_it_names_and_everything_con
     rig.adapter.take().unwrap().stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_buyer_comes_through_a_restricted_data_token_renewed_before_it_expires() {
+    let stock = stock("B2B", 2, 20);
+    let fake = Rig::standard_fake().await;
+    // Renewed a quarter of its life before expiry: every 750 ms.
+    fake.set_rdt_life(Duration::from_secs(1));
+    let mut rig = Rig::new(&stock, 0, fake).await;
+    rig.start_adapter("buyer_info = true", "").await;
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
+    rig.converged(&skus, Duration::from_secs(20)).await;
+    let business = rig
+        .fake
+        .place_order(&[("B2B-0", 2, "10.00")], true, false)
+        .unwrap();
+    let retail = rig
+        .fake
+        .place_order(&[("B2B-1", 1, "5.00")], false, false)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (b, r) = loop {
+        if let (Some(b), Some(r)) = (
+            rig.reservation(&business).await,
+            rig.reservation(&retail).await,
+        ) {
+            break (b, r);
+        }
+        assert!(Instant::now() < deadline, "the orders never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        b.customer_ref, "ACME GmbH",
+        "the company's legal name from BuyerInfo: {b:?}"
+    );
+    assert_eq!(r.customer_ref, "", "a retail buyer is not named: {r:?}");
+    // Polls go on past the RDT's life: it is asked for again, not per call.
+    while rig.fake.rdt_grants() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the RDT was not renewed: {} grants",
+            rig.fake.rdt_grants()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (grants, polls) = (rig.fake.rdt_grants(), rig.fake.calls("getOrders"));
+    assert!(
+        grants * 2 < polls,
+        "cached between polls: {grants} RDTs for {polls} getOrders"
+    );
+    assert_eq!(rig.fake.rdt_refused(), 0);
+    assert_eq!(
+        rig.fake.unauthorized(),
+        0,
+        "no call went with an expired token"
+    );
+    assert!(rig.fake.buyer_info_served() >= 1);
+    rig.adapter.take().unwrap().stop().await;
+}
+
 #[tokio::test]
 async fn the_fake_refuses_what_sp_api_refuses() {
     let fake = Rig::standard_fake().await;
@@ -957,6 +1020,77 @@ async fn the_fake_refuses_what_sp_api_refuses() {
     )
     .await;
     assert_eq!(status, 400, "not a date");
+    // Restricted data tokens: only for what the fake knows, and only for it.
+    for (body, why) in [
+        (
+            r#"{"restrictedResources":[{"method":"GET","path":"/orders/v0/orders/{orderId}/address","dataElements":["buyerInfo"]}]}"#,
+            "a path it does not support",
+        ),
+        (
+            r#"{"restrictedResources":[{"method":"GET","path":"/orders/v0/orders","dataElements":["buyerTaxIdentity"]}]}"#,
+            "a data element it does not support",
+        ),
+        (
+            r#"{"restrictedResources":[{"method":"GET","path":"/orders/v0/orders"}]}"#,
+            "no data element",
+        ),
+        (r#"{"restrictedResources":[]}"#, "no resource"),
+    ] {
+        let (status, _, v) = send(
+            hyper::Method::POST,
+            "/tokens/2021-03-01/restrictedDataToken".into(),
+            Some(token.clone()),
+            body,
+        )
+        .await;
+        assert_eq!(
+            (status, v["errors"][0]["code"].as_str()),
+            (400, Some("InvalidInput")),
+            "{why}: {v}"
+        );
+    }
+    let (status, _, v) = send(
+        hyper::Method::POST,
+        "/tokens/2021-03-01/restrictedDataToken".into(),
+        Some(token.clone()),
+        r#"{"restrictedResources":[{"method":"GET","path":"/orders/v0/orders","dataElements":["buyerInfo"]}]}"#,
+    )
+    .await;
+    assert_eq!((status, v["expiresIn"].as_u64()), (200, Some(3600)), "{v}");
+    let rdt = v["restrictedDataToken"].as_str().unwrap().to_string();
+    let (status, _, _) = send(
+        hyper::Method::GET,
+        "/orders/v0/orders/123-1234567-1234567/orderItems".into(),
+        Some(rdt.clone()),
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "an RDT is for the operation it was asked for");
+    fake.add_listing("RDT-1", 5);
+    let id = fake
+        .place_order(&[("RDT-1", 1, "2.00")], true, false)
+        .unwrap();
+    tokio::time::sleep(RULE + Duration::from_millis(100)).await;
+    let after = amazon::iso::format(now - 60_000);
+    let (status, _, plain) = send(
+        hyper::Method::GET,
+        orders(after.clone()),
+        Some(token.clone()),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(plain["payload"]["Orders"][0]["AmazonOrderId"], id.as_str());
+    assert!(
+        plain["payload"]["Orders"][0].get("BuyerInfo").is_none(),
+        "no BuyerInfo without an RDT: {plain}"
+    );
+    let (status, _, restricted) = send(hyper::Method::GET, orders(after), Some(rdt), "").await;
+    assert_eq!(status, 200, "{restricted}");
+    assert_eq!(
+        restricted["payload"]["Orders"][0]["BuyerInfo"]["BuyerTaxInfo"]["CompanyLegalName"],
+        "ACME GmbH"
+    );
     let mut throttled = None;
     for _ in 0..40 {
         let (status, headers, v) = send(

@@ -34,6 +34,13 @@
 //!   uploaded document only), getFeed (`IN_QUEUE`, `IN_PROGRESS`, then
 //!   `DONE` after `feed_delay`, when the messages apply), getFeedDocument
 //!   for the processing report (issues per `messageId`).
+//! - Tokens 2021-03-01: createRestrictedDataToken (with an access token)
+//!   for `restrictedResources` this fake knows, `GET /orders/v0/orders`
+//!   with `dataElements` among `buyerInfo` and `shippingAddress`; any other
+//!   method, path or data element (or none) is `400 InvalidInput`. The RDT
+//!   (`expiresIn`, `rdt_life`) is an access token for that operation only
+//!   (elsewhere, and once expired, `403 Unauthorized`); getOrders shows
+//!   `BuyerInfo` only to an RDT with `buyerInfo`.
 //! - An outage on demand: every SP-API call answered 503.
 //! - The storefront: an order placed takes its units off the listing at
 //!   once (refused when the listing has fewer: Amazon does not oversell);
@@ -172,6 +179,15 @@ struct Amazon {
     next_pages: u64,
     /// Processing reports said to be GZIP-compressed.
     gzip_reports: bool,
+    /// How long a Restricted Data Token lives.
+    rdt_life: Duration,
+    /// RDT → (expiry, data elements it grants on getOrders).
+    rdts: HashMap<String, (Instant, Vec<String>)>,
+    rdt_grants: u64,
+    /// createRestrictedDataToken answered 400.
+    rdt_refused: u64,
+    /// getOrders answers that carried BuyerInfo.
+    buyer_info_served: u64,
 }
 
 /// The fake. Cheap to clone.
@@ -243,6 +259,11 @@ impl FakeSpApi {
                 down: false,
                 next_pages: 0,
                 gzip_reports: false,
+                rdt_life: Duration::from_secs(3600),
+                rdts: HashMap::new(),
+                rdt_grants: 0,
+                rdt_refused: 0,
+                buyer_info_served: 0,
             })),
         };
         let app = Router::new().fallback(handle).with_state(fake.clone());
@@ -432,6 +453,26 @@ impl FakeSpApi {
         self.lock().next_pages
     }
 
+    /// Restricted Data Tokens live this long from now on.
+    pub fn set_rdt_life(&self, life: Duration) {
+        self.lock().rdt_life = life;
+    }
+
+    /// Restricted Data Tokens given.
+    pub fn rdt_grants(&self) -> u64 {
+        self.lock().rdt_grants
+    }
+
+    /// createRestrictedDataToken calls refused (400).
+    pub fn rdt_refused(&self) -> u64 {
+        self.lock().rdt_refused
+    }
+
+    /// getOrders pages that carried a BuyerInfo.
+    pub fn buyer_info_served(&self) -> u64 {
+        self.lock().buyer_info_served
+    }
+
     pub fn feeds(&self) -> usize {
         self.lock().feeds.len()
     }
@@ -591,7 +632,7 @@ fn cents(price: &str) -> i64 {
     w.parse::<i64>().unwrap() * 100 + format!("{f:0<2}")[..2].parse::<i64>().unwrap()
 }
 
-fn order_json(o: &Order) -> Value {
+fn order_json(o: &Order, buyer_info: bool) -> Value {
     let total: i64 = o
         .items
         .iter()
@@ -610,7 +651,7 @@ fn order_json(o: &Order) -> Value {
         "NumberOfItemsUnshipped": o.items.iter().map(|i| i.quantity - i.shipped).sum::<i64>(),
         "OrderTotal": money(total, "EUR"),
     });
-    if o.business {
+    if o.business && buyer_info {
         v["BuyerInfo"] = json!({ "BuyerEmail": format!("buyer-{}@marketplace.amazon.de", &o.id[4..11]), "BuyerTaxInfo": { "CompanyLegalName": "ACME GmbH" } });
     }
     v
@@ -690,6 +731,9 @@ async fn handle(
         (&Method::POST, ["feeds", "2021-06-30", "feeds"]) => "createFeed",
         (&Method::GET, ["feeds", "2021-06-30", "feeds", _]) => "getFeed",
         (&Method::GET, ["feeds", "2021-06-30", "documents", _]) => "getFeedDocument",
+        (&Method::POST, ["tokens", "2021-03-01", "restrictedDataToken"]) => {
+            "createRestrictedDataToken"
+        }
         _ => {
             let (s, v) = error(StatusCode::NOT_FOUND, "NotFound", "Resource not found");
             return (s, axum::Json(v)).into_response();
@@ -707,7 +751,13 @@ async fn handle(
         .get("x-amz-access-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let live = a.tokens.get(token).is_some_and(|exp| Instant::now() < *exp);
+    let rdt = a.rdts.get(token).cloned();
+    let live = match &rdt {
+        // An RDT is the access token of the restricted operation it was
+        // asked for, and of nothing else.
+        Some((exp, _)) => op == "getOrders" && Instant::now() < *exp,
+        None => a.tokens.get(token).is_some_and(|exp| Instant::now() < *exp),
+    };
     if !live {
         a.unauthorized += 1;
         let (s, v) = error(
@@ -727,7 +777,8 @@ async fn handle(
         return (s, [("x-amzn-RateLimit-Limit", limit)], axum::Json(v)).into_response();
     }
     let q = query(&uri);
-    let (status, value) = a.operation(op, &segments, &q, &headers, &body, &fake.url());
+    let buyer_info = rdt.is_some_and(|(_, elements)| elements.iter().any(|e| e == "buyerInfo"));
+    let (status, value) = a.operation(op, &segments, &q, &headers, &body, &fake.url(), buyer_info);
     (
         status,
         [("x-amzn-RateLimit-Limit", limit)],
@@ -737,6 +788,8 @@ async fn handle(
 }
 
 impl Amazon {
+    // One argument per part of the request the operations read.
+    #[allow(clippy::too_many_arguments)]
     fn operation(
         &mut self,
         op: &'static str,
@@ -745,6 +798,7 @@ impl Amazon {
         headers: &HeaderMap,
         body: &[u8],
         base: &str,
+        buyer_info: bool,
     ) -> (StatusCode, Value) {
         let invalid = |m: &str| error(StatusCode::BAD_REQUEST, "InvalidInput", m);
         match op {
@@ -759,7 +813,7 @@ impl Amazon {
                         return invalid("Invalid NextToken");
                     };
                     self.next_pages += 1;
-                    return self.orders_page(ids);
+                    return self.orders_page(ids, buyer_info);
                 }
                 let now = now_ms();
                 let latest = now - self.rule.as_millis() as i64;
@@ -829,8 +883,11 @@ impl Amazon {
                     let t = self.id("next-orders-");
                     tokens.push((t, page));
                 }
-                let mut result =
-                    self.orders_page_with(first, tokens.first().map(|(t, _)| t.clone()));
+                let mut result = self.orders_page_with(
+                    first,
+                    tokens.first().map(|(t, _)| t.clone()),
+                    buyer_info,
+                );
                 for i in 0..tokens.len() {
                     let next = tokens.get(i + 1).map(|(t, _)| t.clone());
                     let (t, page) = tokens[i].clone();
@@ -1035,24 +1092,83 @@ impl Amazon {
                 }
                 (StatusCode::OK, v)
             }
+            "createRestrictedDataToken" => {
+                let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                let resources = parsed
+                    .get("restrictedResources")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let mut refusal = None;
+                if resources.is_empty() || resources.len() > 50 {
+                    refusal = Some("restrictedResources is required (1 to 50)".to_string());
+                }
+                let mut elements: Vec<String> = Vec::new();
+                for r in &resources {
+                    let method = r.get("method").and_then(Value::as_str).unwrap_or("");
+                    let path = r.get("path").and_then(Value::as_str).unwrap_or("");
+                    let asked: Vec<&str> = r
+                        .get("dataElements")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    if !matches!(method, "GET" | "PUT" | "POST" | "DELETE") {
+                        refusal =
+                            Some(format!("method {method:?} is not GET, PUT, POST or DELETE"));
+                    } else if method != "GET" || path != "/orders/v0/orders" {
+                        refusal = Some(format!(
+                            "{method} {path} is not a restricted resource (this fake knows GET /orders/v0/orders)"
+                        ));
+                    } else if asked.is_empty() {
+                        refusal = Some(format!("dataElements is required for {path}"));
+                    } else if let Some(e) = asked
+                        .iter()
+                        .find(|e| !matches!(**e, "buyerInfo" | "shippingAddress"))
+                    {
+                        refusal = Some(format!("{e:?} is not a data element of {path}"));
+                    } else {
+                        elements.extend(asked.iter().map(|e| e.to_string()));
+                    }
+                }
+                if let Some(why) = refusal {
+                    self.rdt_refused += 1;
+                    return invalid(&why);
+                }
+                let token = self.id("Atz.sprdt|");
+                self.rdts
+                    .insert(token.clone(), (Instant::now() + self.rdt_life, elements));
+                self.rdt_grants += 1;
+                (
+                    StatusCode::OK,
+                    json!({ "restrictedDataToken": token, "expiresIn": self.rdt_life.as_secs() }),
+                )
+            }
             _ => unreachable!(),
         }
     }
 
-    fn orders_page(&mut self, mut ids: Vec<String>) -> (StatusCode, Value) {
+    fn orders_page(&mut self, mut ids: Vec<String>, buyer_info: bool) -> (StatusCode, Value) {
         let next = match ids.last() {
             Some(l) if l.starts_with('\u{0}') => Some(ids.pop().unwrap()[1..].to_string()),
             _ => None,
         };
-        self.orders_page_with(ids, next)
+        self.orders_page_with(ids, next, buyer_info)
     }
 
-    fn orders_page_with(&mut self, ids: Vec<String>, next: Option<String>) -> (StatusCode, Value) {
+    fn orders_page_with(
+        &mut self,
+        ids: Vec<String>,
+        next: Option<String>,
+        buyer_info: bool,
+    ) -> (StatusCode, Value) {
         let orders: Vec<Value> = ids
             .iter()
             .filter_map(|id| self.orders.get(id))
-            .map(order_json)
+            .map(|o| order_json(o, buyer_info))
             .collect();
+        if orders.iter().any(|o| o.get("BuyerInfo").is_some()) {
+            self.buyer_info_served += 1;
+        }
         let mut payload = json!({ "Orders": orders });
         if let Some(n) = next {
             payload["NextToken"] = json!(n);

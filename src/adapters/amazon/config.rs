@@ -37,6 +37,8 @@ pub struct Rates {
     pub get_feed: Rate,
     /// Feeds 2021-06-30: the processing report's address.
     pub get_feed_document: Rate,
+    /// Tokens 2021-03-01: the Restricted Data Token for `buyer_info`.
+    pub create_restricted_data_token: Rate,
 }
 
 impl Default for Rates {
@@ -52,6 +54,7 @@ impl Default for Rates {
             create_feed: r(0.0083, 15),
             get_feed: r(2.0, 15),
             get_feed_document: r(0.0222, 10),
+            create_restricted_data_token: r(1.0, 10),
         }
     }
 }
@@ -75,6 +78,7 @@ struct File {
     start_back_s: Option<u64>,
     hold_s: Option<u32>,
     include_afn: Option<bool>,
+    buyer_info: Option<bool>,
     feed_threshold: Option<usize>,
     feed_poll_ms: Option<u64>,
     verify_after_ms: Option<u64>,
@@ -127,6 +131,10 @@ pub struct AmazonConfig {
     pub hold: Duration,
     /// Also reserve orders Amazon fulfils from its own stock (AFN/FBA).
     pub include_afn: bool,
+    /// Read business buyers' `BuyerInfo` (getOrders with a Restricted Data
+    /// Token): needs the app's Tax Invoicing / Tax Remittance (PII) role,
+    /// so off by default.
+    pub buyer_info: bool,
     /// Amazon SellerSKU → stockpool SKU, where they differ (one to one:
     /// the SKU's level is written to that listing).
     pub sku_map: BTreeMap<String, String>,
@@ -270,7 +278,8 @@ impl AmazonConfig {
                 "createFeed" => &mut rates.create_feed,
                 "getFeed" => &mut rates.get_feed,
                 "getFeedDocument" => &mut rates.get_feed_document,
-                other => anyhow::bail!("rates.{other}: not an operation the adapter calls (getOrders, getOrderItems, patchListingsItem, getListingsItem, createFeedDocument, createFeed, getFeed, getFeedDocument)"),
+                "createRestrictedDataToken" => &mut rates.create_restricted_data_token,
+                other => anyhow::bail!("rates.{other}: not an operation the adapter calls (getOrders, getOrderItems, patchListingsItem, getListingsItem, createFeedDocument, createFeed, getFeed, getFeedDocument, createRestrictedDataToken)"),
             };
             *slot = *rate;
         }
@@ -341,6 +350,7 @@ impl AmazonConfig {
             start_back: Duration::from_secs(f.start_back_s.unwrap_or(3_600)),
             hold: Duration::from_secs(u64::from(hold_s)),
             include_afn: f.include_afn.unwrap_or(false),
+            buyer_info: f.buyer_info.unwrap_or(false),
             sku_map: f.sku_map,
             feed_threshold: f.feed_threshold.unwrap_or(500).max(1),
             feed_poll: Duration::from_millis(f.feed_poll_ms.unwrap_or(30_000).max(10)),
@@ -395,6 +405,10 @@ mod tests {
         );
         assert_eq!(c.data_delay, Duration::from_secs(120));
         assert!(!c.include_afn);
+        assert!(
+            !c.buyer_info,
+            "BuyerInfo needs the PII role: off unless asked"
+        );
     }
 
     #[test]
