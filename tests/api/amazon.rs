@@ -22,7 +22,8 @@ const RATES: &[(&str, f64, u32)] = &[
     ("getOrders", 20.0, 20),
     ("getOrderItems", 300.0, 30),
     ("patchListingsItem", 100.0, 5),
-    ("getListingsItem", 200.0, 10),
+    // Read-backs follow every feed: scaled further so 2,000 stay quick.
+    ("getListingsItem", 2000.0, 20),
     ("createFeedDocument", 20.0, 15),
     ("createFeed", 10.0, 15),
     ("getFeed", 40.0, 15),
@@ -835,6 +836,31 @@ async fn a_feed_whose_report_cannot_be_read_is_confirmed_by_reading_every_sku_ba
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    rig.adapter.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_message_accepted_and_not_applied_is_found_by_its_read_back_and_sent_again() {
+    let stock = stock("FEEDLOSS", 300, 7);
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
+    let mut rig = Rig::new(&stock, 0, Rig::standard_fake().await).await;
+    // Every 25th message is accepted (no issue in the report) and lost.
+    rig.fake.drop_feed_every(25);
+    rig.start_adapter("feed_threshold = 100", "").await;
+    rig.converged(&skus, Duration::from_secs(30)).await;
+    // (The first levels of the snapshot may go by patch before the
+    // backlog reaches the threshold.)
+    assert_eq!(rig.fake.feeds(), 1, "one feed; the few lost went by patch");
+    assert!(rig.fake.feed_dropped() >= 1, "Amazon lost some");
+    assert!(
+        rig.fake.calls("getListingsItem") >= rig.fake.feed_dropped() * 25,
+        "the feed's SKUs were read back"
+    );
+    assert!(
+        rig.fake.calls("patchListingsItem") < 150,
+        "not every SKU sent again: {}",
+        rig.fake.calls("patchListingsItem")
+    );
     rig.adapter.take().unwrap().stop().await;
 }
 

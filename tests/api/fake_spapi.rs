@@ -32,8 +32,10 @@
 //! - Feeds 2021-06-30: createFeedDocument, upload to the document's URL
 //!   (content type as declared), createFeed `JSON_LISTINGS_FEED` (an
 //!   uploaded document only), getFeed (`IN_QUEUE`, `IN_PROGRESS`, then
-//!   `DONE` after `feed_delay`, when the messages apply), getFeedDocument
-//!   for the processing report (issues per `messageId`).
+//!   `DONE` after `feed_delay`, when the messages apply; with
+//!   `drop_feed_every` some accepted messages never apply, reported
+//!   without an issue all the same), getFeedDocument for the processing
+//!   report (issues per `messageId`).
 //! - Tokens 2021-03-01: createRestrictedDataToken (with an access token)
 //!   for `restrictedResources` this fake knows, `GET /orders/v0/orders`
 //!   with `dataElements` among `buyerInfo` and `shippingAddress`; any other
@@ -168,6 +170,10 @@ struct Amazon {
     drop_every: u64,
     accepted: u64,
     dropped: u64,
+    /// Every nth feed message accepted is not applied (0: all apply).
+    drop_feed_every: u64,
+    feed_accepted: u64,
+    feed_dropped: u64,
     feeds: HashMap<String, Feed>,
     documents: HashMap<String, Document>,
     feed_delay: Duration,
@@ -251,6 +257,9 @@ impl FakeSpApi {
                 drop_every: 0,
                 accepted: 0,
                 dropped: 0,
+                drop_feed_every: 0,
+                feed_accepted: 0,
+                feed_dropped: 0,
                 feeds: HashMap::new(),
                 documents: HashMap::new(),
                 feed_delay: Duration::from_millis(100),
@@ -305,6 +314,17 @@ impl FakeSpApi {
 
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
+    }
+
+    /// Every `n`th accepted feed message is never applied (0: all apply);
+    /// the processing report does not say so, as Amazon's does not.
+    pub fn drop_feed_every(&self, n: u64) {
+        self.lock().drop_feed_every = n;
+    }
+
+    /// Feed messages accepted and not applied.
+    pub fn feed_dropped(&self) -> u64 {
+        self.lock().feed_dropped
     }
 
     /// A buyer places an order (Pending); its units leave the listing at
@@ -589,9 +609,16 @@ impl Amazon {
                 };
                 match (result, self.listings.get_mut(sku)) {
                     (Ok(q), Some(l)) => {
-                        l.quantity = q;
-                        l.pending.clear();
                         accepted += 1;
+                        self.feed_accepted += 1;
+                        if self.drop_feed_every > 0
+                            && self.feed_accepted.is_multiple_of(self.drop_feed_every)
+                        {
+                            self.feed_dropped += 1;
+                        } else {
+                            l.quantity = q;
+                            l.pending.clear();
+                        }
                     }
                     (Ok(_), None) => issues.push(json!({ "messageId": mid, "code": "4000004", "severity": "ERROR", "message": format!("SKU {sku} not found") })),
                     (Err(why), _) => issues.push(json!({ "messageId": mid, "code": "4000002", "severity": "ERROR", "message": why })),
