@@ -865,6 +865,38 @@ async fn a_feed_message_accepted_and_not_applied_is_found_by_its_read_back_and_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_backs_after_a_feed_never_hold_up_a_newer_level() {
+    // Amazon reads listings back at 20/s: 300 read-backs take 15 s.
+    let fake_rates: Vec<(&str, f64, u32)> = RATES
+        .iter()
+        .map(|&(op, rate, burst)| match op {
+            "getListingsItem" => (op, 20.0, 20),
+            _ => (op, rate, burst),
+        })
+        .collect();
+    let fake = FakeSpApi::start(plans(&fake_rates), RULE, Duration::from_secs(3600)).await;
+    let stock = stock("SLOWREAD", 300, 5);
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
+    let mut rig = Rig::new(&stock, 0, fake).await;
+    rig.start_adapter("feed_threshold = 100", "").await;
+    rig.converged(&skus, Duration::from_secs(30)).await;
+    assert_eq!(rig.fake.feeds(), 1);
+    // The read-backs are under way; one SKU moves on.
+    batch_stock(&mut rig.app, &[("SLOWREAD-299".to_string(), 9)]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rig.fake.listing("SLOWREAD-299") != Some(9) {
+        assert!(Instant::now() < deadline, "the newer level never went out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reads = rig.fake.calls("getListingsItem");
+    assert!(
+        reads < skus.len() as u64,
+        "the newer level went out between the read-backs, not after them: {reads} reads first"
+    );
+    rig.adapter.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_patch_that_did_not_take_is_read_back_and_sent_again() {
     let stock = stock("LOSSY", 12, 9);
     let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
