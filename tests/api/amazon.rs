@@ -995,6 +995,41 @@ async fn a_business_buyer_comes_through_a_restricted_data_token_renewed_before_i
     rig.adapter.take().unwrap().stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_role_for_buyer_info_orders_still_arrive_without_their_buyer() {
+    let stock = stock("NOROLE", 1, 20);
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
+    let mut rig = Rig::new(&stock, 0, Rig::standard_fake().await).await;
+    rig.fake.deny_rdt(true);
+    rig.start_adapter("buyer_info = true", "").await;
+    rig.converged(&skus, Duration::from_secs(20)).await;
+    let id = rig
+        .fake
+        .place_order(&[("NOROLE-0", 1, "10.00")], true, false)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        if let Some(r) = rig.reservation(&id).await {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the order never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(r.customer_ref, "", "{r:?}");
+    // Polls go on; the refused token is not asked for at every one.
+    let polls = rig.fake.calls("getOrders");
+    while rig.fake.calls("getOrders") < polls + 5 {
+        assert!(Instant::now() < deadline, "polling stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        rig.fake.calls("createRestrictedDataToken") <= 2,
+        "asked once (and once more with a fresh access token): {}",
+        rig.fake.calls("createRestrictedDataToken")
+    );
+    rig.adapter.take().unwrap().stop().await;
+}
+
 #[tokio::test]
 async fn the_fake_refuses_what_sp_api_refuses() {
     let fake = Rig::standard_fake().await;

@@ -194,6 +194,8 @@ struct Amazon {
     rdt_refused: u64,
     /// getOrders answers that carried BuyerInfo.
     buyer_info_served: u64,
+    /// The app lacks the role for buyerInfo: createRestrictedDataToken 403.
+    deny_rdt: bool,
 }
 
 /// The fake. Cheap to clone.
@@ -273,6 +275,7 @@ impl FakeSpApi {
                 rdt_grants: 0,
                 rdt_refused: 0,
                 buyer_info_served: 0,
+                deny_rdt: false,
             })),
         };
         let app = Router::new().fallback(handle).with_state(fake.clone());
@@ -476,6 +479,12 @@ impl FakeSpApi {
     /// Restricted Data Tokens live this long from now on.
     pub fn set_rdt_life(&self, life: Duration) {
         self.lock().rdt_life = life;
+    }
+
+    /// The app has no role for buyerInfo (Tax Invoicing / Tax
+    /// Remittance): every createRestrictedDataToken is 403.
+    pub fn deny_rdt(&self, deny: bool) {
+        self.lock().deny_rdt = deny;
     }
 
     /// Restricted Data Tokens given.
@@ -1120,6 +1129,13 @@ impl Amazon {
                 (StatusCode::OK, v)
             }
             "createRestrictedDataToken" => {
+                if self.deny_rdt {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "Unauthorized",
+                        "Application does not have access to one or more requested data elements",
+                    );
+                }
                 let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
                 let resources = parsed
                     .get("restrictedResources")

@@ -145,7 +145,14 @@ pub struct Orders {
     /// Milliseconds more taken off the window's end after Amazon refused
     /// it as too recent (this host's clock runs ahead of Amazon's).
     skew_ms: std::sync::atomic::AtomicI64,
+    /// When the Tokens API last refused the buyer-info RDT (ms, 0:
+    /// never): it is not asked for again before [`RDT_RETRY_MS`].
+    rdt_refused_ms: std::sync::atomic::AtomicI64,
 }
+
+/// How long after a refused Restricted Data Token (a missing role) getOrders
+/// goes without one before the RDT is asked for again.
+const RDT_RETRY_MS: i64 = 600_000;
 
 fn code_name(s: &tonic::Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
@@ -164,6 +171,7 @@ impl Orders {
             db,
             config,
             skew_ms: std::sync::atomic::AtomicI64::new(0),
+            rdt_refused_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -314,9 +322,12 @@ impl Orders {
     /// One getOrders page: with the buyer-info Restricted Data Token when
     /// `buyer_info` is on. When the Tokens API refuses it (the app lacks
     /// the role), the page is read with the access token instead: orders
-    /// must flow even without their buyer (customer_ref stays empty).
+    /// must flow even without their buyer (customer_ref stays empty), and
+    /// the RDT is not asked for again for [`RDT_RETRY_MS`].
     async fn get_orders(&self, query: &str) -> Result<Value, SpError> {
-        if self.config.buyer_info {
+        use std::sync::atomic::Ordering::Relaxed;
+        let refused = self.rdt_refused_ms.load(Relaxed);
+        if self.config.buyer_info && (refused == 0 || now_ms() - refused >= RDT_RETRY_MS) {
             match self
                 .api
                 .call_as(Auth::BuyerInfo, "getOrders", Method::GET, query, None)
@@ -328,10 +339,12 @@ impl Orders {
                     code,
                     message,
                 }) => {
+                    self.rdt_refused_ms.store(now_ms(), Relaxed);
                     metrics::channel_error(&self.config.channel);
                     tracing::warn!(channel = %self.config.channel, status, code = %code, message = %message, "Amazon refused the restricted data token for buyerInfo; orders are read without their buyer");
                 }
                 Err(SpError::Auth(why)) if why.starts_with("createRestrictedDataToken") => {
+                    self.rdt_refused_ms.store(now_ms(), Relaxed);
                     metrics::channel_error(&self.config.channel);
                     tracing::warn!(channel = %self.config.channel, error = %why, "Amazon refused the restricted data token for buyerInfo (does the app have the Tax Invoicing role?); orders are read without their buyer");
                 }
