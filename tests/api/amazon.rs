@@ -22,11 +22,13 @@ const RATES: &[(&str, f64, u32)] = &[
     ("getOrders", 20.0, 20),
     ("getOrderItems", 300.0, 30),
     ("patchListingsItem", 100.0, 5),
-    ("getListingsItem", 200.0, 10),
+    // Read-backs follow every feed: scaled further so 2,000 stay quick.
+    ("getListingsItem", 2000.0, 20),
     ("createFeedDocument", 20.0, 15),
     ("createFeed", 10.0, 15),
     ("getFeed", 40.0, 15),
     ("getFeedDocument", 20.0, 10),
+    ("createRestrictedDataToken", 50.0, 10),
 ];
 /// The two-minute rule, scaled.
 const RULE: Duration = Duration::from_millis(300);
@@ -791,7 +793,15 @@ async fn fba_orders_are_skipped_and_seller_skus_map_through_the_table() {
         vec![("MAP-0", 2, "4.25"), ("MAP-1", 3, "5.00")],
         "mapped, summed per SKU, unit prices from the lines' totals"
     );
-    assert!(r.customer_ref.starts_with("buyer-"), "{r:?}");
+    assert_eq!(
+        r.customer_ref, "",
+        "without buyer_info no restricted data token, so no BuyerInfo: {r:?}"
+    );
+    assert_eq!(rig.fake.buyer_info_served(), 0);
+    assert!(
+        r.prices_include_tax,
+        "Amazon.de's ItemPrice includes VAT: {r:?}"
+    );
     // Later polls have gone by the FBA order too; it is not ours to hold.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
@@ -834,6 +844,63 @@ async fn a_feed_whose_report_cannot_be_read_is_confirmed_by_reading_every_sku_ba
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_message_accepted_and_not_applied_is_found_by_its_read_back_and_sent_again() {
+    let stock = stock("FEEDLOSS", 300, 7);
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
+    let mut rig = Rig::new(&stock, 0, Rig::standard_fake().await).await;
+    // Every 25th message is accepted (no issue in the report) and lost.
+    rig.fake.drop_feed_every(25);
+    rig.start_adapter("feed_threshold = 100", "").await;
+    rig.converged(&skus, Duration::from_secs(30)).await;
+    // (The first levels of the snapshot may go by patch before the
+    // backlog reaches the threshold.)
+    assert_eq!(rig.fake.feeds(), 1, "one feed; the few lost went by patch");
+    assert!(rig.fake.feed_dropped() >= 1, "Amazon lost some");
+    assert!(
+        rig.fake.calls("getListingsItem") >= rig.fake.feed_dropped() * 25,
+        "the feed's SKUs were read back"
+    );
+    assert!(
+        rig.fake.calls("patchListingsItem") < 150,
+        "not every SKU sent again: {}",
+        rig.fake.calls("patchListingsItem")
+    );
+    rig.adapter.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_backs_after_a_feed_never_hold_up_a_newer_level() {
+    // Amazon reads listings back at 20/s: 300 read-backs take 15 s.
+    let fake_rates: Vec<(&str, f64, u32)> = RATES
+        .iter()
+        .map(|&(op, rate, burst)| match op {
+            "getListingsItem" => (op, 20.0, 20),
+            _ => (op, rate, burst),
+        })
+        .collect();
+    let fake = FakeSpApi::start(plans(&fake_rates), RULE, Duration::from_secs(3600)).await;
+    let stock = stock("SLOWREAD", 300, 5);
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
+    let mut rig = Rig::new(&stock, 0, fake).await;
+    rig.start_adapter("feed_threshold = 100", "").await;
+    rig.converged(&skus, Duration::from_secs(30)).await;
+    assert_eq!(rig.fake.feeds(), 1);
+    // The read-backs are under way; one SKU moves on.
+    batch_stock(&mut rig.app, &[("SLOWREAD-299".to_string(), 9)]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rig.fake.listing("SLOWREAD-299") != Some(9) {
+        assert!(Instant::now() < deadline, "the newer level never went out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reads = rig.fake.calls("getListingsItem");
+    assert!(
+        reads < skus.len() as u64,
+        "the newer level went out between the read-backs, not after them: {reads} reads first"
+    );
+    rig.adapter.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_patch_that_did_not_take_is_read_back_and_sent_again() {
     let stock = stock("LOSSY", 12, 9);
     let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
@@ -870,6 +937,99 @@ async fn a_throttled_listings_api_is_met_by_the_rate_it_names_and_everything_con
     assert!(
         rig.fake.throttled("patchListingsItem") < skus.len() as u64,
         "the adapter slowed to Amazon's rate rather than retrying blindly"
+    );
+    rig.adapter.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_buyer_comes_through_a_restricted_data_token_renewed_before_it_expires() {
+    let stock = stock("B2B", 2, 20);
+    let fake = Rig::standard_fake().await;
+    // Renewed a quarter of its life before expiry: every 750 ms.
+    fake.set_rdt_life(Duration::from_secs(1));
+    let mut rig = Rig::new(&stock, 0, fake).await;
+    rig.start_adapter("buyer_info = true", "").await;
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
+    rig.converged(&skus, Duration::from_secs(20)).await;
+    let business = rig
+        .fake
+        .place_order(&[("B2B-0", 2, "10.00")], true, false)
+        .unwrap();
+    let retail = rig
+        .fake
+        .place_order(&[("B2B-1", 1, "5.00")], false, false)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (b, r) = loop {
+        if let (Some(b), Some(r)) = (
+            rig.reservation(&business).await,
+            rig.reservation(&retail).await,
+        ) {
+            break (b, r);
+        }
+        assert!(Instant::now() < deadline, "the orders never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        b.customer_ref, "ACME GmbH",
+        "the company's legal name from BuyerInfo: {b:?}"
+    );
+    assert_eq!(r.customer_ref, "", "a retail buyer is not named: {r:?}");
+    // Polls go on past the RDT's life: it is asked for again, not per call.
+    while rig.fake.rdt_grants() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the RDT was not renewed: {} grants",
+            rig.fake.rdt_grants()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (grants, polls) = (rig.fake.rdt_grants(), rig.fake.calls("getOrders"));
+    assert!(
+        grants * 2 < polls,
+        "cached between polls: {grants} RDTs for {polls} getOrders"
+    );
+    assert_eq!(rig.fake.rdt_refused(), 0);
+    assert_eq!(
+        rig.fake.unauthorized(),
+        0,
+        "no call went with an expired token"
+    );
+    assert!(rig.fake.buyer_info_served() >= 1);
+    rig.adapter.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_role_for_buyer_info_orders_still_arrive_without_their_buyer() {
+    let stock = stock("NOROLE", 1, 20);
+    let skus: Vec<String> = stock.iter().map(|(s, _)| s.clone()).collect();
+    let mut rig = Rig::new(&stock, 0, Rig::standard_fake().await).await;
+    rig.fake.deny_rdt(true);
+    rig.start_adapter("buyer_info = true", "").await;
+    rig.converged(&skus, Duration::from_secs(20)).await;
+    let id = rig
+        .fake
+        .place_order(&[("NOROLE-0", 1, "10.00")], true, false)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        if let Some(r) = rig.reservation(&id).await {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the order never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(r.customer_ref, "", "{r:?}");
+    // Polls go on; the refused token is not asked for at every one.
+    let polls = rig.fake.calls("getOrders");
+    while rig.fake.calls("getOrders") < polls + 5 {
+        assert!(Instant::now() < deadline, "polling stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        rig.fake.calls("createRestrictedDataToken") <= 2,
+        "asked once (and once more with a fresh access token): {}",
+        rig.fake.calls("createRestrictedDataToken")
     );
     rig.adapter.take().unwrap().stop().await;
 }
@@ -957,6 +1117,77 @@ async fn the_fake_refuses_what_sp_api_refuses() {
     )
     .await;
     assert_eq!(status, 400, "not a date");
+    // Restricted data tokens: only for what the fake knows, and only for it.
+    for (body, why) in [
+        (
+            r#"{"restrictedResources":[{"method":"GET","path":"/orders/v0/orders/{orderId}/address","dataElements":["buyerInfo"]}]}"#,
+            "a path it does not support",
+        ),
+        (
+            r#"{"restrictedResources":[{"method":"GET","path":"/orders/v0/orders","dataElements":["buyerTaxIdentity"]}]}"#,
+            "a data element it does not support",
+        ),
+        (
+            r#"{"restrictedResources":[{"method":"GET","path":"/orders/v0/orders"}]}"#,
+            "no data element",
+        ),
+        (r#"{"restrictedResources":[]}"#, "no resource"),
+    ] {
+        let (status, _, v) = send(
+            hyper::Method::POST,
+            "/tokens/2021-03-01/restrictedDataToken".into(),
+            Some(token.clone()),
+            body,
+        )
+        .await;
+        assert_eq!(
+            (status, v["errors"][0]["code"].as_str()),
+            (400, Some("InvalidInput")),
+            "{why}: {v}"
+        );
+    }
+    let (status, _, v) = send(
+        hyper::Method::POST,
+        "/tokens/2021-03-01/restrictedDataToken".into(),
+        Some(token.clone()),
+        r#"{"restrictedResources":[{"method":"GET","path":"/orders/v0/orders","dataElements":["buyerInfo"]}]}"#,
+    )
+    .await;
+    assert_eq!((status, v["expiresIn"].as_u64()), (200, Some(3600)), "{v}");
+    let rdt = v["restrictedDataToken"].as_str().unwrap().to_string();
+    let (status, _, _) = send(
+        hyper::Method::GET,
+        "/orders/v0/orders/123-1234567-1234567/orderItems".into(),
+        Some(rdt.clone()),
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "an RDT is for the operation it was asked for");
+    fake.add_listing("RDT-1", 5);
+    let id = fake
+        .place_order(&[("RDT-1", 1, "2.00")], true, false)
+        .unwrap();
+    tokio::time::sleep(RULE + Duration::from_millis(100)).await;
+    let after = amazon::iso::format(now - 60_000);
+    let (status, _, plain) = send(
+        hyper::Method::GET,
+        orders(after.clone()),
+        Some(token.clone()),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(plain["payload"]["Orders"][0]["AmazonOrderId"], id.as_str());
+    assert!(
+        plain["payload"]["Orders"][0].get("BuyerInfo").is_none(),
+        "no BuyerInfo without an RDT: {plain}"
+    );
+    let (status, _, restricted) = send(hyper::Method::GET, orders(after), Some(rdt), "").await;
+    assert_eq!(status, 200, "{restricted}");
+    assert_eq!(
+        restricted["payload"]["Orders"][0]["BuyerInfo"]["BuyerTaxInfo"]["CompanyLegalName"],
+        "ACME GmbH"
+    );
     let mut throttled = None;
     for _ in 0..40 {
         let (status, headers, v) = send(

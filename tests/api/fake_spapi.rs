@@ -32,8 +32,17 @@
 //! - Feeds 2021-06-30: createFeedDocument, upload to the document's URL
 //!   (content type as declared), createFeed `JSON_LISTINGS_FEED` (an
 //!   uploaded document only), getFeed (`IN_QUEUE`, `IN_PROGRESS`, then
-//!   `DONE` after `feed_delay`, when the messages apply), getFeedDocument
-//!   for the processing report (issues per `messageId`).
+//!   `DONE` after `feed_delay`, when the messages apply; with
+//!   `drop_feed_every` some accepted messages never apply, reported
+//!   without an issue all the same), getFeedDocument for the processing
+//!   report (issues per `messageId`).
+//! - Tokens 2021-03-01: createRestrictedDataToken (with an access token)
+//!   for `restrictedResources` this fake knows, `GET /orders/v0/orders`
+//!   with `dataElements` among `buyerInfo` and `shippingAddress`; any other
+//!   method, path or data element (or none) is `400 InvalidInput`. The RDT
+//!   (`expiresIn`, `rdt_life`) is an access token for that operation only
+//!   (elsewhere, and once expired, `403 Unauthorized`); getOrders shows
+//!   `BuyerInfo` only to an RDT with `buyerInfo`.
 //! - An outage on demand: every SP-API call answered 503.
 //! - The storefront: an order placed takes its units off the listing at
 //!   once (refused when the listing has fewer: Amazon does not oversell);
@@ -161,6 +170,10 @@ struct Amazon {
     drop_every: u64,
     accepted: u64,
     dropped: u64,
+    /// Every nth feed message accepted is not applied (0: all apply).
+    drop_feed_every: u64,
+    feed_accepted: u64,
+    feed_dropped: u64,
     feeds: HashMap<String, Feed>,
     documents: HashMap<String, Document>,
     feed_delay: Duration,
@@ -172,6 +185,17 @@ struct Amazon {
     next_pages: u64,
     /// Processing reports said to be GZIP-compressed.
     gzip_reports: bool,
+    /// How long a Restricted Data Token lives.
+    rdt_life: Duration,
+    /// RDT → (expiry, data elements it grants on getOrders).
+    rdts: HashMap<String, (Instant, Vec<String>)>,
+    rdt_grants: u64,
+    /// createRestrictedDataToken answered 400.
+    rdt_refused: u64,
+    /// getOrders answers that carried BuyerInfo.
+    buyer_info_served: u64,
+    /// The app lacks the role for buyerInfo: createRestrictedDataToken 403.
+    deny_rdt: bool,
 }
 
 /// The fake. Cheap to clone.
@@ -235,6 +259,9 @@ impl FakeSpApi {
                 drop_every: 0,
                 accepted: 0,
                 dropped: 0,
+                drop_feed_every: 0,
+                feed_accepted: 0,
+                feed_dropped: 0,
                 feeds: HashMap::new(),
                 documents: HashMap::new(),
                 feed_delay: Duration::from_millis(100),
@@ -243,6 +270,12 @@ impl FakeSpApi {
                 down: false,
                 next_pages: 0,
                 gzip_reports: false,
+                rdt_life: Duration::from_secs(3600),
+                rdts: HashMap::new(),
+                rdt_grants: 0,
+                rdt_refused: 0,
+                buyer_info_served: 0,
+                deny_rdt: false,
             })),
         };
         let app = Router::new().fallback(handle).with_state(fake.clone());
@@ -284,6 +317,17 @@ impl FakeSpApi {
 
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
+    }
+
+    /// Every `n`th accepted feed message is never applied (0: all apply);
+    /// the processing report does not say so, as Amazon's does not.
+    pub fn drop_feed_every(&self, n: u64) {
+        self.lock().drop_feed_every = n;
+    }
+
+    /// Feed messages accepted and not applied.
+    pub fn feed_dropped(&self) -> u64 {
+        self.lock().feed_dropped
     }
 
     /// A buyer places an order (Pending); its units leave the listing at
@@ -432,6 +476,32 @@ impl FakeSpApi {
         self.lock().next_pages
     }
 
+    /// Restricted Data Tokens live this long from now on.
+    pub fn set_rdt_life(&self, life: Duration) {
+        self.lock().rdt_life = life;
+    }
+
+    /// The app has no role for buyerInfo (Tax Invoicing / Tax
+    /// Remittance): every createRestrictedDataToken is 403.
+    pub fn deny_rdt(&self, deny: bool) {
+        self.lock().deny_rdt = deny;
+    }
+
+    /// Restricted Data Tokens given.
+    pub fn rdt_grants(&self) -> u64 {
+        self.lock().rdt_grants
+    }
+
+    /// createRestrictedDataToken calls refused (400).
+    pub fn rdt_refused(&self) -> u64 {
+        self.lock().rdt_refused
+    }
+
+    /// getOrders pages that carried a BuyerInfo.
+    pub fn buyer_info_served(&self) -> u64 {
+        self.lock().buyer_info_served
+    }
+
     pub fn feeds(&self) -> usize {
         self.lock().feeds.len()
     }
@@ -548,9 +618,16 @@ impl Amazon {
                 };
                 match (result, self.listings.get_mut(sku)) {
                     (Ok(q), Some(l)) => {
-                        l.quantity = q;
-                        l.pending.clear();
                         accepted += 1;
+                        self.feed_accepted += 1;
+                        if self.drop_feed_every > 0
+                            && self.feed_accepted.is_multiple_of(self.drop_feed_every)
+                        {
+                            self.feed_dropped += 1;
+                        } else {
+                            l.quantity = q;
+                            l.pending.clear();
+                        }
                     }
                     (Ok(_), None) => issues.push(json!({ "messageId": mid, "code": "4000004", "severity": "ERROR", "message": format!("SKU {sku} not found") })),
                     (Err(why), _) => issues.push(json!({ "messageId": mid, "code": "4000002", "severity": "ERROR", "message": why })),
@@ -591,7 +668,7 @@ fn cents(price: &str) -> i64 {
     w.parse::<i64>().unwrap() * 100 + format!("{f:0<2}")[..2].parse::<i64>().unwrap()
 }
 
-fn order_json(o: &Order) -> Value {
+fn order_json(o: &Order, buyer_info: bool) -> Value {
     let total: i64 = o
         .items
         .iter()
@@ -610,7 +687,7 @@ fn order_json(o: &Order) -> Value {
         "NumberOfItemsUnshipped": o.items.iter().map(|i| i.quantity - i.shipped).sum::<i64>(),
         "OrderTotal": money(total, "EUR"),
     });
-    if o.business {
+    if o.business && buyer_info {
         v["BuyerInfo"] = json!({ "BuyerEmail": format!("buyer-{}@marketplace.amazon.de", &o.id[4..11]), "BuyerTaxInfo": { "CompanyLegalName": "ACME GmbH" } });
     }
     v
@@ -690,6 +767,9 @@ async fn handle(
         (&Method::POST, ["feeds", "2021-06-30", "feeds"]) => "createFeed",
         (&Method::GET, ["feeds", "2021-06-30", "feeds", _]) => "getFeed",
         (&Method::GET, ["feeds", "2021-06-30", "documents", _]) => "getFeedDocument",
+        (&Method::POST, ["tokens", "2021-03-01", "restrictedDataToken"]) => {
+            "createRestrictedDataToken"
+        }
         _ => {
             let (s, v) = error(StatusCode::NOT_FOUND, "NotFound", "Resource not found");
             return (s, axum::Json(v)).into_response();
@@ -707,7 +787,13 @@ async fn handle(
         .get("x-amz-access-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let live = a.tokens.get(token).is_some_and(|exp| Instant::now() < *exp);
+    let rdt = a.rdts.get(token).cloned();
+    let live = match &rdt {
+        // An RDT is the access token of the restricted operation it was
+        // asked for, and of nothing else.
+        Some((exp, _)) => op == "getOrders" && Instant::now() < *exp,
+        None => a.tokens.get(token).is_some_and(|exp| Instant::now() < *exp),
+    };
     if !live {
         a.unauthorized += 1;
         let (s, v) = error(
@@ -727,7 +813,8 @@ async fn handle(
         return (s, [("x-amzn-RateLimit-Limit", limit)], axum::Json(v)).into_response();
     }
     let q = query(&uri);
-    let (status, value) = a.operation(op, &segments, &q, &headers, &body, &fake.url());
+    let buyer_info = rdt.is_some_and(|(_, elements)| elements.iter().any(|e| e == "buyerInfo"));
+    let (status, value) = a.operation(op, &segments, &q, &headers, &body, &fake.url(), buyer_info);
     (
         status,
         [("x-amzn-RateLimit-Limit", limit)],
@@ -737,6 +824,8 @@ async fn handle(
 }
 
 impl Amazon {
+    // One argument per part of the request the operations read.
+    #[allow(clippy::too_many_arguments)]
     fn operation(
         &mut self,
         op: &'static str,
@@ -745,6 +834,7 @@ impl Amazon {
         headers: &HeaderMap,
         body: &[u8],
         base: &str,
+        buyer_info: bool,
     ) -> (StatusCode, Value) {
         let invalid = |m: &str| error(StatusCode::BAD_REQUEST, "InvalidInput", m);
         match op {
@@ -759,7 +849,7 @@ impl Amazon {
                         return invalid("Invalid NextToken");
                     };
                     self.next_pages += 1;
-                    return self.orders_page(ids);
+                    return self.orders_page(ids, buyer_info);
                 }
                 let now = now_ms();
                 let latest = now - self.rule.as_millis() as i64;
@@ -829,8 +919,11 @@ impl Amazon {
                     let t = self.id("next-orders-");
                     tokens.push((t, page));
                 }
-                let mut result =
-                    self.orders_page_with(first, tokens.first().map(|(t, _)| t.clone()));
+                let mut result = self.orders_page_with(
+                    first,
+                    tokens.first().map(|(t, _)| t.clone()),
+                    buyer_info,
+                );
                 for i in 0..tokens.len() {
                     let next = tokens.get(i + 1).map(|(t, _)| t.clone());
                     let (t, page) = tokens[i].clone();
@@ -1035,24 +1128,90 @@ impl Amazon {
                 }
                 (StatusCode::OK, v)
             }
+            "createRestrictedDataToken" => {
+                if self.deny_rdt {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "Unauthorized",
+                        "Application does not have access to one or more requested data elements",
+                    );
+                }
+                let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                let resources = parsed
+                    .get("restrictedResources")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let mut refusal = None;
+                if resources.is_empty() || resources.len() > 50 {
+                    refusal = Some("restrictedResources is required (1 to 50)".to_string());
+                }
+                let mut elements: Vec<String> = Vec::new();
+                for r in &resources {
+                    let method = r.get("method").and_then(Value::as_str).unwrap_or("");
+                    let path = r.get("path").and_then(Value::as_str).unwrap_or("");
+                    let asked: Vec<&str> = r
+                        .get("dataElements")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    if !matches!(method, "GET" | "PUT" | "POST" | "DELETE") {
+                        refusal =
+                            Some(format!("method {method:?} is not GET, PUT, POST or DELETE"));
+                    } else if method != "GET" || path != "/orders/v0/orders" {
+                        refusal = Some(format!(
+                            "{method} {path} is not a restricted resource (this fake knows GET /orders/v0/orders)"
+                        ));
+                    } else if asked.is_empty() {
+                        refusal = Some(format!("dataElements is required for {path}"));
+                    } else if let Some(e) = asked
+                        .iter()
+                        .find(|e| !matches!(**e, "buyerInfo" | "shippingAddress"))
+                    {
+                        refusal = Some(format!("{e:?} is not a data element of {path}"));
+                    } else {
+                        elements.extend(asked.iter().map(|e| e.to_string()));
+                    }
+                }
+                if let Some(why) = refusal {
+                    self.rdt_refused += 1;
+                    return invalid(&why);
+                }
+                let token = self.id("Atz.sprdt|");
+                self.rdts
+                    .insert(token.clone(), (Instant::now() + self.rdt_life, elements));
+                self.rdt_grants += 1;
+                (
+                    StatusCode::OK,
+                    json!({ "restrictedDataToken": token, "expiresIn": self.rdt_life.as_secs() }),
+                )
+            }
             _ => unreachable!(),
         }
     }
 
-    fn orders_page(&mut self, mut ids: Vec<String>) -> (StatusCode, Value) {
+    fn orders_page(&mut self, mut ids: Vec<String>, buyer_info: bool) -> (StatusCode, Value) {
         let next = match ids.last() {
             Some(l) if l.starts_with('\u{0}') => Some(ids.pop().unwrap()[1..].to_string()),
             _ => None,
         };
-        self.orders_page_with(ids, next)
+        self.orders_page_with(ids, next, buyer_info)
     }
 
-    fn orders_page_with(&mut self, ids: Vec<String>, next: Option<String>) -> (StatusCode, Value) {
+    fn orders_page_with(
+        &mut self,
+        ids: Vec<String>,
+        next: Option<String>,
+        buyer_info: bool,
+    ) -> (StatusCode, Value) {
         let orders: Vec<Value> = ids
             .iter()
             .filter_map(|id| self.orders.get(id))
-            .map(order_json)
+            .map(|o| order_json(o, buyer_info))
             .collect();
+        if orders.iter().any(|o| o.get("BuyerInfo").is_some()) {
+            self.buyer_info_served += 1;
+        }
         let mut payload = json!({ "Orders": orders });
         if let Some(n) = next {
             payload["NextToken"] = json!(n);

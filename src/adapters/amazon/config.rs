@@ -37,6 +37,8 @@ pub struct Rates {
     pub get_feed: Rate,
     /// Feeds 2021-06-30: the processing report's address.
     pub get_feed_document: Rate,
+    /// Tokens 2021-03-01: the Restricted Data Token for `buyer_info`.
+    pub create_restricted_data_token: Rate,
 }
 
 impl Default for Rates {
@@ -52,6 +54,7 @@ impl Default for Rates {
             create_feed: r(0.0083, 15),
             get_feed: r(2.0, 15),
             get_feed_document: r(0.0222, 10),
+            create_restricted_data_token: r(1.0, 10),
         }
     }
 }
@@ -75,6 +78,7 @@ struct File {
     start_back_s: Option<u64>,
     hold_s: Option<u32>,
     include_afn: Option<bool>,
+    buyer_info: Option<bool>,
     feed_threshold: Option<usize>,
     feed_poll_ms: Option<u64>,
     verify_after_ms: Option<u64>,
@@ -85,6 +89,8 @@ struct File {
     sku_map: BTreeMap<String, String>,
     #[serde(default)]
     rates: BTreeMap<String, Rate>,
+    #[serde(default)]
+    prices_include_tax: BTreeMap<String, bool>,
     client_id: Option<String>,
     client_secret: Option<String>,
     refresh_token: Option<String>,
@@ -125,6 +131,10 @@ pub struct AmazonConfig {
     pub hold: Duration,
     /// Also reserve orders Amazon fulfils from its own stock (AFN/FBA).
     pub include_afn: bool,
+    /// Read business buyers' `BuyerInfo` (getOrders with a Restricted Data
+    /// Token): needs the app's Tax Invoicing / Tax Remittance (PII) role,
+    /// so off by default.
+    pub buyer_info: bool,
     /// Amazon SellerSKU → stockpool SKU, where they differ (one to one:
     /// the SKU's level is written to that listing).
     pub sku_map: BTreeMap<String, String>,
@@ -138,6 +148,11 @@ pub struct AmazonConfig {
     pub verify_attempts: u32,
     /// The usage plans the adapter paces itself by.
     pub rates: Rates,
+    /// Whether Amazon's `ItemPrice` in this marketplace includes the tax
+    /// (VAT marketplaces) or not (US sales tax is added on top): the
+    /// `prices_include_tax` of every Reserve. From `[prices_include_tax]`
+    /// when it names the marketplace, else from [`tax_included`].
+    pub prices_include_tax: bool,
     /// Per call to Amazon.
     pub timeout: Duration,
     /// Longest wait between retries while Amazon is down.
@@ -148,6 +163,22 @@ pub struct AmazonConfig {
     pub client_secret: String,
     /// The seller's refresh token (it authorises the app for the seller).
     pub refresh_token: String,
+}
+
+/// Whether `ItemPrice` includes the tax, for the marketplaces whose rule
+/// the adapter knows: VAT marketplaces (prices shown and charged with VAT)
+/// true, North and South America (tax added at checkout) false. `None`
+/// for any other: the config has to say.
+pub fn tax_included(marketplace_id: &str) -> Option<bool> {
+    match marketplace_id {
+        // UK, DE, FR, IT, ES, NL, SE, PL, BE, TR.
+        "A1F83G8C2ARO7P" | "A1PA6795UKMFR9" | "A13V1IB3VIYZZH" | "APJ6JRA9NG5V4"
+        | "A1RKKUPIHCS9HS" | "A1805IZSGTT6HS" | "A2NODRKZP88ZB9" | "A1C3SOZRARQ6R3"
+        | "AMEN7PMS3EDWL" | "A33AVAJ2PDY3EV" => Some(true),
+        // US, CA, MX, BR.
+        "ATVPDKIKX0DER" | "A2EUQ1WTGCTBG2" | "A1AM78C64UM0Y8" | "A2Q3Y263D00KWC" => Some(false),
+        _ => None,
+    }
 }
 
 fn addr(key: &str, value: Option<String>, default: &str) -> anyhow::Result<SocketAddr> {
@@ -247,7 +278,8 @@ impl AmazonConfig {
                 "createFeed" => &mut rates.create_feed,
                 "getFeed" => &mut rates.get_feed,
                 "getFeedDocument" => &mut rates.get_feed_document,
-                other => anyhow::bail!("rates.{other}: not an operation the adapter calls (getOrders, getOrderItems, patchListingsItem, getListingsItem, createFeedDocument, createFeed, getFeed, getFeedDocument)"),
+                "createRestrictedDataToken" => &mut rates.create_restricted_data_token,
+                other => anyhow::bail!("rates.{other}: not an operation the adapter calls (getOrders, getOrderItems, patchListingsItem, getListingsItem, createFeedDocument, createFeed, getFeed, getFeedDocument, createRestrictedDataToken)"),
             };
             *slot = *rate;
         }
@@ -283,6 +315,24 @@ impl AmazonConfig {
         if hold_s == 0 {
             anyhow::bail!("hold_s = 0: a Pending order needs a hold (seconds, at least 1)");
         }
+        for id in f.prices_include_tax.keys() {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                anyhow::bail!(
+                    "prices_include_tax: {id:?} is not a marketplace id, like A1PA6795UKMFR9"
+                );
+            }
+        }
+        let prices_include_tax = match f
+            .prices_include_tax
+            .get(&marketplace_id)
+            .copied()
+            .or_else(|| tax_included(&marketplace_id))
+        {
+            Some(included) => included,
+            None => anyhow::bail!(
+                "marketplace {marketplace_id}: the adapter does not know whether its ItemPrice includes tax; say so under [prices_include_tax] as {marketplace_id} = true (VAT included) or false (tax added on top)"
+            ),
+        };
         Ok(AmazonConfig {
             endpoint,
             lwa_url,
@@ -300,12 +350,14 @@ impl AmazonConfig {
             start_back: Duration::from_secs(f.start_back_s.unwrap_or(3_600)),
             hold: Duration::from_secs(u64::from(hold_s)),
             include_afn: f.include_afn.unwrap_or(false),
+            buyer_info: f.buyer_info.unwrap_or(false),
             sku_map: f.sku_map,
             feed_threshold: f.feed_threshold.unwrap_or(500).max(1),
             feed_poll: Duration::from_millis(f.feed_poll_ms.unwrap_or(30_000).max(10)),
             verify_after: Duration::from_millis(f.verify_after_ms.unwrap_or(5_000)),
             verify_attempts: f.verify_attempts.unwrap_or(5).max(1),
             rates,
+            prices_include_tax,
             timeout: Duration::from_millis(f.timeout_ms.unwrap_or(10_000).max(1)),
             max_backoff: Duration::from_millis(f.max_backoff_ms.unwrap_or(30_000).max(50)),
             client_id,
@@ -353,6 +405,10 @@ mod tests {
         );
         assert_eq!(c.data_delay, Duration::from_secs(120));
         assert!(!c.include_afn);
+        assert!(
+            !c.buyer_info,
+            "BuyerInfo needs the PII role: off unless asked"
+        );
     }
 
     #[test]
@@ -368,6 +424,58 @@ mod tests {
             Some("TEE-BLK-M")
         );
         assert_eq!(c.poll_interval, Duration::from_secs(60));
+        assert!(c.prices_include_tax, "Amazon.de prices include VAT");
+    }
+
+    #[test]
+    fn prices_include_tax_follows_the_marketplace_unless_the_file_says_otherwise() {
+        let parse = |marketplace: &str, table: &str| {
+            AmazonConfig::parse(
+                &format!("seller_id = \"A1\"\nmarketplace_id = \"{marketplace}\"\n{table}"),
+                secrets(),
+            )
+        };
+        assert!(
+            parse("A1F83G8C2ARO7P", "").unwrap().prices_include_tax,
+            "UK"
+        );
+        assert!(
+            parse("A33AVAJ2PDY3EV", "").unwrap().prices_include_tax,
+            "TR"
+        );
+        assert!(
+            !parse("ATVPDKIKX0DER", "").unwrap().prices_include_tax,
+            "US"
+        );
+        assert!(
+            !parse("A2Q3Y263D00KWC", "").unwrap().prices_include_tax,
+            "BR"
+        );
+        let overridden = parse(
+            "ATVPDKIKX0DER",
+            "[prices_include_tax]\nATVPDKIKX0DER = true\n",
+        );
+        assert!(overridden.unwrap().prices_include_tax);
+        let other = parse(
+            "A1VC38T7YXB528",
+            "[prices_include_tax]\nA1VC38T7YXB528 = true\n",
+        );
+        assert!(other.unwrap().prices_include_tax, "JP, from the file");
+        let unknown = parse(
+            "A1VC38T7YXB528",
+            "[prices_include_tax]\nATVPDKIKX0DER = true\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            unknown.contains("marketplace A1VC38T7YXB528")
+                && unknown.contains("[prices_include_tax]"),
+            "{unknown}"
+        );
+        let bad = parse("ATVPDKIKX0DER", "[prices_include_tax]\n\"US 1\" = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("prices_include_tax"), "{bad}");
     }
 
     #[test]

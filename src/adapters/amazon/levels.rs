@@ -13,12 +13,16 @@
 //! - Above `feed_threshold` SKUs due, one `JSON_LISTINGS_FEED` carries them
 //!   all (up to 10,000 messages): createFeedDocument, upload, createFeed,
 //!   getFeed until `DONE`, then the processing report (getFeedDocument):
-//!   every message without an `ERROR` issue is applied (the report is
-//!   written once the feed is processed); one with an error is settled as
-//!   failed. A GZIP-compressed report (not read) sends every SKU of the feed
-//!   to the read-backs instead. A feed `CANCELLED` or `FATAL` leaves
-//!   everything due. Read-backs go at most a bucketful per round, so a long
-//!   list of them never holds up newer levels.
+//!   a message with an `ERROR` issue is settled as failed; every other one
+//!   is accepted, which again is not applied (Amazon can accept a message
+//!   and not apply it): its SKU goes to the read-backs like an accepted
+//!   patch, and one that does not show its quantity is sent again. A
+//!   GZIP-compressed report (not read) sends every SKU of the feed to the
+//!   read-backs. A feed `CANCELLED` or `FATAL` leaves everything due.
+//! - Read-backs are paced by getListingsItem's bucket and go at most a
+//!   bucketful per round, between the rounds' writes, so thousands of them
+//!   after a feed never hold up newer levels; a SKU whose level moved on
+//!   meanwhile is not read back (its newer write will be).
 //!
 //! A SKU whose level moved on while its write was in flight is written
 //! again at its newer level; nothing stale is ever settled as written.
@@ -395,20 +399,10 @@ impl Writer {
                 .await?;
             if doc.get("compressionAlgorithm").and_then(Value::as_str) == Some("GZIP") {
                 // A report the adapter cannot read: every SKU of the feed is
-                // read back instead, like an accepted patch.
-                tracing::warn!(%channel, feed_id = %feed_id, "the processing report is GZIP-compressed, which the adapter does not read; reading every SKU back instead");
+                // read back, none is known refused.
+                tracing::warn!(%channel, feed_id = %feed_id, "the processing report is GZIP-compressed, which the adapter does not read; reading every SKU back");
                 metrics::feed(&channel, "done");
-                let at = Instant::now() + self.config.verify_after;
-                for row in due {
-                    self.awaiting.insert(
-                        row.sku.clone(),
-                        Awaiting {
-                            row: row.clone(),
-                            check_at: at,
-                            reads: 0,
-                        },
-                    );
-                }
+                self.await_all(due, &HashMap::new());
                 return Ok(due.len());
             }
             let url = doc.get("url").and_then(Value::as_str).unwrap_or("");
@@ -435,20 +429,35 @@ impl Writer {
                 }
             }
         }
-        let mut done = Vec::new();
-        for (i, row) in due.iter().enumerate() {
-            match errors.get(&(i as u64 + 1)) {
-                Some(why) => {
-                    tracing::warn!(%channel, sku = %row.sku, why = %why, "the feed's report refused this SKU's quantity; skipped");
-                    metrics::writes(&channel, "failed", 1);
-                }
-                None => self.applied(row),
-            }
-            done.push((row.sku.clone(), row.seq));
-        }
-        self.mark(&done).await?;
+        let refused = self.await_all(due, &errors);
+        self.mark(&refused).await?;
         metrics::feed(&channel, "done");
         Ok(due.len())
+    }
+
+    /// After a feed is `DONE`: the messages the report refused (`errors`
+    /// by messageId) are given back to be settled as failed; every other
+    /// SKU waits for its read-back, like an accepted patch.
+    fn await_all(&mut self, due: &[LevelRow], errors: &HashMap<u64, String>) -> Vec<(String, u64)> {
+        let at = Instant::now() + self.config.verify_after;
+        let mut refused = Vec::new();
+        for (i, row) in due.iter().enumerate() {
+            if let Some(why) = errors.get(&(i as u64 + 1)) {
+                tracing::warn!(channel = %self.config.channel, sku = %row.sku, why = %why, "the feed's report refused this SKU's quantity; skipped");
+                metrics::writes(&self.config.channel, "failed", 1);
+                refused.push((row.sku.clone(), row.seq));
+                continue;
+            }
+            self.awaiting.insert(
+                row.sku.clone(),
+                Awaiting {
+                    row: row.clone(),
+                    check_at: at,
+                    reads: 0,
+                },
+            );
+        }
+        refused
     }
 }
 

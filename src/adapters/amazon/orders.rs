@@ -44,7 +44,7 @@ use tonic::Code;
 
 use super::config::AmazonConfig;
 use super::iso;
-use super::spapi::{enc, SpApi, SpError};
+use super::spapi::{enc, Auth, SpApi, SpError};
 use crate::adapters::state::StateDb;
 use crate::adapters::{metrics, micros, price_text, valid_sku, Upstream};
 use crate::api::pb;
@@ -145,7 +145,14 @@ pub struct Orders {
     /// Milliseconds more taken off the window's end after Amazon refused
     /// it as too recent (this host's clock runs ahead of Amazon's).
     skew_ms: std::sync::atomic::AtomicI64,
+    /// When the Tokens API last refused the buyer-info RDT (ms, 0:
+    /// never): it is not asked for again before [`RDT_RETRY_MS`].
+    rdt_refused_ms: std::sync::atomic::AtomicI64,
 }
+
+/// How long after a refused Restricted Data Token (a missing role) getOrders
+/// goes without one before the RDT is asked for again.
+const RDT_RETRY_MS: i64 = 600_000;
 
 fn code_name(s: &tonic::Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
@@ -164,6 +171,7 @@ impl Orders {
             db,
             config,
             skew_ms: std::sync::atomic::AtomicI64::new(0),
+            rdt_refused_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -261,7 +269,7 @@ impl Orders {
                     self.config.page_size
                 ),
             };
-            let page = match self.api.call("getOrders", Method::GET, &query, None).await {
+            let page = match self.get_orders(&query).await {
                 Ok(page) => page,
                 Err(e @ SpError::Refused { status: 400, .. }) if next.is_none() => {
                     // Most likely this host's clock runs ahead of Amazon's:
@@ -309,6 +317,41 @@ impl Orders {
         metrics::poll_lag(&self.config.channel, (now_ms() - before) as f64 / 1000.0);
         self.renew_holds().await?;
         Ok(count)
+    }
+
+    /// One getOrders page: with the buyer-info Restricted Data Token when
+    /// `buyer_info` is on. When the Tokens API refuses it (the app lacks
+    /// the role), the page is read with the access token instead: orders
+    /// must flow even without their buyer (customer_ref stays empty), and
+    /// the RDT is not asked for again for [`RDT_RETRY_MS`].
+    async fn get_orders(&self, query: &str) -> Result<Value, SpError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let refused = self.rdt_refused_ms.load(Relaxed);
+        if self.config.buyer_info && (refused == 0 || now_ms() - refused >= RDT_RETRY_MS) {
+            match self
+                .api
+                .call_as(Auth::BuyerInfo, "getOrders", Method::GET, query, None)
+                .await
+            {
+                Err(SpError::Refused {
+                    op: "createRestrictedDataToken",
+                    status,
+                    code,
+                    message,
+                }) => {
+                    self.rdt_refused_ms.store(now_ms(), Relaxed);
+                    metrics::channel_error(&self.config.channel);
+                    tracing::warn!(channel = %self.config.channel, status, code = %code, message = %message, "Amazon refused the restricted data token for buyerInfo; orders are read without their buyer");
+                }
+                Err(SpError::Auth(why)) if why.starts_with("createRestrictedDataToken") => {
+                    self.rdt_refused_ms.store(now_ms(), Relaxed);
+                    metrics::channel_error(&self.config.channel);
+                    tracing::warn!(channel = %self.config.channel, error = %why, "Amazon refused the restricted data token for buyerInfo (does the app have the Tax Invoicing role?); orders are read without their buyer");
+                }
+                other => return other,
+            }
+        }
+        self.api.call("getOrders", Method::GET, query, None).await
     }
 
     fn key(id: &str, generation: u32) -> String {
@@ -620,7 +663,7 @@ impl Orders {
             hold_seconds,
             currency: state.currency.clone(),
             customer_ref: state.customer_ref.clone(),
-            prices_include_tax: false,
+            prices_include_tax: self.config.prices_include_tax,
         };
         let previous = state.generation;
         let mut released_first = false;
@@ -774,8 +817,14 @@ impl Orders {
     }
 }
 
-/// A business order's buyer: the buyer's (anonymised, stable) e-mail, else
-/// the company's legal name; empty for retail.
+/// A business order's buyer: the company's legal name
+/// (`BuyerTaxInfo.CompanyLegalName`), else the buyer's e-mail (Amazon's
+/// anonymised relay address); empty for retail and when Amazon gave no
+/// `BuyerInfo` (no Restricted Data Token). The company first: it is who
+/// the invoice is made out to and the same for every buyer of that
+/// business, where the relay address is one person's. Control characters
+/// become spaces and the text is cut to the 200 characters stockpool
+/// accepts.
 fn customer_ref(order: &AmazonOrder) -> String {
     if order.is_business_order != Some(true) {
         return String::new();
@@ -787,10 +836,16 @@ fn customer_ref(order: &AmazonOrder) -> String {
             .map(str::trim)
             .filter(|s| !s.is_empty())
     };
-    get("/BuyerEmail")
-        .or_else(|| get("/BuyerTaxInfo/CompanyLegalName"))
-        .or_else(|| get("/BuyerName"))
-        .map(|s| s.chars().filter(|c| !c.is_control()).take(200).collect())
+    get("/BuyerTaxInfo/CompanyLegalName")
+        .or_else(|| get("/BuyerEmail"))
+        .map(|s| {
+            let text: String = s
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(200)
+                .collect();
+            text.trim().to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -823,7 +878,21 @@ mod tests {
             ),
             order_total: None,
         };
-        assert_eq!(customer_ref(&order(true)), "abc@marketplace.amazon.de");
+        assert_eq!(customer_ref(&order(true)), "ACME GmbH");
         assert_eq!(customer_ref(&order(false)), "");
+        let mut no_company = order(true);
+        no_company.buyer_info =
+            Some(serde_json::json!({ "BuyerEmail": "abc@marketplace.amazon.de" }));
+        assert_eq!(customer_ref(&no_company), "abc@marketplace.amazon.de");
+        let mut no_info = order(true);
+        no_info.buyer_info = None;
+        assert_eq!(customer_ref(&no_info), "", "no RDT, no buyer");
+        let mut long = order(true);
+        long.buyer_info = Some(
+            serde_json::json!({ "BuyerTaxInfo": { "CompanyLegalName": format!("ACME\nGmbH{}", "x".repeat(300)) } }),
+        );
+        let text = customer_ref(&long);
+        assert_eq!(text.chars().count(), 200);
+        assert!(text.starts_with("ACME GmbH"), "{text}");
     }
 }

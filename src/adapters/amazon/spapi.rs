@@ -13,6 +13,12 @@
 //!   token somewhere in between). A call waits for a token; a 429
 //!   `QuotaExceeded` empties the bucket, takes the rate named in
 //!   `x-amzn-RateLimit-Limit` when lower, and the call waits its turn again.
+//! - Restricted data: with `buyer_info`, getOrders goes with a Restricted
+//!   Data Token (Tokens API 2021-03-01, `createRestrictedDataToken` for
+//!   `GET /orders/v0/orders` and `buyerInfo`) in `x-amz-access-token`
+//!   instead of the access token; it is cached like the access token
+//!   (refreshed a quarter of its life, at most a minute, before
+//!   `expiresIn`, and at once when refused).
 //! - Errors: `{"errors":[{"code","message","details"}]}`; 5xx and no answer
 //!   are [`SpError::Unavailable`] (retried by the caller with backoff).
 
@@ -68,6 +74,19 @@ struct Token {
     refresh_at: Instant,
 }
 
+/// Which token a call carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth {
+    /// The LWA access token: every operation.
+    Access,
+    /// A Restricted Data Token for `GET /orders/v0/orders` with
+    /// `dataElements: ["buyerInfo"]`: getOrders answers with `BuyerInfo`.
+    BuyerInfo,
+}
+
+/// The restricted resource the buyer-info RDT is asked for.
+pub const BUYER_INFO_PATH: &str = "/orders/v0/orders";
+
 /// One seller's SP-API client. Shared by the poller and the writer.
 pub struct SpApi {
     http: JsonHttp,
@@ -79,6 +98,8 @@ pub struct SpApi {
     refresh_token: String,
     /// The access token; an async lock so one refresh serves every caller.
     token: tokio::sync::Mutex<Option<Token>>,
+    /// The buyer-info Restricted Data Token, when asked for.
+    rdt: tokio::sync::Mutex<Option<Token>>,
     /// Per operation, made on first use from `plans`.
     buckets: Mutex<HashMap<&'static str, TokenBucket>>,
     /// The configured usage plans by operation name.
@@ -125,6 +146,7 @@ impl SpApi {
             ("createFeed", r.create_feed),
             ("getFeed", r.get_feed),
             ("getFeedDocument", r.get_feed_document),
+            ("createRestrictedDataToken", r.create_restricted_data_token),
         ]);
         Ok(SpApi {
             http: JsonHttp::new(),
@@ -137,6 +159,7 @@ impl SpApi {
             client_secret: config.client_secret.clone(),
             refresh_token: config.refresh_token.clone(),
             token: tokio::sync::Mutex::new(None),
+            rdt: tokio::sync::Mutex::new(None),
             buckets: Mutex::new(HashMap::new()),
             plans,
             timeout: config.timeout,
@@ -245,10 +268,69 @@ impl SpApi {
         Ok(token.to_string())
     }
 
+    /// The buyer-info RDT, asked for when due (or when `stale` is the one
+    /// cached: the API refused it).
+    async fn restricted_token(&self, stale: Option<&str>) -> Result<String, SpError> {
+        let mut cached = self.rdt.lock().await;
+        if let Some(t) = cached.as_ref() {
+            let refused = stale == Some(t.value.as_str());
+            if !refused && Instant::now() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let body = serde_json::json!({
+            "restrictedResources": [{
+                "method": "GET",
+                "path": BUYER_INFO_PATH,
+                "dataElements": ["buyerInfo"],
+            }]
+        });
+        let asked = Instant::now();
+        // Boxed: this call goes through `call_as`, which comes back here
+        // for restricted calls.
+        let v = Box::pin(self.call_as(
+            Auth::Access,
+            "createRestrictedDataToken",
+            Method::POST,
+            "/tokens/2021-03-01/restrictedDataToken",
+            Some(&body),
+        ))
+        .await?;
+        let Some(token) = v.get("restrictedDataToken").and_then(Value::as_str) else {
+            return Err(SpError::Refused {
+                op: "createRestrictedDataToken",
+                status: 200,
+                code: String::new(),
+                message: "no restrictedDataToken in the answer".into(),
+            });
+        };
+        let life = Duration::from_secs(v.get("expiresIn").and_then(Value::as_u64).unwrap_or(3600));
+        let margin = (life / 4).min(Duration::from_secs(60));
+        tracing::debug!(channel = %self.channel, expires_in_s = life.as_secs(), "new restricted data token (buyerInfo)");
+        *cached = Some(Token {
+            value: token.to_string(),
+            refresh_at: asked + life - margin,
+        });
+        Ok(token.to_string())
+    }
+
     /// One operation: `path_query` under the endpoint, a JSON body or
     /// none; the JSON answer (Null for an empty body).
     pub async fn call(
         &self,
+        op: &'static str,
+        method: Method,
+        path_query: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, SpError> {
+        self.call_as(Auth::Access, op, method, path_query, body)
+            .await
+    }
+
+    /// [`SpApi::call`] with the token `auth` names.
+    pub async fn call_as(
+        &self,
+        auth: Auth,
         op: &'static str,
         method: Method,
         path_query: &str,
@@ -266,7 +348,10 @@ impl SpApi {
         let mut refused_token: Option<String> = None;
         loop {
             self.pace(op).await;
-            let token = self.access_token(refused_token.as_deref()).await?;
+            let token = match auth {
+                Auth::Access => self.access_token(refused_token.as_deref()).await?,
+                Auth::BuyerInfo => self.restricted_token(refused_token.as_deref()).await?,
+            };
             let mut headers = vec![
                 ("x-amz-access-token", token.as_str()),
                 ("user-agent", "stockpool-adapter/1.0 (Language=Rust)"),
