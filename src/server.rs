@@ -453,7 +453,8 @@ impl Running {
         }
         let http = match odoo {
             Some(odoo) => {
-                let (routes, odoo_tasks) = odoo.start(&engine, &stop_rx);
+                let predecessor_until = lease.as_ref().and_then(Lease::predecessor_until);
+                let (routes, odoo_tasks) = odoo.start(&engine, predecessor_until, &stop_rx);
                 tasks.extend(odoo_tasks);
                 routes
             }

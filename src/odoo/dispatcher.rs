@@ -72,8 +72,29 @@ impl Dispatcher {
     }
 
     /// Runs rounds until `stop` turns true; a push in flight is finished.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Nothing is pushed before `quiet_until`: the previous active server
+    /// may still be pushing (the fencing epoch stops its commits, not its
+    /// calls to Odoo), and a push of the same entry by both could create
+    /// its order twice.
+    pub async fn run(
+        self,
+        quiet_until: Option<std::time::Instant>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let this = Arc::new(self);
+        if let Some(until) = quiet_until {
+            let wait = until.saturating_duration_since(std::time::Instant::now());
+            if !wait.is_zero() {
+                tracing::info!(
+                    ?wait,
+                    "the previous active server may still be pushing to Odoo: the first push waits"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
         loop {
             // Only the active server pushes: a deposed one stops here, an
             // isolated one (its lease lapsed) waits to be renewed.

@@ -497,9 +497,15 @@ impl Connector {
     /// Starts the outbox dispatcher, the reads after Odoo's notifications
     /// and, when configured, the reconciliation; returns the webhook's
     /// routes and the tasks, which end when `stop` turns true.
+    /// Starts pushing and reading. `predecessor_until`: until when the
+    /// previous active server may still push (see
+    /// [`crate::store::lease::Lease::predecessor_until`]); the first push
+    /// waits past it and one request timeout more, so a push of its still
+    /// in flight is not made twice.
     pub fn start(
         self,
         engine: &crate::engine::Engine,
+        predecessor_until: Option<std::time::Instant>,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> (axum::Router, Vec<tokio::task::JoinHandle<()>>) {
         let Connector {
@@ -508,7 +514,8 @@ impl Connector {
             inbound,
         } = self;
         let mut tasks = vec![tokio::spawn(
-            Dispatcher::new(engine.clone(), pusher, &config).run(stop.clone()),
+            Dispatcher::new(engine.clone(), pusher, &config)
+                .run(predecessor_until.map(|t| t + config.timeout), stop.clone()),
         )];
         tasks.push(tokio::spawn(inbound.clone().run(stop.clone())));
         if let Some(every) = config.reconcile_every {

@@ -398,11 +398,18 @@ impl Elector {
             self.conn = Some(PgConnection::connect_with(&self.options).await?);
         }
         let conn = self.conn.as_mut().expect("connected above");
-        let (epoch, holder, free): (i64, String, bool) = sqlx::query_as(&format!(
-            "SELECT l.epoch, l.holder, {FREE} FROM leader l WHERE l.id = 1"
-        ))
-        .fetch_one(&mut *conn)
-        .await?;
+        // `left_ms`: how long the holder's own lease still runs (None when
+        // it released it, or nobody ever held it).
+        let (epoch, holder, free, left_ms): (i64, String, bool, Option<i64>) =
+            sqlx::query_as(&format!(
+                "SELECT l.epoch, l.holder, {FREE}, \
+                     CASE WHEN l.holder = '' OR l.expires_at = '-infinity' THEN NULL \
+                     ELSE GREATEST(0, (EXTRACT(EPOCH FROM l.expires_at - clock_timestamp()) \
+                         * 1000)::bigint) END \
+                 FROM leader l WHERE l.id = 1"
+            ))
+            .fetch_one(&mut *conn)
+            .await?;
         let seen = Leader {
             epoch: u64::try_from(epoch).unwrap_or(0),
             holder,
@@ -430,12 +437,10 @@ impl Elector {
         let epoch = u64::try_from(epoch).unwrap_or(0);
         let tenure = Tenure::new(epoch, sent + self.timings.ttl - self.timings.margin());
         let conn = self.conn.take().expect("connected above");
-        Ok(Campaign::Won(Lease::start(
-            conn,
-            self.options.clone(),
-            tenure,
-            self.timings,
-        )))
+        let mut lease = Lease::start(conn, self.options.clone(), tenure, self.timings);
+        lease.predecessor_until =
+            left_ms.map(|ms| sent + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        Ok(Campaign::Won(lease))
     }
 }
 
@@ -443,6 +448,12 @@ impl Elector {
 /// ends or the lease is released.
 pub struct Lease {
     tenure: Tenure,
+    /// Until when the previous holder may still believe it holds the lease
+    /// (its own lease had not run out, or it ran out but was never
+    /// released): None when it released the lease or there was none. Work
+    /// with effects beyond the database (an Odoo push) waits past this,
+    /// since the epoch fences only commits.
+    predecessor_until: Option<Instant>,
     release: Option<oneshot::Sender<oneshot::Sender<()>>>,
     task: JoinHandle<()>,
 }
@@ -458,6 +469,7 @@ impl Lease {
         let task = tokio::spawn(hold(conn, options, tenure.clone(), timings, asked));
         Lease {
             tenure,
+            predecessor_until: None,
             release: Some(release),
             task,
         }
@@ -469,6 +481,12 @@ impl Lease {
 
     pub fn epoch(&self) -> u64 {
         self.tenure.epoch()
+    }
+
+    /// See [`Lease::predecessor_until`](Self): None when the previous holder
+    /// released the lease (it had stopped all its work) or there was none.
+    pub fn predecessor_until(&self) -> Option<Instant> {
+        self.predecessor_until
     }
 
     /// Gives the lease up: ends the tenure and frees the row, so a standby
