@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use crate::fake_spapi::{
     plans, FakeSpApi, CLIENT_ID, CLIENT_SECRET, MARKETPLACE, REFRESH_TOKEN, SELLER,
 };
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{free_port, spawn_app, AdapterProcess, TestApp};
 
 /// The documented plans, scaled: (operation, rate per second, burst).
 const RATES: &[(&str, f64, u32)] = &[
@@ -596,46 +596,17 @@ async fn a_window_amazon_refuses_as_too_recent_is_ended_earlier_and_no_order_is_
     rig.adapter.take().unwrap().stop().await;
 }
 
-/// A free loopback port (bound, then released for the adapter).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Process {
-    child: std::process::Child,
-}
-
-impl Process {
-    fn kill(&mut self) {
-        // SIGKILL: no shutdown, no flush.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_adapter(grpc: &str, config: &std::path::Path) -> Process {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockpool"))
-        .args(["--server", grpc, "adapter", "amazon", "--config"])
-        .arg(config)
-        .env("STOCKPOOL_AMAZON_CLIENT_ID", CLIENT_ID)
-        .env("STOCKPOOL_AMAZON_CLIENT_SECRET", CLIENT_SECRET)
-        .env("STOCKPOOL_AMAZON_REFRESH_TOKEN", REFRESH_TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("the stockpool binary runs");
-    Process { child }
+fn spawn_adapter(grpc: &str, config: &std::path::Path) -> AdapterProcess {
+    AdapterProcess::spawn(
+        grpc,
+        "amazon",
+        config,
+        &[
+            ("STOCKPOOL_AMAZON_CLIENT_ID", CLIENT_ID),
+            ("STOCKPOOL_AMAZON_CLIENT_SECRET", CLIENT_SECRET),
+            ("STOCKPOOL_AMAZON_REFRESH_TOKEN", REFRESH_TOKEN),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -488,3 +488,52 @@ pub async fn raw_grpc(url: &str, path: &str, message: &[u8], token: Option<&str>
     let trailers = collected.trailers().cloned().unwrap_or_default();
     tonic::Status::from_header_map(&trailers).unwrap_or_else(|| tonic::Status::unknown("no status"))
 }
+
+/// A free loopback port (bound, then released for a process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A channel adapter run as its own `stockpool adapter CHANNEL` process,
+/// killed when dropped.
+pub struct AdapterProcess {
+    child: std::process::Child,
+}
+
+impl AdapterProcess {
+    /// Starts `stockpool --server GRPC adapter CHANNEL --config CONFIG` with
+    /// the credentials in `env`.
+    pub fn spawn(
+        grpc: &str,
+        channel: &str,
+        config: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockpool"))
+            .args(["--server", grpc, "adapter", channel, "--config"])
+            .arg(config)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the stockpool binary runs");
+        AdapterProcess { child }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for AdapterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -17,7 +17,7 @@ use redis::aio::MultiplexedConnection;
 use stockpool::api::pb;
 use stockpool::publish::redis::RedisConfig;
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{free_port, spawn_app_with, TestApp};
 
 const MACHINE_REDIS: &str = "redis://127.0.0.1:6379";
 
@@ -247,11 +247,6 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 /// Each reservation's outcome and how long it took.

@@ -15,7 +15,7 @@ use stockpool::api::pb;
 use tempfile::TempDir;
 
 use crate::fake_shopify::{deliver, post_raw, FakeShopify, Level, LOCATION, SECRET, TOKEN};
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{free_port, spawn_app, AdapterProcess, TestApp};
 
 /// The server, the fake shop, and the adapter between them.
 struct Rig {
@@ -667,45 +667,16 @@ async fn shopify_down_for_30_seconds_slows_no_reservation_and_every_sku_is_right
     );
 }
 
-/// A free loopback port (bound, then released for the adapter).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Process {
-    child: std::process::Child,
-}
-
-impl Process {
-    fn kill(&mut self) {
-        // SIGKILL: no shutdown, no flush.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_adapter(grpc: &str, config: &std::path::Path) -> Process {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockpool"))
-        .args(["--server", grpc, "adapter", "shopify", "--config"])
-        .arg(config)
-        .env("STOCKPOOL_SHOPIFY_CLIENT_SECRET", SECRET)
-        .env("STOCKPOOL_SHOPIFY_ACCESS_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("the stockpool binary runs");
-    Process { child }
+fn spawn_adapter(grpc: &str, config: &std::path::Path) -> AdapterProcess {
+    AdapterProcess::spawn(
+        grpc,
+        "shopify",
+        config,
+        &[
+            ("STOCKPOOL_SHOPIFY_CLIENT_SECRET", SECRET),
+            ("STOCKPOOL_SHOPIFY_ACCESS_TOKEN", TOKEN),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
