@@ -108,15 +108,7 @@ impl Admin for AdminService {
 
     async fn list_rules(&self, req: Request<pb::ListRulesRequest>) -> Reply<pb::ListRulesResponse> {
         let r = req.get_ref();
-        let channel = if r.channel.is_empty() {
-            None
-        } else {
-            Some(cv::channel(&r.channel)?)
-        };
-        let need = channel
-            .as_ref()
-            .map_or(Need::ReadAllChannels, Need::ReadChannel);
-        self.tokens.check(req.metadata(), need)?;
+        let channel = self.tokens.check_channel_read(req.metadata(), &r.channel)?;
         let rules = self.engine.list_rules(channel.as_ref())?;
         Ok(Response::new(pb::ListRulesResponse {
             rules: rules.iter().map(cv::rule_to_pb).collect(),

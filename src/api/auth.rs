@@ -107,6 +107,26 @@ impl Tokens {
     }
 
     /// Refuses the call unless its bearer token's role covers `need`.
+    /// Checks a read scoped by a request's `channel` field: a channel
+    /// names one channel (a channel token may read its own), "" every
+    /// channel (only with `read_all_channels`). Returns the channel named.
+    pub fn check_channel_read(
+        &self,
+        metadata: &MetadataMap,
+        channel: &str,
+    ) -> Result<Option<ChannelCode>, Status> {
+        let channel = if channel.is_empty() {
+            None
+        } else {
+            Some(super::convert::channel(channel)?)
+        };
+        let need = channel
+            .as_ref()
+            .map_or(Need::ReadAllChannels, Need::ReadChannel);
+        self.check(metadata, need)?;
+        Ok(channel)
+    }
+
     pub fn check(&self, metadata: &MetadataMap, need: Need<'_>) -> Result<(), Status> {
         if self.0.is_empty() {
             return Ok(());

@@ -168,15 +168,7 @@ impl Inventory for InventoryService {
         req: Request<pb::GetAvailabilityRequest>,
     ) -> Reply<pb::GetAvailabilityResponse> {
         let r = req.get_ref();
-        let channel = if r.channel.is_empty() {
-            None
-        } else {
-            Some(cv::channel(&r.channel)?)
-        };
-        let need = channel
-            .as_ref()
-            .map_or(Need::ReadAllChannels, Need::ReadChannel);
-        self.tokens.check(req.metadata(), need)?;
+        let channel = self.tokens.check_channel_read(req.metadata(), &r.channel)?;
         let (skus, next_page_token) =
             self.page_of_skus("availability", &r.skus, r.page_size, &r.page_token)?;
         let items = if skus.is_empty() {
@@ -198,15 +190,7 @@ impl Inventory for InventoryService {
         req: Request<pb::ListReservationsRequest>,
     ) -> Reply<pb::ListReservationsResponse> {
         let r = req.get_ref();
-        let channel = if r.channel.is_empty() {
-            None
-        } else {
-            Some(cv::channel(&r.channel)?)
-        };
-        let need = channel
-            .as_ref()
-            .map_or(Need::ReadAllChannels, Need::ReadChannel);
-        self.tokens.check(req.metadata(), need)?;
+        let channel = self.tokens.check_channel_read(req.metadata(), &r.channel)?;
         let size = paging::size(
             "page_size",
             r.page_size,
