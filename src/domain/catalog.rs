@@ -4,6 +4,10 @@
 
 use std::collections::HashMap;
 
+/// Rules are looked up for every channel on every decision: foldhash,
+/// seeded per process, in place of SipHash.
+type FastHash = foldhash::fast::RandomState;
+
 use super::{ChannelCode, InvalidInput, Sku, WarehouseCode};
 
 /// Channels that exist without being declared, in this order.
@@ -90,9 +94,9 @@ pub struct Catalog {
     /// Declared order; fences are laid in this order.
     pub channels: Vec<Channel>,
     /// Channel default rules, by channel.
-    pub defaults: HashMap<ChannelCode, Rule>,
+    pub defaults: HashMap<ChannelCode, Rule, FastHash>,
     /// Per-SKU rules, by channel then SKU.
-    pub sku_rules: HashMap<ChannelCode, HashMap<Sku, Rule>>,
+    pub sku_rules: HashMap<ChannelCode, HashMap<Sku, Rule, FastHash>, FastHash>,
 }
 
 impl Catalog {

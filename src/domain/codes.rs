@@ -2,6 +2,7 @@
 //! boundary; past it the core never re-checks.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::InvalidInput;
 
@@ -90,19 +91,22 @@ fn check_code(field: &str, raw: &str, extra: &[char]) -> Result<(), InvalidInput
     Ok(())
 }
 
+/// A code is shared, not copied: a SKU or an order id is cloned into every
+/// op, ledger line and allocation of a write, and a clone of an `Arc<str>`
+/// is a reference count where a `String` was an allocation and a copy.
 macro_rules! code_type {
     ($(#[$doc:meta])* $name:ident, $field:literal, $extra:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates `raw`; the error names the field and what is wrong.
             pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidInput> {
                 let raw = raw.into();
                 check_code($field, &raw, $extra)?;
-                Ok(Self(raw))
+                Ok(Self(raw.into()))
             }
 
             pub fn as_str(&self) -> &str {
@@ -131,7 +135,7 @@ macro_rules! code_type {
 
         impl From<$name> for String {
             fn from(code: $name) -> String {
-                code.0
+                code.0.to_string()
             }
         }
     };

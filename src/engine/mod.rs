@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use dashmap::DashMap;
+use dashmap::DashMap as SipDashMap;
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
 
 use crate::domain::{
@@ -41,6 +41,11 @@ pub use reservations::{
     FulfillCmd, ReleaseCmd, ReservationFilter, ReserveCmd, RestockCmd, Restocked,
 };
 pub use stock::{AdjustCmd, ChannelAvailability, Level, SetCmd, StockLevel};
+
+/// The engine's maps hash with foldhash: several times faster than the
+/// standard SipHash on short keys, and still seeded at random per process,
+/// so keys a client chooses (SKUs, order ids) cannot be picked to collide.
+type DashMap<K, V> = SipDashMap<K, V, foldhash::fast::RandomState>;
 
 /// A reservation's identity: one order of one channel.
 pub type ResKey = (ChannelCode, OrderId);
@@ -193,7 +198,7 @@ impl Engine {
         }
         let seed_ops = admin::seed_ops(&mut catalog, seed, clock.now_ms())?;
 
-        let skus: DashMap<Sku, Arc<SkuCell>> = DashMap::new();
+        let skus: DashMap<Sku, Arc<SkuCell>> = DashMap::default();
         let index: HashMap<&WarehouseCode, usize> = catalog
             .warehouses
             .iter()
@@ -209,9 +214,9 @@ impl Engine {
             *cell.lock().pool_mut(w) = row.pool;
         }
 
-        let reservations = DashMap::new();
+        let reservations: DashMap<ResKey, Slot> = DashMap::default();
         let mut holds = BTreeSet::new();
-        let awaiting: DashMap<Sku, BTreeSet<ResKey>> = DashMap::new();
+        let awaiting: DashMap<Sku, BTreeSet<ResKey>> = DashMap::default();
         for r in &snapshot.reservations {
             let Some(c) = catalog.channel_index(&r.channel) else {
                 continue;
