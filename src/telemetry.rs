@@ -499,6 +499,37 @@ struct RpcMethod {
     /// Streaming calls last as long as the client listens: their duration is
     /// not a latency, so they are counted but not timed.
     streaming: bool,
+    /// This method's counter and histogram per status code (by the code's
+    /// number), made on first use once the recorder is installed: building
+    /// a labelled series' key and finding it in the registry cost more than
+    /// the rest of the call's accounting.
+    /// A streaming method has no histogram.
+    series: [OnceLock<(metrics::Counter, Option<metrics::Histogram>)>; 17],
+}
+
+impl RpcMethod {
+    /// The counter and histogram of this method and `code`; none before the
+    /// recorder is installed (a handle taken then would count nowhere, for
+    /// good).
+    fn series(&self, code: tonic::Code) -> Option<&(metrics::Counter, Option<metrics::Histogram>)> {
+        let slot = self.series.get(code as usize)?;
+        if let Some(series) = slot.get() {
+            return Some(series);
+        }
+        if !RECORDER.get().is_some_and(Result::is_ok) {
+            return None;
+        }
+        let name = crate::api::error::code_name(code);
+        let (service, method) = (self.service.clone(), self.name.clone());
+        Some(slot.get_or_init(|| {
+            (
+                metrics::counter!(RPCS, "service" => service.clone(), "method" => method.clone(), "code" => name),
+                (!self.streaming).then(|| {
+                    metrics::histogram!(RPC_DURATION, "service" => service, "method" => method, "code" => name)
+                }),
+            )
+        }))
+    }
 }
 
 /// Every gRPC path this server serves (`/package.Service/Method`), read from
@@ -528,6 +559,7 @@ fn rpc_methods() -> &'static HashMap<String, RpcMethod> {
                                 service: format!("{}.{}", file.package(), service.name()),
                                 name: method.name().to_string(),
                                 streaming: method.client_streaming() || method.server_streaming(),
+                                series: Default::default(),
                             },
                         );
                     }
@@ -555,14 +587,9 @@ pub async fn track_rpc(
     let started = Instant::now();
     let method = rpc_methods().get(request.uri().path());
     let response = next.run(request).await;
-    let call = RpcCall {
-        service: method.map_or("unknown", |m| m.service.as_str()),
-        method: method.map_or("unknown", |m| m.name.as_str()),
-        timed: method.is_some_and(|m| !m.streaming),
-        started,
-    };
+    let call = RpcCall { method, started };
     if let Some(status) = response.headers().get("grpc-status") {
-        call.finish(code_label(status.as_bytes()));
+        call.finish(tonic::Code::from_bytes(status.as_bytes()));
         return response;
     }
     response.map(|inner| {
@@ -575,21 +602,25 @@ pub async fn track_rpc(
 
 /// One call in flight, recorded once when its status is known.
 struct RpcCall {
-    /// The service's full name (`stockpool.v1.Inventory`,
-    /// `grpc.health.v1.Health`): health's `Watch` is not Inventory's.
-    service: &'static str,
-    method: &'static str,
-    timed: bool,
+    /// None for a path this server does not serve.
+    method: Option<&'static RpcMethod>,
     started: Instant,
 }
 
 impl RpcCall {
-    fn finish(self, code: &'static str) {
-        metrics::counter!(RPCS, "service" => self.service, "method" => self.method, "code" => code)
-            .increment(1);
-        if self.timed {
-            metrics::histogram!(RPC_DURATION, "service" => self.service, "method" => self.method, "code" => code)
-                .record(self.started.elapsed().as_secs_f64());
+    fn finish(self, code: tonic::Code) {
+        let Some(method) = self.method else {
+            let code = crate::api::error::code_name(code);
+            metrics::counter!(RPCS, "service" => "unknown", "method" => "unknown", "code" => code)
+                .increment(1);
+            return;
+        };
+        let Some((calls, duration)) = method.series(code) else {
+            return;
+        };
+        calls.increment(1);
+        if let Some(duration) = duration {
+            duration.record(self.started.elapsed().as_secs_f64());
         }
     }
 }
@@ -602,7 +633,7 @@ struct RpcBody {
 }
 
 impl RpcBody {
-    fn finish(&mut self, code: &'static str) {
+    fn finish(&mut self, code: tonic::Code) {
         if let Some(call) = self.call.take() {
             call.finish(code);
         }
@@ -623,11 +654,13 @@ impl http_body::Body for RpcBody {
                 if let Some(trailers) = frame.trailers_ref() {
                     let code = trailers
                         .get("grpc-status")
-                        .map_or("UNKNOWN", |v| code_label(v.as_bytes()));
+                        .map_or(tonic::Code::Unknown, |v| {
+                            tonic::Code::from_bytes(v.as_bytes())
+                        });
                     self.finish(code);
                 }
             }
-            Poll::Ready(Some(Err(_))) | Poll::Ready(None) => self.finish("UNKNOWN"),
+            Poll::Ready(Some(Err(_))) | Poll::Ready(None) => self.finish(tonic::Code::Unknown),
             Poll::Pending => {}
         }
         polled
@@ -644,13 +677,8 @@ impl http_body::Body for RpcBody {
 
 impl Drop for RpcBody {
     fn drop(&mut self) {
-        self.finish("CANCELLED");
+        self.finish(tonic::Code::Cancelled);
     }
-}
-
-/// The canonical name of a `grpc-status` value, as gRPC documents them.
-fn code_label(status: &[u8]) -> &'static str {
-    crate::api::error::code_name(tonic::Code::from_bytes(status))
 }
 
 /// An error and its causes, one after another: what logs print.
