@@ -25,8 +25,11 @@
 //! batches counts the context switches of every thread of the process
 //! (`/proc/self/task/*/status`) per batch and prints them, by thread name.
 //!
-//! `cargo bench --bench sqlite_writer` (the database is in a temporary
-//! directory: `TMPDIR` picks the disk whose flush is measured).
+//! `cargo bench --bench sqlite_writer` (the databases are in a temporary
+//! directory: `TMPDIR` picks the disk whose flush is measured;
+//! `TMPDIR=/dev/shm` takes the flush out and leaves the CPU and the
+//! hand-offs, which is what tells the three apart on a busy machine).
+//! Figures and the decision they led to: README, "How fast".
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -113,10 +116,7 @@ struct Job {
 #[derive(Clone)]
 enum Writer {
     Sqlx(Arc<SqliteStore>),
-    Thread {
-        jobs: mpsc::Sender<Job>,
-        json: bool,
-    },
+    Thread { jobs: mpsc::Sender<Job>, json: bool },
 }
 
 impl Writer {
@@ -149,7 +149,8 @@ fn connect(path: &Path) -> Connection {
     assert_eq!(mode, "wal");
     conn.pragma_update(None, "synchronous", "FULL").unwrap();
     conn.pragma_update(None, "foreign_keys", "ON").unwrap();
-    conn.pragma_update(None, "wal_autocheckpoint", 10_000).unwrap();
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)
+        .unwrap();
     conn.set_prepared_statement_cache_capacity(64);
     conn
 }
@@ -193,7 +194,9 @@ fn transaction(conn: &Connection, work: &Work) -> rusqlite::Result<()> {
 /// One statement per row: the pools folded (summed deltas, one version bump
 /// per delta), then the ledger lines and the reservations in op order.
 fn rows(conn: &Connection, ops: &[Op]) -> rusqlite::Result<()> {
-    let mut pools: Vec<((&str, &str), (i64, i64, i64))> = Vec::new();
+    // (sku, warehouse) → (on_hand delta, reserved delta, version bumps).
+    type Folded<'a> = ((&'a str, &'a str), (i64, i64, i64));
+    let mut pools: Vec<Folded<'_>> = Vec::new();
     for op in ops {
         if let Op::PoolDelta {
             sku,
@@ -282,7 +285,10 @@ fn rows(conn: &Connection, ops: &[Op]) -> rusqlite::Result<()> {
     }
     for op in ops {
         assert!(
-            matches!(op, Op::PoolDelta { .. } | Op::Ledger(_) | Op::Reservation(_)),
+            matches!(
+                op,
+                Op::PoolDelta { .. } | Op::Ledger(_) | Op::Reservation(_)
+            ),
             "only the hot workload's ops"
         );
     }
