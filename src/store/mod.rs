@@ -25,6 +25,11 @@ pub use postgres::{redact_url, PostgresStore};
 pub use sqlite::{DataDirLock, SqliteStore};
 pub use writer::{CommitError, GroupCommit, JobGuard, Ticket};
 
+/// Not an API: the SQLite commit's encoding, for `benches/sqlite_writer.rs`,
+/// which runs the same statements on a connection of its own.
+#[doc(hidden)]
+pub use sqlite_batch::{encode as encode_sqlite_batch, Encoded as EncodedSqliteBatch};
+
 /// What can go wrong below the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

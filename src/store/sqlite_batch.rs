@@ -140,9 +140,9 @@ const OUTBOX_UPDATES: usize = 12;
 /// Each statement takes its rows as an anonymous `?`: sqlx binds those in
 /// order across the statements of one query (numbered `?N` it does not
 /// bind past the first statements).
-pub(super) struct Encoded {
-    pub(super) sql: &'static str,
-    pub(super) rows: Vec<String>,
+pub struct Encoded {
+    pub sql: &'static str,
+    pub rows: Vec<String>,
 }
 
 /// Rows of one kind: a JSON array (being written) of arrays of columns.
@@ -161,7 +161,7 @@ type RuleKey<'a> = (Option<&'a str>, &'a str);
 
 /// Encodes `ops` (not empty); fails before any I/O on what cannot be
 /// encoded.
-pub(super) fn encode(ops: &[Op], now_ms: i64) -> Result<Encoded, StoreError> {
+pub fn encode(ops: &[Op], now_ms: i64) -> Result<Encoded, StoreError> {
     let mut kinds: [Rows; KINDS.len()] = Default::default();
     // The last put (Some) or delete (None) of each rule key, in first-seen order.
     let mut rules: Vec<(RuleKey<'_>, Option<&crate::domain::Rule>)> = Vec::new();
