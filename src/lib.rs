@@ -30,16 +30,8 @@
 //! - [`adapters`]: channel adapters (`stockpool adapter shopify`), clients
 //!   of the public gRPC contract only, run as their own process.
 
-/// Every binary that links the library (the server, the adapters, the
-/// client, the tests and the benches) allocates with mimalloc. A write
-/// allocates and frees dozens of small blocks (codes, ops, the
-/// reservation, the gRPC frames) across both worker threads; glibc's
-/// allocator spent half of the in-process engine's time in its free lists
-/// (`cargo bench --bench engine`, perf).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod adapters;
+pub mod alloc;
 pub mod api;
 pub mod cli;
 pub mod config;
