@@ -9,6 +9,10 @@
 //! spends about a fifth less CPU per gRPC call (README, "How fast").
 //! Huge pages are off: in a VM, zeroing a fresh 2 MiB page on first touch
 //! was a fifth of the engine's profile, and start-up was slower with them.
+//!
+//! The price is resident memory after start-up: mimalloc keeps the pages of
+//! the rows read from the store mapped (1M SKUs: 215 bytes per pool against
+//! glibc's 126; 158 with `MIMALLOC_PURGE_DELAY=0` in the environment).
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
