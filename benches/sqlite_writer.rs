@@ -31,73 +31,23 @@
 //! hand-offs, which is what tells the three apart on a busy machine).
 //! Figures and the decision they led to: README, "How fast".
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rusqlite::{params, Connection};
-use stockpool::domain::{
-    Allocation, ChannelCode, OrderId, Reservation, Sku, Status, WarehouseCode,
-};
-use stockpool::store::{
-    encode_sqlite_batch, EncodedSqliteBatch, LedgerEntry, MovementKind, Op, SqliteStore, Store,
-};
+use stockpool::store::{encode_sqlite_batch, EncodedSqliteBatch, Op, SqliteStore, Store};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
-/// Orders per transaction: one alone (an idle server), and the batches a
-/// loaded hot SKU produces.
-const BATCHES: [u64; 3] = [1, 32, 256];
 /// Batches per size in the context-switch pass.
 const COUNTED: u64 = 200;
-
-/// The ops of `orders` one-unit orders of the hot SKU, numbered from `next`
-/// (the same as `benches/store.rs`).
-fn batch(next: &AtomicU64, orders: u64) -> Vec<Op> {
-    let sku = Sku::parse("HOT").unwrap();
-    let wh = WarehouseCode::parse("WH-EAST").unwrap();
-    let channel = ChannelCode::parse("shopify").unwrap();
-    let mut ops = Vec::new();
-    for _ in 0..orders {
-        let n = next.fetch_add(1, Ordering::Relaxed);
-        let order_id = OrderId::parse(format!("o-{n}")).unwrap();
-        ops.push(Op::PoolDelta {
-            sku: sku.clone(),
-            warehouse: wh.clone(),
-            on_hand: 0,
-            reserved: 1,
-        });
-        ops.push(Op::Ledger(LedgerEntry {
-            at_ms: 1_700_000_000_000,
-            sku: sku.clone(),
-            warehouse: wh.clone(),
-            kind: MovementKind::Reserve,
-            on_hand_delta: 0,
-            reserved_delta: 1,
-            on_hand_after: 1_000_000,
-            reserved_after: n as i64,
-            reason: String::new(),
-            reference: format!("shopify/o-{n}"),
-        }));
-        ops.push(Op::Reservation(Box::new(Reservation {
-            id: format!("res_{n:032x}"),
-            channel: channel.clone(),
-            order_id,
-            status: Status::Confirmed,
-            lines: vec![(sku.clone(), 1)],
-            allocations: vec![Allocation::new(sku.clone(), wh.clone(), 1)],
-            created_at_ms: 1_700_000_000_000,
-            expires_at_ms: 0,
-            shipments: Vec::new(),
-            refunds: Vec::new(),
-            terms: Default::default(),
-        })));
-    }
-    ops
-}
 
 /// What the writer thread is asked to commit.
 enum Work {
@@ -331,14 +281,14 @@ fn switches() -> BTreeMap<String, (u64, u64)> {
 /// Commits `COUNTED` batches of each size from one tokio task and prints
 /// the mean time and the context switches per batch, by thread.
 fn count_switches(rt: &Runtime, name: &str, writer: &Writer, next: &Arc<AtomicU64>) {
-    for orders in BATCHES {
+    for orders in support::BATCHES {
         let (writer, next) = (writer.clone(), next.clone());
         let (elapsed, before, after) = rt
             .block_on(rt.spawn(async move {
                 let before = switches();
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..COUNTED {
-                    let ops = batch(&next, orders);
+                    let ops = support::hot_batch(&next, orders);
                     let start = Instant::now();
                     writer.commit(ops).await;
                     elapsed += start.elapsed();
@@ -413,7 +363,7 @@ fn bench(c: &mut Criterion) {
                 (Writer::Thread { jobs, json }, Some(thread))
             }
         };
-        for orders in BATCHES {
+        for orders in support::BATCHES {
             group.throughput(Throughput::Elements(orders));
             group.bench_with_input(BenchmarkId::new(name, orders), &orders, |b, &orders| {
                 b.iter_custom(|iters| {
@@ -421,7 +371,7 @@ fn bench(c: &mut Criterion) {
                     rt.block_on(rt.spawn(async move {
                         let mut elapsed = Duration::ZERO;
                         for _ in 0..iters {
-                            let ops = batch(&next, orders);
+                            let ops = support::hot_batch(&next, orders);
                             let start = Instant::now();
                             writer.commit(ops).await;
                             elapsed += start.elapsed();

@@ -8,64 +8,16 @@
 //! `cargo bench --bench store` (Postgres at `STOCKPOOL_TEST_PG`, default
 //! `postgres://postgres@127.0.0.1:5432`; skipped when unreachable).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sqlx::{Connection, Executor, PgConnection};
-use stockpool::domain::{
-    Allocation, ChannelCode, OrderId, Reservation, Sku, Status, WarehouseCode,
-};
-use stockpool::store::{LedgerEntry, MovementKind, Op, PostgresStore, SqliteStore, Store};
-
-/// Orders per transaction: one alone (an idle server), and the batches a
-/// loaded hot SKU produces.
-const BATCHES: [u64; 3] = [1, 32, 256];
-
-/// The ops of `orders` one-unit orders of the hot SKU, numbered from `next`.
-fn batch(next: &AtomicU64, orders: u64) -> Vec<Op> {
-    let sku = Sku::parse("HOT").unwrap();
-    let wh = WarehouseCode::parse("WH-EAST").unwrap();
-    let channel = ChannelCode::parse("shopify").unwrap();
-    let mut ops = Vec::new();
-    for _ in 0..orders {
-        let n = next.fetch_add(1, Ordering::Relaxed);
-        let order_id = OrderId::parse(format!("o-{n}")).unwrap();
-        ops.push(Op::PoolDelta {
-            sku: sku.clone(),
-            warehouse: wh.clone(),
-            on_hand: 0,
-            reserved: 1,
-        });
-        ops.push(Op::Ledger(LedgerEntry {
-            at_ms: 1_700_000_000_000,
-            sku: sku.clone(),
-            warehouse: wh.clone(),
-            kind: MovementKind::Reserve,
-            on_hand_delta: 0,
-            reserved_delta: 1,
-            on_hand_after: 1_000_000,
-            reserved_after: n as i64,
-            reason: String::new(),
-            reference: format!("shopify/o-{n}"),
-        }));
-        ops.push(Op::Reservation(Box::new(Reservation {
-            id: format!("res_{n:032x}"),
-            channel: channel.clone(),
-            order_id,
-            status: Status::Confirmed,
-            lines: vec![(sku.clone(), 1)],
-            allocations: vec![Allocation::new(sku.clone(), wh.clone(), 1)],
-            created_at_ms: 1_700_000_000_000,
-            expires_at_ms: 0,
-            shipments: Vec::new(),
-            refunds: Vec::new(),
-            terms: Default::default(),
-        })));
-    }
-    ops
-}
+use stockpool::store::{PostgresStore, SqliteStore, Store};
 
 /// A fresh database on the test server, dropped by the caller; None when
 /// the server is unreachable.
@@ -119,11 +71,11 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(5));
     for (name, store) in &stores {
-        for orders in BATCHES {
+        for orders in support::BATCHES {
             group.throughput(Throughput::Elements(orders));
             group.bench_with_input(BenchmarkId::new(*name, orders), &orders, |b, &orders| {
                 b.iter_batched(
-                    || batch(&next, orders),
+                    || support::hot_batch(&next, orders),
                     |ops| rt.block_on(store.commit(&ops)).unwrap(),
                     criterion::BatchSize::SmallInput,
                 )

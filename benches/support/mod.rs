@@ -3,14 +3,17 @@
 
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use stockpool::domain::{ChannelCode, OrderId, Reservation, Rule, Sku, Warehouse, WarehouseCode};
+use stockpool::domain::{
+    Allocation, ChannelCode, OrderId, Reservation, Rule, Sku, Status, Warehouse, WarehouseCode,
+};
 use stockpool::engine::{Engine, Seed, SetCmd, SystemClock};
 use stockpool::store::{
-    ChannelEvent, LedgerRow, Op, OutboxEntry, OutboxState, OutboxStats, PoolRow, RuleChange,
-    Snapshot, Store, StoreError,
+    ChannelEvent, LedgerEntry, LedgerRow, MovementKind, Op, OutboxEntry, OutboxState, OutboxStats,
+    PoolRow, RuleChange, Snapshot, Store, StoreError,
 };
 
 pub const WAREHOUSES: [&str; 3] = ["WH-EAST", "WH-WEST", "WH-CENTRAL"];
@@ -141,4 +144,54 @@ pub async fn stocked_engine(store: Arc<dyn Store>, skus: usize, on_hand: i64) ->
         t.await.unwrap();
     }
     engine
+}
+
+/// Orders per transaction in the store benches: one alone (an idle server),
+/// and the batches a loaded hot SKU produces.
+pub const BATCHES: [u64; 3] = [1, 32, 256];
+
+/// The ops of `orders` one-unit orders of the hot SKU (a pool delta, a
+/// ledger line and a reservation each): one group commit of the hot
+/// workload as the writer hands it to a store, numbered from `next`.
+pub fn hot_batch(next: &AtomicU64, orders: u64) -> Vec<Op> {
+    let sku = Sku::parse("HOT").unwrap();
+    let wh = WarehouseCode::parse("WH-EAST").unwrap();
+    let channel = ChannelCode::parse("shopify").unwrap();
+    let mut ops = Vec::new();
+    for _ in 0..orders {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        let order_id = OrderId::parse(format!("o-{n}")).unwrap();
+        ops.push(Op::PoolDelta {
+            sku: sku.clone(),
+            warehouse: wh.clone(),
+            on_hand: 0,
+            reserved: 1,
+        });
+        ops.push(Op::Ledger(LedgerEntry {
+            at_ms: 1_700_000_000_000,
+            sku: sku.clone(),
+            warehouse: wh.clone(),
+            kind: MovementKind::Reserve,
+            on_hand_delta: 0,
+            reserved_delta: 1,
+            on_hand_after: 1_000_000,
+            reserved_after: n as i64,
+            reason: String::new(),
+            reference: format!("shopify/o-{n}"),
+        }));
+        ops.push(Op::Reservation(Box::new(Reservation {
+            id: format!("res_{n:032x}"),
+            channel: channel.clone(),
+            order_id,
+            status: Status::Confirmed,
+            lines: vec![(sku.clone(), 1)],
+            allocations: vec![Allocation::new(sku.clone(), wh.clone(), 1)],
+            created_at_ms: 1_700_000_000_000,
+            expires_at_ms: 0,
+            shipments: Vec::new(),
+            refunds: Vec::new(),
+            terms: Default::default(),
+        })));
+    }
+    ops
 }
