@@ -10,9 +10,11 @@
 //! Huge pages are off: in a VM, zeroing a fresh 2 MiB page on first touch
 //! was a fifth of the engine's profile, and start-up was slower with them.
 //!
-//! The price is resident memory after start-up: mimalloc keeps the pages of
-//! the rows read from the store mapped (1M SKUs: 215 bytes per pool against
-//! glibc's 126; 158 with `MIMALLOC_PURGE_DELAY=0` in the environment).
+//! mimalloc keeps freed pages mapped for a while before it returns them, so
+//! a large temporary stays resident after it is freed: the start-up load
+//! therefore streams the stored pools into the engine instead of listing
+//! them first (1M SKUs: 87 bytes per pool resident, against 126 with glibc
+//! and the list; `cargo bench --bench startup`).
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

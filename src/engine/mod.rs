@@ -17,7 +17,7 @@ mod outbox;
 mod reservations;
 mod stock;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -29,8 +29,8 @@ use crate::domain::{
     Catalog, Channel, ChannelCode, OrderId, Pool, Reservation, Sku, WarehouseCode, BUILTIN_CHANNELS,
 };
 use crate::store::{
-    ChannelEvent, CommitError, GroupCommit, JobGuard, LedgerEntry, MovementKind, Op, Standing,
-    Store, Ticket,
+    ChannelEvent, CommitError, GroupCommit, JobGuard, LedgerEntry, MovementKind, Op, PoolRow,
+    PoolSink, Standing, Store, Ticket,
 };
 
 pub use admin::{Seed, SimulatedChange};
@@ -174,6 +174,79 @@ struct Feed {
     published: Vec<ChannelEvent>,
 }
 
+/// The engine's side of a load: each SKU's stored pools go straight into
+/// its cell as they stream, so a million SKUs are never also held as rows.
+#[derive(Default)]
+struct PoolLoad {
+    skus: DashMap<Sku, Arc<SkuCell>>,
+    /// The stored warehouses in declared order. A pool's index among them is
+    /// its index in the catalog, which is built from them in this order (the
+    /// seed only appends).
+    warehouses: Vec<WarehouseCode>,
+    /// The SKU whose rows are arriving (rows come ordered by SKU), gathered
+    /// here and put in the map once, when the next SKU starts.
+    current: Option<(Sku, SkuState)>,
+}
+
+impl PoolLoad {
+    fn flush(&mut self) {
+        let Some((sku, state)) = self.current.take() else {
+            return;
+        };
+        match self.skus.entry(sku) {
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(Arc::new(SkuCell {
+                    state: Mutex::new(state),
+                    ..SkuCell::default()
+                }));
+            }
+            // Rows of one SKU that did not arrive together.
+            dashmap::Entry::Occupied(cell) => {
+                let mut held = cell.get().lock();
+                for (w, pool) in state.pools.into_iter().enumerate() {
+                    if pool != Pool::default() {
+                        *held.pool_mut(w) = pool;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every loaded SKU's cell.
+    fn finish(&mut self) -> DashMap<Sku, Arc<SkuCell>> {
+        self.flush();
+        std::mem::take(&mut self.skus)
+    }
+}
+
+impl PoolSink for PoolLoad {
+    fn expect(&mut self, warehouses: &[crate::domain::Warehouse], pools: usize) {
+        self.warehouses = warehouses.iter().map(|w| w.code.clone()).collect();
+        // Sized once, so the map never grows through copies of itself.
+        let skus = pools / warehouses.len().max(1);
+        self.skus = DashMap::with_capacity_and_hasher(skus, Default::default());
+    }
+
+    fn pool(&mut self, row: PoolRow) {
+        let Some(w) = self.warehouses.iter().position(|c| *c == row.warehouse) else {
+            tracing::warn!(sku = %row.sku, warehouse = %row.warehouse, "stock in an undeclared warehouse ignored");
+            return;
+        };
+        if self.current.as_ref().is_none_or(|(sku, _)| *sku != row.sku) {
+            self.flush();
+            let state = SkuState {
+                // Room for every warehouse at once: no regrowth, no holes.
+                pools: Vec::with_capacity(self.warehouses.len()),
+                ..SkuState::default()
+            };
+            self.current = Some((row.sku, state));
+        }
+        if let Some((_, state)) = &mut self.current {
+            *state.pool_mut(w) = row.pool;
+        }
+    }
+}
+
 impl Engine {
     /// Loads the whole state from `store`, applies the configured `seed`
     /// (warehouses, channels and default rules not yet stored), and starts
@@ -183,7 +256,11 @@ impl Engine {
         seed: Seed,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, EngineError> {
-        let mut snapshot = store.load().await.map_err(EngineError::Load)?;
+        let mut loading = PoolLoad::default();
+        let mut snapshot = store
+            .load_streaming(&mut loading)
+            .await
+            .map_err(EngineError::Load)?;
         let (writer, _task) = GroupCommit::spawn(store.clone());
 
         let mut catalog = Catalog::default();
@@ -198,21 +275,15 @@ impl Engine {
         }
         let seed_ops = admin::seed_ops(&mut catalog, seed, clock.now_ms())?;
 
-        let skus: DashMap<Sku, Arc<SkuCell>> = DashMap::default();
-        let index: HashMap<&WarehouseCode, usize> = catalog
-            .warehouses
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (&w.code, i))
-            .collect();
-        for row in snapshot.pools {
-            let Some(&w) = index.get(&row.warehouse) else {
-                tracing::warn!(sku = %row.sku, warehouse = %row.warehouse, "stock in an undeclared warehouse ignored");
-                continue;
-            };
-            let cell = skus.entry(row.sku).or_default();
-            *cell.lock().pool_mut(w) = row.pool;
-        }
+        let skus = loading.finish();
+        debug_assert!(
+            loading
+                .warehouses
+                .iter()
+                .enumerate()
+                .all(|(i, code)| catalog.warehouse_index(code) == Some(i)),
+            "the catalog keeps the stored warehouses' order"
+        );
 
         let reservations: DashMap<ResKey, Slot> = DashMap::default();
         let mut holds = BTreeSet::new();

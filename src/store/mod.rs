@@ -400,6 +400,7 @@ pub struct Snapshot {
     /// In declared (first-inserted) order.
     pub channels: Vec<Channel>,
     pub rules: Vec<Rule>,
+    /// Empty after [`Store::load_streaming`]: the pools went to its sink.
     pub pools: Vec<PoolRow>,
     pub reservations: Vec<Reservation>,
     pub movements: Vec<MovementRecord>,
@@ -408,12 +409,45 @@ pub struct Snapshot {
     pub published: Vec<ChannelEvent>,
 }
 
+/// Where a load sends the pools as they stream from the store, so that a
+/// million SKUs are never also held as a list of rows: at start-up that list
+/// was as big as the engine's own state, and its freed pages stayed
+/// resident.
+pub trait PoolSink: Send {
+    /// Called once, before the first pool, with the stored warehouses in
+    /// declared order and about how many pools will follow (0: unknown).
+    fn expect(&mut self, warehouses: &[Warehouse], pools: usize);
+    /// One stored pool. Pools come ordered by SKU, then warehouse.
+    fn pool(&mut self, row: PoolRow);
+}
+
+impl PoolSink for Vec<PoolRow> {
+    fn expect(&mut self, _warehouses: &[Warehouse], pools: usize) {
+        self.reserve(pools);
+    }
+
+    fn pool(&mut self, row: PoolRow) {
+        self.push(row);
+    }
+}
+
 /// Durable storage. Implementations must make `commit` atomic and durable
 /// (on disk) before returning Ok.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Loads the whole state.
     async fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Loads the whole state in one read, handing the pools to `pools` as
+    /// they stream rather than in the snapshot. The stores stream; this
+    /// default (for wrappers and fakes) loads whole and hands them over.
+    async fn load_streaming(&self, pools: &mut dyn PoolSink) -> Result<Snapshot, StoreError> {
+        let mut snapshot = self.load().await?;
+        pools.expect(&snapshot.warehouses, snapshot.pools.len());
+        for row in std::mem::take(&mut snapshot.pools) {
+            pools.pool(row);
+        }
+        Ok(snapshot)
+    }
     /// Applies `ops` in one transaction, in order.
     async fn commit(&self, ops: &[Op]) -> Result<(), StoreError>;
     /// The stored pools of these SKUs (to reload memory after a failed commit).

@@ -39,12 +39,12 @@ use uuid::Uuid;
 use super::fold::{fold_pools, PoolFold};
 use super::lease::{Elector, LeaseTimings, Tenure};
 use super::sqlite::{
-    code_of, corrupt, now_ms, to_json, EventRecord, LedgerRecord, OutboxRecord, PoolRecord,
-    ReservationRecord, RuleChangeRecord, RuleRecord,
+    code_of, corrupt, now_ms, to_json, EventRecord, LedgerRecord, OutboxRecord, PoolDecoder,
+    PoolRecord, ReservationRecord, RuleChangeRecord, RuleRecord,
 };
 use super::{
     ChannelEvent, LedgerRow, MovementRecord, Op, OutboxEntry, OutboxState, OutboxStats, PoolRow,
-    RuleChange, Snapshot, Standing, Store, StoreError,
+    PoolSink, RuleChange, Snapshot, Standing, Store, StoreError,
 };
 use crate::domain::{Channel, ChannelCode, OrderId, Reservation, Sku, Warehouse, WarehouseCode};
 
@@ -407,6 +407,12 @@ async fn connect_once(
 #[async_trait]
 impl Store for PostgresStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut pools = Vec::new();
+        let snapshot = self.load_streaming(&mut pools).await?;
+        Ok(Snapshot { pools, ..snapshot })
+    }
+
+    async fn load_streaming(&self, sink: &mut dyn PoolSink) -> Result<Snapshot, StoreError> {
         self.settle_before_read().await?;
         // One snapshot: every table is read at the same commit.
         let mut tx = self
@@ -453,17 +459,17 @@ impl Store for PostgresStore {
             .map(RuleRecord::into_rule)
             .collect::<Result<Vec<_>, _>>()?;
 
-        // The biggest table by far: sized from the planner's estimate and
-        // converted while it streams, so the raw rows and the converted ones
-        // are never all in memory at once. Tuples are read by position, not
-        // by column name: a name lookup per column and row was measurably
-        // slower at a million SKUs (benches/startup.rs).
+        // The biggest table by far: handed over row by row as it streams,
+        // with the planner's estimate of its size first. Tuples are read by
+        // position, not by column name: a name lookup per column and row was
+        // measurably slower at a million SKUs (benches/startup.rs).
         let estimate: f32 =
             sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'pools'::regclass")
                 .fetch_one(&mut *tx)
                 .await?;
-        let mut pools = Vec::with_capacity(estimate.max(0.0) as usize);
+        sink.expect(&warehouses, estimate.max(0.0) as usize);
         {
+            let mut decoder = PoolDecoder::default();
             let mut rows =
                 sqlx::query_as::<_, (String, String, i64, i64, i64)>(SELECT_POOLS).fetch(&mut *tx);
             while let Some(row) = rows.next().await {
@@ -475,10 +481,9 @@ impl Store for PostgresStore {
                     reserved,
                     version,
                 };
-                pools.push(record.into_row()?);
+                sink.pool(decoder.decode(record)?);
             }
         }
-        pools.shrink_to_fit();
 
         let reservations = sqlx::query_as::<_, ReservationRecord>(SELECT_RESERVATIONS)
             .fetch_all(&mut *tx)
@@ -511,7 +516,7 @@ impl Store for PostgresStore {
             warehouses,
             channels,
             rules,
-            pools,
+            pools: Vec::new(),
             reservations,
             movements,
             published,
@@ -602,6 +607,7 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let skus: Vec<&str> = skus.iter().map(Sku::as_str).collect();
+        let mut decoder = PoolDecoder::default();
         sqlx::query_as::<_, PoolRecord>(
             "SELECT sku, warehouse, on_hand, reserved, version FROM pools \
              WHERE sku = ANY($1::text[]) ORDER BY sku, warehouse",
@@ -610,7 +616,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .map(PoolRecord::into_row)
+        .map(|row| decoder.decode(row))
         .collect()
     }
 

@@ -23,15 +23,16 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Sqlite};
+use tokio_stream::StreamExt;
 
 use super::{
     ChannelEvent, LedgerEntry, LedgerRow, MovementKind, MovementRecord, NewOutboxEntry, Op,
-    OutboxEntry, OutboxEvent, OutboxLine, OutboxState, OutboxStats, PoolRow, RuleChange, Snapshot,
-    Store, StoreError,
+    OutboxEntry, OutboxEvent, OutboxLine, OutboxState, OutboxStats, PoolRow, PoolSink, RuleChange,
+    Snapshot, Store, StoreError,
 };
 use crate::domain::{
     Allocation, Channel, ChannelCode, Currency, CustomerRef, InvalidInput, OrderId, OrderTerms,
-    Pool, Refund, Reservation, Rule, Sku, Status, Warehouse,
+    Pool, Refund, Reservation, Rule, Sku, Status, Warehouse, WarehouseCode,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -257,6 +258,12 @@ async fn checkpoints(reader: SqlitePool) {
 #[async_trait]
 impl Store for SqliteStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut pools = Vec::new();
+        let snapshot = self.load_streaming(&mut pools).await?;
+        Ok(Snapshot { pools, ..snapshot })
+    }
+
+    async fn load_streaming(&self, sink: &mut dyn PoolSink) -> Result<Snapshot, StoreError> {
         // One read transaction: every table is read at the same commit.
         let mut tx = self.reader.begin().await?;
 
@@ -295,12 +302,15 @@ impl Store for SqliteStore {
             .map(RuleRecord::into_rule)
             .collect::<Result<Vec<_>, _>>()?;
 
-        let pools = sqlx::query_as::<_, PoolRecord>(SELECT_POOLS)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(PoolRecord::into_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        // The biggest table by far: handed over row by row as it streams.
+        sink.expect(&warehouses, 0);
+        {
+            let mut decoder = PoolDecoder::default();
+            let mut rows = sqlx::query_as::<_, PoolRecord>(SELECT_POOLS).fetch(&mut *tx);
+            while let Some(row) = rows.next().await {
+                sink.pool(decoder.decode(row?)?);
+            }
+        }
 
         let reservations = sqlx::query_as::<_, ReservationRecord>(SELECT_RESERVATIONS)
             .fetch_all(&mut *tx)
@@ -333,7 +343,7 @@ impl Store for SqliteStore {
             warehouses,
             channels,
             rules,
-            pools,
+            pools: Vec::new(),
             reservations,
             movements,
             published,
@@ -385,8 +395,9 @@ impl Store for SqliteStore {
                 .persistent(false)
                 .fetch_all(&mut *tx)
                 .await?;
+            let mut decoder = PoolDecoder::default();
             for row in rows {
-                out.push(row.into_row()?);
+                out.push(decoder.decode(row)?);
             }
         }
         tx.commit().await?;
@@ -745,16 +756,46 @@ pub(super) struct PoolRecord {
     pub(super) version: i64,
 }
 
-impl PoolRecord {
-    pub(super) fn into_row(self) -> Result<PoolRow, StoreError> {
-        let key = format!("pool {}/{}", self.sku, self.warehouse);
-        let version = u64::try_from(self.version).map_err(|e| corrupt(&key, "version", e))?;
+/// Turns the pool rows of a load into [`PoolRow`]s as they stream, with one
+/// allocation per code rather than two per row: the rows come ordered by SKU,
+/// so a SKU's rows share the first one's code, and every row of a warehouse
+/// shares one code. At a million SKUs in 3 warehouses that is five million
+/// fewer small allocations, whose freed holes would otherwise stay resident
+/// beside the SKUs that outlive the load.
+#[derive(Default)]
+pub(super) struct PoolDecoder {
+    sku: Option<Sku>,
+    warehouses: Vec<WarehouseCode>,
+}
+
+impl PoolDecoder {
+    pub(super) fn decode(&mut self, row: PoolRecord) -> Result<PoolRow, StoreError> {
+        let key = || format!("pool {}/{}", row.sku, row.warehouse);
+        let version = u64::try_from(row.version).map_err(|e| corrupt(&key(), "version", e))?;
+        let sku = match &self.sku {
+            Some(sku) if sku.as_str() == row.sku => sku.clone(),
+            _ => {
+                let sku = Sku::try_from(row.sku.clone())
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", key())))?;
+                self.sku = Some(sku.clone());
+                sku
+            }
+        };
+        let warehouse = match self.warehouses.iter().find(|w| w.as_str() == row.warehouse) {
+            Some(w) => w.clone(),
+            None => {
+                let w = WarehouseCode::try_from(row.warehouse.clone())
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", key())))?;
+                self.warehouses.push(w.clone());
+                w
+            }
+        };
         Ok(PoolRow {
-            sku: code_of(self.sku, &key)?,
-            warehouse: code_of(self.warehouse, &key)?,
+            sku,
+            warehouse,
             pool: Pool {
-                on_hand: self.on_hand,
-                reserved: self.reserved,
+                on_hand: row.on_hand,
+                reserved: row.reserved,
                 version,
             },
         })
