@@ -458,8 +458,8 @@ mod suite {
             delta("TEE-BLK-M", "WH-EAST", 120, 6),
             delta("TEE-BLK-M", "WH-WEST", 30, 2),
             delta("MUG", "WH-EAST", 8, 1),
-            Op::Reservation(Box::new(reservation.clone())),
-            Op::Reservation(Box::new(held.clone())),
+            Op::Reservation(Arc::new(reservation.clone())),
+            Op::Reservation(Arc::new(held.clone())),
             movement("mv-2"),
             movement("mv-1"),
         ]);
@@ -599,7 +599,7 @@ mod suite {
         let store = backend.open().await;
         let first = worked_reservation();
         store
-            .commit(&[Op::Reservation(Box::new(first.clone()))])
+            .commit(&[Op::Reservation(Arc::new(first.clone()))])
             .await
             .unwrap();
 
@@ -610,7 +610,7 @@ mod suite {
         later.shipments.push("ship-3".into());
         later.refunds.clear();
         store
-            .commit(&[Op::Reservation(Box::new(later.clone()))])
+            .commit(&[Op::Reservation(Arc::new(later.clone()))])
             .await
             .unwrap();
 
@@ -618,7 +618,7 @@ mod suite {
         same_order_other_channel.id = "res-0099".into();
         same_order_other_channel.channel = ch("b2b");
         store
-            .commit(&[Op::Reservation(Box::new(same_order_other_channel.clone()))])
+            .commit(&[Op::Reservation(Arc::new(same_order_other_channel.clone()))])
             .await
             .unwrap();
 
@@ -804,7 +804,7 @@ mod suite {
                     code: wh("WH-EAST"),
                     name: "East".into(),
                 }),
-                Op::Reservation(Box::new(worked_reservation())),
+                Op::Reservation(Arc::new(worked_reservation())),
                 movement("mv-1"),
                 movement("mv-3"),
             ])
@@ -921,7 +921,7 @@ mod suite {
                     10,
                     "mv-1",
                 )),
-                Op::Reservation(Box::new(worked_reservation())),
+                Op::Reservation(Arc::new(worked_reservation())),
                 movement("mv-1"),
             ])
             .await
@@ -1125,9 +1125,9 @@ mod suite {
         other.order_id = order("#1002");
         store
             .commit(&[
-                Op::Reservation(Box::new(held.clone())),
-                Op::Reservation(Box::new(other.clone())),
-                Op::Reservation(Box::new(confirmed.clone())),
+                Op::Reservation(Arc::new(held.clone())),
+                Op::Reservation(Arc::new(other.clone())),
+                Op::Reservation(Arc::new(confirmed.clone())),
             ])
             .await
             .unwrap();

@@ -179,7 +179,7 @@ pub fn hot_batch(next: &AtomicU64, orders: u64) -> Vec<Op> {
             reason: String::new(),
             reference: format!("shopify/o-{n}"),
         }));
-        ops.push(Op::Reservation(Box::new(Reservation {
+        ops.push(Op::Reservation(Arc::new(Reservation {
             id: format!("res_{n:032x}"),
             channel: channel.clone(),
             order_id,

@@ -2,6 +2,8 @@
 //! their warehouses, ATP, the published figure with its explanation, and
 //! sourcing (which warehouses ship an admitted order).
 
+use smallvec::SmallVec;
+
 use super::{Catalog, ChannelCode, DomainError, Effective, InvalidInput, Pool, Shortfall, Sku};
 
 fn free_at(pools: &[Pool], w: usize) -> i64 {
@@ -22,10 +24,37 @@ pub struct Laid {
 /// giving at most its free units not already laid.
 pub fn lay_fences(rules: &[Effective], pools: &[Pool], except: usize, warehouses: usize) -> Laid {
     let mut protected = vec![0i64; warehouses];
-    let mut by_channel = Vec::new();
-    for rule in rules.iter().filter(|r| r.channel != except && r.fence > 0) {
+    let mut by_channel: Vec<(usize, Vec<i64>)> = fenced(rules, except)
+        .map(|r| (r.channel, vec![0i64; warehouses]))
+        .collect();
+    lay(rules, pools, except, &mut protected, |k, w, take| {
+        by_channel[k].1[w] += take
+    });
+    Laid {
+        protected,
+        by_channel,
+    }
+}
+
+/// The channels whose fences are laid against channel `except`.
+fn fenced(rules: &[Effective], except: usize) -> impl Iterator<Item = &Effective> {
+    rules
+        .iter()
+        .filter(move |r| r.channel != except && r.fence > 0)
+}
+
+/// Step 1 itself: adds what each fence of [`fenced`] protects to
+/// `protected` (by warehouse index) and reports every unit laid as
+/// (the fence's position in [`fenced`], warehouse, units).
+fn lay(
+    rules: &[Effective],
+    pools: &[Pool],
+    except: usize,
+    protected: &mut [i64],
+    mut laid: impl FnMut(usize, usize, i64),
+) {
+    for (k, rule) in fenced(rules, except).enumerate() {
         let mut left = rule.fence;
-        let mut laid = vec![0i64; warehouses];
         for &w in &rule.warehouses {
             if left == 0 {
                 break;
@@ -33,30 +62,25 @@ pub fn lay_fences(rules: &[Effective], pools: &[Pool], except: usize, warehouses
             let room = (free_at(pools, w) - protected[w]).max(0);
             let take = room.min(left);
             protected[w] += take;
-            laid[w] += take;
+            laid(k, w, take);
             left -= take;
         }
-        by_channel.push((rule.channel, laid));
-    }
-    Laid {
-        protected,
-        by_channel,
     }
 }
 
+/// What one channel may take of one SKU, by warehouse: held inline, as a
+/// decision computes it for every line of every order.
+type Room = SmallVec<[(usize, i64); 8]>;
+
 /// Units of each warehouse of `W(c)` that channel `c` may take: free minus
 /// what other channels' fences protect. Pairs of (warehouse, units).
-fn unprotected(
-    rules: &[Effective],
-    pools: &[Pool],
-    channel: usize,
-    warehouses: usize,
-) -> Vec<(usize, i64)> {
-    let laid = lay_fences(rules, pools, channel, warehouses);
+fn unprotected(rules: &[Effective], pools: &[Pool], channel: usize, warehouses: usize) -> Room {
+    let mut protected: SmallVec<[i64; 8]> = smallvec::smallvec![0; warehouses];
+    lay(rules, pools, channel, &mut protected, |_, _, _| {});
     rules[channel]
         .warehouses
         .iter()
-        .map(|&w| (w, (free_at(pools, w) - laid.protected[w]).max(0)))
+        .map(|&w| (w, (free_at(pools, w) - protected[w]).max(0)))
         .collect()
 }
 
@@ -279,7 +303,7 @@ pub fn source_order(
         .into());
     }
     let n = catalog.warehouses.len();
-    let room: Vec<Vec<(usize, i64)>> = lines
+    let room: SmallVec<[Room; 4]> = lines
         .iter()
         .map(|l| unprotected(l.rules, l.pools, channel, n))
         .collect();
@@ -301,15 +325,12 @@ pub fn source_order(
         return Err(DomainError::Insufficient { channel, shorts });
     }
 
-    let single = catalog
-        .default_warehouse_order(channel)
-        .into_iter()
-        .find(|&w| {
-            lines
-                .iter()
-                .zip(&room)
-                .all(|(l, r)| r.iter().any(|&(rw, units)| rw == w && units >= l.quantity))
-        });
+    let single = catalog.default_warehouses(channel).into_iter().find(|&w| {
+        lines
+            .iter()
+            .zip(&room)
+            .all(|(l, r)| r.iter().any(|&(rw, units)| rw == w && units >= l.quantity))
+    });
     if let Some(w) = single {
         return Ok((0..lines.len())
             .map(|line| Placement {

@@ -2,7 +2,11 @@
 //! allocation rules (channel defaults and per-SKU overrides), resolved into
 //! the effective rule that the formula uses.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use smallvec::SmallVec;
 
 /// Rules are looked up for every channel on every decision: foldhash,
 /// seeded per process, in place of SipHash.
@@ -97,6 +101,11 @@ pub struct Catalog {
     pub defaults: HashMap<ChannelCode, Rule, FastHash>,
     /// Per-SKU rules, by channel then SKU.
     pub sku_rules: HashMap<ChannelCode, HashMap<Sku, Rule, FastHash>, FastHash>,
+    /// [`Catalog::effective_all`] of a SKU no SKU rule names: the same for
+    /// every such SKU, so resolved once per catalog rather than on every
+    /// decision. Emptied by every method that changes the catalog (the
+    /// fields above are changed only through them).
+    unnamed: OnceLock<Vec<Effective>>,
 }
 
 impl Catalog {
@@ -110,6 +119,7 @@ impl Catalog {
 
     /// Adds or renames a warehouse; a new one goes last in declared order.
     pub fn upsert_warehouse(&mut self, warehouse: Warehouse) {
+        self.unnamed = OnceLock::new();
         match self.warehouse_index(&warehouse.code) {
             Some(i) => self.warehouses[i] = warehouse,
             None => self.warehouses.push(warehouse),
@@ -118,6 +128,7 @@ impl Catalog {
 
     /// Adds or renames a channel; a new one goes last in declared order.
     pub fn upsert_channel(&mut self, channel: Channel) {
+        self.unnamed = OnceLock::new();
         match self.channel_index(&channel.code) {
             Some(i) => self.channels[i] = channel,
             None => self.channels.push(channel),
@@ -187,6 +198,7 @@ impl Catalog {
 
     /// Stores a checked rule (replacing the one with the same channel and SKU).
     pub fn put_rule(&mut self, rule: Rule) {
+        self.unnamed = OnceLock::new();
         let channel = rule.channel.clone().expect("checked rule has a channel");
         match rule.sku.clone() {
             None => {
@@ -200,6 +212,7 @@ impl Catalog {
 
     /// Removes a rule; returns it when there was one.
     pub fn delete_rule(&mut self, channel: &ChannelCode, sku: Option<&Sku>) -> Option<Rule> {
+        self.unnamed = OnceLock::new();
         match sku {
             None => self.defaults.remove(channel),
             Some(sku) => self.sku_rules.get_mut(channel).and_then(|m| m.remove(sku)),
@@ -283,12 +296,32 @@ impl Catalog {
             .collect()
     }
 
+    /// [`Self::effective_all`], borrowed from the catalog when no SKU rule
+    /// names `sku` (most SKUs): a Reserve resolves no rule and allocates
+    /// nothing for them.
+    pub fn effective_all_shared(&self, sku: &Sku) -> Cow<'_, [Effective]> {
+        if self.sku_rules.values().any(|rules| rules.contains_key(sku)) {
+            return Cow::Owned(self.effective_all(sku));
+        }
+        Cow::Borrowed(self.unnamed.get_or_init(|| self.effective_all(sku)))
+    }
+
     /// The channel default's warehouse order (every warehouse when unset):
     /// sourcing tries single-warehouse shipment in this order.
     pub fn default_warehouse_order(&self, channel: usize) -> Vec<usize> {
+        self.default_warehouses(channel).to_vec()
+    }
+
+    /// [`Self::default_warehouse_order`] without a heap allocation for the
+    /// usual handful of warehouses.
+    pub(crate) fn default_warehouses(&self, channel: usize) -> SmallVec<[usize; 8]> {
         let code = &self.channels[channel].code;
         match self.defaults.get(code) {
-            Some(d) if !d.warehouses.is_empty() => self.indices(&d.warehouses),
+            Some(d) if !d.warehouses.is_empty() => d
+                .warehouses
+                .iter()
+                .filter_map(|c| self.warehouse_index(c))
+                .collect(),
             _ => (0..self.warehouses.len()).collect(),
         }
     }
@@ -447,6 +480,41 @@ mod tests {
             (0, 100, 0, 0, 0)
         );
         assert_eq!(e.sources, [FieldSource::Builtin; 6]);
+    }
+
+    #[test]
+    fn shared_rules_equal_the_resolved_ones_and_follow_every_change() {
+        let mut catalog = three_warehouses();
+        let (tee, mug) = (sku("TEE"), sku("MUG"));
+        assert_eq!(
+            *catalog.effective_all_shared(&tee),
+            catalog.effective_all(&tee)
+        );
+        catalog.put_rule(Rule {
+            fence: Some(7),
+            ..default_rule("b2b")
+        });
+        assert_eq!(catalog.effective_all_shared(&mug)[2].fence, 7);
+        catalog.put_rule(Rule {
+            fence: Some(3),
+            ..sku_rule("b2b", "TEE")
+        });
+        assert_eq!(catalog.effective_all_shared(&tee)[2].fence, 3);
+        assert_eq!(catalog.effective_all_shared(&mug)[2].fence, 7);
+        catalog.delete_rule(&ch("b2b"), None);
+        assert_eq!(catalog.effective_all_shared(&mug)[2].fence, 0);
+        catalog.upsert_warehouse(Warehouse {
+            code: wh("WH-SOUTH"),
+            name: "South".into(),
+        });
+        assert_eq!(
+            catalog.effective_all_shared(&mug)[0].warehouses,
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            *catalog.effective_all_shared(&tee),
+            catalog.effective_all(&tee)
+        );
     }
 
     #[test]

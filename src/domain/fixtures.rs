@@ -90,7 +90,7 @@ pub fn reservation_with(status: Status) -> Reservation {
         "res_1".to_string(),
         ch("shopify"),
         order("1001"),
-        &[(sku("SKU-A"), 3), (sku("SKU-B"), 2)],
+        vec![(sku("SKU-A"), 3), (sku("SKU-B"), 2)],
         vec![
             alloc("SKU-A", "WH-EAST", 3),
             alloc("SKU-B", "WH-EAST", 1),

@@ -463,7 +463,7 @@ fn any_sequence_of_requests_keeps_every_allocations_counts_consistent(
         "r".into(),
         ch("shopify"),
         order("#1"),
-        &[],
+        Vec::new(),
         allocations,
         now,
         hold_seconds,
@@ -587,7 +587,7 @@ proptest! {
             (Just(lines.clone()), Just(lines).prop_shuffle())
         }),
     ) {
-        let r = Reservation::new("r".into(), ch("shopify"), order("#1"), &lines, vec![], 0, 0);
+        let r = Reservation::new("r".into(), ch("shopify"), order("#1"), lines.clone(), vec![], 0, 0);
         prop_assert!(r.same_lines(&shuffled));
         let mut more = shuffled;
         more.push((sku("OTHER"), 1));
@@ -703,7 +703,7 @@ proptest! {
             .map(|(i, q)| {
                 let id = format!("#{i}");
                 Reservation::new(
-                    id.clone(), ch("shopify"), order(&id), &[(sku("TEE"), *q)],
+                    id.clone(), ch("shopify"), order(&id), vec![(sku("TEE"), *q)],
                     vec![Allocation::new(sku("TEE"), wh("WH-0"), *q)], 0, 0,
                 )
             })

@@ -215,12 +215,13 @@ impl Reservation {
         id: String,
         channel: ChannelCode,
         order_id: OrderId,
-        lines: &[(Sku, i64)],
+        mut lines: Vec<(Sku, i64)>,
         allocations: Vec<Allocation>,
         now_ms: i64,
         hold_seconds: u32,
     ) -> Self {
         let held = hold_seconds > 0;
+        lines.sort();
         Reservation {
             id,
             channel,
@@ -230,7 +231,7 @@ impl Reservation {
             } else {
                 Status::Confirmed
             },
-            lines: canonical_lines(lines),
+            lines,
             allocations,
             created_at_ms: now_ms,
             expires_at_ms: if held {
@@ -568,7 +569,7 @@ mod tests {
             "r-1".into(),
             ch("shopify"),
             order("#1001"),
-            &[(sku("TEE"), 5), (sku("MUG"), 4)],
+            vec![(sku("TEE"), 5), (sku("MUG"), 4)],
             vec![
                 alloc("TEE", "WH-EAST", 3),
                 alloc("TEE", "WH-WEST", 2),

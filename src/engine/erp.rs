@@ -297,13 +297,13 @@ impl Engine {
                 return Ok(Vec::new());
             }
             let mut ops = Vec::with_capacity(changes.len() * 2 + changed.len());
-            self.apply_changes(&catalog, &skus, &mut sku_guards, &changes, &mut ops);
+            self.apply_changes(&catalog, &skus, &mut sku_guards, changes, &mut ops);
             for (_, before, after) in &changed {
                 if let Some(c) = catalog.channel_index(&after.channel) {
                     let open = open_deltas(Some(before), after);
                     Self::track_open(&skus, &mut sku_guards, c, &open);
                 }
-                ops.push(Op::Reservation(Box::new(after.clone())));
+                ops.push(Op::Reservation(Arc::new(after.clone())));
             }
             (followed, self.enqueue_locked(&cells, &mut sku_guards, ops))
         };

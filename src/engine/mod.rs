@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap as SipDashMap;
+use smallvec::SmallVec;
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
 
 use crate::domain::{
@@ -502,7 +503,7 @@ impl Engine {
         catalog: &Catalog,
         skus: &[Sku],
         guards: &mut [MutexGuard<'_, SkuState>],
-        changes: &[PoolChange],
+        changes: impl IntoIterator<Item = PoolChange>,
         ops: &mut Vec<Op>,
     ) {
         let at_ms = self.now_ms();
@@ -531,8 +532,8 @@ impl Engine {
                 reserved_delta: ch.reserved,
                 on_hand_after: pool.on_hand,
                 reserved_after: pool.reserved,
-                reason: ch.reason.clone(),
-                reference: ch.reference.clone(),
+                reason: ch.reason,
+                reference: ch.reference,
             }));
         }
     }
@@ -545,11 +546,11 @@ impl Engine {
         &self,
         skus: &[Sku],
         cells: &'a [Arc<SkuCell>],
-    ) -> Result<Vec<MutexGuard<'a, SkuState>>, EngineError> {
+    ) -> Result<SmallVec<[MutexGuard<'a, SkuState>; 4]>, EngineError> {
         if let Some(refused) = self.inner.store.standing().refusal() {
             return Err(EngineError::Unavailable(CommitError::new(&refused)));
         }
-        let guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
+        let guards: SmallVec<[_; 4]> = cells.iter().map(|c| c.lock()).collect();
         if let Some(i) = guards.iter().position(|g| g.needs_reload) {
             return Err(EngineError::Reloading(skus[i].clone()));
         }
@@ -565,7 +566,7 @@ impl Engine {
         guards: &mut [MutexGuard<'_, SkuState>],
         ops: Vec<Op>,
     ) -> Ticket {
-        let mut epochs = Vec::with_capacity(cells.len());
+        let mut epochs = SmallVec::with_capacity(cells.len());
         for (cell, _locked) in cells.iter().zip(guards.iter_mut()) {
             cell.pending.fetch_add(1, Ordering::SeqCst);
             epochs.push((cell.clone(), cell.epoch.load(Ordering::SeqCst)));
@@ -755,8 +756,9 @@ fn open_deltas(before: Option<&Reservation>, after: &Reservation) -> Vec<(Sku, i
     deltas
 }
 
-/// The SKU epochs a queued commit was decided under.
-struct EpochGuard(Vec<(Arc<SkuCell>, u64)>);
+/// The SKU epochs a queued commit was decided under (inline for the few
+/// SKUs of one order).
+struct EpochGuard(SmallVec<[(Arc<SkuCell>, u64); 2]>);
 
 impl JobGuard for EpochGuard {
     fn still_valid(&self) -> bool {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use smallvec::SmallVec;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::{open_deltas, Engine, EngineError, PoolChange, ResKey, SkuCell, Slot};
@@ -83,12 +84,33 @@ fn new_reservation_id() -> String {
         (started << 16) | random
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("res_{prefix:016x}{n:016x}")
+    let mut id = String::with_capacity(36);
+    id.push_str("res_");
+    push_hex(&mut id, prefix);
+    push_hex(&mut id, n);
+    id
 }
 
-fn reference(channel: &ChannelCode, order_id: &OrderId) -> String {
-    format!("{channel}/{order_id}")
+/// `n` as 16 lower-case hex digits, as `{n:016x}` writes it.
+fn push_hex(out: &mut String, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(char::from(DIGITS[((n >> (shift * 4)) & 0xf) as usize]));
+    }
 }
+
+/// `channel/order_id`: what the ledger lines of an order's changes name.
+fn reference(channel: &ChannelCode, order_id: &OrderId) -> String {
+    let (c, o) = (channel.as_str(), order_id.as_str());
+    let mut r = String::with_capacity(c.len() + 1 + o.len());
+    r.push_str(c);
+    r.push('/');
+    r.push_str(o);
+    r
+}
+
+/// One item per line of an order, inline for the usual few lines.
+type Lines<T> = SmallVec<[T; 4]>;
 
 impl Engine {
     pub(super) fn slot(&self, key: &ResKey) -> Option<super::Slot> {
@@ -141,7 +163,7 @@ impl Engine {
             .await
     }
 
-    async fn reserve_now(&self, cmd: ReserveCmd) -> Result<(Reservation, bool), EngineError> {
+    async fn reserve_now(&self, mut cmd: ReserveCmd) -> Result<(Reservation, bool), EngineError> {
         let catalog = self.catalog();
         let channel = self.check_channel(&catalog, &cmd.channel)?;
         if cmd.hold_seconds > MAX_HOLD_SECONDS {
@@ -154,11 +176,13 @@ impl Engine {
             )
             .into());
         }
-        let lines: Vec<(Sku, i64)> = cmd
-            .lines
-            .iter()
-            .map(|(s, q)| (s.clone(), q.get()))
+        // Sorted by SKU: the reservation's canonical lines, and the order
+        // the SKUs are locked in.
+        let mut lines: Vec<(Sku, i64)> = std::mem::take(&mut cmd.lines)
+            .into_iter()
+            .map(|(s, q)| (s, q.get()))
             .collect();
+        lines.sort();
         let key: ResKey = (cmd.channel.clone(), cmd.order_id.clone());
         let slot = self
             .inner
@@ -189,18 +213,21 @@ impl Engine {
             )));
         }
 
-        let mut sorted: Vec<(&Sku, i64)> = lines.iter().map(|(s, q)| (s, *q)).collect();
-        sorted.sort();
-        let skus: Vec<Sku> = sorted.iter().map(|(s, _)| (*s).clone()).collect();
-        let cells: Vec<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, false)).collect();
-        let now = self.now_ms();
-        // Everything that does not depend on the pools is prepared before
-        // the SKUs are locked: a hot SKU's lock is held only to decide,
-        // apply and enqueue.
-        let rules: Vec<_> = skus.iter().map(|s| catalog.effective_all(s)).collect();
-        let refer = reference(&cmd.channel, &cmd.order_id);
-        let id = new_reservation_id();
+        let skus: Lines<Sku> = lines.iter().map(|(s, _)| s.clone()).collect();
+        let cells: Lines<Arc<SkuCell>> = skus.iter().map(|s| self.cell(s, false)).collect();
+        // Scoped to the decision, so the future that waits for the commit
+        // does not carry them.
         let (reservation, ticket) = {
+            let now = self.now_ms();
+            // Everything that does not depend on the pools is prepared
+            // before the SKUs are locked: a hot SKU's lock is held only to
+            // decide, apply and enqueue.
+            let rules: Lines<_> = skus
+                .iter()
+                .map(|s| catalog.effective_all_shared(s))
+                .collect();
+            let mut refer = Some(reference(&cmd.channel, &cmd.order_id));
+            let id = new_reservation_id();
             let mut guards = match self.lock_all(&skus, &cells) {
                 Ok(g) => g,
                 Err(e) => {
@@ -209,9 +236,9 @@ impl Engine {
                     return Err(e);
                 }
             };
-            let order: Vec<OrderLine<'_>> = sorted
+            let order: Lines<OrderLine<'_>> = lines
                 .iter()
-                .zip(&guards)
+                .zip(guards.iter())
                 .zip(&rules)
                 .map(|(((sku, q), g), r)| OrderLine {
                     sku,
@@ -232,18 +259,6 @@ impl Engine {
                 }
             };
             drop(order);
-            let changes: Vec<PoolChange> = placements
-                .iter()
-                .map(|p| PoolChange {
-                    sku: skus[p.line].clone(),
-                    warehouse: p.warehouse,
-                    on_hand: 0,
-                    reserved: p.quantity,
-                    kind: MovementKind::Reserve,
-                    reason: String::new(),
-                    reference: refer.clone(),
-                })
-                .collect();
             let allocations: Vec<Allocation> = placements
                 .iter()
                 .map(|p| {
@@ -254,36 +269,56 @@ impl Engine {
                     )
                 })
                 .collect();
+            // The reference is moved into the last ledger line, cloned for
+            // the others (an order usually ships from one warehouse).
+            let last = placements.len().saturating_sub(1);
+            let changes = placements.iter().enumerate().map(|(i, p)| PoolChange {
+                sku: skus[p.line].clone(),
+                warehouse: p.warehouse,
+                on_hand: 0,
+                reserved: p.quantity,
+                kind: MovementKind::Reserve,
+                reason: String::new(),
+                reference: if i == last {
+                    refer.take().unwrap_or_default()
+                } else {
+                    refer.clone().unwrap_or_default()
+                },
+            });
+            let mut ops = Vec::with_capacity(placements.len() * 2 + 2);
+            self.apply_changes(&catalog, &skus, &mut guards, changes, &mut ops);
             let mut reservation = Reservation::new(
                 id,
                 cmd.channel.clone(),
                 cmd.order_id.clone(),
-                &lines,
+                lines,
                 allocations,
                 now,
                 cmd.hold_seconds,
             );
-            reservation.terms = cmd.terms.clone();
-            let mut ops = Vec::with_capacity(changes.len() * 2 + 2);
-            self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
-            Self::track_open(
-                &skus,
-                &mut guards,
-                channel,
-                &open_deltas(None, &reservation),
-            );
-            ops.push(Op::Reservation(Box::new(reservation.clone())));
-            ops.extend(self.outbox_op(None, &reservation, Some(OutboxEvent::Confirmed)));
+            reservation.terms = std::mem::take(&mut cmd.terms);
+            // A new reservation's open units are its allocations.
+            for a in reservation.allocations.iter().filter(|a| a.quantity != 0) {
+                let i = skus
+                    .binary_search(&a.sku)
+                    .expect("allocation of a locked SKU");
+                guards[i].add_open(channel, a.quantity);
+            }
+            let stored = Arc::new(reservation);
+            ops.push(Op::Reservation(stored.clone()));
+            ops.extend(self.outbox_op(None, &stored, Some(OutboxEvent::Confirmed)));
             let ticket = self.enqueue_locked(&cells, &mut guards, ops);
-            (reservation, ticket)
+            (stored, ticket)
         };
-        *current = Some(reservation.clone());
+        *current = Some(Reservation::clone(&reservation));
         if let Err(e) = self.settle(&skus, &cells, ticket).await {
             if self.restore_slot(&key, current, None, &e) {
                 self.forget_empty_slot(&key, &slot);
             }
             return Err(e);
         }
+        // The writer has usually let its copy go by now.
+        let reservation = Arc::try_unwrap(reservation).unwrap_or_else(|r| Reservation::clone(&r));
         if reservation.status == Status::Held {
             self.track_hold(&reservation);
         }
@@ -602,11 +637,11 @@ impl Engine {
         let ticket = {
             let mut guards = self.lock_all(&skus, &cells)?;
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
-            self.apply_changes(&catalog, &skus, &mut guards, &changes, &mut ops);
+            self.apply_changes(&catalog, &skus, &mut guards, changes, &mut ops);
             if let Some(c) = catalog.channel_index(channel) {
                 Self::track_open(&skus, &mut guards, c, &open);
             }
-            ops.push(Op::Reservation(Box::new(after.clone())));
+            ops.push(Op::Reservation(Arc::new(after.clone())));
             ops.extend(self.outbox_op(Some(&before), &after, event));
             self.enqueue_locked(&cells, &mut guards, ops)
         };
@@ -634,6 +669,11 @@ impl Engine {
         key: &ResKey,
         slot: &super::Slot,
     ) -> Result<SlotGuard, EngineError> {
+        // Free (as a new order's slot always is): taken without arming
+        // the timer.
+        if let Ok(guard) = slot.clone().try_lock_owned() {
+            return Ok(guard);
+        }
         tokio::time::timeout(SLOT_WAIT, slot.clone().lock_owned())
             .await
             .map_err(|_| EngineError::OrderBusy {
@@ -739,4 +779,35 @@ pub struct ReservationFilter {
     pub sku: Option<Sku>,
     /// Only those created after this time (ms since the Unix epoch).
     pub created_after_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_digits_are_written_as_the_016x_format_writes_them() {
+        for n in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let mut s = String::new();
+            push_hex(&mut s, n);
+            assert_eq!(s, format!("{n:016x}"));
+        }
+    }
+
+    #[test]
+    fn reservation_ids_are_res_and_32_hex_digits_and_increase() {
+        let (a, b) = (new_reservation_id(), new_reservation_id());
+        assert!(a.starts_with("res_") && a.len() == 36, "{a}");
+        assert!(a[4..].chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert!(a < b, "{a} then {b}");
+    }
+
+    #[test]
+    fn a_reference_is_the_channel_a_slash_and_the_order_id() {
+        let (c, o) = (
+            ChannelCode::parse("shopify").unwrap(),
+            OrderId::parse("#1001").unwrap(),
+        );
+        assert_eq!(reference(&c, &o), "shopify/#1001");
+    }
 }

@@ -13,6 +13,8 @@ mod sqlite;
 mod sqlite_batch;
 mod writer;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::domain::{
@@ -253,8 +255,9 @@ pub enum Op {
         on_hand: i64,
     },
     Ledger(LedgerEntry),
-    /// Insert or replace the whole reservation (keyed by channel and order id).
-    Reservation(Box<Reservation>),
+    /// Insert or replace the whole reservation (keyed by channel and order id);
+    /// shared with the engine, which keeps the same reservation in memory.
+    Reservation(Arc<Reservation>),
     Movement(MovementRecord),
     Warehouse(Warehouse),
     Channel(Channel),

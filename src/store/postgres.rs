@@ -1404,6 +1404,7 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
     use crate::domain::Sku;
+    use std::sync::Arc;
 
     fn delta(s: &str, w: &str, on_hand: i64, reserved: i64) -> Op {
         Op::PoolDelta {
@@ -1506,8 +1507,8 @@ mod tests {
         let mut last = first.clone();
         last.expires_at_ms = 2;
         let ops = [
-            Op::Reservation(Box::new(first)),
-            Op::Reservation(Box::new(last)),
+            Op::Reservation(Arc::new(first)),
+            Op::Reservation(Arc::new(last)),
         ];
         let batch = Batch::fold(&ops).unwrap();
         assert_eq!(batch.reservations.expires_at_ms, vec![2]);

@@ -360,6 +360,8 @@ fn query_text(present: u16) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::domain::fixtures::*;
     use crate::domain::Status;
@@ -373,7 +375,7 @@ mod tests {
                 on_hand: 0,
                 reserved: n,
             },
-            Op::Reservation(Box::new(r)),
+            Op::Reservation(Arc::new(r)),
         ]
     }
 
