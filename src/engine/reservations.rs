@@ -274,7 +274,7 @@ impl Engine {
             );
             ops.push(Op::Reservation(Box::new(reservation.clone())));
             ops.extend(self.outbox_op(None, &reservation, Some(OutboxEvent::Confirmed)));
-            let ticket = self.enqueue_locked(&cells, &mut guards, ops);
+            let ticket = self.enqueue_locked(&skus, &cells, &mut guards, ops);
             (reservation, ticket)
         };
         *current = Some(reservation.clone());
@@ -608,7 +608,7 @@ impl Engine {
             }
             ops.push(Op::Reservation(Box::new(after.clone())));
             ops.extend(self.outbox_op(Some(&before), &after, event));
-            self.enqueue_locked(&cells, &mut guards, ops)
+            self.enqueue_locked(&skus, &cells, &mut guards, ops)
         };
         *guard = Some(after.clone());
         if let Err(e) = self.settle(&skus, &cells, ticket).await {
