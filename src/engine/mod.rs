@@ -156,9 +156,9 @@ struct Inner {
     writer: GroupCommit,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    /// Where committed changes are announced (the publisher), once
-    /// subscribed; and what every channel was last told, from the store.
-    /// Read by every write, written once: a read lock.
+    /// Where changes that reach the writer without their levels are
+    /// announced (the publisher), once subscribed; and what every channel
+    /// was last told, from the store. Written once: a read lock.
     feed: RwLock<Feed>,
     /// Set once the writer has a sequencer: from then on every write hands
     /// the levels it leaves to the writer with its ops, and announces
@@ -284,8 +284,9 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Subscribes the (single) publisher to committed changes; returns the
-    /// feed and what every channel was last told, as stored.
+    /// Subscribes the (single) publisher to changes without levels of
+    /// their own; returns the feed and what every channel was last told, as
+    /// stored.
     pub fn subscribe(&self) -> (mpsc::UnboundedReceiver<Changed>, Vec<ChannelEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut feed = self.inner.feed.write().unwrap_or_else(|p| p.into_inner());

@@ -305,17 +305,17 @@ async fn run(
         if waiting.is_empty() {
             continue;
         }
-        let sequencer = sequencer
+        let installed = sequencer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let sequencer = sequencer.as_deref();
+        let installed = installed.as_deref();
         let outcome = match &down {
-            None => commit_batch(store.as_ref(), sequencer, &mut ops, &mut waiting).await,
+            None => commit_batch(store.as_ref(), installed, &mut ops, &mut waiting).await,
             Some(failed) => {
                 // This batch probes the store; what arrives meanwhile is
                 // answered at once rather than queued behind the probe.
-                let probe = commit_batch(store.as_ref(), sequencer, &mut ops, &mut waiting);
+                let probe = commit_batch(store.as_ref(), installed, &mut ops, &mut waiting);
                 tokio::pin!(probe);
                 loop {
                     tokio::select! {
@@ -327,8 +327,8 @@ async fn run(
             }
         };
         match outcome {
-            Ok(()) => {
-                if down.take().is_some() {
+            Ok(asked) => {
+                if asked && down.take().is_some() {
                     tracing::info!("the store commits again");
                 }
             }
@@ -362,7 +362,9 @@ async fn run(
 /// batch wrote nothing), so one bad job cannot fail its neighbours; when
 /// the store could not commit at all, every job fails at once, without a
 /// retry that would only wait for the same outage. Err: the store could
-/// not commit (or may not have), and the writer should fail fast.
+/// not commit (or may not have), and the writer should fail fast. Ok(false):
+/// there was nothing to write (levels that changed nothing), so the store
+/// was not asked.
 ///
 /// The channel events the batch's levels call for go last into the same
 /// transaction; the sequencer hears of them before any job is answered, so
@@ -373,10 +375,19 @@ async fn commit_batch(
     sequencer: Option<&dyn Sequencer>,
     ops: &mut Vec<Op>,
     waiting: &mut Vec<Job>,
-) -> Result<(), Failed> {
+) -> Result<bool, Failed> {
     let jobs = waiting.len();
     let pass = sequencer.and_then(|s| sequence(s, waiting.iter()));
     let with_events = append_events(ops, pass.as_ref());
+    if ops.is_empty() {
+        if let (Some(s), Some(pass)) = (sequencer, pass) {
+            s.committed(pass);
+        }
+        for job in waiting.drain(..) {
+            job.finish(Ok(()));
+        }
+        return Ok(false);
+    }
     let started = std::time::Instant::now();
     let result = store.commit(ops).await;
     crate::telemetry::record_commit(jobs, started.elapsed(), result.is_ok());
@@ -391,7 +402,7 @@ async fn commit_batch(
             for job in waiting.drain(..) {
                 job.finish(Ok(()));
             }
-            Ok(())
+            Ok(true)
         }
         Err(e) => {
             let err = CommitError::new(&e);
@@ -405,7 +416,7 @@ async fn commit_batch(
                     job.finish(Err(err.clone()));
                 }
                 match err.failure() {
-                    Failure::Rejected => Ok(()),
+                    Failure::Rejected => Ok(true),
                     Failure::Unavailable
                     | Failure::InDoubt
                     | Failure::Deposed
@@ -413,7 +424,9 @@ async fn commit_batch(
                 }
             } else {
                 tracing::warn!(error = %err, jobs, "the database refused a batch; retrying job by job");
-                retry_one_by_one(store, sequencer, ops, waiting).await
+                retry_one_by_one(store, sequencer, ops, waiting)
+                    .await
+                    .map(|()| true)
             }
         }
     };
@@ -469,10 +482,14 @@ async fn retry_one_by_one(
         }
         let pass = sequencer.and_then(|s| sequence(s, std::iter::once(&job)));
         append_events(&mut job_ops, pass.as_ref());
-        let result = store
-            .commit(&job_ops)
-            .await
-            .map_err(|e| CommitError::new(&e));
+        let result = if job_ops.is_empty() {
+            Ok(())
+        } else {
+            store
+                .commit(&job_ops)
+                .await
+                .map_err(|e| CommitError::new(&e))
+        };
         if let (Some(s), Some(pass)) = (sequencer, pass) {
             match &result {
                 Ok(()) => s.committed(pass),
