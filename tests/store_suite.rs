@@ -17,8 +17,8 @@ use stockpool::domain::{
 use stockpool::store::{
     ChannelEvent, GroupCommit, JobGuard, LedgerEntry, LedgerRow, Level, MovementKind,
     MovementRecord, NewOutboxEntry, Op, OutboxEntry, OutboxEvent, OutboxLine, OutboxState,
-    OutboxStats, OutboxUpdate, PoolRow, PostgresStore, Published, RuleChange, Sequencer,
-    SkuLevels, Snapshot, SqliteStore, Store, StoreError,
+    OutboxStats, OutboxUpdate, PoolRow, PostgresStore, Published, RuleChange, Sequencer, SkuLevels,
+    Snapshot, SqliteStore, Store, StoreError,
 };
 
 #[path = "support/pg.rs"]
@@ -1159,19 +1159,36 @@ mod suite {
         let job = |ops, sku, published| {
             writer.enqueue_guarded(ops, levels(sku, published), Box::new(Valid))
         };
-        let before = job(vec![delta("TEE", "WH-EAST", 5, 0), movement("mv-a")], "TEE", 5);
+        let before = job(
+            vec![delta("TEE", "WH-EAST", 5, 0), movement("mv-a")],
+            "TEE",
+            5,
+        );
         let failing = job(
             vec![delta("TEE", "WH-EAST", 100, 0), movement("mv-taken")],
             "TEE",
             105,
         );
-        let after = job(vec![delta("MUG", "WH-EAST", 7, 0), movement("mv-b")], "MUG", 7);
+        let after = job(
+            vec![delta("MUG", "WH-EAST", 7, 0), movement("mv-b")],
+            "MUG",
+            7,
+        );
         drop(held);
 
         plug.wait().await.unwrap();
-        before.wait().await.expect("the job before the failing one commits");
-        failing.wait().await.expect_err("a duplicate movement id fails its job");
-        after.wait().await.expect("the job after the failing one commits");
+        before
+            .wait()
+            .await
+            .expect("the job before the failing one commits");
+        failing
+            .wait()
+            .await
+            .expect_err("a duplicate movement id fails its job");
+        after
+            .wait()
+            .await
+            .expect("the job after the failing one commits");
         assert_eq!(
             store.commits(),
             vec![1, 7, 3, 3, 3],

@@ -305,10 +305,7 @@ async fn run(
         if waiting.is_empty() {
             continue;
         }
-        let installed = sequencer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let installed = sequencer.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let installed = installed.as_deref();
         let outcome = match &down {
             None => commit_batch(store.as_ref(), installed, &mut ops, &mut waiting).await,

@@ -257,7 +257,13 @@ async fn a_watcher_that_stops_reading_gets_the_latest_level_per_sku_and_blocks_n
 /// shopify watcher that has heard TEE at 10 in WH-WEST.
 async fn engine_with_watcher(
     dir: &std::path::Path,
-) -> (Engine, Arc<Flaky>, Publisher, Watch, tokio::sync::watch::Sender<bool>) {
+) -> (
+    Engine,
+    Arc<Flaky>,
+    Publisher,
+    Watch,
+    tokio::sync::watch::Sender<bool>,
+) {
     let store = Arc::new(Flaky::new(SqliteStore::open(dir).await.unwrap()));
     let engine = Engine::open(store.clone(), seed(), Arc::new(SystemClock))
         .await
@@ -346,10 +352,14 @@ async fn a_failed_commit_publishes_nothing_and_leaves_no_seq_gap() {
     let (engine, store, _publisher, mut watcher, _stop) = engine_with_watcher(dir.path()).await;
     let last_seq = shopify_events(&store).await.last().unwrap().seq;
 
-    store.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    store
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let err = engine.reserve(reserve_tee("o-1", 4)).await.unwrap_err();
     assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
-    store.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    store
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     while !engine.is_consistent() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -370,7 +380,10 @@ async fn a_failed_commit_publishes_nothing_and_leaves_no_seq_gap() {
     );
     let stored = shopify_events(&store).await;
     assert!(
-        stored.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1),
+        stored
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as u64 + 1),
         "seqs without gaps: {stored:?}"
     );
     assert!(
