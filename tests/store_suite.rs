@@ -15,9 +15,10 @@ use stockpool::domain::{
     Reservation, Rule, Sku, Status, Take, UnitPrice, Warehouse, WarehouseCode,
 };
 use stockpool::store::{
-    ChannelEvent, GroupCommit, LedgerEntry, LedgerRow, MovementKind, MovementRecord,
-    NewOutboxEntry, Op, OutboxEntry, OutboxEvent, OutboxLine, OutboxState, OutboxStats,
-    OutboxUpdate, PoolRow, PostgresStore, RuleChange, Snapshot, SqliteStore, Store, StoreError,
+    ChannelEvent, GroupCommit, JobGuard, LedgerEntry, LedgerRow, Level, MovementKind,
+    MovementRecord, NewOutboxEntry, Op, OutboxEntry, OutboxEvent, OutboxLine, OutboxState,
+    OutboxStats, OutboxUpdate, PoolRow, PostgresStore, Published, RuleChange, Sequencer, SkuLevels,
+    Snapshot, SqliteStore, Store, StoreError,
 };
 
 #[path = "support/pg.rs"]
@@ -125,6 +126,7 @@ macro_rules! store_suite {
             data_survives_closing_and_reopening_the_store,
             the_writer_commits_queued_jobs_together_and_acknowledges_each,
             a_failing_job_gets_an_error_while_its_batch_neighbours_commit,
+            a_refused_batchs_jobs_are_retried_each_with_the_channel_events_of_its_own_levels,
             ops_on_one_pool_apply_in_order_within_one_commit,
             a_reservation_written_twice_in_one_commit_keeps_its_last_state,
             a_movement_id_repeated_within_one_commit_fails_it,
@@ -184,6 +186,81 @@ fn movement(id: &str) -> Op {
         movement_id: id.into(),
         fingerprint: format!("fp-{id}"),
     })
+}
+
+/// Shopify's published figure `published` of `s`, as a write leaves it.
+fn levels(s: &str, published: i64) -> Vec<SkuLevels> {
+    vec![SkuLevels {
+        sku: sku(s),
+        levels: vec![Level {
+            channel: ch("shopify"),
+            atp: published,
+            published,
+            open: 0,
+        }],
+        at_ms: 1_700_000_000_000,
+    }]
+}
+
+/// A job the engine still stands by.
+struct Valid;
+
+impl JobGuard for Valid {
+    fn still_valid(&self) -> bool {
+        true
+    }
+    fn failed(&self) {}
+}
+
+/// A sequencer that numbers the newest level of every SKU it is given,
+/// changed or not, and remembers what committed.
+#[derive(Default)]
+struct Numbering {
+    seq: Mutex<u64>,
+    committed: Mutex<Vec<Vec<(u64, String, i64)>>>,
+}
+
+impl Sequencer for Numbering {
+    fn sequence(&self, given: &[&SkuLevels]) -> Published {
+        let mut newest: Vec<&SkuLevels> = Vec::new();
+        for l in given {
+            newest.retain(|n| n.sku != l.sku);
+            newest.push(l);
+        }
+        let mut seq = *self.seq.lock().unwrap();
+        let mut events = Vec::new();
+        for l in &newest {
+            for level in &l.levels {
+                seq += 1;
+                events.push(ChannelEvent {
+                    channel: level.channel.clone(),
+                    seq,
+                    sku: l.sku.clone(),
+                    published: level.published,
+                    atp: level.atp,
+                    open: level.open,
+                    at_ms: l.at_ms,
+                });
+            }
+        }
+        Published {
+            skus: newest.iter().map(|l| l.sku.clone()).collect(),
+            events,
+        }
+    }
+
+    fn committed(&self, pass: Published) {
+        let mut seq = self.seq.lock().unwrap();
+        *seq = pass.events.iter().map(|e| e.seq).max().unwrap_or(*seq);
+        self.committed.lock().unwrap().push(
+            pass.events
+                .iter()
+                .map(|e| (e.seq, e.sku.to_string(), e.published))
+                .collect(),
+        );
+    }
+
+    fn in_doubt(&self, _: &Published) {}
 }
 
 fn ledger_line(
@@ -1063,6 +1140,80 @@ mod suite {
         let mut ids: Vec<_> = s.movements.iter().map(|m| m.movement_id.as_str()).collect();
         ids.sort_unstable();
         assert_eq!(ids, ["mv-a", "mv-b", "mv-taken"]);
+
+        drop(writer);
+        task.await.unwrap();
+    }
+
+    pub async fn a_refused_batchs_jobs_are_retried_each_with_the_channel_events_of_its_own_levels(
+        backend: &dyn Backend,
+    ) {
+        let store = Recording::new(backend.open().await);
+        let (writer, task) = GroupCommit::spawn(store.clone());
+        let numbering = Arc::new(Numbering::default());
+        writer.install(numbering.clone());
+
+        let held = store.gate.lock().await;
+        let plug = writer.enqueue(vec![movement("mv-taken")]);
+        store.entered.notified().await;
+        let job = |ops, sku, published| {
+            writer.enqueue_guarded(ops, levels(sku, published), Box::new(Valid))
+        };
+        let before = job(
+            vec![delta("TEE", "WH-EAST", 5, 0), movement("mv-a")],
+            "TEE",
+            5,
+        );
+        let failing = job(
+            vec![delta("TEE", "WH-EAST", 100, 0), movement("mv-taken")],
+            "TEE",
+            105,
+        );
+        let after = job(
+            vec![delta("MUG", "WH-EAST", 7, 0), movement("mv-b")],
+            "MUG",
+            7,
+        );
+        drop(held);
+
+        plug.wait().await.unwrap();
+        before
+            .wait()
+            .await
+            .expect("the job before the failing one commits");
+        failing
+            .wait()
+            .await
+            .expect_err("a duplicate movement id fails its job");
+        after
+            .wait()
+            .await
+            .expect("the job after the failing one commits");
+        assert_eq!(
+            store.commits(),
+            vec![1, 7, 3, 3, 3],
+            "the batch and each retried job carried their channel events"
+        );
+        assert_eq!(
+            *numbering.committed.lock().unwrap(),
+            vec![
+                vec![(1, "TEE".to_string(), 5)],
+                vec![(2, "MUG".to_string(), 7)]
+            ],
+            "what committed was handed on, numbered without the refused job's gap"
+        );
+        let stored: Vec<(u64, String, i64)> = store
+            .channel_events(&ch("shopify"), 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.sku.to_string(), e.published))
+            .collect();
+        assert_eq!(
+            stored,
+            vec![(1, "TEE".to_string(), 5), (2, "MUG".to_string(), 7)],
+            "each event was stored by the commit of the job whose levels called for it"
+        );
 
         drop(writer);
         task.await.unwrap();

@@ -305,7 +305,10 @@ impl Engine {
                 }
                 ops.push(Op::Reservation(Arc::new(after.clone())));
             }
-            (followed, self.enqueue_locked(&cells, &mut sku_guards, ops))
+            (
+                followed,
+                self.enqueue_locked(&skus, &cells, &mut sku_guards, ops),
+            )
         };
         for (i, _, after) in &changed {
             if let Some(g) = guards[*i].as_mut() {

@@ -31,7 +31,7 @@ use crate::domain::{
 };
 use crate::store::{
     ChannelEvent, CommitError, GroupCommit, JobGuard, LedgerEntry, MovementKind, Op, PoolRow,
-    PoolSink, Standing, Store, Ticket,
+    PoolSink, Sequencer, SkuLevels, Standing, Store, Ticket,
 };
 
 pub use admin::{Seed, SimulatedChange};
@@ -126,8 +126,9 @@ struct PoolChange {
     reference: String,
 }
 
-/// What changed after a commit: the publisher recomputes these SKUs'
-/// published levels.
+/// What changed without its levels reaching the writer (an admin change,
+/// a reload, a write before the sequencer was installed): the publisher
+/// recomputes these SKUs' published levels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Changed {
     Skus(Vec<Sku>),
@@ -156,10 +157,14 @@ struct Inner {
     writer: GroupCommit,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    /// Where committed changes are announced (the publisher), once
-    /// subscribed; and what every channel was last told, from the store.
-    /// Read by every write, written once: a read lock.
+    /// Where changes that reach the writer without their levels are
+    /// announced (the publisher), once subscribed; and what every channel
+    /// was last told, from the store. Written once: a read lock.
     feed: RwLock<Feed>,
+    /// Set once the writer has a sequencer: from then on every write hands
+    /// the levels it leaves to the writer with its ops, and announces
+    /// nothing after its commit.
+    sequenced: AtomicBool,
     /// Whether reservation changes write Odoo outbox entries.
     outbox: AtomicBool,
     /// Whether the ERP is the master of physical stock (see `erp`).
@@ -333,6 +338,7 @@ impl Engine {
                     tx: None,
                     published: snapshot.published,
                 }),
+                sequenced: AtomicBool::new(false),
                 outbox: AtomicBool::new(false),
                 erp_master: AtomicBool::new(false),
                 awaiting,
@@ -350,13 +356,70 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Subscribes the (single) publisher to committed changes; returns the
-    /// feed and what every channel was last told, as stored.
+    /// Subscribes the (single) publisher to changes without levels of
+    /// their own; returns the feed and what every channel was last told, as
+    /// stored.
     pub fn subscribe(&self) -> (mpsc::UnboundedReceiver<Changed>, Vec<ChannelEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut feed = self.inner.feed.write().unwrap_or_else(|p| p.into_inner());
         feed.tx = Some(tx);
         (rx, std::mem::take(&mut feed.published))
+    }
+
+    /// Installs the writer's sequencer: from now on each write's levels
+    /// are numbered and stored in its own commit.
+    pub fn sequence_with(&self, sequencer: Arc<dyn Sequencer>) {
+        self.inner.writer.install(sequencer);
+        self.inner.sequenced.store(true, Ordering::SeqCst);
+    }
+
+    /// Queues the current levels of `skus` for the sequencer, without any
+    /// write. Each chunk is read and queued under its SKUs' locks, so it
+    /// sits in the queue where memory's order puts it; SKUs waiting for a
+    /// reload are left out (the reload announces them). A queued chunk is
+    /// dropped if a commit it was read after fails first.
+    pub fn publish_levels(&self, skus: &[Sku]) -> Vec<Ticket> {
+        let mut sorted = skus.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        sorted
+            .chunks(256)
+            .filter_map(|chunk| {
+                let cells: Vec<Arc<SkuCell>> = chunk.iter().map(|s| self.cell(s, false)).collect();
+                let guards: Vec<_> = cells.iter().map(|c| c.lock()).collect();
+                let levels = self.levels_locked(chunk, &guards);
+                if levels.is_empty() {
+                    return None;
+                }
+                let epochs = cells
+                    .iter()
+                    .map(|c| (c.clone(), c.epoch.load(Ordering::SeqCst)))
+                    .collect();
+                let ticket = self.inner.writer.enqueue_guarded(
+                    Vec::new(),
+                    levels,
+                    Box::new(ReadGuard(epochs)),
+                );
+                drop(guards);
+                Some(ticket)
+            })
+            .collect()
+    }
+
+    /// Every channel's levels of the locked `skus` that do not wait for a
+    /// reload, with the catalog in force now.
+    fn levels_locked(&self, skus: &[Sku], guards: &[MutexGuard<'_, SkuState>]) -> Vec<SkuLevels> {
+        let catalog = self.catalog();
+        let at_ms = self.now_ms();
+        skus.iter()
+            .zip(guards)
+            .filter(|(_, g)| !g.needs_reload)
+            .map(|(sku, g)| SkuLevels {
+                sku: sku.clone(),
+                levels: stock::channel_levels(&catalog, sku, &g.pools, &g.open),
+                at_ms,
+            })
+            .collect()
     }
 
     fn notify(&self, changed: Changed) {
@@ -366,7 +429,7 @@ impl Engine {
         }
     }
 
-    /// Commits records of the edges (channel events) through the same
+    /// Commits records of the edges (outbox updates) through the same
     /// writer; they change no stock.
     pub fn record(&self, ops: Vec<Op>) -> Ticket {
         self.inner.writer.enqueue(ops)
@@ -559,9 +622,12 @@ impl Engine {
 
     /// Enqueues `ops` while the SKU locks are held and counts the commit as
     /// pending on each SKU. The commit is written only if no earlier commit
-    /// on these SKUs fails first.
+    /// on these SKUs fails first. Once a sequencer is installed, the levels
+    /// the locked SKUs are left at go with it, so their channel events are
+    /// stored in the same commit.
     fn enqueue_locked(
         &self,
+        skus: &[Sku],
         cells: &[Arc<SkuCell>],
         guards: &mut [MutexGuard<'_, SkuState>],
         ops: Vec<Op>,
@@ -571,9 +637,14 @@ impl Engine {
             cell.pending.fetch_add(1, Ordering::SeqCst);
             epochs.push((cell.clone(), cell.epoch.load(Ordering::SeqCst)));
         }
+        let levels = if self.inner.sequenced.load(Ordering::SeqCst) {
+            self.levels_locked(skus, guards)
+        } else {
+            Vec::new()
+        };
         self.inner
             .writer
-            .enqueue_guarded(ops, Box::new(EpochGuard(epochs)))
+            .enqueue_guarded(ops, levels, Box::new(EpochGuard(epochs)))
     }
 
     /// Runs a write to its end, whether or not the caller still waits. A
@@ -610,7 +681,10 @@ impl Engine {
         }
         match result {
             Ok(()) => {
-                self.notify(Changed::Skus(skus.to_vec()));
+                // With a sequencer the commit carried the levels.
+                if !self.inner.sequenced.load(Ordering::SeqCst) {
+                    self.notify(Changed::Skus(skus.to_vec()));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -774,6 +848,21 @@ impl JobGuard for EpochGuard {
             g.needs_reload = true;
         }
     }
+}
+
+/// The SKU epochs levels were read under: a read of memory that held a
+/// change which then failed to commit is not published. Its own failure
+/// changes nothing in memory.
+struct ReadGuard(Vec<(Arc<SkuCell>, u64)>);
+
+impl JobGuard for ReadGuard {
+    fn still_valid(&self) -> bool {
+        self.0
+            .iter()
+            .all(|(cell, epoch)| cell.epoch.load(Ordering::SeqCst) == *epoch)
+    }
+
+    fn failed(&self) {}
 }
 
 /// A channel code from the built-in list (always valid).

@@ -307,7 +307,7 @@ impl Engine {
             let stored = Arc::new(reservation);
             ops.push(Op::Reservation(stored.clone()));
             ops.extend(self.outbox_op(None, &stored, Some(OutboxEvent::Confirmed)));
-            let ticket = self.enqueue_locked(&cells, &mut guards, ops);
+            let ticket = self.enqueue_locked(&skus, &cells, &mut guards, ops);
             (stored, ticket)
         };
         *current = Some(Reservation::clone(&reservation));
@@ -643,7 +643,7 @@ impl Engine {
             }
             ops.push(Op::Reservation(Arc::new(after.clone())));
             ops.extend(self.outbox_op(Some(&before), &after, event));
-            self.enqueue_locked(&cells, &mut guards, ops)
+            self.enqueue_locked(&skus, &cells, &mut guards, ops)
         };
         *guard = Some(after.clone());
         if let Err(e) = self.settle(&skus, &cells, ticket).await {

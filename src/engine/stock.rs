@@ -18,15 +18,7 @@ pub struct StockLevel {
     pub pool: Pool,
 }
 
-/// One channel's figures for one SKU, without the explanation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Level {
-    pub channel: ChannelCode,
-    pub atp: i64,
-    pub published: i64,
-    /// Units of this SKU in the channel's open reservations.
-    pub open: i64,
-}
+pub use crate::store::Level;
 
 /// A channel's availability of one SKU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +103,29 @@ fn check_version(pool: &Pool, cmd: &SetCmd) -> Result<(), EngineError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// Every channel's figures for one SKU with these pools and open units
+/// (by channel index).
+pub(super) fn channel_levels(
+    catalog: &Catalog,
+    sku: &Sku,
+    pools: &[Pool],
+    open: &[i64],
+) -> Vec<Level> {
+    let rules = catalog.effective_all(sku);
+    let n = catalog.warehouses.len();
+    (0..catalog.channels.len())
+        .map(|c| {
+            let (atp, published) = crate::domain::levels(&rules, pools, c, n);
+            Level {
+                channel: catalog.channels[c].code.clone(),
+                atp,
+                published,
+                open: open.get(c).copied().unwrap_or(0),
+            }
+        })
+        .collect()
 }
 
 impl Engine {
@@ -217,7 +232,7 @@ impl Engine {
             };
             Ok((
                 level,
-                self.enqueue_locked(&cells, &mut guards, ops),
+                self.enqueue_locked(&skus, &cells, &mut guards, ops),
                 cells.clone(),
             ))
         })();
@@ -298,7 +313,7 @@ impl Engine {
             };
             Ok((
                 level,
-                self.enqueue_locked(&cells, &mut guards, ops),
+                self.enqueue_locked(&skus, &cells, &mut guards, ops),
                 cells.clone(),
             ))
         })();
@@ -425,7 +440,7 @@ impl Engine {
                 )));
                 applied.push(*i);
             }
-            (!ops.is_empty()).then(|| self.enqueue_locked(&cells, &mut guards, ops))
+            (!ops.is_empty()).then(|| self.enqueue_locked(&skus, &cells, &mut guards, ops))
         };
         if let Some(ticket) = ticket {
             if let Err(e) = self.settle(&skus, &cells, ticket).await {
@@ -526,26 +541,13 @@ impl Engine {
     }
 
     /// ATP and published figure of every channel for each SKU, without the
-    /// explanation: what the publisher compares.
+    /// explanation.
     pub fn levels(&self, skus: &[Sku]) -> Vec<(Sku, Vec<Level>)> {
         let catalog = self.catalog();
-        let n = catalog.warehouses.len();
         skus.iter()
             .map(|sku| {
                 let (pools, open) = self.pools_and_open(sku);
-                let rules = catalog.effective_all(sku);
-                let per_channel = (0..catalog.channels.len())
-                    .map(|c| {
-                        let (atp, published) = crate::domain::levels(&rules, &pools, c, n);
-                        Level {
-                            channel: catalog.channels[c].code.clone(),
-                            atp,
-                            published,
-                            open: open.get(c).copied().unwrap_or(0),
-                        }
-                    })
-                    .collect();
-                (sku.clone(), per_channel)
+                (sku.clone(), channel_levels(&catalog, sku, &pools, &open))
             })
             .collect()
     }

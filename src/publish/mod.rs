@@ -1,14 +1,19 @@
 //! What each channel is told it can sell, and telling it.
 //!
-//! The engine announces the SKUs each commit touched. The publisher
-//! recomputes their published figure for every channel, keeps only those
-//! that differ from what the channel was last told, numbers them per channel
-//! (`seq`, without gaps), stores them (so sequence numbers and resumption
-//! survive restarts) and only then hands them to watchers. Each watcher has
-//! a pending map with the newest event per SKU: a watcher that stops reading
-//! never blocks anyone, and when it reads again it gets the latest level of
-//! each SKU, in sequence order, never a stale one last. The publisher never
-//! changes stock.
+//! Every write hands the writer the levels it left (each channel's ATP,
+//! published figure and open units of the SKUs it touched). The publisher
+//! is the writer's [`Sequencer`]: for each commit it keeps those that
+//! differ from what the channel was last told, numbers them per channel
+//! (`seq`, without gaps), has them written in that same commit (so
+//! sequence numbers and resumption survive restarts) and, once it has
+//! committed, hands them to watchers, before the writes are acknowledged.
+//! What moves levels without a write of its own (an admin change, a reload
+//! after a failed commit, the first pass at start) is announced to the
+//! publisher's task, which queues the current levels the same way; only the
+//! writer numbers. Each watcher has a pending map with the newest event per
+//! SKU: a watcher that stops reading never blocks anyone, and when it
+//! reads again it gets the latest level of each SKU, in sequence order,
+//! never a stale one last. The publisher never changes stock.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -19,7 +24,9 @@ use tokio::task::JoinHandle;
 
 use crate::domain::{ChannelCode, Sku};
 use crate::engine::{Changed, Engine, Level};
-use crate::store::{ChannelEvent, Op};
+use crate::store::{ChannelEvent, Sequencer, SkuLevels};
+
+pub use crate::store::Published;
 
 pub mod redis;
 
@@ -44,8 +51,15 @@ pub struct Publisher {
 
 struct Inner {
     engine: Engine,
-    state: Mutex<State>,
+    log: Arc<Log>,
     stop: watch::Receiver<bool>,
+}
+
+/// What every channel was told, and who listens: the writer's sequencer.
+/// Holds no engine, so the writer holding it keeps no engine alive.
+#[derive(Default)]
+struct Log {
+    state: Mutex<State>,
 }
 
 #[derive(Default)]
@@ -53,15 +67,6 @@ struct State {
     channels: HashMap<ChannelCode, ChannelLog>,
     /// Feeds of every pass: the Redis mirror.
     feeds: Vec<mpsc::UnboundedSender<Arc<Published>>>,
-}
-
-/// One pass of the publisher, as mirrors see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    /// The SKUs whose pools changed (recomputed in this pass).
-    pub skus: Vec<Sku>,
-    /// The level changes this pass stored, in seq order per channel.
-    pub events: Vec<ChannelEvent>,
 }
 
 /// One channel's published levels.
@@ -97,11 +102,11 @@ impl Publisher {
             log.seq = log.seq.max(e.seq);
             log.last.insert(e.sku.clone(), e);
         }
-        let inner = Arc::new(Inner {
-            engine,
+        let log = Arc::new(Log {
             state: Mutex::new(state),
-            stop,
         });
+        engine.sequence_with(log.clone());
+        let inner = Arc::new(Inner { engine, log, stop });
         let task = tokio::spawn(run(inner.clone(), changes));
         (Publisher { inner }, task)
     }
@@ -109,13 +114,13 @@ impl Publisher {
     /// A feed of every pass once its events are stored, in order.
     pub fn feed(&self) -> mpsc::UnboundedReceiver<Arc<Published>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.inner.state).feeds.push(tx);
+        lock(&self.inner.log.state).feeds.push(tx);
         rx
     }
 
     /// What every channel was last told, per SKU (the Redis resync).
     pub fn current(&self) -> Vec<ChannelEvent> {
-        lock(&self.inner.state)
+        lock(&self.inner.log.state)
             .channels
             .values()
             .flat_map(|l| l.last.values().cloned())
@@ -131,7 +136,7 @@ impl Publisher {
         }
         let slot = Arc::new(Slot::default());
         {
-            let mut state = lock(&self.inner.state);
+            let mut state = lock(&self.inner.log.state);
             let log = state.channels.entry(channel.clone()).or_default();
             if after_seq > log.seq {
                 return Err(WatchError::AheadOfLog {
@@ -243,21 +248,14 @@ async fn run(inner: Arc<Inner>, mut changes: mpsc::UnboundedReceiver<Changed>) {
         } else {
             work.skus.iter().cloned().collect()
         };
-        let events = diff(&inner, &skus);
-        let stored = if events.is_empty() {
-            Ok(())
-        } else {
-            inner
-                .engine
-                .record(vec![Op::ChannelEvents(events.clone())])
-                .wait()
-                .await
-        };
-        match stored {
-            Ok(()) => {
-                deliver(&inner, Published { skus, events });
-                backoff = Duration::from_millis(50);
+        let mut stored = Ok(());
+        for ticket in inner.engine.publish_levels(&skus) {
+            if let Err(e) = ticket.wait().await {
+                stored = Err(e);
             }
+        }
+        match stored {
+            Ok(()) => backoff = Duration::from_millis(50),
             Err(e) => {
                 tracing::warn!(error = %e, "could not store channel events; retrying");
                 pending.add(if work.all {
@@ -285,54 +283,73 @@ async fn run(inner: Arc<Inner>, mut changes: mpsc::UnboundedReceiver<Changed>) {
     }
 }
 
-/// The events `skus` call for: every (channel, SKU) whose published figure
-/// or open units differ from what the channel was last told (or was never
-/// told), with
-/// the next seqs of each channel. Nothing is recorded yet.
-fn diff(inner: &Inner, skus: &[Sku]) -> Vec<ChannelEvent> {
-    let levels = inner.engine.levels(skus);
-    let at_ms = inner.engine.now();
-    let state = lock(&inner.state);
-    let mut next_seq: HashMap<&ChannelCode, u64> = HashMap::new();
-    let mut out = Vec::new();
-    for (sku, per_channel) in &levels {
-        for Level {
-            channel,
-            atp,
-            published,
-            open,
-        } in per_channel
-        {
-            let log = state.channels.get(channel);
-            if log
-                .and_then(|l| l.last.get(sku))
-                .is_some_and(|e| e.published == *published && e.open == *open)
-            {
-                continue;
+impl Sequencer for Log {
+    /// Every (channel, SKU) whose newest published figure or open units
+    /// differ from what the channel was last told (or was never told), with
+    /// the next seqs of each channel.
+    fn sequence(&self, levels: &[&SkuLevels]) -> Published {
+        let mut newest: HashMap<&Sku, &SkuLevels> = HashMap::new();
+        let mut skus: Vec<Sku> = Vec::new();
+        for l in levels {
+            if newest.insert(&l.sku, l).is_none() {
+                skus.push(l.sku.clone());
             }
-            let seq = next_seq
-                .entry(channel)
-                .or_insert_with(|| log.map_or(0, |l| l.seq));
-            *seq += 1;
-            out.push(ChannelEvent {
-                channel: channel.clone(),
-                seq: *seq,
-                sku: sku.clone(),
-                published: *published,
-                atp: *atp,
-                open: *open,
-                at_ms,
-            });
+        }
+        let state = lock(&self.state);
+        let mut next_seq: HashMap<&ChannelCode, u64> = HashMap::new();
+        let mut events = Vec::new();
+        for sku in &skus {
+            let l = newest[sku];
+            for Level {
+                channel,
+                atp,
+                published,
+                open,
+            } in &l.levels
+            {
+                let log = state.channels.get(channel);
+                if log
+                    .and_then(|c| c.last.get(sku))
+                    .is_some_and(|e| e.published == *published && e.open == *open)
+                {
+                    continue;
+                }
+                let seq = next_seq
+                    .entry(channel)
+                    .or_insert_with(|| log.map_or(0, |c| c.seq));
+                *seq += 1;
+                events.push(ChannelEvent {
+                    channel: channel.clone(),
+                    seq: *seq,
+                    sku: sku.clone(),
+                    published: *published,
+                    atp: *atp,
+                    open: *open,
+                    at_ms: l.at_ms,
+                });
+            }
+        }
+        Published { skus, events }
+    }
+
+    fn committed(&self, pass: Published) {
+        deliver(self, pass);
+    }
+
+    fn in_doubt(&self, pass: &Published) {
+        let mut state = lock(&self.state);
+        for e in &pass.events {
+            let log = state.channels.entry(e.channel.clone()).or_default();
+            log.seq = log.seq.max(e.seq);
         }
     }
-    out
 }
 
 /// Records stored events as what each channel was told, and hands them to
 /// its watchers and the feeds.
-fn deliver(inner: &Inner, pass: Published) {
+fn deliver(log: &Log, pass: Published) {
     let pass = Arc::new(pass);
-    let mut state = lock(&inner.state);
+    let mut state = lock(&log.state);
     state.feeds.retain(|f| f.send(pass.clone()).is_ok());
     let mut touched: HashSet<ChannelCode> = HashSet::new();
     for e in pass.events.iter() {

@@ -17,8 +17,8 @@
 //!
 //! # How it runs
 //!
-//! A task consumes [`Publisher::feed`]: after every publisher pass (once its
-//! events are stored) it writes, in one pipeline, the HSET of each event's
+//! A task consumes [`Publisher::feed`]: after every commit that carried
+//! levels (once its events are stored) it writes, in one pipeline, the HSET of each event's
 //! published figure, its XADD to the channel's stream, and the pool hash of
 //! every SKU the pass touched. It is off the acknowledgement path: a
 //! reservation never waits for Redis, and Redis being slow or down never

@@ -25,7 +25,9 @@ use crate::domain::{
 pub use lease::{Campaign, Elector, Leader, Lease, LeaseTimings, Tenure};
 pub use postgres::{redact_url, PostgresStore};
 pub use sqlite::{DataDirLock, SqliteStore};
-pub use writer::{CommitError, GroupCommit, JobGuard, Ticket};
+pub use writer::{
+    CommitError, GroupCommit, JobGuard, Level, Published, Sequencer, SkuLevels, Ticket,
+};
 
 /// Not an API: the SQLite commit's encoding, for `benches/sqlite_writer.rs`,
 /// which runs the same statements on a connection of its own.

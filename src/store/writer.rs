@@ -11,17 +11,75 @@
 //! batch probes the store, and whatever arrives while that probe is under
 //! way is refused without waiting for it. The first commit that succeeds
 //! ends this.
+//!
+//! A job may carry the levels its write left (unnumbered, never written as
+//! such). The [`Sequencer`] installed on the writer turns the levels of each
+//! commit attempt into numbered channel events, written in that attempt's
+//! transaction, and hears when it committed: a level is stored and handed
+//! on by the commit that acknowledges the write that moved it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Failure, Op, Store, StoreError};
+use super::{ChannelEvent, Failure, Op, Store, StoreError};
+use crate::domain::{ChannelCode, Sku};
 
 /// Most ops written in one transaction.
 const MAX_BATCH_OPS: usize = 4096;
+
+/// One channel's figures for one SKU, without the explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Level {
+    pub channel: ChannelCode,
+    pub atp: i64,
+    pub published: i64,
+    /// Units of this SKU in the channel's open reservations.
+    pub open: i64,
+}
+
+/// One SKU's figures for every channel as memory held them when a write
+/// was decided (under the SKU's lock, so the queue holds them in the order
+/// memory changed): what the [`Sequencer`] numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuLevels {
+    pub sku: Sku,
+    pub levels: Vec<Level>,
+    /// When they were decided: the events' `at_ms`.
+    pub at_ms: i64,
+}
+
+/// What one commit stored for the channels: the SKUs whose levels it
+/// carried and the events they called for, in seq order per channel.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Published {
+    /// The SKUs whose pools changed (their levels were in the commit).
+    pub skus: Vec<Sku>,
+    /// The level changes this commit stored, in seq order per channel.
+    pub events: Vec<ChannelEvent>,
+}
+
+/// Numbers channel events inside the writer, so that they are written in
+/// the transaction of the writes that moved them. Called only from the
+/// writer's task, one commit attempt at a time.
+pub trait Sequencer: Send + Sync + 'static {
+    /// The events `levels` call for (oldest first; a SKU's last entry is
+    /// its newest), numbered after what last committed. Advances nothing:
+    /// the attempt may fail.
+    fn sequence(&self, levels: &[&SkuLevels]) -> Published;
+    /// The attempt that stored `pass` committed: advance, and hand it on.
+    fn committed(&self, pass: Published);
+    /// The attempt that would store `pass` failed with its outcome unknown:
+    /// its seqs may be taken in the store, so they are not numbered again
+    /// (a gap if it did not commit). Nothing is handed on; what it would
+    /// have told is told again by the next levels of those SKUs.
+    fn in_doubt(&self, pass: &Published);
+}
+
+/// Where the writer finds the sequencer, installed after it started.
+type SequencerSlot = Arc<Mutex<Option<Arc<dyn Sequencer>>>>;
 
 /// A commit that did not happen (or, [`Failure::InDoubt`], may have).
 /// Cloneable: one failure answers a whole batch.
@@ -104,6 +162,8 @@ pub trait JobGuard: Send + Sync + 'static {
 
 struct Job {
     ops: Vec<Op>,
+    /// The levels the write left, for the sequencer.
+    levels: Vec<SkuLevels>,
     /// When it was queued: a job queued after a failure was answered is
     /// tried, not refused with the jobs that waited for that failure.
     queued: Instant,
@@ -152,32 +212,53 @@ impl Ticket {
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::UnboundedSender<Job>,
+    sequencer: SequencerSlot,
 }
 
 impl GroupCommit {
     /// Starts the writer over `store`.
     pub fn spawn(store: Arc<dyn Store>) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(store, rx));
-        (GroupCommit { tx }, task)
+        let sequencer = SequencerSlot::default();
+        let task = tokio::spawn(run(store, sequencer.clone(), rx));
+        (GroupCommit { tx, sequencer }, task)
+    }
+
+    /// Installs the sequencer (replacing an earlier one): from the next
+    /// commit attempt on, the levels jobs carry are numbered and stored.
+    /// Until then they are dropped.
+    pub fn install(&self, sequencer: Arc<dyn Sequencer>) {
+        *self.sequencer.lock().unwrap_or_else(|p| p.into_inner()) = Some(sequencer);
     }
 
     /// Queues `ops` as one atomic unit. Never blocks.
     pub fn enqueue(&self, ops: Vec<Op>) -> Ticket {
-        self.send(ops, None)
+        self.send(ops, Vec::new(), None)
     }
 
-    /// Queues `ops`, written only while `guard` says they are still valid.
-    pub fn enqueue_guarded(&self, ops: Vec<Op>, guard: Box<dyn JobGuard>) -> Ticket {
-        self.send(ops, Some(guard))
+    /// Queues `ops` and the `levels` they leave, written only while `guard`
+    /// says they are still valid.
+    pub fn enqueue_guarded(
+        &self,
+        ops: Vec<Op>,
+        levels: Vec<SkuLevels>,
+        guard: Box<dyn JobGuard>,
+    ) -> Ticket {
+        self.send(ops, levels, Some(guard))
     }
 
-    fn send(&self, ops: Vec<Op>, guard: Option<Box<dyn JobGuard>>) -> Ticket {
+    fn send(
+        &self,
+        ops: Vec<Op>,
+        levels: Vec<SkuLevels>,
+        guard: Option<Box<dyn JobGuard>>,
+    ) -> Ticket {
         let (done, rx) = oneshot::channel();
         let job = Job {
             queued: Instant::now(),
             len: ops.len(),
             ops,
+            levels,
             guard,
             done,
         };
@@ -190,7 +271,11 @@ impl GroupCommit {
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    store: Arc<dyn Store>,
+    sequencer: SequencerSlot,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
     let mut ops: Vec<Op> = Vec::new();
     let mut waiting: Vec<Job> = Vec::new();
     // Set while the store cannot be reached: the failure that said so.
@@ -220,12 +305,14 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
         if waiting.is_empty() {
             continue;
         }
+        let installed = sequencer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let installed = installed.as_deref();
         let outcome = match &down {
-            None => commit_batch(store.as_ref(), &mut ops, &mut waiting).await,
+            None => commit_batch(store.as_ref(), installed, &mut ops, &mut waiting).await,
             Some(failed) => {
                 // This batch probes the store; what arrives meanwhile is
                 // answered at once rather than queued behind the probe.
-                let probe = commit_batch(store.as_ref(), &mut ops, &mut waiting);
+                let probe = commit_batch(store.as_ref(), installed, &mut ops, &mut waiting);
                 tokio::pin!(probe);
                 loop {
                     tokio::select! {
@@ -237,8 +324,8 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
             }
         };
         match outcome {
-            Ok(()) => {
-                if down.take().is_some() {
+            Ok(asked) => {
+                if asked && down.take().is_some() {
                     tracing::info!("the store commits again");
                 }
             }
@@ -272,25 +359,53 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
 /// batch wrote nothing), so one bad job cannot fail its neighbours; when
 /// the store could not commit at all, every job fails at once, without a
 /// retry that would only wait for the same outage. Err: the store could
-/// not commit (or may not have), and the writer should fail fast.
+/// not commit (or may not have), and the writer should fail fast. Ok(false):
+/// there was nothing to write (levels that changed nothing), so the store
+/// was not asked.
+///
+/// The channel events the batch's levels call for go last into the same
+/// transaction; the sequencer hears of them before any job is answered, so
+/// a watcher has a level by the time the write that moved it is
+/// acknowledged.
 async fn commit_batch(
     store: &dyn Store,
+    sequencer: Option<&dyn Sequencer>,
     ops: &mut Vec<Op>,
     waiting: &mut Vec<Job>,
-) -> Result<(), Failed> {
+) -> Result<bool, Failed> {
     let jobs = waiting.len();
+    let pass = sequencer.and_then(|s| sequence(s, waiting.iter()));
+    let with_events = append_events(ops, pass.as_ref());
+    if ops.is_empty() {
+        if let (Some(s), Some(pass)) = (sequencer, pass) {
+            s.committed(pass);
+        }
+        for job in waiting.drain(..) {
+            job.finish(Ok(()));
+        }
+        return Ok(false);
+    }
     let started = std::time::Instant::now();
     let result = store.commit(ops).await;
     crate::telemetry::record_commit(jobs, started.elapsed(), result.is_ok());
+    if with_events {
+        ops.pop();
+    }
     let outcome = match result {
         Ok(()) => {
+            if let (Some(s), Some(pass)) = (sequencer, pass) {
+                s.committed(pass);
+            }
             for job in waiting.drain(..) {
                 job.finish(Ok(()));
             }
-            Ok(())
+            Ok(true)
         }
         Err(e) => {
             let err = CommitError::new(&e);
+            if let (Failure::InDoubt, Some(s), Some(pass)) = (err.failure(), sequencer, &pass) {
+                s.in_doubt(pass);
+            }
             if jobs == 1 || err.failure() != Failure::Rejected {
                 tracing::error!(error = %err, jobs, "commit failed");
                 let answered = Instant::now();
@@ -298,7 +413,7 @@ async fn commit_batch(
                     job.finish(Err(err.clone()));
                 }
                 match err.failure() {
-                    Failure::Rejected => Ok(()),
+                    Failure::Rejected => Ok(true),
                     Failure::Unavailable
                     | Failure::InDoubt
                     | Failure::Deposed
@@ -306,7 +421,9 @@ async fn commit_batch(
                 }
             } else {
                 tracing::warn!(error = %err, jobs, "the database refused a batch; retrying job by job");
-                retry_one_by_one(store, ops, waiting).await
+                retry_one_by_one(store, sequencer, ops, waiting)
+                    .await
+                    .map(|()| true)
             }
         }
     };
@@ -314,9 +431,31 @@ async fn commit_batch(
     outcome
 }
 
-/// The jobs of a refused batch, each in a transaction of its own, in order.
+/// The levels of `jobs`, numbered; None when they carry none.
+fn sequence<'a>(
+    sequencer: &dyn Sequencer,
+    jobs: impl Iterator<Item = &'a Job>,
+) -> Option<Published> {
+    let levels: Vec<&SkuLevels> = jobs.flat_map(|j| j.levels.iter()).collect();
+    (!levels.is_empty()).then(|| sequencer.sequence(&levels))
+}
+
+/// Appends `pass`'s events to `ops`; whether there were any.
+fn append_events(ops: &mut Vec<Op>, pass: Option<&Published>) -> bool {
+    match pass {
+        Some(p) if !p.events.is_empty() => {
+            ops.push(Op::ChannelEvents(p.events.clone()));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The jobs of a refused batch, each in a transaction of its own (with the
+/// channel events of its own levels), in order.
 async fn retry_one_by_one(
     store: &dyn Store,
+    sequencer: Option<&dyn Sequencer>,
     ops: &mut Vec<Op>,
     waiting: &mut Vec<Job>,
 ) -> Result<(), Failed> {
@@ -329,7 +468,7 @@ async fn retry_one_by_one(
     }
     drop(rest);
     let mut down: Option<Failed> = None;
-    for (job, job_ops) in waiting.drain(..).zip(mine) {
+    for (job, mut job_ops) in waiting.drain(..).zip(mine) {
         if !job.valid() {
             job.finish(Err(stale()));
             continue;
@@ -338,10 +477,23 @@ async fn retry_one_by_one(
             job.finish(Err(failed.err.not_attempted()));
             continue;
         }
-        let result = store
-            .commit(&job_ops)
-            .await
-            .map_err(|e| CommitError::new(&e));
+        let pass = sequencer.and_then(|s| sequence(s, std::iter::once(&job)));
+        append_events(&mut job_ops, pass.as_ref());
+        let result = if job_ops.is_empty() {
+            Ok(())
+        } else {
+            store
+                .commit(&job_ops)
+                .await
+                .map_err(|e| CommitError::new(&e))
+        };
+        if let (Some(s), Some(pass)) = (sequencer, pass) {
+            match &result {
+                Ok(()) => s.committed(pass),
+                Err(e) if e.failure() == Failure::InDoubt => s.in_doubt(&pass),
+                Err(_) => {}
+            }
+        }
         if let Err(err) = &result {
             tracing::error!(error = %err, "commit failed");
             if err.failure() != Failure::Rejected {

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use stockpool::api::pb;
 use stockpool::domain::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode};
-use stockpool::engine::{Engine, ReserveCmd, SetCmd, SystemClock};
-use stockpool::publish::Publisher;
-use stockpool::store::SqliteStore;
+use stockpool::engine::{Engine, EngineError, ReserveCmd, SetCmd, SystemClock};
+use stockpool::publish::{Publisher, Watch};
+use stockpool::store::{ChannelEvent, SqliteStore, Store};
 use tonic::Streaming;
 
-use crate::helpers::{seed, spawn_app, TestApp};
+use crate::helpers::{seed, spawn_app, Flaky, TestApp};
 
 async fn watch(
     app: &mut TestApp,
@@ -250,6 +250,145 @@ async fn a_watcher_that_stops_reading_gets_the_latest_level_per_sku_and_blocks_n
     assert!(
         batch.windows(2).all(|w| w[0].seq < w[1].seq),
         "in seq order: {batch:?}"
+    );
+}
+
+/// An engine over a store that fails on demand, its publisher, and a
+/// shopify watcher that has heard TEE at 10 in WH-WEST.
+async fn engine_with_watcher(
+    dir: &std::path::Path,
+) -> (
+    Engine,
+    Arc<Flaky>,
+    Publisher,
+    Watch,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let store = Arc::new(Flaky::new(SqliteStore::open(dir).await.unwrap()));
+    let engine = Engine::open(store.clone(), seed(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (publisher, _task) = Publisher::start(engine.clone(), stop);
+    engine
+        .set_stock(SetCmd {
+            sku: Sku::parse("TEE").unwrap(),
+            warehouse: WarehouseCode::parse("WH-WEST").unwrap(),
+            on_hand: 10,
+            reason: String::new(),
+            expected_version: None,
+            movement_id: None,
+        })
+        .await
+        .unwrap();
+    let mut watcher = publisher
+        .watch(&ChannelCode::parse("shopify").unwrap(), 0)
+        .unwrap();
+    while !watcher
+        .next()
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.sku.as_str() == "TEE" && e.published == 10)
+    {}
+    (engine, store, publisher, watcher, stop_tx)
+}
+
+fn reserve_tee(id: &str, units: i64) -> ReserveCmd {
+    ReserveCmd {
+        channel: ChannelCode::parse("shopify").unwrap(),
+        order_id: OrderId::parse(id).unwrap(),
+        lines: vec![(
+            Sku::parse("TEE").unwrap(),
+            Quantity::parse("q", units).unwrap(),
+        )],
+        hold_seconds: 0,
+        terms: Default::default(),
+    }
+}
+
+/// What the watcher already holds, without waiting for anything.
+fn already_there(watcher: &mut Watch) -> Option<Vec<ChannelEvent>> {
+    use std::future::Future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(watcher.next()).as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(batch) => batch,
+        std::task::Poll::Pending => None,
+    }
+}
+
+async fn shopify_events(store: &Flaky) -> Vec<ChannelEvent> {
+    store
+        .channel_events(&ChannelCode::parse("shopify").unwrap(), 0, 1000)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_watcher_hears_a_reserve_in_the_same_commit_that_acknowledged_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store, _publisher, mut watcher, _stop) = engine_with_watcher(dir.path()).await;
+
+    engine.reserve(reserve_tee("o-1", 3)).await.unwrap();
+
+    let told = already_there(&mut watcher)
+        .expect("the new level reached the watcher before the reserve was acknowledged");
+    assert_eq!(
+        told.iter()
+            .map(|e| (e.sku.as_str(), e.published, e.open))
+            .collect::<Vec<_>>(),
+        [("TEE", 7, 3)]
+    );
+    assert_eq!(
+        shopify_events(&store).await.last(),
+        told.last(),
+        "the event was stored by the commit that acknowledged the reserve"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_commit_publishes_nothing_and_leaves_no_seq_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store, _publisher, mut watcher, _stop) = engine_with_watcher(dir.path()).await;
+    let last_seq = shopify_events(&store).await.last().unwrap().seq;
+
+    store
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = engine.reserve(reserve_tee("o-1", 4)).await.unwrap_err();
+    assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
+    store
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    while !engine.is_consistent() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        already_there(&mut watcher),
+        None,
+        "nothing of the failed reserve was told"
+    );
+
+    engine.reserve(reserve_tee("o-2", 2)).await.unwrap();
+    let told = already_there(&mut watcher).expect("the committed reserve was told");
+    assert_eq!(
+        told.iter()
+            .map(|e| (e.seq, e.published))
+            .collect::<Vec<_>>(),
+        [(last_seq + 1, 8)],
+        "the next seq after the last one told, at the committed level"
+    );
+    let stored = shopify_events(&store).await;
+    assert!(
+        stored
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as u64 + 1),
+        "seqs without gaps: {stored:?}"
+    );
+    assert!(
+        stored.iter().all(|e| e.published != 6),
+        "the failed reserve's level was never stored: {stored:?}"
     );
 }
 
