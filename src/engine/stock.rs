@@ -113,7 +113,7 @@ pub(super) fn channel_levels(
     pools: &[Pool],
     open: &[i64],
 ) -> Vec<Level> {
-    let rules = catalog.effective_all(sku);
+    let rules = catalog.effective_all_shared(sku);
     let n = catalog.warehouses.len();
     (0..catalog.channels.len())
         .map(|c| {
