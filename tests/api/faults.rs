@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::helpers::Flaky;
+use crate::helpers::{count_in, Flaky};
 use stockpool::domain::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode};
-use stockpool::engine::{Engine, EngineError, ManualClock, ReserveCmd, SetCmd, SystemClock};
+use stockpool::engine::{Engine, EngineError, ManualClock, ReserveCmd, SystemClock};
 use stockpool::store::{SqliteStore, Store};
 
 fn sku(s: &str) -> Sku {
@@ -34,7 +34,7 @@ async fn engine_on(dir: &std::path::Path) -> (Engine, Arc<Flaky>) {
 }
 
 async fn count(engine: &Engine, s: &str, w: &str, on_hand: i64) {
-    count_result(engine, s, w, on_hand)
+    count_in(engine, s, w, on_hand)
         .await
         .expect("the count is saved");
 }
@@ -187,7 +187,7 @@ async fn a_reservation_decided_on_a_count_that_failed_to_commit_is_not_saved() {
 
     let counting = tokio::spawn({
         let engine = engine.clone();
-        async move { count_result(&engine, "NEW", "WH-WEST", 10).await }
+        async move { count_in(&engine, "NEW", "WH-WEST", 10).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let reserving = tokio::spawn({
@@ -224,21 +224,6 @@ async fn a_reservation_decided_on_a_count_that_failed_to_commit_is_not_saved() {
         (0, 0),
         "memory equals the store again"
     );
-}
-
-/// A physical count of `on_hand` units of `s` in `w`.
-async fn count_result(engine: &Engine, s: &str, w: &str, on_hand: i64) -> Result<(), EngineError> {
-    engine
-        .set_stock(SetCmd {
-            sku: sku(s),
-            warehouse: WarehouseCode::parse(w).unwrap(),
-            on_hand,
-            reason: String::new(),
-            expected_version: None,
-            movement_id: None,
-        })
-        .await
-        .map(|_| ())
 }
 
 /// One pool delta of `s` in WH-WEST: a job for the writer alone.

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use stockpool::domain::{
     Channel, ChannelCode, OrderId, Reservation, Rule, Sku, Warehouse, WarehouseCode,
 };
-use stockpool::engine::{Engine, Seed};
+use stockpool::engine::{Engine, EngineError, Seed, SetCmd};
 use stockpool::server::Application;
 use stockpool::store::{
     ChannelEvent, LedgerRow, Op, OutboxEntry, OutboxState, OutboxStats, PoolRow, RuleChange,
@@ -536,4 +536,25 @@ impl Drop for AdapterProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A physical count of `on_hand` units of `sku` in `warehouse`, straight to
+/// the engine.
+pub async fn count_in(
+    engine: &Engine,
+    sku: &str,
+    warehouse: &str,
+    on_hand: i64,
+) -> Result<(), EngineError> {
+    engine
+        .set_stock(SetCmd {
+            sku: Sku::parse(sku).unwrap(),
+            warehouse: WarehouseCode::parse(warehouse).unwrap(),
+            on_hand,
+            reason: String::new(),
+            expected_version: None,
+            movement_id: None,
+        })
+        .await
+        .map(|_| ())
 }

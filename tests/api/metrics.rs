@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stockpool::api::pb;
-use stockpool::domain::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode};
-use stockpool::engine::{Engine, ReserveCmd, SetCmd, SystemClock};
+use stockpool::domain::{ChannelCode, OrderId, Quantity, Sku};
+use stockpool::engine::{Engine, ReserveCmd, SystemClock};
 use stockpool::store::SqliteStore;
 use tonic_health::pb::health_server::Health;
 use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
@@ -333,15 +333,7 @@ async fn grpc_health_is_not_serving_while_readyz_would_fail_and_serving_again_af
         .await
         .unwrap();
     let sku = Sku::parse("TEE").unwrap();
-    engine
-        .set_stock(SetCmd {
-            sku: sku.clone(),
-            warehouse: WarehouseCode::parse("WH-WEST").unwrap(),
-            on_hand: 10,
-            reason: String::new(),
-            expected_version: None,
-            movement_id: None,
-        })
+    crate::helpers::count_in(&engine, sku.as_str(), "WH-WEST", 10)
         .await
         .unwrap();
     let (reporter, _server) = tonic_health::server::health_reporter();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use stockpool::api::pb;
 use stockpool::config::StoreConfig;
 use stockpool::domain::{ChannelCode, OrderId, Quantity, Rule, Sku, WarehouseCode};
-use stockpool::engine::{Engine, EngineError, ReserveCmd, SetCmd, SystemClock};
+use stockpool::engine::{Engine, EngineError, ReserveCmd, SystemClock};
 use stockpool::store::{
     GroupCommit, LedgerEntry, MovementKind, MovementRecord, Op, PostgresStore, Store, StoreError,
 };
@@ -65,15 +65,7 @@ fn order(id: &str, s: &str, q: i64) -> ReserveCmd {
 }
 
 async fn count(engine: &Engine, s: &str, on_hand: i64) {
-    engine
-        .set_stock(SetCmd {
-            sku: sku(s),
-            warehouse: wh("WH-WEST"),
-            on_hand,
-            reason: String::new(),
-            expected_version: None,
-            movement_id: None,
-        })
+    crate::helpers::count_in(engine, s, "WH-WEST", on_hand)
         .await
         .unwrap();
 }

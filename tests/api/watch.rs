@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use stockpool::api::pb;
 use stockpool::domain::{ChannelCode, OrderId, Quantity, Sku, WarehouseCode};
-use stockpool::engine::{Engine, EngineError, ReserveCmd, SetCmd, SystemClock};
+use stockpool::engine::{Engine, EngineError, ReserveCmd, SystemClock};
 use stockpool::publish::{Publisher, Watch};
 use stockpool::store::{ChannelEvent, SqliteStore, Store};
 use tonic::Streaming;
@@ -198,15 +198,7 @@ async fn a_watcher_that_stops_reading_gets_the_latest_level_per_sku_and_blocks_n
     let (publisher, _task) = Publisher::start(engine.clone(), stop);
     let sku = |s: &str| Sku::parse(s).unwrap();
     for s in ["HOT", "COLD"] {
-        engine
-            .set_stock(SetCmd {
-                sku: sku(s),
-                warehouse: WarehouseCode::parse("WH-WEST").unwrap(),
-                on_hand: 100,
-                reason: String::new(),
-                expected_version: None,
-                movement_id: None,
-            })
+        crate::helpers::count_in(&engine, s, "WH-WEST", 100)
             .await
             .unwrap();
     }
@@ -270,15 +262,7 @@ async fn engine_with_watcher(
         .unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let (publisher, _task) = Publisher::start(engine.clone(), stop);
-    engine
-        .set_stock(SetCmd {
-            sku: Sku::parse("TEE").unwrap(),
-            warehouse: WarehouseCode::parse("WH-WEST").unwrap(),
-            on_hand: 10,
-            reason: String::new(),
-            expected_version: None,
-            movement_id: None,
-        })
+    crate::helpers::count_in(&engine, "TEE", "WH-WEST", 10)
         .await
         .unwrap();
     let mut watcher = publisher
