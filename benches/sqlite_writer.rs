@@ -7,10 +7,10 @@
 //! beside it), all with the store's durability: WAL, `synchronous=FULL`,
 //! `foreign_keys`, `wal_autocheckpoint=10000`:
 //!
-//! - `sqlx_json_each`: what ships, `SqliteStore::commit`, one multi-statement
-//!   query (`BEGIN IMMEDIATE`, one `json_each` statement per kind of row,
-//!   `COMMIT`) handed to sqlx's worker thread;
-//! - `thread_json_each`: the same statements and the same JSON rows
+//! - `sqlx_values`: what ships, `SqliteStore::commit`, one multi-statement
+//!   query (`BEGIN IMMEDIATE`, one multi-row `VALUES` statement per kind of
+//!   row and chunk, `COMMIT`) handed to sqlx's worker thread;
+//! - `thread_values`: the same statements and the same bound values
 //!   (`encode_sqlite_batch`, what the store sends), run by a dedicated OS
 //!   thread that owns a rusqlite connection, each statement
 //!   `prepare_cached`;
@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rusqlite::{params, Connection};
-use stockpool::store::{encode_sqlite_batch, EncodedSqliteBatch, Op, SqliteStore, Store};
+use stockpool::store::{encode_sqlite_batch, Op, SqliteParam, SqliteStore, Store};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
@@ -51,8 +51,12 @@ const COUNTED: u64 = 200;
 
 /// What the writer thread is asked to commit.
 enum Work {
-    /// `encode_sqlite_batch`'s query and rows: one statement per kind.
-    Json(EncodedSqliteBatch),
+    /// `encode_sqlite_batch`'s query and values: one statement per kind
+    /// and chunk.
+    Same {
+        sql: String,
+        params: Vec<rusqlite::types::Value>,
+    },
     /// The ops themselves: one statement per row.
     Rows(Vec<Op>),
 }
@@ -66,17 +70,24 @@ struct Job {
 #[derive(Clone)]
 enum Writer {
     Sqlx(Arc<SqliteStore>),
-    Thread { jobs: mpsc::Sender<Job>, json: bool },
+    Thread {
+        jobs: mpsc::Sender<Job>,
+        same: bool,
+    },
 }
 
 impl Writer {
     async fn commit(&self, ops: Vec<Op>) {
         match self {
             Writer::Sqlx(store) => store.commit(&ops).await.unwrap(),
-            Writer::Thread { jobs, json } => {
-                let work = if *json {
+            Writer::Thread { jobs, same } => {
+                let work = if *same {
                     // Encoded in the task, as `SqliteStore::commit` does.
-                    Work::Json(encode_sqlite_batch(&ops, 1_700_000_000_000).unwrap())
+                    let batch = encode_sqlite_batch(&ops, 1_700_000_000_000).unwrap();
+                    Work::Same {
+                        sql: batch.sql.into_owned(),
+                        params: batch.params.into_iter().map(value).collect(),
+                    }
                 } else {
                     Work::Rows(ops)
                 };
@@ -85,6 +96,16 @@ impl Writer {
                 answer.await.expect("writer thread answers").unwrap();
             }
         }
+    }
+}
+
+/// A value of the store's encoding, owned, for the writer thread.
+fn value(param: SqliteParam<'_>) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match param {
+        SqliteParam::Int(v) => Value::Integer(v),
+        SqliteParam::Text(v) => Value::Text(v.into_owned()),
+        SqliteParam::Null => Value::Null,
     }
 }
 
@@ -121,19 +142,20 @@ fn writer_thread(path: PathBuf, jobs: mpsc::Receiver<Job>) {
 fn transaction(conn: &Connection, work: &Work) -> rusqlite::Result<()> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     match work {
-        Work::Json(batch) => {
-            // The query is `BEGIN IMMEDIATE;`, one statement per line, each
-            // taking one JSON array, and `COMMIT;`.
-            let mut lines = batch.sql.lines();
+        Work::Same { sql, params } => {
+            // The query is `BEGIN IMMEDIATE;`, one statement per line, and
+            // `COMMIT;`; the values are bound in order across them.
+            let mut lines = sql.lines();
             assert_eq!(lines.next(), Some("BEGIN IMMEDIATE;"));
             assert_eq!(lines.next_back(), Some("COMMIT;"));
-            let mut rows = batch.rows.iter();
+            let mut values = params.iter();
             for statement in lines {
                 let statement = statement.strip_suffix(';').expect("one statement a line");
-                let rows = rows.next().expect("one array per statement");
-                conn.prepare_cached(statement)?.execute([rows])?;
+                let mut prepared = conn.prepare_cached(statement)?;
+                let count = prepared.parameter_count();
+                prepared.execute(rusqlite::params_from_iter(values.by_ref().take(count)))?;
             }
-            assert!(rows.next().is_none());
+            assert!(values.next().is_none());
         }
         Work::Rows(ops) => rows(conn, ops)?,
     }
@@ -345,13 +367,13 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("sqlite_writer");
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(5));
-    for name in ["sqlx_json_each", "thread_json_each", "thread_rows"] {
+    for name in ["sqlx_values", "thread_values", "thread_rows"] {
         // A fresh database each: the schema from the store's migrations,
         // and the store's background checkpoints running on it.
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(rt.block_on(SqliteStore::open(dir.path())).unwrap());
         let (writer, thread) = match name {
-            "sqlx_json_each" => (Writer::Sqlx(store.clone()), None),
+            "sqlx_values" => (Writer::Sqlx(store.clone()), None),
             _ => {
                 let (jobs, receiver) = mpsc::channel();
                 let path = dir.path().join("stockpool.db");
@@ -359,8 +381,8 @@ fn bench(c: &mut Criterion) {
                     .name("rusqlite-writer".into())
                     .spawn(move || writer_thread(path, receiver))
                     .unwrap();
-                let json = name == "thread_json_each";
-                (Writer::Thread { jobs, json }, Some(thread))
+                let same = name == "thread_values";
+                (Writer::Thread { jobs, same }, Some(thread))
             }
         };
         for orders in support::BATCHES {

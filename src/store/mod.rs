@@ -32,7 +32,9 @@ pub use writer::{
 /// Not an API: the SQLite commit's encoding, for `benches/sqlite_writer.rs`,
 /// which runs the same statements on a connection of its own.
 #[doc(hidden)]
-pub use sqlite_batch::{encode as encode_sqlite_batch, Encoded as EncodedSqliteBatch};
+pub use sqlite_batch::{
+    encode as encode_sqlite_batch, Encoded as EncodedSqliteBatch, Param as SqliteParam,
+};
 
 /// What can go wrong below the engine.
 #[derive(Debug, thiserror::Error)]

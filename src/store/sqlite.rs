@@ -25,6 +25,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Sqlite};
 use tokio_stream::StreamExt;
 
+use super::sqlite_batch::Param;
 use super::{
     ChannelEvent, LedgerEntry, LedgerRow, MovementKind, MovementRecord, NewOutboxEntry, Op,
     OutboxEntry, OutboxEvent, OutboxLine, OutboxState, OutboxStats, PoolRow, PoolSink, RuleChange,
@@ -365,9 +366,13 @@ impl Store for SqliteStore {
         }
         let batch = super::sqlite_batch::encode(ops, now_ms())?;
         let mut conn = self.writer.acquire().await?;
-        let mut query = sqlx::query(batch.sql);
-        for rows in batch.rows {
-            query = query.bind(rows);
+        let mut query = sqlx::query(&batch.sql).persistent(batch.persistent);
+        for param in batch.params {
+            query = match param {
+                Param::Int(v) => query.bind(v),
+                Param::Text(v) => query.bind(v),
+                Param::Null => query.bind(None::<i64>),
+            };
         }
         let Err(e) = query.execute(&mut *conn).await else {
             return Ok(());
