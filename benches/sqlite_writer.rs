@@ -70,10 +70,7 @@ struct Job {
 #[derive(Clone)]
 enum Writer {
     Sqlx(Arc<SqliteStore>),
-    Thread {
-        jobs: mpsc::Sender<Job>,
-        same: bool,
-    },
+    Thread { jobs: mpsc::Sender<Job>, same: bool },
 }
 
 impl Writer {

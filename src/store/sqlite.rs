@@ -222,7 +222,12 @@ impl SqliteStore {
                 options
                     .clone()
                     .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string())
-                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}")),
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+                    // A statement that may fail after changing some rows
+                    // keeps the pages it changed in a statement journal,
+                    // spilled to a temporary file past 64 KiB: in memory,
+                    // a batch's journal is a copy, not a file write.
+                    .pragma("temp_store", "MEMORY"),
             )
             .await?;
         MIGRATOR.run(&writer).await?;
@@ -378,7 +383,8 @@ impl Store for SqliteStore {
             return Ok(());
         };
         // Nothing is left open when the failure was BEGIN or COMMIT itself,
-        // and ROLLBACK then says so: that is not an error here.
+        // or an `OR ROLLBACK` statement's, and ROLLBACK then says so: that
+        // is not an error here.
         if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
             if !rollback.to_string().contains("no transaction is active") {
                 tracing::error!(error = %crate::telemetry::chain(&rollback), "ROLLBACK after a failed commit failed; closing the writer connection");

@@ -20,6 +20,12 @@
 //! which the statement skips. The text then depends only on which kinds the
 //! batch holds, that capacity, and the chunks per kind.
 //!
+//! The kinds that only insert say `OR ROLLBACK`: a constraint they break
+//! ends the whole transaction at once, as the commit's failure would anyway,
+//! so SQLite keeps no statement journal of the pages they change (for a
+//! batch over many SKUs, a copy of most pages it touches). The upserts
+//! keep one: SQLite aborts their `DO UPDATE` statement by statement.
+//!
 //! Within a kind, rows keep their op order (`ORDER BY i`: ledger and
 //! rule-history ids, the outbox's push order, the last state of a
 //! reservation). Pools are folded first ([`fold_pools`]): a hot SKU is one
@@ -131,7 +137,7 @@ const KINDS: [Kind; 13] = [
             "reason",
             "reference",
         ],
-        statement: "INSERT INTO ledger (at_ms, sku, warehouse, kind, on_hand_delta, \
+        statement: "INSERT OR ROLLBACK INTO ledger (at_ms, sku, warehouse, kind, on_hand_delta, \
                 reserved_delta, on_hand_after, reserved_after, reason, reference) \
             SELECT at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, on_hand_after, \
                 reserved_after, reason, reference \
@@ -180,12 +186,12 @@ const KINDS: [Kind; 13] = [
     // A duplicate id fails this statement, and with it the commit.
     Kind {
         columns: &["movement_id", "fingerprint"],
-        statement: "INSERT INTO movements (movement_id, fingerprint) \
+        statement: "INSERT OR ROLLBACK INTO movements (movement_id, fingerprint) \
             SELECT movement_id, fingerprint FROM r WHERE i IS NOT NULL ORDER BY i",
     },
     Kind {
         columns: &["channel", "seq", "sku", "published", "atp", "at_ms", "open"],
-        statement: "INSERT INTO channel_events (channel, seq, sku, published, atp, at_ms, open) \
+        statement: "INSERT OR ROLLBACK INTO channel_events (channel, seq, sku, published, atp, at_ms, open) \
             SELECT channel, seq, sku, published, atp, at_ms, open \
             FROM r WHERE i IS NOT NULL ORDER BY i",
     },
@@ -199,7 +205,7 @@ const KINDS: [Kind; 13] = [
             "before_json",
             "after_json",
         ],
-        statement: "INSERT INTO rule_history (at_ms, changed_by, comment, channel, sku, \
+        statement: "INSERT OR ROLLBACK INTO rule_history (at_ms, changed_by, comment, channel, sku, \
                 before_json, after_json) \
             SELECT at_ms, changed_by, comment, channel, sku, before_json, after_json \
             FROM r WHERE i IS NOT NULL ORDER BY i",
@@ -214,7 +220,7 @@ const KINDS: [Kind; 13] = [
             "lines_json",
             "terms_json",
         ],
-        statement: "INSERT INTO outbox (created_at_ms, reservation_id, channel, order_id, event, \
+        statement: "INSERT OR ROLLBACK INTO outbox (created_at_ms, reservation_id, channel, order_id, event, \
                 lines_json, next_attempt_at_ms, updated_at_ms, terms_json) \
             SELECT at_ms, reservation_id, channel, order_id, event, lines_json, at_ms, at_ms, \
                 terms_json \
@@ -661,18 +667,24 @@ mod tests {
         let pools = rows_of(&batch, 0, 5, 1, 64);
         assert_eq!(
             pools,
-            vec![&[
-                Param::from("HOT"),
-                Param::from("WH-EAST"),
-                Param::Int(0),
-                Param::Int(528),
-                Param::Int(32)
-            ][..]],
+            vec![
+                &[
+                    Param::from("HOT"),
+                    Param::from("WH-EAST"),
+                    Param::Int(0),
+                    Param::Int(528),
+                    Param::Int(32)
+                ][..]
+            ],
             "32 deltas summed, 32 version bumps"
         );
         let reservations = rows_of(&batch, 64 * 6, 14, 1, 64);
         assert_eq!(reservations.len(), 32);
-        assert_eq!(batch.params.len(), 64 * 6 + 64 * 15, "nothing else is bound");
+        assert_eq!(
+            batch.params.len(),
+            64 * 6 + 64 * 15,
+            "nothing else is bound"
+        );
     }
 
     #[test]
@@ -693,9 +705,15 @@ mod tests {
     fn the_query_depends_only_on_the_shape_of_the_batch() {
         let batch = |orders: i64| encode_owned(&(1..=orders).flat_map(reserve).collect::<Vec<_>>());
         let (one, three) = (batch(1), batch(3));
-        assert!(std::ptr::eq(one.0, three.0), "1 and 3 orders: chunks of 4, one text");
+        assert!(
+            std::ptr::eq(one.0, three.0),
+            "1 and 3 orders: chunks of 4, one text"
+        );
         let (forty, sixty) = (batch(40), batch(60));
-        assert!(std::ptr::eq(forty.0, sixty.0), "40 and 60 orders: chunks of 64");
+        assert!(
+            std::ptr::eq(forty.0, sixty.0),
+            "40 and 60 orders: chunks of 64"
+        );
         assert!(!std::ptr::eq(one.0, forty.0));
         assert!(one.1 && forty.1, "both kept, prepared once");
         assert!(one.0.starts_with("BEGIN IMMEDIATE;") && one.0.ends_with("COMMIT;"));
