@@ -64,7 +64,7 @@ pub struct Term {
     pub epoch: u64,
     pub engine: Engine,
     /// The Inventory and Admin services.
-    pub grpc: axum::Router,
+    pub grpc: crate::api::TermServices,
     /// The tenure's own HTTP routes (the Odoo webhook).
     pub http: axum::Router,
 }
@@ -196,11 +196,12 @@ impl Serving {
         self.read().term.clone()
     }
 
-    /// The term that takes calls for its services: the current one while
-    /// active, and while isolated too (its reads are served from memory;
-    /// its store refuses writes). None on a standby, or while stepping
-    /// down.
-    pub fn serving_term(&self) -> Option<Term> {
+    /// Runs `f` on the term that takes calls for its services: the current
+    /// one while active, and while isolated too (its reads are served from
+    /// memory; its store refuses writes). None, without running `f`, on a
+    /// standby or while stepping down. `f` runs under the state's lock, so
+    /// it must not call this `Serving` again.
+    pub fn with_serving_term<R>(&self, f: impl FnOnce(&Term) -> R) -> Option<R> {
         self.read()
             .term
             .as_ref()
@@ -210,7 +211,7 @@ impl Serving {
                     Standing::Current | Standing::Isolated(_)
                 )
             })
-            .cloned()
+            .map(f)
     }
 
     /// The engine of the current term, while active.

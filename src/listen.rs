@@ -22,9 +22,9 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -75,14 +75,49 @@ pub enum Protocol {
     Http,
 }
 
-/// Accepts and serves connections on `listener` with `router` until `stop`
-/// is set, then drains as [`Limits::shutdown_grace`] allows. Returns once
-/// every connection is closed.
-pub async fn serve(
+/// What a listener serves each request with.
+pub trait Serve:
+    hyper::service::Service<
+        http::Request<Incoming>,
+        Response = http::Response<Self::Body>,
+        Error = Self::Failure,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    type Body: http_body::Body<Data = Self::Data, Error = Self::BodyError> + Send + 'static;
+    type Data: bytes::Buf + Send + 'static;
+    type BodyError: Into<Box<dyn std::error::Error + Send + Sync>>;
+    type Failure: Into<Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl<S, B> Serve for S
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Body = B;
+    type Data = B::Data;
+    type BodyError = B::Error;
+    type Failure = S::Error;
+}
+
+/// Accepts and serves connections on `listener` with `service` until
+/// `stop` is set, then drains as [`Limits::shutdown_grace`] allows. Returns
+/// once every connection is closed.
+pub async fn serve<S: Serve>(
     name: &'static str,
     listener: TcpListener,
     protocol: Protocol,
-    router: axum::Router,
+    service: S,
     tls: Option<Arc<Tls>>,
     limits: Limits,
     stop: watch::Receiver<bool>,
@@ -119,7 +154,7 @@ pub async fn serve(
                 connections.spawn(connection(
                     stream,
                     protocol,
-                    router.clone(),
+                    service.clone(),
                     acceptor.clone(),
                     limits,
                     graceful.watcher(),
@@ -153,10 +188,10 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// One connection, from its handshake to its end.
 #[allow(clippy::too_many_arguments)]
-async fn connection(
+async fn connection<S: Serve>(
     stream: TcpStream,
     protocol: Protocol,
-    router: axum::Router,
+    service: S,
     acceptor: Option<TlsAcceptor>,
     limits: Limits,
     watcher: Watcher,
@@ -186,7 +221,6 @@ async fn connection(
         },
         _ = stopped(&mut stop) => return,
     };
-    let service = TowerToHyperService::new(router);
     let ended = match protocol {
         Protocol::Grpc => {
             let preface = Preface::new(stream, limits.handshake_timeout);

@@ -243,7 +243,7 @@ impl Application {
             .map(|t| Running::start(t, &config, &serving))
             .transpose()?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (grpc_router, health) = crate::api::edge(serving.clone(), config.tokens.clone())?;
+        let (grpc_edge, health) = crate::api::edge(serving.clone(), config.tokens.clone())?;
         crate::http::report_health(&serving, &health).await;
         let health_task = tokio::spawn(crate::http::follow_readiness(
             serving.clone(),
@@ -255,7 +255,7 @@ impl Application {
             "grpc",
             grpc,
             Protocol::Grpc,
-            grpc_router,
+            grpc_edge,
             tls.clone(),
             config.listen,
             stop_rx.clone(),
@@ -266,7 +266,7 @@ impl Application {
             "http",
             http,
             Protocol::Http,
-            http_app,
+            hyper_util::service::TowerToHyperService::new(http_app),
             tls.clone(),
             config.listen,
             stop_rx.clone(),
@@ -461,7 +461,7 @@ impl Running {
             None => axum::Router::new(),
         };
         let epoch = lease.as_ref().map_or(0, Lease::epoch);
-        let grpc = crate::api::term_routes(
+        let grpc = crate::api::TermServices::new(
             engine.clone(),
             publisher,
             config.tokens.clone(),

@@ -6,7 +6,8 @@
 //!   on the HTTP port renders its handle.
 //! - Events are recorded where they happen: commits by the store writer,
 //!   reservation outcomes, expired holds and shortfalls by the engine, RPC
-//!   counts and latency by [`track_rpc`], a middleware on the gRPC routes.
+//!   counts and latency by [`RpcCall`], which the gRPC edge starts for each
+//!   call.
 //! - Levels derived from the engine's state (published units, SKUs,
 //!   reservations, shortfall) are computed by [`observe_engine`] at scrape
 //!   time, not on every change.
@@ -26,7 +27,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use axum::body::{Body, Bytes};
+use bytes::Bytes;
+use http::Response;
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -47,7 +49,7 @@ pub const COMMIT_BATCH_SIZE: &str = "stockpool_commit_batch_size";
 pub const COMMIT_DURATION: &str = "stockpool_commit_duration_seconds";
 /// Counter; fed by the store writer.
 pub const COMMIT_FAILURES: &str = "stockpool_commit_failures_total";
-/// Counter by `method` and `code`; fed by [`track_rpc`].
+/// Counter by `method` and `code`; fed by [`RpcCall`].
 pub const RPCS: &str = "stockpool_rpcs_total";
 /// Gauge, always 1, labelled with the `version` and the `store` kind.
 pub const BUILD_INFO: &str = "stockpool_build_info";
@@ -60,7 +62,7 @@ pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
 pub const PROCESS_MAX_FDS: &str = "process_max_fds";
 pub const PROCESS_START: &str = "process_start_time_seconds";
 pub const PROCESS_THREADS: &str = "process_threads";
-/// Histogram by `method` and `code`, unary calls only; fed by [`track_rpc`].
+/// Histogram by `method` and `code`, unary calls only; fed by [`RpcCall`].
 pub const RPC_DURATION: &str = "stockpool_rpc_duration_seconds";
 /// Gauge by `channel`; set at scrape time by [`observe_engine`].
 pub const PUBLISHED_UNITS: &str = "stockpool_published_units";
@@ -493,6 +495,8 @@ pub fn shortfall(units: i64) {
 
 /// A gRPC method this server implements, as labels name it.
 struct RpcMethod {
+    /// `/package.Service/Method`, as requests name it.
+    path: String,
     /// `package.Service`, the `service` label.
     service: String,
     name: String,
@@ -535,8 +539,8 @@ impl RpcMethod {
 /// Every gRPC path this server serves (`/package.Service/Method`), read from
 /// the compiled descriptors of its services. Labels come from here, never
 /// from the request: anyone can send any path.
-fn rpc_methods() -> &'static HashMap<String, RpcMethod> {
-    static METHODS: OnceLock<HashMap<String, RpcMethod>> = OnceLock::new();
+fn rpc_methods() -> &'static foldhash::HashMap<String, RpcMethod> {
+    static METHODS: OnceLock<foldhash::HashMap<String, RpcMethod>> = OnceLock::new();
     METHODS.get_or_init(|| {
         use prost::Message;
         let sets = [
@@ -544,7 +548,7 @@ fn rpc_methods() -> &'static HashMap<String, RpcMethod> {
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         ];
-        let mut methods = HashMap::new();
+        let mut methods = foldhash::HashMap::default();
         for bytes in sets {
             let set = prost_types::FileDescriptorSet::decode(bytes)
                 .expect("compiled descriptor sets decode");
@@ -554,8 +558,9 @@ fn rpc_methods() -> &'static HashMap<String, RpcMethod> {
                         let path =
                             format!("/{}.{}/{}", file.package(), service.name(), method.name());
                         methods.insert(
-                            path,
+                            path.clone(),
                             RpcMethod {
+                                path,
                                 service: format!("{}.{}", file.package(), service.name()),
                                 name: method.name().to_string(),
                                 streaming: method.client_streaming() || method.server_streaming(),
@@ -570,9 +575,10 @@ fn rpc_methods() -> &'static HashMap<String, RpcMethod> {
     })
 }
 
-/// Middleware for the gRPC routes: counts every call by method and status
-/// code into [`RPCS`] and times unary calls into [`RPC_DURATION`], from
-/// request to the end of the response.
+/// One gRPC call, counted into [`RPCS`] by method and status code and, when
+/// unary, timed into [`RPC_DURATION`] from its request to the end of its
+/// response. The gRPC edge (`api::edge`) starts one per call and hands it
+/// the response.
 ///
 /// The code is read where gRPC puts it: in the response headers when the call
 /// failed before any message (a "trailers-only" response, which is how tonic
@@ -580,34 +586,46 @@ fn rpc_methods() -> &'static HashMap<String, RpcMethod> {
 /// the body, which [`RpcBody`] watches for. A body dropped before its
 /// trailers (the client went away) is counted as `CANCELLED`; one that ends
 /// without trailers as `UNKNOWN`.
-pub async fn track_rpc(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let started = Instant::now();
-    let method = rpc_methods().get(request.uri().path());
-    let response = next.run(request).await;
-    let call = RpcCall { method, started };
-    if let Some(status) = response.headers().get("grpc-status") {
-        call.finish(tonic::Code::from_bytes(status.as_bytes()));
-        return response;
-    }
-    response.map(|inner| {
-        Body::new(RpcBody {
-            inner,
-            call: Some(call),
-        })
-    })
-}
-
-/// One call in flight, recorded once when its status is known.
-struct RpcCall {
+pub struct RpcCall {
     /// None for a path this server does not serve.
     method: Option<&'static RpcMethod>,
     started: Instant,
 }
 
 impl RpcCall {
+    /// A call to `path` starts now.
+    pub fn start(path: &str) -> RpcCall {
+        let started = Instant::now();
+        RpcCall {
+            method: rpc_methods().get(path),
+            started,
+        }
+    }
+
+    /// The call's path when it is a method this server serves (then without
+    /// a copy of the request's), None for any other path.
+    pub fn known_path(&self) -> Option<&'static str> {
+        self.method.map(|m| m.path.as_str())
+    }
+
+    /// Follows `response` to the call's end: records the call at once when
+    /// its status is in the headers (`code`, as [`grpc_status`] reads it),
+    /// otherwise when the trailers go by.
+    pub fn track<B>(
+        self,
+        code: Option<tonic::Code>,
+        response: Response<B>,
+    ) -> Response<RpcBody<B>> {
+        let call = match code {
+            Some(code) => {
+                self.finish(code);
+                None
+            }
+            None => Some(self),
+        };
+        response.map(|inner| RpcBody { inner, call })
+    }
+
     fn finish(self, code: tonic::Code) {
         let Some(method) = self.method else {
             let code = crate::api::error::code_name(code);
@@ -625,14 +643,22 @@ impl RpcCall {
     }
 }
 
+/// The status code in the headers of a response: that of a trailers-only
+/// response; None when the code is still to come in the trailers.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    headers
+        .get(tonic::Status::GRPC_STATUS)
+        .map(|status| tonic::Code::from_bytes(status.as_bytes()))
+}
+
 /// A response body that records its call when the trailers go by.
-struct RpcBody {
-    inner: Body,
+pub struct RpcBody<B> {
+    inner: B,
     /// Taken when recorded, so a call is recorded once.
     call: Option<RpcCall>,
 }
 
-impl RpcBody {
+impl<B> RpcBody<B> {
     fn finish(&mut self, code: tonic::Code) {
         if let Some(call) = self.call.take() {
             call.finish(code);
@@ -640,20 +666,33 @@ impl RpcBody {
     }
 }
 
-impl http_body::Body for RpcBody {
+/// An empty body that records nothing.
+impl<B: Default> Default for RpcBody<B> {
+    fn default() -> Self {
+        RpcBody {
+            inner: B::default(),
+            call: None,
+        }
+    }
+}
+
+impl<B> http_body::Body for RpcBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     let code = trailers
-                        .get("grpc-status")
+                        .get(tonic::Status::GRPC_STATUS)
                         .map_or(tonic::Code::Unknown, |v| {
                             tonic::Code::from_bytes(v.as_bytes())
                         });
@@ -675,7 +714,7 @@ impl http_body::Body for RpcBody {
     }
 }
 
-impl Drop for RpcBody {
+impl<B> Drop for RpcBody<B> {
     fn drop(&mut self) {
         self.finish(tonic::Code::Cancelled);
     }

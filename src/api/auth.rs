@@ -9,9 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use http::HeaderMap;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
@@ -182,18 +180,13 @@ impl Tokens {
 }
 
 /// With tokens configured, server reflection (which lists every method and
-/// message) answers only callers with a valid token, of any role. Health
-/// stays open: load balancers probe it without one.
-pub async fn reflection_needs_token(
-    State(tokens): State<Tokens>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.uri().path().starts_with("/grpc.reflection.") {
-        let metadata = MetadataMap::from_headers(request.headers().clone());
-        if let Err(status) = tokens.check(&metadata, Need::Read) {
-            return status.into_http();
-        }
+/// message) answers only callers with a valid token, of any role: the
+/// refusal of a call to `path` with these request headers, None when it
+/// may go on. Health stays open: load balancers probe it without one.
+pub fn refuse_reflection(tokens: &Tokens, path: &str, headers: &HeaderMap) -> Option<Status> {
+    if !path.starts_with("/grpc.reflection.") {
+        return None;
     }
-    next.run(request).await
+    let metadata = MetadataMap::from_headers(headers.clone());
+    tokens.check(&metadata, Need::Read).err()
 }

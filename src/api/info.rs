@@ -1,14 +1,14 @@
 //! What the process answers itself, in either role: `Admin.GetServerInfo`
-//! (readable with any token, also on a standby), and the routing of every
-//! other call to the current term or, without one, the standby's refusal.
+//! (readable with any token, also on a standby).
 
-use axum::response::{IntoResponse, Response};
+use std::future::Future;
+
+use tonic::body::Body;
+use tonic::codegen::StdError;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
-use tower::ServiceExt;
 
 use super::auth::{Need, Tokens};
-use super::error::not_active;
 use super::pb;
 use crate::ha::Serving;
 
@@ -33,21 +33,25 @@ pub fn server_info(
     })
 }
 
-/// The route serving [`PATH`].
-pub fn route(serving: Serving, tokens: Tokens) -> axum::routing::MethodRouter {
-    axum::routing::post(move |request: axum::extract::Request| {
-        let service = InfoService {
-            serving: serving.clone(),
-            tokens: tokens.clone(),
-        };
-        async move {
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
-                .max_decoding_message_size(super::protocol::MAX_MESSAGE_BYTES);
-            grpc.unary(service, request)
-                .await
-                .map(axum::body::Body::new)
-        }
-    })
+/// The answer to a POST of [`PATH`].
+pub fn call<B>(
+    serving: &Serving,
+    tokens: &Tokens,
+    request: http::Request<B>,
+) -> impl Future<Output = http::Response<Body>> + Send + 'static
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<StdError> + Send,
+{
+    let service = InfoService {
+        serving: serving.clone(),
+        tokens: tokens.clone(),
+    };
+    async move {
+        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+            .max_decoding_message_size(super::protocol::MAX_MESSAGE_BYTES);
+        grpc.unary(service, request).await
+    }
 }
 
 /// One `GetServerInfo` call, in the shape tonic's unary handling takes.
@@ -65,19 +69,4 @@ impl tonic::server::UnaryService<pb::GetServerInfoRequest> for InfoService {
             server_info(&self.serving, &self.tokens, request.metadata()).map(tonic::Response::new),
         )
     }
-}
-
-/// A call for the term's services: served by the current term (also while
-/// isolated: reads from memory, writes refused by its store), or refused as
-/// a standby's when there is none, or when its tenure has just ended and
-/// the server is stepping down.
-pub async fn to_term(serving: &Serving, request: axum::extract::Request) -> Response {
-    match serving.serving_term() {
-        Some(term) => match term.grpc.oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
-        _ => not_active(serving.standby_message()).into_http(),
-    }
-    .into_response()
 }

@@ -1,62 +1,109 @@
 //! What a client is told when its call fails before any handler runs: tonic
 //! answers those itself (an unknown method, a message over the size limit,
 //! bytes that are not the request message), with codes and texts that
-//! contradict the README. This layer rewrites exactly those answers, so the
-//! README's Errors table holds for every call: `UNIMPLEMENTED` naming the
-//! method, `RESOURCE_EXHAUSTED` for a message over the limit, and
+//! contradict the README. [`rewrite`] replaces exactly those answers, so
+//! the README's Errors table holds for every call: `UNIMPLEMENTED` naming
+//! the method, `RESOURCE_EXHAUSTED` for a message over the limit, and
 //! `INVALID_ARGUMENT` (without the decoder's internals) for a message that
-//! does not decode.
+//! does not decode. Also the client's deadline (`grpc-timeout`), which
+//! [`Deadline`] holds a call's answer to. The gRPC edge applies both to
+//! every call.
 
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName};
+use pin_project_lite::pin_project;
+use tokio::time::Timeout;
 use tonic::{Code, Status};
 
 /// Largest request message accepted, in bytes (gRPC's customary 4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Rewrites tonic's own answers to calls that never reached a handler.
-/// Every other response passes untouched.
-pub async fn protocol_errors(request: Request, next: Next) -> Response {
-    let method = request.uri().path().to_string();
-    let response = next.run(request).await;
-    // tonic answers these as trailers-only responses: the status is in the
-    // headers, and the body is empty.
-    let Some(status) = Status::from_header_map(response.headers()) else {
-        return response;
-    };
-    let Some(replacement) = replace(&method, &status) else {
-        return response;
-    };
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// What to answer instead of tonic's own answer to a call of `method` that
+/// never reached a handler, given the `code` in the response `headers`
+/// (tonic answers those as trailers-only responses: the status is in the
+/// headers, and the body is empty). None for every other response, which
+/// passes untouched.
+pub fn rewrite(method: &str, code: Code, headers: &HeaderMap) -> Option<Status> {
+    if !matches!(
+        code,
+        Code::Unimplemented | Code::OutOfRange | Code::Internal
+    ) {
+        return None;
+    }
+    let status = Status::from_header_map(headers)?;
+    let replacement = replace(method, &status)?;
     tracing::debug!(%method, was = ?status.code(), message = status.message(), "call refused before reaching its handler");
-    replacement.into_http()
+    Some(replacement)
 }
 
-/// Honours the client's `grpc-timeout`: a call whose answer is not ready
-/// when the client's deadline passes is answered `DEADLINE_EXCEEDED` and
-/// the handler stops waiting. A write already handed to the engine still
-/// runs to its end there (it may commit: the client learns the outcome by
-/// retrying, which is a replay). For a stream the deadline covers its
-/// opening, not the updates that follow.
-pub async fn deadline(request: Request, next: Next) -> Response {
-    let Some(limit) = request
-        .headers()
-        .get("grpc-timeout")
+/// The client's deadline for a call with these request headers: its
+/// `grpc-timeout`, when that is well formed.
+pub fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(GRPC_TIMEOUT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
-    else {
-        return next.run(request).await;
-    };
-    let method = request.uri().path().to_string();
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::debug!(%method, ?limit, "the client's deadline passed before the answer");
-            Status::deadline_exceeded(format!(
-                "no answer within the client's deadline of {limit:?}"
-            ))
-            .into_http()
+}
+
+pin_project! {
+    /// Honours the client's `grpc-timeout`: a call whose answer is not
+    /// ready when the client's deadline passes is answered
+    /// `DEADLINE_EXCEEDED` (see [`DeadlinePassed`]) and the handler stops
+    /// waiting. A write already handed to the engine still runs to its end
+    /// there (it may commit: the client learns the outcome by retrying,
+    /// which is a replay). For a stream the deadline covers its opening,
+    /// not the updates that follow.
+    #[project = DeadlineProj]
+    pub enum Deadline<F> {
+        Open { #[pin] answer: F },
+        Bounded { #[pin] answer: Timeout<F>, limit: Duration },
+    }
+}
+
+impl<F: Future> Deadline<F> {
+    /// `answer`, within `limit` (the [`client_deadline`]) when there is one.
+    pub fn new(limit: Option<Duration>, answer: F) -> Self {
+        match limit {
+            None => Deadline::Open { answer },
+            Some(limit) => Deadline::Bounded {
+                answer: tokio::time::timeout(limit, answer),
+                limit,
+            },
         }
+    }
+}
+
+impl<F: Future> Future for Deadline<F> {
+    type Output = Result<F::Output, DeadlinePassed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            DeadlineProj::Open { answer } => answer.poll(cx).map(Ok),
+            DeadlineProj::Bounded { answer, limit } => answer
+                .poll(cx)
+                .map(|answered| answered.map_err(|_| DeadlinePassed(*limit))),
+        }
+    }
+}
+
+/// The client's deadline passed before the answer.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlinePassed(Duration);
+
+impl DeadlinePassed {
+    /// What the client of `method` is told.
+    pub fn answer(self, method: &str) -> Status {
+        let limit = self.0;
+        tracing::debug!(%method, ?limit, "the client's deadline passed before the answer");
+        Status::deadline_exceeded(format!(
+            "no answer within the client's deadline of {limit:?}"
+        ))
     }
 }
 
@@ -160,30 +207,26 @@ mod tests {
         }
     }
 
-    fn slow_service() -> axum::Router {
-        axum::Router::new()
-            .route(
-                "/stockpool.v1.Inventory/Reserve",
-                axum::routing::post(|| async {
-                    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
-                    "late"
-                }),
-            )
-            .layer(axum::middleware::from_fn(deadline))
-    }
-
-    fn call(timeout: Option<&str>) -> axum::extract::Request {
-        let mut b = axum::http::Request::post("/stockpool.v1.Inventory/Reserve");
+    /// What a slow Reserve called with `timeout` is answered.
+    async fn slow_reserve(timeout: Option<&str>) -> http::Response<tonic::body::Body> {
+        let mut b = http::Request::post("/stockpool.v1.Inventory/Reserve");
         if let Some(t) = timeout {
             b = b.header("grpc-timeout", t);
         }
-        b.body(axum::body::Body::empty()).unwrap()
+        let call = b.body(()).unwrap();
+        let late = async {
+            tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+            http::Response::new(tonic::body::Body::empty())
+        };
+        match Deadline::new(client_deadline(call.headers()), late).await {
+            Ok(response) => response,
+            Err(passed) => passed.answer(call.uri().path()).into_http(),
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_still_unanswered_at_the_client_s_deadline_is_deadline_exceeded() {
-        use tower::ServiceExt;
-        let response = slow_service().oneshot(call(Some("250m"))).await.unwrap();
+        let response = slow_reserve(Some("250m")).await;
         let status = Status::from_header_map(response.headers()).expect("a gRPC status");
         assert_eq!(status.code(), Code::DeadlineExceeded);
         assert!(status.message().contains("250ms"), "{}", status.message());
@@ -191,14 +234,28 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_call_without_a_deadline_or_with_a_malformed_one_waits_for_its_answer() {
-        use tower::ServiceExt;
         for timeout in [None, Some("soon")] {
-            let response = slow_service().oneshot(call(timeout)).await.unwrap();
+            let response = slow_reserve(timeout).await;
             assert!(
                 Status::from_header_map(response.headers()).is_none(),
                 "{timeout:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_trailers_only_answer_of_tonic_s_own_is_rewritten_from_its_headers() {
+        let tonic_s: http::Response<()> = Status::unimplemented("").into_http();
+        let replaced =
+            rewrite("/x.Y/Z", Code::Unimplemented, tonic_s.headers()).expect("rewritten");
+        assert_eq!(replaced.code(), Code::Unimplemented);
+        assert!(replaced.message().contains("/x.Y/Z"), "{replaced:?}");
+
+        let the_service_s: http::Response<()> =
+            Status::unimplemented("gzip is not supported").into_http();
+        assert!(rewrite("/x.Y/Z", Code::Unimplemented, the_service_s.headers()).is_none());
+        let refused: http::Response<()> = Status::not_found("no such order").into_http();
+        assert!(rewrite("/x.Y/Z", Code::NotFound, refused.headers()).is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::Duration;
 use stockpool::api::pb;
 use stockpool::domain::{ChannelCode, OrderId, Quantity, Sku};
 use stockpool::engine::{Engine, ReserveCmd, SystemClock};
+use stockpool::publish::Publisher;
 use stockpool::store::SqliteStore;
 use tonic_health::pb::health_server::Health;
 use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
@@ -339,13 +340,19 @@ async fn grpc_health_is_not_serving_while_readyz_would_fail_and_serving_again_af
     let (reporter, _server) = tonic_health::server::health_reporter();
     let health = HealthService::from_health_reporter(reporter.clone());
     let serving = stockpool::ha::Serving::new("sqlite");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (publisher, _publishing) = Publisher::start(engine.clone(), stopped.clone());
     serving.activate(stockpool::ha::Term {
         epoch: 0,
         engine: engine.clone(),
-        grpc: axum::Router::new(),
+        grpc: stockpool::api::TermServices::new(
+            engine.clone(),
+            publisher,
+            Default::default(),
+            serving.clone(),
+        ),
         http: axum::Router::new(),
     });
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(stockpool::http::follow_readiness(
         serving.clone(),
         reporter,
