@@ -376,6 +376,57 @@ async fn a_failed_commit_publishes_nothing_and_leaves_no_seq_gap() {
     );
 }
 
+/// A commit whose answer was lost may have stored its events: the seqs it
+/// gave them are never given again, and none of them is told, so a commit
+/// that did land cannot collide with the next one, and a watcher never
+/// hears of a level that may not exist.
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_leaves_its_seqs_behind_and_tells_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store, _publisher, mut watcher, _stop) = engine_with_watcher(dir.path()).await;
+    let last_seq = shopify_events(&store).await.last().unwrap().seq;
+
+    store
+        .lose_answer_once
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = engine.reserve(reserve_tee("o-1", 4)).await.unwrap_err();
+    assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
+    while !engine.is_consistent() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let landed = shopify_events(&store).await;
+    assert_eq!(
+        landed
+            .iter()
+            .find(|e| e.seq == last_seq + 1)
+            .map(|e| e.published),
+        Some(6),
+        "the commit landed with its event: {landed:?}"
+    );
+
+    engine
+        .reserve(reserve_tee("o-2", 2))
+        .await
+        .expect("the next commit does not reuse the landed commit's seq");
+    let mut told = Vec::new();
+    while told.last().map(|e: &ChannelEvent| e.published) != Some(4) {
+        let batch = tokio::time::timeout(Duration::from_secs(5), watcher.next())
+            .await
+            .expect("the committed reserve is told")
+            .expect("the watch goes on");
+        told.extend(batch.into_iter().filter(|e| e.sku.as_str() == "TEE"));
+    }
+    assert!(
+        told.iter().all(|e| e.seq > last_seq + 1),
+        "nothing numbered by the commit of unknown outcome was told: {told:?}"
+    );
+    let stored = shopify_events(&store).await;
+    assert!(
+        stored.windows(2).all(|w| w[0].seq < w[1].seq),
+        "seqs only grow: {stored:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_rule_change_republishes_exactly_the_skus_whose_figure_it_changes() {
     let mut app = spawn_app().await;
