@@ -100,7 +100,7 @@ impl Edge {
         let answer = match auth::refuse_reflection(&self.0.tokens, path.as_str(), request.headers())
         {
             Some(refusal) => Answer::Now(Some(refusal.into_http())),
-            None => self.route(request, verb),
+            None => self.route(request),
         };
         EdgeFuture {
             stage: Stage::Waiting {
@@ -113,7 +113,7 @@ impl Edge {
     }
 
     /// The process's own services by path, the term's for every other.
-    fn route<B>(&self, request: Request<B>, verb: Verb) -> Answer
+    fn route<B>(&self, request: Request<B>) -> Answer
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<StdError> + Send,
@@ -139,7 +139,7 @@ impl Edge {
             }
             _ => services
                 .serving
-                .with_serving_term(|term| term.grpc.answer(request, verb))
+                .with_serving_term(|term| term.grpc.answer(request))
                 .unwrap_or_else(|| {
                     Answer::Now(Some(
                         not_active(services.serving.standby_message()).into_http(),
@@ -202,9 +202,8 @@ impl TermServices {
 
     /// The answer to a call that is not the process's own. Like the term's
     /// router before, a method of neither service is tonic's bare
-    /// `UNIMPLEMENTED` (which the edge then rewrites), and every answer is
-    /// finished as by a router of its own.
-    fn answer<B>(&self, request: Request<B>, verb: Verb) -> Answer
+    /// `UNIMPLEMENTED` (which the edge then rewrites).
+    fn answer<B>(&self, request: Request<B>) -> Answer
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<StdError> + Send,
@@ -212,13 +211,9 @@ impl TermServices {
         let answering = match service_of(request.uri().path()) {
             Some(inventory_server::SERVICE_NAME) => self.inventory.clone().call(request),
             Some(admin_server::SERVICE_NAME) => self.admin.clone().call(request),
-            _ => {
-                let mut response = Status::unimplemented("").into_http();
-                finish_as_router(verb, &mut response);
-                return Answer::Now(Some(response));
-            }
+            _ => return Answer::Now(Some(Status::unimplemented("").into_http())),
         };
-        Answer::Term { answering, verb }
+        Answer::Later(answering)
     }
 }
 
@@ -272,28 +267,21 @@ fn finish_as_router<B: http_body::Body + Default>(verb: Verb, response: &mut Res
 enum Answer {
     /// At once (taken when polled).
     Now(Option<Response<Body>>),
-    /// By one of the process's services.
+    /// By one of the process's services or the term's.
     Later(Answering),
-    /// By the term's services, finished as the term's own router did.
-    Term { answering: Answering, verb: Verb },
 }
 
 impl Future for Answer {
     type Output = Response<Body>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
-        let (answering, verb) = match &mut *self {
-            Answer::Now(response) => {
-                return Poll::Ready(response.take().expect("an answer is taken once"))
+        match &mut *self {
+            Answer::Now(response) => Poll::Ready(response.take().expect("an answer is taken once")),
+            Answer::Later(answering) => {
+                let Ok(response) = ready!(answering.as_mut().poll(cx));
+                Poll::Ready(response)
             }
-            Answer::Later(answering) => (answering, None),
-            Answer::Term { answering, verb } => (answering, Some(*verb)),
-        };
-        let Ok(mut response) = ready!(answering.as_mut().poll(cx));
-        if let Some(verb) = verb {
-            finish_as_router(verb, &mut response);
         }
-        Poll::Ready(response)
     }
 }
 
