@@ -11,6 +11,7 @@ pub mod migrate;
 mod postgres;
 mod sqlite;
 mod sqlite_batch;
+mod wake;
 mod writer;
 
 use std::sync::Arc;

@@ -26,6 +26,7 @@ use sqlx::{Connection, QueryBuilder, Sqlite};
 use tokio_stream::StreamExt;
 
 use super::sqlite_batch::Param;
+use super::wake::Awake;
 use super::{
     ChannelEvent, LedgerEntry, LedgerRow, MovementKind, MovementRecord, NewOutboxEntry, Op,
     OutboxEntry, OutboxEvent, OutboxLine, OutboxState, OutboxStats, PoolRow, PoolSink, RuleChange,
@@ -143,6 +144,8 @@ pub struct SqliteStore {
     /// Connections that only read; WAL lets them see the last commit while
     /// the writer works.
     reader: SqlitePool,
+    /// Keeps a CPU awake while a commit waits for its flush.
+    awake: Option<Awake>,
 }
 
 impl SqliteStore {
@@ -238,7 +241,11 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         tokio::spawn(checkpoints(reader.clone()));
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            awake: Awake::start(),
+        })
     }
 
     /// Closes every connection, waiting for those in use. The last one to
@@ -381,7 +388,10 @@ impl Store for SqliteStore {
                 Param::Null => query.bind(None::<i64>),
             };
         }
-        let Err(e) = query.execute(&mut *conn).await else {
+        let held = self.awake.as_ref().map(Awake::hold);
+        let result = query.execute(&mut *conn).await;
+        drop(held);
+        let Err(e) = result else {
             return Ok(());
         };
         // Nothing is left open when the failure was BEGIN or COMMIT itself,
