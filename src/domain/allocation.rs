@@ -325,12 +325,16 @@ pub fn source_order(
         return Err(DomainError::Insufficient { channel, shorts });
     }
 
-    let single = catalog.default_warehouses(channel).into_iter().find(|&w| {
-        lines
-            .iter()
-            .zip(&room)
-            .all(|(l, r)| r.iter().any(|&(rw, units)| rw == w && units >= l.quantity))
-    });
+    let single = catalog
+        .default_warehouses(channel)
+        .iter()
+        .copied()
+        .find(|&w| {
+            lines
+                .iter()
+                .zip(&room)
+                .all(|(l, r)| r.iter().any(|&(rw, units)| rw == w && units >= l.quantity))
+        });
     if let Some(w) = single {
         return Ok((0..lines.len())
             .map(|line| Placement {

@@ -6,8 +6,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use smallvec::SmallVec;
-
 /// Rules are looked up for every channel on every decision: foldhash,
 /// seeded per process, in place of SipHash.
 type FastHash = foldhash::fast::RandomState;
@@ -106,6 +104,10 @@ pub struct Catalog {
     /// decision. Emptied by every method that changes the catalog (the
     /// fields above are changed only through them).
     unnamed: OnceLock<Vec<Effective>>,
+    /// [`Catalog::default_warehouses`] of every channel, by channel index:
+    /// read by every sourcing decision, resolved once per catalog. Emptied
+    /// with `unnamed`.
+    default_orders: OnceLock<Vec<Vec<usize>>>,
 }
 
 impl Catalog {
@@ -120,6 +122,7 @@ impl Catalog {
     /// Adds or renames a warehouse; a new one goes last in declared order.
     pub fn upsert_warehouse(&mut self, warehouse: Warehouse) {
         self.unnamed = OnceLock::new();
+        self.default_orders = OnceLock::new();
         match self.warehouse_index(&warehouse.code) {
             Some(i) => self.warehouses[i] = warehouse,
             None => self.warehouses.push(warehouse),
@@ -129,6 +132,7 @@ impl Catalog {
     /// Adds or renames a channel; a new one goes last in declared order.
     pub fn upsert_channel(&mut self, channel: Channel) {
         self.unnamed = OnceLock::new();
+        self.default_orders = OnceLock::new();
         match self.channel_index(&channel.code) {
             Some(i) => self.channels[i] = channel,
             None => self.channels.push(channel),
@@ -199,6 +203,7 @@ impl Catalog {
     /// Stores a checked rule (replacing the one with the same channel and SKU).
     pub fn put_rule(&mut self, rule: Rule) {
         self.unnamed = OnceLock::new();
+        self.default_orders = OnceLock::new();
         let channel = rule.channel.clone().expect("checked rule has a channel");
         match rule.sku.clone() {
             None => {
@@ -213,6 +218,7 @@ impl Catalog {
     /// Removes a rule; returns it when there was one.
     pub fn delete_rule(&mut self, channel: &ChannelCode, sku: Option<&Sku>) -> Option<Rule> {
         self.unnamed = OnceLock::new();
+        self.default_orders = OnceLock::new();
         match sku {
             None => self.defaults.remove(channel),
             Some(sku) => self.sku_rules.get_mut(channel).and_then(|m| m.remove(sku)),
@@ -312,9 +318,16 @@ impl Catalog {
         self.default_warehouses(channel).to_vec()
     }
 
-    /// [`Self::default_warehouse_order`] without a heap allocation for the
-    /// usual handful of warehouses.
-    pub(crate) fn default_warehouses(&self, channel: usize) -> SmallVec<[usize; 8]> {
+    /// [`Self::default_warehouse_order`], borrowed from the catalog.
+    pub(crate) fn default_warehouses(&self, channel: usize) -> &[usize] {
+        &self.default_orders.get_or_init(|| {
+            (0..self.channels.len())
+                .map(|c| self.resolve_default_warehouses(c))
+                .collect()
+        })[channel]
+    }
+
+    fn resolve_default_warehouses(&self, channel: usize) -> Vec<usize> {
         let code = &self.channels[channel].code;
         match self.defaults.get(code) {
             Some(d) if !d.warehouses.is_empty() => d

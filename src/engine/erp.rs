@@ -297,7 +297,14 @@ impl Engine {
                 return Ok(Vec::new());
             }
             let mut ops = Vec::with_capacity(changes.len() * 2 + changed.len());
-            self.apply_changes(&catalog, &skus, &mut sku_guards, changes, &mut ops);
+            Self::apply_changes(
+                &catalog,
+                self.now_ms(),
+                &skus,
+                &mut sku_guards,
+                changes,
+                &mut ops,
+            );
             for (_, before, after) in &changed {
                 if let Some(c) = catalog.channel_index(&after.channel) {
                     let open = open_deltas(Some(before), after);

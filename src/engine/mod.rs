@@ -423,9 +423,14 @@ impl Engine {
     }
 
     fn notify(&self, changed: Changed) {
+        self.notify_with(|| changed);
+    }
+
+    /// [`Self::notify`], building the change only when a publisher listens.
+    fn notify_with(&self, changed: impl FnOnce() -> Changed) {
         let feed = self.inner.feed.read().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = &feed.tx {
-            let _ = tx.send(changed);
+            let _ = tx.send(changed());
         }
     }
 
@@ -560,16 +565,17 @@ impl Engine {
     }
 
     /// Applies `changes` to the locked pools and builds the ops that record
-    /// them. `guards` are the locked SKUs, `skus` their codes, both sorted.
+    /// them, the ledger lines dated `at_ms` (read under the locks, so a
+    /// SKU's ledger is dated in the order its changes were made). `guards`
+    /// are the locked SKUs, `skus` their codes, both sorted.
     fn apply_changes(
-        &self,
         catalog: &Catalog,
+        at_ms: i64,
         skus: &[Sku],
         guards: &mut [MutexGuard<'_, SkuState>],
         changes: impl IntoIterator<Item = PoolChange>,
         ops: &mut Vec<Op>,
     ) {
-        let at_ms = self.now_ms();
         for ch in changes {
             let i = skus.binary_search(&ch.sku).expect("change on a locked SKU");
             let pool = guards[i].pool_mut(ch.warehouse);
@@ -683,7 +689,7 @@ impl Engine {
             Ok(()) => {
                 // With a sequencer the commit carried the levels.
                 if !self.inner.sequenced.load(Ordering::SeqCst) {
-                    self.notify(Changed::Skus(skus.to_vec()));
+                    self.notify_with(|| Changed::Skus(skus.to_vec()));
                 }
                 Ok(())
             }

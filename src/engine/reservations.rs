@@ -84,18 +84,17 @@ fn new_reservation_id() -> String {
         (started << 16) | random
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut id = String::with_capacity(36);
-    id.push_str("res_");
-    push_hex(&mut id, prefix);
-    push_hex(&mut id, n);
-    id
+    let mut id = *b"res_00000000000000000000000000000000";
+    put_hex(&mut id[4..20], prefix);
+    put_hex(&mut id[20..], n);
+    String::from_utf8(id.to_vec()).expect("ASCII")
 }
 
-/// `n` as 16 lower-case hex digits, as `{n:016x}` writes it.
-fn push_hex(out: &mut String, n: u64) {
+/// `n` as 16 lower-case hex digits, as `{n:016x}` writes it, into `out`.
+fn put_hex(out: &mut [u8], n: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..16).rev() {
-        out.push(char::from(DIGITS[((n >> (shift * 4)) & 0xf) as usize]));
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[((n >> ((15 - i) * 4)) & 0xf) as usize];
     }
 }
 
@@ -218,7 +217,6 @@ impl Engine {
         // Scoped to the decision, so the future that waits for the commit
         // does not carry them.
         let (reservation, ticket) = {
-            let now = self.now_ms();
             // Everything that does not depend on the pools is prepared
             // before the SKUs are locked: a hot SKU's lock is held only to
             // decide, apply and enqueue.
@@ -236,6 +234,7 @@ impl Engine {
                     return Err(e);
                 }
             };
+            let now = self.now_ms();
             let order: Lines<OrderLine<'_>> = lines
                 .iter()
                 .zip(guards.iter())
@@ -286,7 +285,7 @@ impl Engine {
                 },
             });
             let mut ops = Vec::with_capacity(placements.len() * 2 + 2);
-            self.apply_changes(&catalog, &skus, &mut guards, changes, &mut ops);
+            Self::apply_changes(&catalog, now, &skus, &mut guards, changes, &mut ops);
             let mut reservation = Reservation::new(
                 id,
                 cmd.channel.clone(),
@@ -637,7 +636,14 @@ impl Engine {
         let ticket = {
             let mut guards = self.lock_all(&skus, &cells)?;
             let mut ops = Vec::with_capacity(changes.len() * 2 + 1);
-            self.apply_changes(&catalog, &skus, &mut guards, changes, &mut ops);
+            Self::apply_changes(
+                &catalog,
+                self.now_ms(),
+                &skus,
+                &mut guards,
+                changes,
+                &mut ops,
+            );
             if let Some(c) = catalog.channel_index(channel) {
                 Self::track_open(&skus, &mut guards, c, &open);
             }
@@ -674,7 +680,9 @@ impl Engine {
         if let Ok(guard) = slot.clone().try_lock_owned() {
             return Ok(guard);
         }
-        tokio::time::timeout(SLOT_WAIT, slot.clone().lock_owned())
+        // Boxed: the wait and its timer are only paid for when the slot is
+        // busy, not carried in every write's future.
+        Box::pin(tokio::time::timeout(SLOT_WAIT, slot.clone().lock_owned()))
             .await
             .map_err(|_| EngineError::OrderBusy {
                 channel: key.0.clone(),
@@ -788,9 +796,9 @@ mod tests {
     #[test]
     fn hex_digits_are_written_as_the_016x_format_writes_them() {
         for n in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
-            let mut s = String::new();
-            push_hex(&mut s, n);
-            assert_eq!(s, format!("{n:016x}"));
+            let mut s = [0u8; 16];
+            put_hex(&mut s, n);
+            assert_eq!(std::str::from_utf8(&s).unwrap(), format!("{n:016x}"));
         }
     }
 

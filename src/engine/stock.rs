@@ -218,7 +218,14 @@ impl Engine {
                 reference: cmd.movement_id.clone().unwrap_or_default(),
             };
             let mut ops = Vec::with_capacity(3);
-            self.apply_changes(&catalog, &skus, &mut guards, [change], &mut ops);
+            Self::apply_changes(
+                &catalog,
+                self.now_ms(),
+                &skus,
+                &mut guards,
+                [change],
+                &mut ops,
+            );
             if let Some(id) = &cmd.movement_id {
                 ops.push(Op::Movement(MovementRecord {
                     movement_id: id.clone(),

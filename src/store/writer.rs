@@ -4,7 +4,9 @@
 //! Callers enqueue synchronously (the engine does so while it still holds the
 //! SKU locks, so the queue order is the order memory changed in) and await
 //! their [`Ticket`] after letting the locks go: a hot SKU costs one commit
-//! per batch, not per order.
+//! per batch, not per order. Woken by an enqueue, the writer first lets the
+//! other tasks that are ready run once, so that callers answered together
+//! by the last commit share the next one even when commits are instant.
 //!
 //! When the store cannot be reached, the writer fails fast: the failed
 //! batch's jobs and every job queued behind it are answered at once, the next
@@ -291,15 +293,30 @@ async fn run(
             },
         };
         let mut next = Some(first);
-        while let Some(mut job) = next.take() {
-            if job.valid() {
-                ops.append(&mut job.ops);
-                waiting.push(job);
-            } else {
-                job.finish(Err(stale()));
+        let mut yielded = false;
+        loop {
+            while let Some(mut job) = next.take() {
+                if job.valid() {
+                    ops.append(&mut job.ops);
+                    waiting.push(job);
+                } else {
+                    job.finish(Err(stale()));
+                }
+                if ops.len() < MAX_BATCH_OPS {
+                    next = rx.try_recv().ok();
+                }
             }
-            if ops.len() < MAX_BATCH_OPS {
-                next = rx.try_recv().ok();
+            if yielded || ops.len() >= MAX_BATCH_OPS {
+                break;
+            }
+            // The enqueue that woke the writer put it first in line, ahead
+            // of the callers that are ready to enqueue too: let them, so
+            // their jobs share this commit instead of one commit each.
+            yielded = true;
+            YieldOnce(false).await;
+            next = rx.try_recv().ok();
+            if next.is_none() {
+                break;
             }
         }
         if waiting.is_empty() {
@@ -351,6 +368,29 @@ async fn run(
                 down = Some(failed);
             }
         }
+    }
+}
+
+/// Lets every task that is ready run before this one goes on: it wakes
+/// itself, so the scheduler puts it at the back of the run queue. Not
+/// `tokio::task::yield_now`, which hands the waker to the scheduler to be
+/// woken only once the worker runs out of tasks, after a poll of the I/O
+/// driver: a system call per batch.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
