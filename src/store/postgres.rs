@@ -473,9 +473,12 @@ impl PostgresStore {
         Ok(conn)
     }
 
-    /// A new connection for commits, with the pool's settings.
+    /// A connection for commits: one taken out of the pool for good (the
+    /// pool opens another in its place), so the first commit uses the
+    /// connection `connect` opened, and an idle one is checked by the pool
+    /// as before, within [`ACQUIRE_TIMEOUT`].
     async fn connect_writer(&self) -> Result<PgConnection, StoreError> {
-        Ok(connect_once(&self.options, ACQUIRE_TIMEOUT).await?)
+        Ok(self.pool.acquire().await?.detach())
     }
 }
 
