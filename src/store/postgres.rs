@@ -440,11 +440,7 @@ impl PostgresStore {
     ) -> Result<PgConnection, StoreError> {
         let (mut conn, mut unchecked) = match slot.take() {
             Some(kept) if kept.used.elapsed() < IDLE_PING => (kept.conn, true),
-            Some(mut kept) => match tokio::time::timeout(ACQUIRE_TIMEOUT, kept.conn.ping()).await {
-                Ok(Ok(())) => (kept.conn, false),
-                _ => (self.connect_writer().await?, false),
-            },
-            None => (self.connect_writer().await?, false),
+            kept => (self.checked(kept).await?, false),
         };
         loop {
             match sqlx::Executor::execute(&mut conn, begin).await {
@@ -471,6 +467,21 @@ impl PostgresStore {
             return Err(e);
         }
         Ok(conn)
+    }
+
+    /// `kept` if it answers a ping, else a connection from the pool: within
+    /// [`ACQUIRE_TIMEOUT`] in all, as the pool's own acquire.
+    async fn checked(&self, kept: Option<Kept>) -> Result<PgConnection, StoreError> {
+        let started = Instant::now();
+        if let Some(mut kept) = kept {
+            if let Ok(Ok(())) = tokio::time::timeout(ACQUIRE_TIMEOUT, kept.conn.ping()).await {
+                return Ok(kept.conn);
+            }
+        }
+        let left = ACQUIRE_TIMEOUT.saturating_sub(started.elapsed());
+        tokio::time::timeout(left, self.connect_writer())
+            .await
+            .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolTimedOut)))
     }
 
     /// A connection for commits: one taken out of the pool for good (the
