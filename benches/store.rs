@@ -1,9 +1,11 @@
 //! One group-commit transaction of the hot workload, as the writer hands it
 //! to each store: N one-line orders of one SKU (a pool delta, a ledger line
 //! and a reservation each). The SQLite store sends it as one query; the
-//! Postgres store as one statement per kind of row. Durable: SQLite with
-//! `synchronous=FULL`, Postgres with `synchronous_commit=on`, so each
-//! figure includes the disk's flush.
+//! Postgres store in three round trips (`BEGIN` with the fencing step and
+//! the writers' lock, one statement for every kind of row, `COMMIT`). The
+//! writer's batches also carry channel events; this one does not. Durable:
+//! SQLite with `synchronous=FULL`, Postgres with `synchronous_commit=on`,
+//! so each figure includes the disk's flush.
 //!
 //! `cargo bench --bench store` (Postgres at `STOCKPOOL_TEST_PG`, default
 //! `postgres://postgres@127.0.0.1:5432`; skipped when unreachable).

@@ -137,6 +137,7 @@ macro_rules! store_suite {
             outbox_entries_are_listed_by_state_and_counted,
             rule_changes_within_one_commit_end_as_the_last_one_left_them,
             an_outbox_entry_updated_twice_in_one_commit_keeps_its_last_standing,
+            a_commit_holding_every_kind_of_op_writes_each_of_them,
         ]);
     };
     (@tests $module:ident, $make:expr, [$($name:ident),* $(,)?]) => {
@@ -1706,5 +1707,154 @@ mod suite {
             "the ids that exist, by id"
         );
         assert_eq!(picked[1].entry.event, OutboxEvent::Fulfilled);
+    }
+
+    /// One commit of every kind of op at once (the Postgres store writes
+    /// all the kinds of rows in one statement): each lands.
+    pub async fn a_commit_holding_every_kind_of_op_writes_each_of_them(backend: &dyn Backend) {
+        let store = backend.open().await;
+        store
+            .commit(&[
+                delta("MUG", "WH-EAST", 4, 0),
+                outbox_entry("#0", OutboxEvent::Confirmed, 10, 1),
+            ])
+            .await
+            .unwrap();
+        let earlier = store.outbox_list(None, 0, 10).await.unwrap()[0].id;
+        let warehouse = Warehouse {
+            code: wh("WH-EAST"),
+            name: "East".into(),
+        };
+        let channel = Channel {
+            code: ch("b2b"),
+            name: "B2B portal".into(),
+        };
+        let rule = Rule {
+            channel: Some(ch("b2b")),
+            sku: Some(sku("TEE")),
+            fence: Some(3),
+            ..Rule::default()
+        };
+        let change = RuleChange {
+            at_ms: 1_700_000_000_000,
+            changed_by: "ops".into(),
+            comment: "fence the portal".into(),
+            channel: ch("b2b"),
+            sku: Some(sku("TEE")),
+            before: None,
+            after: Some(rule.clone()),
+        };
+        let reservation = worked_reservation();
+        let event = ChannelEvent {
+            channel: ch("shopify"),
+            seq: 1,
+            sku: sku("TEE"),
+            published: 7,
+            atp: 8,
+            open: 1,
+            at_ms: 1_700_000_000_000,
+        };
+        store
+            .commit(&[
+                Op::Warehouse(warehouse.clone()),
+                Op::Channel(channel.clone()),
+                Op::PutRule(rule.clone()),
+                Op::RuleChange(Box::new(change.clone())),
+                delta("TEE", "WH-EAST", 10, 1),
+                Op::PoolSetOnHand {
+                    sku: sku("MUG"),
+                    warehouse: wh("WH-EAST"),
+                    on_hand: 9,
+                },
+                Op::Ledger(ledger_line(
+                    "TEE",
+                    "WH-EAST",
+                    MovementKind::Adjust,
+                    10,
+                    "mv-1",
+                )),
+                Op::Reservation(Arc::new(reservation.clone())),
+                movement("mv-1"),
+                Op::ChannelEvents(vec![event.clone()]),
+                outbox_entry("#1", OutboxEvent::Confirmed, 20, 2),
+                update(earlier, OutboxState::Pushed, 1, 21),
+            ])
+            .await
+            .unwrap();
+
+        let s = store.load().await.unwrap();
+        assert_eq!(s.warehouses, vec![warehouse]);
+        assert_eq!(s.channels, vec![channel]);
+        assert_eq!(s.rules, vec![rule]);
+        assert_eq!(
+            pool_of(&s, "TEE", "WH-EAST"),
+            Some(Pool {
+                on_hand: 10,
+                reserved: 1,
+                version: 1
+            }),
+            "a new pool"
+        );
+        assert_eq!(
+            pool_of(&s, "MUG", "WH-EAST"),
+            Some(Pool {
+                on_hand: 9,
+                reserved: 0,
+                version: 2
+            }),
+            "an existing pool, counted"
+        );
+        assert_eq!(s.reservations, vec![reservation]);
+        assert_eq!(
+            s.movements
+                .iter()
+                .map(|m| m.movement_id.as_str())
+                .collect::<Vec<_>>(),
+            ["mv-1"]
+        );
+        assert_eq!(s.published, vec![event.clone()]);
+        assert_eq!(
+            store.channel_events(&ch("shopify"), 0, 10).await.unwrap(),
+            vec![event]
+        );
+        let ledger: Vec<_> = store
+            .ledger(None, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.entry)
+            .collect();
+        assert_eq!(
+            ledger,
+            vec![ledger_line(
+                "TEE",
+                "WH-EAST",
+                MovementKind::Adjust,
+                10,
+                "mv-1"
+            )]
+        );
+        assert_eq!(
+            store
+                .rule_history(&ch("b2b"), Some(&sku("TEE")), false)
+                .await
+                .unwrap(),
+            vec![change]
+        );
+        let outbox: Vec<(String, OutboxState, u32)> = store
+            .outbox_list(None, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.entry.order_id.to_string(), e.state, e.attempts))
+            .collect();
+        assert_eq!(
+            outbox,
+            vec![
+                ("#0".to_string(), OutboxState::Pushed, 1),
+                ("#1".to_string(), OutboxState::Pending, 0)
+            ],
+            "the earlier entry updated, the new one pending"
+        );
     }
 }

@@ -9,10 +9,13 @@
 //!
 //! Two things differ from SQLite because the database is across a network:
 //!
-//! - A batch is written as one statement per kind of op (pool upserts,
-//!   ledger lines, reservations, movements, events, rule history), each
-//!   taking its rows as arrays through `UNNEST`, so a batch of thousands of
-//!   ops costs a handful of round trips, not thousands.
+//! - A batch costs three round trips whatever it holds: `BEGIN` with the
+//!   fencing step, the writers' lock and the batch's id; one statement
+//!   writing every kind of row (pools, ledger lines, reservations,
+//!   movements, events, rule history, outbox), each kind taking its rows as
+//!   arrays through `UNNEST`; `COMMIT`. Commits run on a connection of
+//!   their own, kept from one to the next, so that the pool's checks of a
+//!   connection handed out and given back cost no round trip.
 //! - When the connection is lost during `COMMIT`, whether the batch committed
 //!   is unknown. Each batch writes a random id into `commits` first; the
 //!   store asks another connection whether that id exists and answers
@@ -27,12 +30,13 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, PgTransaction};
+use sqlx::Connection;
 use tokio_stream::StreamExt;
 use uuid::Uuid;
 
@@ -84,6 +88,11 @@ const OUTCOME_BUDGET: Duration = Duration::from_millis(800);
 /// How long a later call spends asking again about a commit whose outcome
 /// is still unknown, before it gives up for this call.
 const RECHECK_BUDGET: Duration = Duration::from_secs(1);
+/// A kept commit connection idle longer than this is pinged before the
+/// next commit uses it (see `PostgresStore::prepare`). Under load commits
+/// follow each other far closer; a quiet server pays a round trip it
+/// does not notice.
+const IDLE_PING: Duration = Duration::from_millis(100);
 /// Every this many commits, `commits` rows older than [`PRUNE_AFTER`] are
 /// deleted in the same transaction (the first commit prunes too).
 const PRUNE_EVERY: u64 = 1024;
@@ -110,6 +119,13 @@ pub struct PostgresStore {
     in_doubt: AtomicBool,
     /// Commits begun, to prune `commits` every [`PRUNE_EVERY`].
     commits: AtomicU64,
+    /// The connection commits are written on, kept from one commit to the
+    /// next outside the pool: a connection taken from the pool costs a
+    /// round trip before it is handed out and another when it comes back
+    /// (sqlx pings it both times). Never left inside a transaction: a
+    /// commit that cannot end its transaction drops it. None until the
+    /// first commit, and after one that dropped it.
+    writer: tokio::sync::Mutex<Option<Kept>>,
     /// The lease's timings (its `ttl` bounds how long a transaction may sit
     /// idle on any connection of the pool).
     timings: LeaseTimings,
@@ -189,6 +205,7 @@ impl PostgresStore {
             doubt: tokio::sync::Mutex::new(Doubt::Clear),
             in_doubt: AtomicBool::new(false),
             commits: AtomicU64::new(0),
+            writer: tokio::sync::Mutex::new(None),
             timings,
             tenure: None,
         })
@@ -211,6 +228,7 @@ impl PostgresStore {
             doubt: tokio::sync::Mutex::new(Doubt::Clear),
             in_doubt: AtomicBool::new(false),
             commits: AtomicU64::new(0),
+            writer: tokio::sync::Mutex::new(None),
             timings: self.timings,
             tenure: Some(tenure),
         }
@@ -254,6 +272,9 @@ impl PostgresStore {
 
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
+        if let Some(kept) = self.writer.lock().await.take() {
+            let _ = kept.conn.close().await;
+        }
         self.pool.close().await;
     }
 
@@ -343,23 +364,18 @@ impl PostgresStore {
         Ok(inserted == 0)
     }
 
-    /// Writes `ops` in one transaction whose first row is `id` in `commits`.
-    /// Err from here on means nothing was committed, except from `COMMIT`.
-    async fn write(&self, id: Uuid, ops: &[Op]) -> Result<PgTransaction<'static>, StoreError> {
-        let batch = Batch::fold(ops)?;
+    /// The first round trip of every commit: `BEGIN`, the fencing step,
+    /// the writers' lock, the batch's id in `commits` (a UUID and an
+    /// integer: safe to inline) and now and then the pruning of old ids, as
+    /// one simple query. Its statements run in order, each with a snapshot
+    /// of its own, so the batch's statement after it reads everything that
+    /// committed before the lock was granted.
+    fn begin_step(&self, id: Uuid) -> String {
         let prune = self
             .commits
             .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(PRUNE_EVERY);
-        // The transaction is opened on its own: when a statement sent in one
-        // string with BEGIN fails (the fencing step, a lock wait past the
-        // statement timeout), sqlx does not know the connection is in a
-        // transaction and would hand it out again still inside the aborted
-        // one. Then one round trip runs the fencing step, takes the writers'
-        // lock and records the batch id (a UUID and an integer: safe to
-        // inline); a failure there rolls the transaction back.
-        let mut tx = self.pool.begin().await?;
-        let mut steps = String::new();
+        let mut steps = String::from("BEGIN; ");
         if let Some(fence) = self.fence_step() {
             steps.push_str(&fence);
             steps.push_str("; ");
@@ -373,12 +389,148 @@ impl PostgresStore {
                 "; DELETE FROM commits WHERE committed_at < now() - interval '{PRUNE_AFTER}'"
             ));
         }
-        // A string without arguments goes as one simple query.
-        sqlx::Executor::execute(&mut *tx, steps.as_str())
+        steps
+    }
+
+    /// Writes `batch` in one transaction whose first row is `id` in
+    /// `commits`, on the kept connection (or a new one), and commits it:
+    /// three round trips (the begin step, the batch's statement, `COMMIT`).
+    async fn write(
+        &self,
+        slot: &mut Option<Kept>,
+        id: Uuid,
+        batch: &Batch<'_>,
+    ) -> Result<(), Unwritten> {
+        let begin = self.begin_step(id);
+        let mut conn = tokio::time::timeout(ANSWER_TIMEOUT, self.prepare(slot, &begin, batch))
             .await
-            .map_err(|e| self.fenced_error(e))?;
-        batch.execute(&mut tx, now_ms()).await?;
-        Ok(tx)
+            .map_err(|_| Unwritten::Refused(no_answer("the batch").into()))?
+            .map_err(Unwritten::Refused)?;
+        match tokio::time::timeout(ANSWER_TIMEOUT, sqlx::Executor::execute(&mut conn, "COMMIT"))
+            .await
+        {
+            Ok(Ok(_)) => {
+                *slot = Some(Kept {
+                    conn,
+                    used: Instant::now(),
+                });
+                Ok(())
+            }
+            Ok(Err(lost)) => Err(Unwritten::Lost(lost)),
+            Err(_) => Err(Unwritten::Lost(no_answer("COMMIT"))),
+        }
+    }
+
+    /// Everything of a commit before its `COMMIT`: a live connection, the
+    /// begin step and the batch's statements. Err means nothing was
+    /// committed; the connection is then kept, its transaction rolled
+    /// back, when the database answered, and dropped (its transaction ends
+    /// with it) when it did not.
+    ///
+    /// A kept connection that sat idle longer than [`IDLE_PING`] is pinged
+    /// first, as the pool would, so a server that went away while nothing
+    /// was written is found within [`ACQUIRE_TIMEOUT`]. One in steady use
+    /// is not: if it turns out gone at the begin step (nothing can have
+    /// committed on it), the batch is begun again once on a new one.
+    async fn prepare(
+        &self,
+        slot: &mut Option<Kept>,
+        begin: &str,
+        batch: &Batch<'_>,
+    ) -> Result<PgConnection, StoreError> {
+        let (mut conn, mut unchecked) = match slot.take() {
+            Some(kept) if kept.used.elapsed() < IDLE_PING => (kept.conn, true),
+            kept => (self.checked(kept).await?, false),
+        };
+        loop {
+            match sqlx::Executor::execute(&mut conn, begin).await {
+                Ok(_) => break,
+                Err(e) if unchecked && gone(&e) => {
+                    tracing::debug!(error = %e, "the commit connection is gone; beginning the batch on a new one");
+                    conn = self.connect_writer().await?;
+                    unchecked = false;
+                }
+                Err(e) => {
+                    let gone = gone(&e);
+                    let e = self.fenced_error(e);
+                    if !gone {
+                        roll_back(conn, slot).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = batch.execute(&mut conn, now_ms()).await {
+            if !matches!(&e, StoreError::Database(e) if gone(e)) {
+                roll_back(conn, slot).await;
+            }
+            return Err(e);
+        }
+        Ok(conn)
+    }
+
+    /// `kept` if it answers a ping, else a connection from the pool: within
+    /// [`ACQUIRE_TIMEOUT`] in all, as the pool's own acquire.
+    async fn checked(&self, kept: Option<Kept>) -> Result<PgConnection, StoreError> {
+        let started = Instant::now();
+        if let Some(mut kept) = kept {
+            if let Ok(Ok(())) = tokio::time::timeout(ACQUIRE_TIMEOUT, kept.conn.ping()).await {
+                return Ok(kept.conn);
+            }
+        }
+        let left = ACQUIRE_TIMEOUT.saturating_sub(started.elapsed());
+        tokio::time::timeout(left, self.connect_writer())
+            .await
+            .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolTimedOut)))
+    }
+
+    /// A connection for commits: one taken out of the pool for good (the
+    /// pool opens another in its place), so the first commit uses the
+    /// connection `connect` opened, and an idle one is checked by the pool
+    /// as before, within [`ACQUIRE_TIMEOUT`].
+    async fn connect_writer(&self) -> Result<PgConnection, StoreError> {
+        Ok(self.pool.acquire().await?.detach())
+    }
+}
+
+/// The commit connection between two commits.
+struct Kept {
+    conn: PgConnection,
+    /// When it last answered: past [`IDLE_PING`], it is pinged before use.
+    used: Instant,
+}
+
+/// How a commit attempt ended without committing for certain.
+enum Unwritten {
+    /// Nothing was committed.
+    Refused(StoreError),
+    /// `COMMIT` was sent and its answer lost: the batch may have committed.
+    Lost(sqlx::Error),
+}
+
+/// Ends the transaction on `conn` that a failed statement left open (or
+/// aborted), and keeps the connection for the next commit; drops it when
+/// even that fails.
+async fn roll_back(mut conn: PgConnection, slot: &mut Option<Kept>) {
+    if sqlx::Executor::execute(&mut conn, "ROLLBACK").await.is_ok() {
+        *slot = Some(Kept {
+            conn,
+            used: Instant::now(),
+        });
+    }
+}
+
+/// Whether `e` says the connection itself is lost (rather than that the
+/// database refused a statement): nothing more can be sent on it.
+fn gone(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
+        // connection_exception, and the server shutting down or
+        // terminating this backend.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
     }
 }
 
@@ -570,16 +722,15 @@ impl Store for PostgresStore {
         }
 
         self.check_tenure()?;
+        let batch = Batch::fold(ops)?;
         let id = Uuid::new_v4();
-        // On an error the transaction is dropped, which rolls it back.
-        let tx = tokio::time::timeout(ANSWER_TIMEOUT, self.write(id, ops))
-            .await
-            .map_err(|_| no_answer("the batch"))??;
-        let lost = match tokio::time::timeout(ANSWER_TIMEOUT, tx.commit()).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(lost)) => lost,
-            Err(_) => no_answer("COMMIT"),
+        let mut writer = self.writer.lock().await;
+        let lost = match self.write(&mut writer, id, &batch).await {
+            Ok(()) => return Ok(()),
+            Err(Unwritten::Refused(e)) => return Err(e),
+            Err(Unwritten::Lost(lost)) => lost,
         };
+        drop(writer);
         tracing::warn!(batch = %id, error = %crate::telemetry::chain(&lost), "COMMIT failed; asking the database whether it went through");
         match self.outcome(id, OUTCOME_BUDGET).await {
             Outcome::Committed => {
@@ -786,11 +937,12 @@ impl Store for PostgresStore {
 }
 
 /// A batch regrouped by kind, in arrays ready to bind. Each kind goes to
-/// its own table, so writing the kinds one after another is the same as
+/// its own table, so writing the kinds in one statement is the same as
 /// writing the ops in order, as long as the order within a kind is kept:
 /// pools are folded in op order, ledger and rule-history rows keep their
-/// order (their ids), a reservation keeps its last state, and the rare
-/// catalog ops run one by one in order.
+/// order (their ids), a reservation keeps its last state, an outbox entry
+/// its last standing, and the rare catalog ops run one by one in order,
+/// before it.
 #[derive(Default)]
 struct Batch<'a> {
     catalog: Vec<&'a Op>,
@@ -998,33 +1150,56 @@ impl<'a> Batch<'a> {
         Ok(b)
     }
 
-    /// Writes the batch: one statement per non-empty kind, plus one per
-    /// catalog op (rare).
-    async fn execute(self, conn: &mut PgConnection, now_ms: i64) -> Result<(), StoreError> {
+    /// Which kinds of rows the batch holds, as [`PARTS`] bits.
+    fn kinds(&self) -> u8 {
+        [
+            !self.pools.is_empty(),
+            !self.ledger.at_ms.is_empty(),
+            !self.reservations.channel.is_empty(),
+            !self.movements.0.is_empty(),
+            !self.events.channel.is_empty(),
+            !self.rule_changes.at_ms.is_empty(),
+            !self.outbox.at_ms.is_empty(),
+            !self.outbox_updates.id.is_empty(),
+        ]
+        .iter()
+        .enumerate()
+        .fold(0, |kinds, (bit, present)| {
+            kinds | (u8::from(*present) << bit)
+        })
+    }
+
+    /// Writes the batch: one statement per catalog op (rare), then every
+    /// other row in one statement (see [`batch_statement`]).
+    async fn execute(&self, conn: &mut PgConnection, now_ms: i64) -> Result<(), StoreError> {
         for op in &self.catalog {
             catalog_op(op, now_ms).execute(&mut *conn).await?;
         }
-        if !self.pools.is_empty() {
-            let p = &self.pools;
-            let sku: Vec<&str> = p.iter().map(|((s, _), _)| *s).collect();
-            let warehouse: Vec<&str> = p.iter().map(|((_, w), _)| *w).collect();
-            let counted: Vec<bool> = p.iter().map(|(_, f)| f.set.is_some()).collect();
-            let on_hand: Vec<i64> = p.iter().map(|(_, f)| f.on_hand_value()).collect();
-            let reserved: Vec<i64> = p.iter().map(|(_, f)| f.reserved).collect();
-            let bumps: Vec<i64> = p.iter().map(|(_, f)| f.bumps).collect();
-            sqlx::query(WRITE_POOLS)
+        let kinds = self.kinds();
+        if kinds == 0 {
+            return Ok(());
+        }
+        let p = &self.pools;
+        let sku: Vec<&str> = p.iter().map(|((s, _), _)| *s).collect();
+        let warehouse: Vec<&str> = p.iter().map(|((_, w), _)| *w).collect();
+        let counted: Vec<bool> = p.iter().map(|(_, f)| f.set.is_some()).collect();
+        let on_hand: Vec<i64> = p.iter().map(|(_, f)| f.on_hand_value()).collect();
+        let reserved: Vec<i64> = p.iter().map(|(_, f)| f.reserved).collect();
+        let bumps: Vec<i64> = p.iter().map(|(_, f)| f.bumps).collect();
+        // Bound in the order of PARTS, each kind only when present.
+        let mut q = sqlx::query(batch_statement(kinds));
+        if kinds & POOLS != 0 {
+            q = q
                 .bind(&sku)
                 .bind(&warehouse)
                 .bind(&counted)
                 .bind(&on_hand)
                 .bind(&reserved)
-                .bind(&bumps)
-                .execute(&mut *conn)
-                .await?;
+                .bind(&bumps);
         }
-        let l = &self.ledger;
-        if !l.at_ms.is_empty() {
-            sqlx::query(INSERT_LEDGER)
+        if kinds & LEDGER != 0 {
+            let l = &self.ledger;
+            q = q
                 .bind(&l.at_ms)
                 .bind(&l.sku)
                 .bind(&l.warehouse)
@@ -1034,13 +1209,11 @@ impl<'a> Batch<'a> {
                 .bind(&l.on_hand_after)
                 .bind(&l.reserved_after)
                 .bind(&l.reason)
-                .bind(&l.reference)
-                .execute(&mut *conn)
-                .await?;
+                .bind(&l.reference);
         }
-        let r = &self.reservations;
-        if !r.channel.is_empty() {
-            sqlx::query(UPSERT_RESERVATIONS)
+        if kinds & RESERVATIONS != 0 {
+            let r = &self.reservations;
+            q = q
                 .bind(&r.channel)
                 .bind(&r.order_id)
                 .bind(&r.id)
@@ -1054,69 +1227,55 @@ impl<'a> Batch<'a> {
                 .bind(&r.currency)
                 .bind(&r.customer_ref)
                 .bind(&r.prices_include_tax)
-                .bind(&r.unit_prices)
-                .execute(&mut *conn)
-                .await?;
+                .bind(&r.unit_prices);
         }
-        if !self.movements.0.is_empty() {
-            // A duplicate id fails this statement, and with it the commit.
-            sqlx::query(INSERT_MOVEMENTS)
-                .bind(&self.movements.0)
-                .bind(&self.movements.1)
-                .execute(&mut *conn)
-                .await?;
+        if kinds & MOVEMENTS != 0 {
+            q = q.bind(&self.movements.0).bind(&self.movements.1);
         }
-        let e = &self.events;
-        if !e.channel.is_empty() {
-            sqlx::query(INSERT_EVENTS)
+        if kinds & EVENTS != 0 {
+            let e = &self.events;
+            q = q
                 .bind(&e.channel)
                 .bind(&e.seq)
                 .bind(&e.sku)
                 .bind(&e.published)
                 .bind(&e.atp)
                 .bind(&e.at_ms)
-                .bind(&e.open)
-                .execute(&mut *conn)
-                .await?;
+                .bind(&e.open);
         }
-        let c = &self.rule_changes;
-        if !c.at_ms.is_empty() {
-            sqlx::query(INSERT_RULE_CHANGES)
+        if kinds & RULE_CHANGES != 0 {
+            let c = &self.rule_changes;
+            q = q
                 .bind(&c.at_ms)
                 .bind(&c.changed_by)
                 .bind(&c.comment)
                 .bind(&c.channel)
                 .bind(&c.sku)
                 .bind(&c.before)
-                .bind(&c.after)
-                .execute(&mut *conn)
-                .await?;
+                .bind(&c.after);
         }
-        let o = &self.outbox;
-        if !o.at_ms.is_empty() {
-            sqlx::query(INSERT_OUTBOX)
+        if kinds & OUTBOX != 0 {
+            let o = &self.outbox;
+            q = q
                 .bind(&o.at_ms)
                 .bind(&o.reservation_id)
                 .bind(&o.channel)
                 .bind(&o.order_id)
                 .bind(&o.event)
                 .bind(&o.lines)
-                .bind(&o.terms)
-                .execute(&mut *conn)
-                .await?;
+                .bind(&o.terms);
         }
-        let u = &self.outbox_updates;
-        if !u.id.is_empty() {
-            sqlx::query(UPDATE_OUTBOX)
+        if kinds & OUTBOX_UPDATES != 0 {
+            let u = &self.outbox_updates;
+            q = q
                 .bind(&u.id)
                 .bind(&u.state)
                 .bind(&u.attempts)
                 .bind(&u.last_error)
                 .bind(&u.next_attempt_at_ms)
-                .bind(&u.at_ms)
-                .execute(&mut *conn)
-                .await?;
+                .bind(&u.at_ms);
         }
+        q.execute(&mut *conn).await?;
         Ok(())
     }
 }
@@ -1158,83 +1317,199 @@ fn catalog_op(
     }
 }
 
-/// Every pool the batch touched, in one statement: existing pools are
-/// updated (a counted one takes the count, plus the deltas after it; the
-/// others add their deltas) and the rest inserted (a new pool starts at
-/// zero, so the same values serve both). Commits are serialized by the
-/// advisory lock, so no other writer inserts a pool between the two parts.
-const WRITE_POOLS: &str = "\
-    WITH u AS ( \
+/// A batch's rows of every kind are written by one statement: one
+/// data-modifying `WITH` item (or three, for pools) per kind present, each
+/// taking its rows as arrays through `UNNEST`, numbered from `$1` here and
+/// renumbered where the kind lands in the statement. The items run on one
+/// snapshot in no set order, which is sound because no two kinds write the
+/// same table except the outbox (new entries, and updates of entries
+/// committed earlier: never a row of both), within a kind no row is written
+/// twice (the fold keeps one row per pool, reservation and outbox update),
+/// no kind reads another's rows, and the advisory lock was taken by an
+/// earlier statement of the transaction. A statement that fails writes
+/// nothing, whichever item failed.
+///
+/// Pools: existing ones are updated (a counted one takes the count, plus
+/// the deltas after it; the others add their deltas) and the rest inserted
+/// (a new pool starts at zero, so the same values serve both). Commits are
+/// serialized by the advisory lock, so no other writer inserts a pool
+/// between the two parts.
+const POOLS_PART: &str = "\
+    pool_rows AS ( \
         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::int8[], $5::int8[], \
             $6::int8[]) AS u(sku, warehouse, counted, on_hand, reserved, bumps) \
-    ), updated AS ( \
+    ), pools_updated AS ( \
         UPDATE pools p SET \
             on_hand = CASE WHEN u.counted THEN u.on_hand ELSE p.on_hand + u.on_hand END, \
             reserved = p.reserved + u.reserved, \
             version = p.version + u.bumps \
-        FROM u WHERE p.sku = u.sku AND p.warehouse = u.warehouse \
+        FROM pool_rows u WHERE p.sku = u.sku AND p.warehouse = u.warehouse \
         RETURNING p.sku, p.warehouse \
-    ) \
-    INSERT INTO pools (sku, warehouse, on_hand, reserved, version) \
-    SELECT u.sku, u.warehouse, u.on_hand, u.reserved, u.bumps FROM u \
-    WHERE NOT EXISTS (SELECT 1 FROM updated d WHERE d.sku = u.sku AND d.warehouse = u.warehouse)";
+    ), pools_inserted AS ( \
+        INSERT INTO pools (sku, warehouse, on_hand, reserved, version) \
+        SELECT u.sku, u.warehouse, u.on_hand, u.reserved, u.bumps FROM pool_rows u \
+        WHERE NOT EXISTS (SELECT 1 FROM pools_updated d \
+            WHERE d.sku = u.sku AND d.warehouse = u.warehouse) \
+    )";
 
 /// Ordered by position in the batch, so ids follow op order.
-const INSERT_LEDGER: &str = "\
-    INSERT INTO ledger (at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
-        on_hand_after, reserved_after, reason, reference) \
-    SELECT at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
-        on_hand_after, reserved_after, reason, reference \
-    FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
-        $7::int8[], $8::int8[], $9::text[], $10::text[]) WITH ORDINALITY \
-        AS t(at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
-            on_hand_after, reserved_after, reason, reference, n) \
-    ORDER BY n";
+const LEDGER_PART: &str = "\
+    ledger_rows AS ( \
+        INSERT INTO ledger (at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
+            on_hand_after, reserved_after, reason, reference) \
+        SELECT at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
+            on_hand_after, reserved_after, reason, reference \
+        FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
+            $7::int8[], $8::int8[], $9::text[], $10::text[]) WITH ORDINALITY \
+            AS t(at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
+                on_hand_after, reserved_after, reason, reference, n) \
+        ORDER BY n \
+    )";
 
-const UPSERT_RESERVATIONS: &str = "\
-    INSERT INTO reservations AS r (channel, order_id, id, status, created_at_ms, expires_at_ms, \
-        lines_json, allocations_json, shipments_json, refunds_json, \
-        currency, customer_ref, prices_include_tax, unit_prices_json) \
-    SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
-        lines::jsonb, allocations::jsonb, shipments::jsonb, refunds::jsonb, \
-        currency, customer_ref, prices_include_tax, unit_prices::jsonb \
-    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
-        $7::text[], $8::text[], $9::text[], $10::text[], \
-        $11::text[], $12::text[], $13::bool[], $14::text[]) \
-        AS t(channel, order_id, id, status, created_at_ms, expires_at_ms, \
-            lines, allocations, shipments, refunds, \
-            currency, customer_ref, prices_include_tax, unit_prices) \
-    ON CONFLICT ON CONSTRAINT reservations_pk DO UPDATE SET \
-        id = excluded.id, \
-        status = excluded.status, \
-        created_at_ms = excluded.created_at_ms, \
-        expires_at_ms = excluded.expires_at_ms, \
-        lines_json = excluded.lines_json, \
-        allocations_json = excluded.allocations_json, \
-        shipments_json = excluded.shipments_json, \
-        refunds_json = excluded.refunds_json, \
-        currency = excluded.currency, \
-        customer_ref = excluded.customer_ref, \
-        prices_include_tax = excluded.prices_include_tax, \
-        unit_prices_json = excluded.unit_prices_json";
+const RESERVATIONS_PART: &str = "\
+    reservation_rows AS ( \
+        INSERT INTO reservations AS r (channel, order_id, id, status, created_at_ms, \
+            expires_at_ms, lines_json, allocations_json, shipments_json, refunds_json, \
+            currency, customer_ref, prices_include_tax, unit_prices_json) \
+        SELECT channel, order_id, id, status, created_at_ms, expires_at_ms, \
+            lines::jsonb, allocations::jsonb, shipments::jsonb, refunds::jsonb, \
+            currency, customer_ref, prices_include_tax, unit_prices::jsonb \
+        FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
+            $7::text[], $8::text[], $9::text[], $10::text[], \
+            $11::text[], $12::text[], $13::bool[], $14::text[]) \
+            AS t(channel, order_id, id, status, created_at_ms, expires_at_ms, \
+                lines, allocations, shipments, refunds, \
+                currency, customer_ref, prices_include_tax, unit_prices) \
+        ON CONFLICT ON CONSTRAINT reservations_pk DO UPDATE SET \
+            id = excluded.id, \
+            status = excluded.status, \
+            created_at_ms = excluded.created_at_ms, \
+            expires_at_ms = excluded.expires_at_ms, \
+            lines_json = excluded.lines_json, \
+            allocations_json = excluded.allocations_json, \
+            shipments_json = excluded.shipments_json, \
+            refunds_json = excluded.refunds_json, \
+            currency = excluded.currency, \
+            customer_ref = excluded.customer_ref, \
+            prices_include_tax = excluded.prices_include_tax, \
+            unit_prices_json = excluded.unit_prices_json \
+    )";
 
-const INSERT_MOVEMENTS: &str = "\
-    INSERT INTO movements (movement_id, fingerprint) \
-    SELECT * FROM UNNEST($1::text[], $2::text[])";
+/// A duplicate id fails the statement, and with it the commit.
+const MOVEMENTS_PART: &str = "\
+    movement_rows AS ( \
+        INSERT INTO movements (movement_id, fingerprint) \
+        SELECT * FROM UNNEST($1::text[], $2::text[]) \
+    )";
 
-const INSERT_EVENTS: &str = "\
-    INSERT INTO channel_events (channel, seq, sku, published, atp, at_ms, open) \
-    SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[], \
-        $7::int8[])";
+const EVENTS_PART: &str = "\
+    event_rows AS ( \
+        INSERT INTO channel_events (channel, seq, sku, published, atp, at_ms, open) \
+        SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], \
+            $6::int8[], $7::int8[]) \
+    )";
 
 /// Ordered by position in the batch, so ids follow op order.
-const INSERT_RULE_CHANGES: &str = "\
-    INSERT INTO rule_history (at_ms, changed_by, comment, channel, sku, before_json, after_json) \
-    SELECT at_ms, changed_by, comment, channel, sku, before::jsonb, after::jsonb \
-    FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-        $7::text[]) WITH ORDINALITY \
-        AS t(at_ms, changed_by, comment, channel, sku, before, after, n) \
-    ORDER BY n";
+const RULE_CHANGES_PART: &str = "\
+    rule_change_rows AS ( \
+        INSERT INTO rule_history (at_ms, changed_by, comment, channel, sku, before_json, \
+            after_json) \
+        SELECT at_ms, changed_by, comment, channel, sku, before::jsonb, after::jsonb \
+        FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+            $7::text[]) WITH ORDINALITY \
+            AS t(at_ms, changed_by, comment, channel, sku, before, after, n) \
+        ORDER BY n \
+    )";
+
+/// In array order (`ORDER BY ord`), so ids follow the order of the changes.
+const OUTBOX_PART: &str = "\
+    outbox_rows AS ( \
+        INSERT INTO outbox (created_at_ms, reservation_id, channel, order_id, event, \
+            lines_json, next_attempt_at_ms, updated_at_ms, terms_json) \
+        SELECT at_ms, reservation_id, channel, order_id, event, lines::jsonb, at_ms, at_ms, \
+            terms::jsonb \
+        FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+            $7::text[]) \
+            WITH ORDINALITY AS u(at_ms, reservation_id, channel, order_id, event, lines, \
+                terms, ord) \
+        ORDER BY ord \
+    )";
+
+/// Each entry at most once (the batch keeps its last standing), and only
+/// entries committed before: a new entry's id is not known until it is.
+const OUTBOX_UPDATES_PART: &str = "\
+    outbox_updated AS ( \
+        UPDATE outbox o SET state = u.state, attempts = u.attempts, last_error = u.last_error, \
+            next_attempt_at_ms = u.next_attempt_at_ms, updated_at_ms = u.at_ms \
+        FROM UNNEST($1::int8[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[]) \
+            AS u(id, state, attempts, last_error, next_attempt_at_ms, at_ms) \
+        WHERE o.id = u.id \
+    )";
+
+const POOLS: u8 = 1;
+const LEDGER: u8 = 1 << 1;
+const RESERVATIONS: u8 = 1 << 2;
+const MOVEMENTS: u8 = 1 << 3;
+const EVENTS: u8 = 1 << 4;
+const RULE_CHANGES: u8 = 1 << 5;
+const OUTBOX: u8 = 1 << 6;
+const OUTBOX_UPDATES: u8 = 1 << 7;
+
+/// Every kind's part, by its bit, in the order their arrays are bound.
+const PARTS: [(u8, &str); 8] = [
+    (POOLS, POOLS_PART),
+    (LEDGER, LEDGER_PART),
+    (RESERVATIONS, RESERVATIONS_PART),
+    (MOVEMENTS, MOVEMENTS_PART),
+    (EVENTS, EVENTS_PART),
+    (RULE_CHANGES, RULE_CHANGES_PART),
+    (OUTBOX, OUTBOX_PART),
+    (OUTBOX_UPDATES, OUTBOX_UPDATES_PART),
+];
+
+/// The statement writing the kinds in `kinds` (not 0), built once per set
+/// of kinds: its text depends on nothing else, so sqlx prepares it once
+/// per connection and reuses it. A hot reserve batch is always the same
+/// one (pools, ledger, reservations, channel events).
+fn batch_statement(kinds: u8) -> &'static str {
+    static TEXTS: [OnceLock<String>; 256] = [const { OnceLock::new() }; 256];
+    TEXTS[usize::from(kinds)].get_or_init(|| {
+        let mut text = String::from("WITH ");
+        let mut bound = 0;
+        for (_, part) in PARTS.iter().filter(|(bit, _)| kinds & bit != 0) {
+            // Every part binds arrays: none is first once some are bound.
+            if bound > 0 {
+                text.push_str(", ");
+            }
+            bound = renumber(part, bound, &mut text);
+        }
+        text.push_str(" SELECT 1");
+        text
+    })
+}
+
+/// Appends `part` to `out` with each placeholder `$n` as `$(n + offset)`;
+/// returns the highest placeholder written.
+fn renumber(part: &str, offset: usize, out: &mut String) -> usize {
+    let mut highest = offset;
+    let mut rest = part;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let n: usize = rest[at + 1..at + 1 + digits]
+            .parse()
+            .expect("every $ of a part starts a placeholder");
+        highest = highest.max(n + offset);
+        out.push('$');
+        out.push_str(&(n + offset).to_string());
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    highest
+}
 
 const UPSERT_WAREHOUSE: &str = "\
     INSERT INTO warehouses (code, name, position) \
@@ -1291,25 +1566,6 @@ const SELECT_LEDGER_OF_SKU: &str = "\
     SELECT id, at_ms, sku, warehouse, kind, on_hand_delta, reserved_delta, \
         on_hand_after, reserved_after, reason, reference \
     FROM ledger WHERE sku = $1 AND id > $2 ORDER BY id LIMIT $3";
-
-/// In array order (`ORDER BY ord`), so ids follow the order of the changes.
-const INSERT_OUTBOX: &str = "\
-    INSERT INTO outbox (created_at_ms, reservation_id, channel, order_id, event, lines_json, \
-        next_attempt_at_ms, updated_at_ms, terms_json) \
-    SELECT at_ms, reservation_id, channel, order_id, event, lines::jsonb, at_ms, at_ms, \
-        terms::jsonb \
-    FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-        $7::text[]) \
-        WITH ORDINALITY AS u(at_ms, reservation_id, channel, order_id, event, lines, terms, ord) \
-    ORDER BY ord";
-
-/// Each entry at most once (the batch keeps its last standing).
-const UPDATE_OUTBOX: &str = "\
-    UPDATE outbox o SET state = u.state, attempts = u.attempts, last_error = u.last_error, \
-        next_attempt_at_ms = u.next_attempt_at_ms, updated_at_ms = u.at_ms \
-    FROM UNNEST($1::int8[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[]) \
-        AS u(id, state, attempts, last_error, next_attempt_at_ms, at_ms) \
-    WHERE o.id = u.id";
 
 /// The columns every outbox read selects, in `OutboxRecord`'s shape.
 macro_rules! outbox_select {
@@ -1512,6 +1768,36 @@ mod tests {
         ];
         let batch = Batch::fold(&ops).unwrap();
         assert_eq!(batch.reservations.expires_at_ms, vec![2]);
+    }
+
+    #[test]
+    fn every_set_of_kinds_is_one_statement_numbering_its_arrays_in_bind_order() {
+        // The arrays each kind binds, in PARTS order.
+        let arrays = [6, 10, 14, 2, 7, 7, 7, 6];
+        for kinds in 1..=u8::MAX {
+            let text = batch_statement(kinds);
+            let present = |bit: usize| kinds & (1 << bit) != 0;
+            let expected: usize = (0..8).filter(|&b| present(b)).map(|b| arrays[b]).sum();
+            let mut numbers: Vec<usize> = text
+                .split('$')
+                .skip(1)
+                .map(|rest| {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    digits.parse().unwrap()
+                })
+                .collect();
+            numbers.sort_unstable();
+            numbers.dedup();
+            assert_eq!(numbers, (1..=expected).collect::<Vec<_>>(), "{text}");
+            for (bit, (_, part)) in PARTS.iter().enumerate() {
+                let name = part.trim_start().split(' ').next().unwrap();
+                assert_eq!(text.contains(name), present(bit), "{name} in {text}");
+            }
+            assert!(
+                text.starts_with("WITH ") && text.ends_with(") SELECT 1"),
+                "{text}"
+            );
+        }
     }
 
     #[tokio::test]
