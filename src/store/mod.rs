@@ -11,7 +11,6 @@ pub mod migrate;
 mod postgres;
 mod sqlite;
 mod sqlite_batch;
-mod wake;
 mod writer;
 
 use std::sync::Arc;

@@ -26,7 +26,6 @@ use sqlx::{Connection, QueryBuilder, Sqlite};
 use tokio_stream::StreamExt;
 
 use super::sqlite_batch::Param;
-use super::wake::Awake;
 use super::{
     ChannelEvent, LedgerEntry, LedgerRow, MovementKind, MovementRecord, NewOutboxEntry, Op,
     OutboxEntry, OutboxEvent, OutboxLine, OutboxState, OutboxStats, PoolRow, PoolSink, RuleChange,
@@ -144,8 +143,6 @@ pub struct SqliteStore {
     /// Connections that only read; WAL lets them see the last commit while
     /// the writer works.
     reader: SqlitePool,
-    /// Keeps a CPU awake while a commit waits for its flush.
-    awake: Option<Awake>,
 }
 
 impl SqliteStore {
@@ -241,11 +238,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         tokio::spawn(checkpoints(reader.clone()));
-        Ok(SqliteStore {
-            writer,
-            reader,
-            awake: Awake::start(),
-        })
+        Ok(SqliteStore { writer, reader })
     }
 
     /// Closes every connection, waiting for those in use. The last one to
@@ -388,10 +381,7 @@ impl Store for SqliteStore {
                 Param::Null => query.bind(None::<i64>),
             };
         }
-        let held = self.awake.as_ref().map(Awake::hold);
-        let result = query.execute(&mut *conn).await;
-        drop(held);
-        let Err(e) = result else {
+        let Err(e) = query.execute(&mut *conn).await else {
             return Ok(());
         };
         // Nothing is left open when the failure was BEGIN or COMMIT itself,
