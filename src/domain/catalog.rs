@@ -119,10 +119,17 @@ impl Catalog {
         self.channels.iter().position(|c| &c.code == code)
     }
 
-    /// Adds or renames a warehouse; a new one goes last in declared order.
-    pub fn upsert_warehouse(&mut self, warehouse: Warehouse) {
+    /// Empties what is resolved once per catalog (the rules of SKUs without
+    /// their own, the channels' default warehouse orders): called by every
+    /// method that changes the catalog.
+    fn forget_resolved(&mut self) {
         self.unnamed = OnceLock::new();
         self.default_orders = OnceLock::new();
+    }
+
+    /// Adds or renames a warehouse; a new one goes last in declared order.
+    pub fn upsert_warehouse(&mut self, warehouse: Warehouse) {
+        self.forget_resolved();
         match self.warehouse_index(&warehouse.code) {
             Some(i) => self.warehouses[i] = warehouse,
             None => self.warehouses.push(warehouse),
@@ -131,8 +138,7 @@ impl Catalog {
 
     /// Adds or renames a channel; a new one goes last in declared order.
     pub fn upsert_channel(&mut self, channel: Channel) {
-        self.unnamed = OnceLock::new();
-        self.default_orders = OnceLock::new();
+        self.forget_resolved();
         match self.channel_index(&channel.code) {
             Some(i) => self.channels[i] = channel,
             None => self.channels.push(channel),
@@ -202,8 +208,7 @@ impl Catalog {
 
     /// Stores a checked rule (replacing the one with the same channel and SKU).
     pub fn put_rule(&mut self, rule: Rule) {
-        self.unnamed = OnceLock::new();
-        self.default_orders = OnceLock::new();
+        self.forget_resolved();
         let channel = rule.channel.clone().expect("checked rule has a channel");
         match rule.sku.clone() {
             None => {
@@ -217,8 +222,7 @@ impl Catalog {
 
     /// Removes a rule; returns it when there was one.
     pub fn delete_rule(&mut self, channel: &ChannelCode, sku: Option<&Sku>) -> Option<Rule> {
-        self.unnamed = OnceLock::new();
-        self.default_orders = OnceLock::new();
+        self.forget_resolved();
         match sku {
             None => self.defaults.remove(channel),
             Some(sku) => self.sku_rules.get_mut(channel).and_then(|m| m.remove(sku)),
@@ -556,6 +560,29 @@ mod tests {
             ],
         );
         assert_eq!(catalog.default_warehouse_order(1), vec![1, 0]);
+    }
+
+    #[test]
+    fn the_default_warehouse_order_is_resolved_again_after_every_change() {
+        let mut catalog = three_warehouses();
+        assert_eq!(catalog.default_warehouses(1), [0, 1, 2]);
+        catalog.put_rule(Rule {
+            warehouses: whs(&["WH-WEST", "WH-EAST"]),
+            ..default_rule("amazon")
+        });
+        assert_eq!(catalog.default_warehouses(1), [1, 0]);
+        catalog.delete_rule(&ch("amazon"), None);
+        assert_eq!(catalog.default_warehouses(1), [0, 1, 2]);
+        catalog.upsert_warehouse(Warehouse {
+            code: wh("WH-SOUTH"),
+            name: "South".into(),
+        });
+        assert_eq!(catalog.default_warehouses(1), [0, 1, 2, 3]);
+        catalog.upsert_channel(Channel {
+            code: ch("pos"),
+            name: "Shop till".into(),
+        });
+        assert_eq!(catalog.default_warehouses(3), [0, 1, 2, 3]);
     }
 
     #[test]
